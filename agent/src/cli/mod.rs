@@ -1,0 +1,78 @@
+//! The `op-dbus-agent` command line (contract in `../shared/CLI.md`). Each
+//! subcommand has its own module with `Args` and `run`; `main` dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod apply;
+pub mod audit;
+pub mod confirm;
+pub mod diff;
+pub mod query;
+pub mod run;
+pub mod status;
+pub mod validate;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "op-dbus-agent",
+    version,
+    about = "Keeps this host equal to state.json over D-Bus, netlink and OVSDB"
+)]
+pub struct Cli {
+    /// Log at debug level (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand understands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Where the agent keeps its audit database, markers, status and checkpoints.
+    #[arg(long, global = true, default_value = "/var/lib/op-dbus", env = "OPDBUS_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// OVSDB server socket, as unix:PATH.
+    #[arg(long, global = true, default_value = "unix:/run/openvswitch/db.sock")]
+    pub ovsdb: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check state files (same as the installer's validate).
+    Validate(validate::Args),
+    /// Current state of what the plugins manage, as JSON.
+    Query(query::Args),
+    /// The actions an apply would take.
+    Diff(diff::Args),
+    /// Apply, verify, and record to the audit chain.
+    Apply(apply::Args),
+    /// Keep a change applied with --confirm-timeout.
+    Confirm(confirm::Args),
+    /// First reconcile once per installation, then stay resident.
+    Run(run::Args),
+    /// Exit 0 done, 1 failed, 2 still running.
+    Status(status::Args),
+    /// The hash-chained audit log.
+    Audit(audit::Args),
+}
+
+/// Runs the parsed command; the returned code is the process exit status.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Validate(a) => validate::run(&g, a),
+        Command::Query(a) => query::run(&g, a),
+        Command::Diff(a) => diff::run(&g, a),
+        Command::Apply(a) => apply::run(&g, a),
+        Command::Confirm(a) => confirm::run(&g, a),
+        Command::Run(a) => run::run(&g, a),
+        Command::Status(a) => status::run(&g, a),
+        Command::Audit(a) => audit::run(&g, a),
+    }
+}

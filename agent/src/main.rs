@@ -1,0 +1,18 @@
+//! `op-dbus-agent`: thin entry point; all logic is in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use opdbus_agent::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    opdbus_common::logging::init(cli.verbose);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("op-dbus-agent: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

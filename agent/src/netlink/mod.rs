@@ -1,0 +1,464 @@
+//! Netlink adapter: queries and changes links, addresses and routes of the
+//! network namespace it was opened in, through rtnetlink. It applies single
+//! changes; diffing, ordering and rollback belong to the network plugin.
+
+mod error;
+mod parse;
+mod resolv;
+mod types;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::{
+    AddressMessageBuilder, LinkBond, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec,
+    LinkVeth, LinkVlan, RouteMessageBuilder,
+};
+
+pub use error::NetlinkError;
+pub use resolv::{render_resolv_conf, write_resolv_conf};
+pub use types::{
+    AddrInfo, BondInfo, BondMode, LinkInfo, LinkKind, OperState, RouteInfo, RouteSpec, VlanInfo,
+};
+
+pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
+
+/// A handle on one rtnetlink socket. Cheap to clone; all clones share the
+/// socket and its connection task.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a route socket and spawns its connection task on the current
+    /// tokio runtime (panics outside one). The socket stays bound to the
+    /// network namespace of the calling thread at this moment.
+    pub fn new() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    // ---- queries -------------------------------------------------------
+
+    async fn link_messages(&self) -> Result<Vec<LinkMessage>> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl("listing links", e))
+    }
+
+    async fn link_names(&self) -> Result<HashMap<u32, String>> {
+        Ok(self
+            .link_messages()
+            .await?
+            .iter()
+            .filter_map(|m| parse::link_name(m).map(|n| (m.header.index, n.to_string())))
+            .collect())
+    }
+
+    /// All links, sorted by index.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
+        Ok(parse::links(&self.link_messages().await?))
+    }
+
+    /// The link named `name`, if it exists.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
+        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+    }
+
+    /// IPv4 and IPv6 addresses, without the IPv6 link-local ones the kernel
+    /// makes by itself.
+    pub async fn addresses(&self) -> Result<Vec<AddrInfo>> {
+        let mut all = self.all_addresses().await?;
+        all.retain(|a| !a.link_local);
+        Ok(all)
+    }
+
+    /// IPv4 and IPv6 addresses, link-local ones included (marked).
+    pub async fn all_addresses(&self) -> Result<Vec<AddrInfo>> {
+        let names = self.link_names().await?;
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl("listing addresses", e))?;
+        Ok(parse::addresses(&msgs, &names))
+    }
+
+    /// Unicast routes of the main table, IPv4 then IPv6.
+    pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
+        let names = self.link_names().await?;
+        let mut msgs: Vec<RouteMessage> = Vec::new();
+        for (family, dump) in [
+            ("IPv4", RouteMessageBuilder::<Ipv4Addr>::new().build()),
+            ("IPv6", RouteMessageBuilder::<Ipv6Addr>::new().build()),
+        ] {
+            let part: Vec<_> = self
+                .handle
+                .route()
+                .get(dump)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| NetlinkError::from_rtnl(format!("listing {family} routes"), e))?;
+            msgs.extend(part);
+        }
+        Ok(parse::routes(&msgs, &names))
+    }
+
+    /// The ifindex of `name`; `op` names the operation for the error.
+    pub async fn index_of(&self, op: &str, name: &str) -> Result<u32> {
+        types::check_link_name(name).map_err(|_| NetlinkError::LinkNotFound {
+            op: op.to_string(),
+            name: name.to_string(),
+        })?;
+        let found: Result<Vec<LinkMessage>, _> = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_collect()
+            .await;
+        let err = match found {
+            Ok(msgs) => match msgs.first() {
+                Some(m) => return Ok(m.header.index),
+                None => None,
+            },
+            Err(e) => Some(NetlinkError::from_rtnl(op, e)),
+        };
+        match err {
+            Some(e) if !e.is_missing() => Err(e),
+            _ => Err(NetlinkError::LinkNotFound {
+                op: op.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    // ---- links ---------------------------------------------------------
+
+    async fn add_link(
+        &self,
+        op: String,
+        kind: (&'static str, &'static str),
+        msg: LinkMessage,
+    ) -> Result<()> {
+        tracing::debug!("{op}");
+        self.handle.link().add(msg).execute().await.map_err(|e| {
+            let err = NetlinkError::from_rtnl(op.clone(), e);
+            if err.errno() == Some(libc::EOPNOTSUPP) {
+                NetlinkError::UnsupportedKind {
+                    op,
+                    kind: kind.0,
+                    module: kind.1,
+                }
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Creates a Linux bridge, administratively down.
+    pub async fn create_bridge(&self, name: &str) -> Result<()> {
+        types::check_link_name(name)?;
+        let msg = LinkMessageBuilder::<LinkBridge>::new(name).build();
+        self.add_link(format!("creating bridge {name}"), ("bridge", "bridge"), msg)
+            .await
+    }
+
+    /// Creates a veth pair `name` <-> `peer`, both administratively down.
+    pub async fn create_veth(&self, name: &str, peer: &str) -> Result<()> {
+        types::check_link_name(name)?;
+        types::check_link_name(peer)?;
+        let msg = LinkVeth::new(name, peer).build();
+        self.add_link(
+            format!("creating veth pair {name}/{peer}"),
+            ("veth", "veth"),
+            msg,
+        )
+        .await
+    }
+
+    /// Creates a bond with `mode` and, when given, MII link monitoring every
+    /// `miimon` milliseconds; administratively down.
+    pub async fn create_bond(&self, name: &str, mode: BondMode, miimon: Option<u32>) -> Result<()> {
+        types::check_link_name(name)?;
+        let mut builder = LinkBond::new(name).mode(parse::kernel_bond_mode(mode));
+        if let Some(ms) = miimon {
+            builder = builder.miimon(ms);
+        }
+        self.add_link(
+            format!("creating bond {name} (mode {mode})"),
+            ("bond", "bonding"),
+            builder.build(),
+        )
+        .await
+    }
+
+    /// Creates VLAN `id` on `base` named `name`; administratively down.
+    pub async fn create_vlan(&self, name: &str, base: &str, id: u16) -> Result<()> {
+        types::check_link_name(name)?;
+        let op = format!("creating vlan {name} (id {id} on {base})");
+        let base_index = self.index_of(&op, base).await?;
+        let msg = LinkVlan::new(name, base_index, id).build();
+        self.add_link(op, ("vlan", "8021q"), msg).await
+    }
+
+    /// Creates a dummy link; administratively down.
+    pub async fn create_dummy(&self, name: &str) -> Result<()> {
+        types::check_link_name(name)?;
+        let msg = LinkDummy::new(name).build();
+        self.add_link(format!("creating dummy {name}"), ("dummy", "dummy"), msg)
+            .await
+    }
+
+    /// Deletes a link (for a veth, both ends go).
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        let op = format!("deleting link {name}");
+        let index = self.index_of(&op, name).await?;
+        tracing::debug!("{op}");
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    async fn set_link(
+        &self,
+        op: String,
+        name: &str,
+        build: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>,
+    ) -> Result<()> {
+        let index = self.index_of(&op, name).await?;
+        tracing::debug!("{op}");
+        let msg = build(LinkUnspec::new_with_index(index)).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    /// Sets a link administratively up.
+    pub async fn set_up(&self, name: &str) -> Result<()> {
+        self.set_link(format!("setting {name} up"), name, |b| b.up())
+            .await
+    }
+
+    /// Sets a link administratively down.
+    pub async fn set_down(&self, name: &str) -> Result<()> {
+        self.set_link(format!("setting {name} down"), name, |b| b.down())
+            .await
+    }
+
+    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
+        self.set_link(format!("setting mtu {mtu} on {name}"), name, |b| b.mtu(mtu))
+            .await
+    }
+
+    /// Enslaves `name` to the bridge or bond `master`. Bond ports must be
+    /// down when attached (a kernel rule).
+    pub async fn set_master(&self, name: &str, master: &str) -> Result<()> {
+        let op = format!("attaching {name} to {master}");
+        let master_index = self.index_of(&op, master).await?;
+        self.set_link(op, name, |b| b.controller(master_index))
+            .await
+    }
+
+    /// Detaches `name` from its bridge or bond.
+    pub async fn set_nomaster(&self, name: &str) -> Result<()> {
+        self.set_link(format!("detaching {name} from its master"), name, |b| {
+            b.nocontroller()
+        })
+        .await
+    }
+
+    // ---- addresses -----------------------------------------------------
+
+    /// Adds `addr` (host address with prefix, e.g. `10.0.0.1/24`) to `ifname`.
+    pub async fn add_address(&self, ifname: &str, addr: IpNet) -> Result<()> {
+        let op = format!("adding address {addr} to {ifname}");
+        let index = self.index_of(&op, ifname).await?;
+        tracing::debug!("{op}");
+        self.handle
+            .address()
+            .add(index, addr.addr(), addr.prefix_len())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    pub async fn delete_address(&self, ifname: &str, addr: IpNet) -> Result<()> {
+        let op = format!("deleting address {addr} from {ifname}");
+        let index = self.index_of(&op, ifname).await?;
+        tracing::debug!("{op}");
+        let msg = match addr {
+            IpNet::V4(n) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(n.addr(), n.prefix_len())
+                .build(),
+            IpNet::V6(n) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(n.addr(), n.prefix_len())
+                .build(),
+        };
+        self.handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    // ---- routes --------------------------------------------------------
+
+    async fn route_message(
+        &self,
+        op: &str,
+        spec: &RouteSpec,
+        for_delete: bool,
+    ) -> Result<RouteMessage> {
+        let invalid = |reason: String| NetlinkError::InvalidRoute {
+            op: op.to_string(),
+            reason,
+        };
+        if spec.dst != spec.dst.trunc() {
+            return Err(invalid(format!(
+                "destination {} has host bits set; write {}",
+                spec.dst,
+                spec.dst.trunc()
+            )));
+        }
+        let oif = match &spec.dev {
+            Some(dev) => Some(self.index_of(op, dev).await?),
+            None => None,
+        };
+        if !for_delete && spec.gateway.is_none() && oif.is_none() {
+            return Err(invalid("a route needs a gateway or a device".to_string()));
+        }
+        let msg = match (spec.dst, spec.gateway) {
+            (IpNet::V4(dst), gw) => {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new();
+                if dst.prefix_len() > 0 {
+                    b = b.destination_prefix(dst.addr(), dst.prefix_len());
+                }
+                match gw {
+                    Some(IpAddr::V4(gw)) => {
+                        finish_route(b.gateway(gw), oif, spec.metric, for_delete)
+                    }
+                    Some(IpAddr::V6(gw)) => {
+                        return Err(invalid(format!(
+                            "IPv6 gateway {gw} for an IPv4 destination"
+                        )))
+                    }
+                    None => finish_route(b.scope(RouteScope::Link), oif, spec.metric, for_delete),
+                }
+            }
+            (IpNet::V6(dst), gw) => {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new();
+                if dst.prefix_len() > 0 {
+                    b = b.destination_prefix(dst.addr(), dst.prefix_len());
+                }
+                match gw {
+                    Some(IpAddr::V6(gw)) => {
+                        finish_route(b.gateway(gw), oif, spec.metric, for_delete)
+                    }
+                    Some(IpAddr::V4(gw)) => {
+                        return Err(invalid(format!(
+                            "IPv4 gateway {gw} for an IPv6 destination"
+                        )))
+                    }
+                    None => finish_route(b, oif, spec.metric, for_delete),
+                }
+            }
+        };
+        Ok(msg)
+    }
+
+    /// Adds a route to the main table (fails with EEXIST if it exists).
+    pub async fn add_route(&self, spec: &RouteSpec) -> Result<()> {
+        let op = format!("adding route {spec}");
+        let msg = self.route_message(&op, spec, false).await?;
+        tracing::debug!("{op}");
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    /// Adds a route, or replaces the one with the same destination and metric.
+    pub async fn replace_route(&self, spec: &RouteSpec) -> Result<()> {
+        let op = format!("replacing route {spec}");
+        let msg = self.route_message(&op, spec, false).await?;
+        tracing::debug!("{op}");
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+
+    /// Adds a default route via `gateway` (family from the gateway), optionally on `dev`.
+    pub async fn add_default_route(&self, gateway: IpAddr, dev: Option<&str>) -> Result<()> {
+        let mut spec = RouteSpec::default_via(gateway);
+        spec.dev = dev.map(str::to_string);
+        self.add_route(&spec).await
+    }
+
+    /// Deletes a route of the main table; unset fields of `spec` match anything.
+    pub async fn delete_route(&self, spec: &RouteSpec) -> Result<()> {
+        let op = format!("deleting route {spec}");
+        let msg = self.route_message(&op, spec, true).await?;
+        tracing::debug!("{op}");
+        self.handle
+            .route()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl(op, e))
+    }
+}
+
+/// Sets the parts of a route message common to both address families.
+fn finish_route<T>(
+    builder: RouteMessageBuilder<T>,
+    oif: Option<u32>,
+    metric: Option<u32>,
+    for_delete: bool,
+) -> RouteMessage {
+    let mut b = builder;
+    if let Some(oif) = oif {
+        b = b.output_interface(oif);
+    }
+    if let Some(metric) = metric {
+        b = b.priority(metric);
+    }
+    if for_delete {
+        // Match any protocol and scope, as `ip route del` does.
+        b = b
+            .protocol(RouteProtocol::Unspec)
+            .scope(RouteScope::NoWhere)
+            .kind(RouteType::Unicast);
+    }
+    b.build()
+}

@@ -1,0 +1,1 @@
+//! OVSDB JSON-RPC client, RFC 7047 (placeholder).

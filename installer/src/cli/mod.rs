@@ -1,0 +1,64 @@
+//! The `op-dbus-install` command line (see `../shared/CLI.md` for the
+//! contract). Each subcommand lives in its own module with an `Args` struct
+//! and a `run` function; `main` only parses and dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod auto;
+pub mod disk;
+pub mod install;
+pub mod payload;
+pub mod plan;
+pub mod schema;
+pub mod validate;
+pub mod wizard;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "op-dbus-install",
+    version,
+    about = "Installs Debian or Proxmox VE from one declarative state.json"
+)]
+pub struct Cli {
+    /// Log at debug level (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check state files; errors as FILE:LINE:COL: /json/pointer: message.
+    Validate(validate::Args),
+    /// Print the JSON Schema of state.json.
+    Schema(schema::Args),
+    /// Print the resolved install plan; pure, writes nothing.
+    Plan(plan::Args),
+    /// Run only the disk phase: partitions, ESP, btrfs, subvolumes, mounts.
+    Disk(disk::Args),
+    /// Build the offline base-system payload (tar.zst and .sha256).
+    Payload(payload::Args),
+    /// The whole install.
+    Install(install::Args),
+    /// Interactive editor that writes a valid state.json.
+    Wizard(wizard::Args),
+    /// Live-ISO entry: read opdbus.* from the kernel command line and install unattended.
+    Auto(auto::Args),
+}
+
+/// Runs the parsed command; the returned code is the process exit status.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Schema(a) => schema::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Disk(a) => disk::run(a),
+        Command::Payload(a) => payload::run(a),
+        Command::Install(a) => install::run(a),
+        Command::Wizard(a) => wizard::run(a),
+        Command::Auto(a) => auto::run(a),
+    }
+}

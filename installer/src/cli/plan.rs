@@ -1,0 +1,10 @@
+//! `op-dbus-install plan` (not implemented yet).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`op-dbus-install plan` is not implemented yet")
+}

@@ -1,0 +1,1 @@
+//! The disk engine: plan data, partitioning, ESP, btrfs, mounts (placeholder).

@@ -1,0 +1,311 @@
+//! `plugins.network` (interfaces keyed by name, roadmap form) and
+//! `plugins.net` (a list with `ipv4`/`ipv6` blocks, deployment-guide form).
+//! Both normalize to one interface model in `crate::normalize`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::OneOrMany;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, Interface>,
+    /// Bonds keyed by name (same fields as an interface of type bond).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bonds: BTreeMap<String, Interface>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Resolver settings for the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    /// OVSDB socket, as `unix:PATH` (default unix:/run/openvswitch/db.sock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ovsdb: Option<String>,
+    /// Delete links of managed kinds that the state does not name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterfaceType {
+    #[default]
+    Ethernet,
+    Bridge,
+    Bond,
+    Vlan,
+    OvsBridge,
+    Veth,
+    Dummy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    #[default]
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BondMode {
+    #[serde(rename = "balance-rr")]
+    BalanceRr,
+    #[serde(rename = "active-backup")]
+    ActiveBackup,
+    #[serde(rename = "balance-xor")]
+    BalanceXor,
+    #[serde(rename = "broadcast")]
+    Broadcast,
+    #[serde(rename = "802.3ad")]
+    Lacp,
+    #[serde(rename = "balance-tlb")]
+    BalanceTlb,
+    #[serde(rename = "balance-alb")]
+    BalanceAlb,
+}
+
+impl BondMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BondMode::BalanceRr => "balance-rr",
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::BalanceXor => "balance-xor",
+            BondMode::Broadcast => "broadcast",
+            BondMode::Lacp => "802.3ad",
+            BondMode::BalanceTlb => "balance-tlb",
+            BondMode::BalanceAlb => "balance-alb",
+        }
+    }
+}
+
+/// One interface in the map form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    #[serde(rename = "type", default)]
+    pub kind: InterfaceType,
+    #[serde(default)]
+    pub state: LinkState,
+    /// Static addresses in CIDR form, IPv4 or IPv6.
+    #[serde(default, alias = "addresses", skip_serializing_if = "OneOrMany::is_empty")]
+    pub address: OneOrMany<String>,
+    /// IPv4 default gateway (must lie in one of the interface's subnets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp6: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Linux bridge ports (a name or a list).
+    #[serde(default, skip_serializing_if = "OneOrMany::is_empty")]
+    pub bridge_ports: OneOrMany<String>,
+    /// Open vSwitch bridge ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<OvsPort>,
+    /// Bond members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slaves: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<BondMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miimon: Option<u32>,
+    /// VLAN id (1-4094).
+    #[serde(default, alias = "vlan_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<u16>,
+    /// The link a VLAN sits on.
+    #[serde(default, alias = "vlan_raw_device", skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The other end of a veth pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// An Open vSwitch port: a bare name (a system port) or a full description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OvsPortSpec {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: OvsPortType,
+    /// Peer port name, for `patch` ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Access VLAN tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OvsPortType {
+    #[default]
+    System,
+    Internal,
+    Patch,
+}
+
+/// `"ens1"` or `{"name": "ens1", "type": "system"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsPort(pub OvsPortSpec);
+
+impl Serialize for OvsPort {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = &self.0;
+        if p.kind == OvsPortType::System && p.peer.is_none() && p.tag.is_none() {
+            s.serialize_str(&p.name)
+        } else {
+            p.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OvsPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OvsPort;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port name or {\"name\", \"type\", \"peer\", \"tag\"}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OvsPort, E> {
+                Ok(OvsPort(OvsPortSpec {
+                    name: v.to_string(),
+                    kind: OvsPortType::System,
+                    peer: None,
+                    tag: None,
+                }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OvsPort, A::Error> {
+                OvsPortSpec::deserialize(MapAccessDeserializer::new(map)).map(OvsPort)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for OvsPort {
+    fn schema_name() -> Cow<'static, str> {
+        "OvsPort".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let spec = g.subschema_for::<OvsPortSpec>();
+        json_schema!({ "anyOf": [{ "type": "string" }, spec] })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Destination in CIDR form, or `default`.
+    #[serde(alias = "destination")]
+    pub to: String,
+    #[serde(default, alias = "gateway", skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+}
+
+/// `plugins.net`: the list form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetList {
+    #[serde(default)]
+    pub interfaces: Vec<NetInterface>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ovsdb: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetInterface {
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub kind: InterfaceType,
+    #[serde(default)]
+    pub state: LinkState,
+    /// Ports of an ovs-bridge, or of a Linux bridge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<OvsPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<IpBlock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<IpBlock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slaves: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<BondMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miimon: Option<u32>,
+    #[serde(default, alias = "vlan_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpBlock {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub dhcp: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address: Vec<IpPrefix>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpPrefix {
+    pub ip: String,
+    pub prefix: u8,
+}

@@ -1,0 +1,142 @@
+//! `plugins.storage`: disks, partitions, filesystems, btrfs subvolumes and
+//! mounts, in the roadmap's shape.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Size;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Disks keyed by the name the rest of the state uses (`/dev/sda`).
+    #[serde(default)]
+    pub devices: BTreeMap<String, Device>,
+    /// Filesystems keyed by partition (`/dev/sda2`), for partitions that do
+    /// not say their filesystem inline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filesystems: BTreeMap<String, Filesystem>,
+    /// Subvolumes keyed by the btrfs partition that holds them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub btrfs_subvolumes: BTreeMap<String, Vec<Subvolume>>,
+    /// Mounts keyed by mount point.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, Mount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    #[serde(default)]
+    pub partition_table: PartitionTable,
+    /// How to find the disk on the machine when its key is not a stable path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<DiskSelector>,
+    #[serde(default)]
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionTable {
+    #[default]
+    Gpt,
+    Msdos,
+}
+
+/// Matches exactly one disk of the machine; every given criterion must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSelector {
+    /// A device path, including `/dev/disk/by-id/...` and `/dev/disk/by-path/...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Size>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// Partition number; defaults to the position in the list (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+    pub size: Size,
+    #[serde(rename = "type")]
+    pub kind: PartitionType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FsType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionType {
+    Efi,
+    Linux,
+    Swap,
+    BiosBoot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    Vfat,
+    Btrfs,
+    Ext4,
+    Swap,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    #[serde(rename = "type")]
+    pub kind: FsType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Fixed filesystem UUID; chosen by the installer when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subvolume {
+    /// Subvolume path below the top level, such as `@` or `@home`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// `btrfs.compression` property: zstd, zstd:N, lzo, zlib or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Disable copy-on-write (the +C attribute) for VM images and databases.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nodatacow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// The partition (`/dev/sda2`) mounted here.
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subvol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<FsType>,
+    /// Mount options, comma separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+}

@@ -128,7 +128,11 @@ pub struct ChainBreak {
 
 impl std::fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "audit chain broken at record {}: {}", self.id, self.reason)
+        write!(
+            f,
+            "audit chain broken at record {}: {}",
+            self.id, self.reason
+        )
     }
 }
 
@@ -169,9 +173,9 @@ impl std::fmt::Display for BreakReason {
                 f,
                 "records {missing_from}..={missing_to} before it are missing (deleted?)"
             ),
-            Self::BadGenesis => {
-                f.write_str("the chain does not start with a genesis record (id 0, no previous hash)")
-            }
+            Self::BadGenesis => f.write_str(
+                "the chain does not start with a genesis record (id 0, no previous hash)",
+            ),
             Self::Unreadable { detail } => write!(f, "record is unreadable: {detail}"),
         }
     }

@@ -6,3 +6,6 @@ pub mod audit;
 pub mod dbus;
 pub mod netlink;
 pub mod ovsdb;
+pub mod engine;
+pub mod plugins;
+pub mod service;

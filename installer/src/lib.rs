@@ -4,3 +4,11 @@
 pub mod cli;
 pub mod disk;
 pub mod payload;
+pub mod bootloader;
+pub mod target;
+pub mod live;
+pub mod layout;
+pub mod inventory;
+pub mod plan;
+pub mod install;
+pub mod wizard;

@@ -1,12 +1,63 @@
-//! `op-dbus-agent apply` (not implemented yet).
+//! `op-dbus-agent apply STATE [--dry-run] [--no-rollback] [--confirm-timeout N]`:
+//! applies, verifies and records to the audit chain; exit 1 when a plugin failed.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use super::query::{runtime, TargetArgs};
 use super::Global;
+use crate::engine::{ApplyOptions, DesiredState, Engine, PluginOutcome, RunReport};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The desired state.
+    pub state: PathBuf,
+    /// Plan only: print the actions, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip the network checkpoint and rollback (debugging).
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Keep network changes only if `op-dbus-agent confirm` runs within N seconds.
+    #[arg(long, value_name = "N")]
+    pub confirm_timeout: Option<u64>,
+    /// Print the run report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-agent apply` is not implemented yet")
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let state = DesiredState::load(&args.state)?;
+    let options = ApplyOptions {
+        dry_run: args.dry_run,
+        no_rollback: args.no_rollback,
+        confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
+    };
+    let ctx = args.target.context(global, options);
+    let report = runtime()?.block_on(Engine::standard().apply(&ctx, &state));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Human summary: one line per action, one per plugin, failures last.
+pub fn print_report(report: &RunReport) {
+    for p in &report.plugins {
+        for a in &p.actions {
+            let detail = a.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            println!("{:<9} {:<7} {}{detail}", p.plugin, a.result, a.description);
+        }
+        if p.outcome != PluginOutcome::Skipped {
+            println!("{:<9} {:?} in {} ms", p.plugin, p.outcome, p.duration_ms);
+        }
+    }
+    for f in report.failures() {
+        eprintln!("op-dbus-agent: {f}");
+    }
 }

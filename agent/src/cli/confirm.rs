@@ -1,12 +1,25 @@
-//! `op-dbus-agent confirm` (not implemented yet).
+//! `op-dbus-agent confirm`: keeps a change applied with `--confirm-timeout`.
 
 use std::process::ExitCode;
 
 use super::Global;
+use crate::engine::confirm;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-agent confirm` is not implemented yet")
+pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
+    match confirm::confirm(&global.state_dir)? {
+        Some(what) => {
+            println!("confirmed: {}", what.trim());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "op-dbus-agent: no change is waiting for confirmation in {}",
+                global.state_dir.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }

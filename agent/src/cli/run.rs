@@ -1,12 +1,82 @@
-//! `op-dbus-agent run` (not implemented yet).
+//! `op-dbus-agent run [--state FILE]`: the first reconcile once per
+//! installation (first-boot marker tied to /etc/machine-id), the status file,
+//! then resident: `org.opdbus` on the system bus and drift repair.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
+
+use super::query::{runtime, TargetArgs, DEFAULT_STATE};
 use super::Global;
+use crate::engine::{ApplyOptions, DesiredState, Engine, FirstBoot, Status};
+use crate::service::Agent;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The state to keep the host at.
+    #[arg(long, default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
+    /// Exit after the first reconcile instead of staying resident.
+    #[arg(long)]
+    pub once: bool,
+    /// Reconcile even when the first-boot marker says it already ran.
+    #[arg(long)]
+    pub force: bool,
+    /// Minimum seconds between two repairs of the same unit.
+    #[arg(long, default_value_t = 5)]
+    pub drift_interval: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-agent run` is not implemented yet")
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let state = match DesiredState::load(&args.state) {
+        Ok(s) => s,
+        Err(e) => {
+            Status::fatal(format!("{e:#}")).write(&global.state_dir)?;
+            return Err(e);
+        }
+    };
+    let ctx = Arc::new(args.target.context(global, ApplyOptions::default()));
+    let engine = Arc::new(Engine::standard());
+    let first_boot = FirstBoot::new(&global.state_dir, &args.target.root);
+    let rt = runtime()?;
+    let mut code = ExitCode::SUCCESS;
+    if args.force || !first_boot.is_done() {
+        tracing::info!(state = %args.state.display(), "first reconcile");
+        Status::running(Some(state.hash.clone())).write(&global.state_dir)?;
+        let report = rt.block_on(engine.apply(&ctx, &state));
+        let ok = report.ok;
+        super::apply::print_report(&report);
+        Status::finished(report).write(&global.state_dir)?;
+        if ok {
+            first_boot.mark_done()?;
+        } else {
+            code = ExitCode::from(1);
+        }
+    } else {
+        tracing::info!(marker = %first_boot.marker_path().display(), "first reconcile already ran for this installation");
+    }
+    if args.once {
+        return Ok(code);
+    }
+    rt.block_on(async move {
+        let agent = Agent::new(engine, ctx.clone(), state);
+        let conn = ctx.bus().await?;
+        agent.serve(&conn).await?;
+        tracing::info!("resident: serving org.opdbus, watching systemd for drift");
+        let drift = agent.watch_drift(Duration::from_secs(args.drift_interval));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = drift => r.context("watching systemd for drift")?,
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(code)
 }

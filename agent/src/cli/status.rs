@@ -1,12 +1,62 @@
-//! `op-dbus-agent status` (not implemented yet).
+//! `op-dbus-agent status [--wait]`: exit 0 done, 1 failed, 2 still running (or
+//! not started), like `cloud-init status --wait`. `--result-line` prints the
+//! `OPDBUS-RESULT {json}` line the serial-console unit shows.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use super::Global;
+use crate::engine::{Phase, Status};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Poll until the first reconcile is no longer running.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after N seconds (exit 2).
+    #[arg(long, value_name = "N")]
+    pub timeout: Option<u64>,
+    /// Print the status file as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+    /// Print `OPDBUS-RESULT {json}` (one line).
+    #[arg(long)]
+    pub result_line: bool,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-agent status` is not implemented yet")
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let status = loop {
+        let status = Status::read(&global.state_dir)?;
+        let running = status.as_ref().is_none_or(|s| s.status == Phase::Running);
+        let timed_out = args.timeout.is_some_and(|t| start.elapsed() >= Duration::from_secs(t));
+        if !args.wait || !running || timed_out {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let json = match &status {
+        Some(s) => serde_json::to_string(s)?,
+        None => r#"{"status":"not-started"}"#.to_string(),
+    };
+    if args.result_line {
+        println!("OPDBUS-RESULT {json}");
+    } else if args.json {
+        println!("{json}");
+    } else {
+        match &status {
+            None => println!("status: not started"),
+            Some(s) => {
+                println!("status: {}", serde_json::to_value(s.status)?.as_str().unwrap_or("?"));
+                for e in &s.errors {
+                    println!("  {e}");
+                }
+            }
+        }
+    }
+    Ok(match status.map(|s| s.status) {
+        Some(Phase::Done) => ExitCode::SUCCESS,
+        Some(Phase::Failed) => ExitCode::from(1),
+        Some(Phase::Running) | None => ExitCode::from(2),
+    })
 }

@@ -1,12 +1,25 @@
-//! `op-dbus-agent validate` (not implemented yet).
+//! `op-dbus-agent validate FILE... [--strict]`: the same check and output as
+//! `op-dbus-install validate` (shared in `opdbus_state::check_files`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::Global;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// State files to check.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Treat warnings (malformed SSH keys, a root nobody can log in as) as errors.
+    #[arg(long)]
+    pub strict: bool,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-agent validate` is not implemented yet")
+pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    let report = opdbus_state::check_files(&args.files, args.strict);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

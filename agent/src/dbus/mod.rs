@@ -31,14 +31,18 @@ pub enum Error {
     #[error("unit '{unit}' not found (LoadState=not-found): check the unit name or install the package that ships it")]
     UnitNotFound { unit: String },
     /// A systemd job finished with a result other than "done".
-    #[error("{op} job for unit '{unit}' finished with result '{result}': see `journalctl -u {unit}`")]
+    #[error(
+        "{op} job for unit '{unit}' finished with result '{result}': see `journalctl -u {unit}`"
+    )]
     JobFailed {
         op: &'static str,
         unit: String,
         result: String,
     },
     /// A systemd job or PackageKit transaction did not finish in time.
-    #[error("{what} did not finish within {timeout:?}: the operation may still be running on the host")]
+    #[error(
+        "{what} did not finish within {timeout:?}: the operation may still be running on the host"
+    )]
     Timeout { what: String, timeout: Duration },
     /// The service stopped sending signals before the operation finished.
     #[error("signal stream ended while {what}: did the service exit or restart?")]

@@ -162,8 +162,11 @@ impl PackageKit {
     /// Resolve(filter, names): the packages PackageKit knows by these names,
     /// one entry per matching package id (see [`filter`]).
     pub async fn resolve(&self, filter: u64, names: &[&str]) -> Result<Vec<Package>> {
-        self.transaction("resolve", |tx| async move { tx.resolve(filter, names).await })
-            .await
+        self.transaction(
+            "resolve",
+            |tx| async move { tx.resolve(filter, names).await },
+        )
+        .await
     }
 
     /// InstallPackages(flags, package_ids); returns the Package signals
@@ -197,11 +200,9 @@ impl PackageKit {
         F: FnOnce(TransactionProxy<'static>) -> Fut,
         Fut: std::future::Future<Output = zbus::Result<()>>,
     {
-        let path = self
-            .daemon
-            .create_transaction()
-            .await
-            .map_err(call_err("calling org.freedesktop.PackageKit.CreateTransaction"))?;
+        let path = self.daemon.create_transaction().await.map_err(call_err(
+            "calling org.freedesktop.PackageKit.CreateTransaction",
+        ))?;
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .sender(SERVICE)
@@ -261,11 +262,9 @@ impl PackageKit {
                             .deserialize::<(u32, u32)>()
                             .map_err(call_err("decoding PackageKit Finished"))?;
                         return match (error, exit) {
-                            (Some((code, details)), _) => Err(Error::PackageKit {
-                                op,
-                                code,
-                                details,
-                            }),
+                            (Some((code, details)), _) => {
+                                Err(Error::PackageKit { op, code, details })
+                            }
                             (None, EXIT_SUCCESS) => Ok(packages),
                             (None, exit) => Err(Error::PackageKitExit { op, exit }),
                         };

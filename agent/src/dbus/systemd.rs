@@ -193,7 +193,9 @@ impl Systemd {
                     Err(zbus::Error::MethodError(name, _, _)) if name == ALREADY_SUBSCRIBED => {
                         Ok(())
                     }
-                    Err(e) => Err(call_err("calling org.freedesktop.systemd1.Manager.Subscribe")(e)),
+                    Err(e) => Err(call_err(
+                        "calling org.freedesktop.systemd1.Manager.Subscribe",
+                    )(e)),
                 }
             })
             .await
@@ -208,7 +210,10 @@ impl Systemd {
         let read = |prop: &str| format!("reading {prop} of unit '{name}'");
         Ok(UnitStatus {
             name: name.to_string(),
-            load_state: unit.load_state().await.map_err(call_err(read("LoadState")))?,
+            load_state: unit
+                .load_state()
+                .await
+                .map_err(call_err(read("LoadState")))?,
             active_state: unit
                 .active_state()
                 .await
@@ -223,9 +228,12 @@ impl Systemd {
 
     /// Manager.GetUnitFileState for a unit name or path (fails when no unit file exists).
     pub async fn unit_file_state(&self, name: &str) -> Result<String> {
-        self.manager.get_unit_file_state(name).await.map_err(call_err(format!(
-            "calling org.freedesktop.systemd1.Manager.GetUnitFileState('{name}')"
-        )))
+        self.manager
+            .get_unit_file_state(name)
+            .await
+            .map_err(call_err(format!(
+                "calling org.freedesktop.systemd1.Manager.GetUnitFileState('{name}')"
+            )))
     }
 
     /// Starts `name` in "replace" mode and waits for its job to finish with "done".
@@ -305,10 +313,13 @@ impl Systemd {
     /// objects. Signals that only invalidate ActiveState are resolved with a
     /// property read; signals without it are skipped.
     pub async fn changes(&self) -> Result<BoxStream<'static, UnitChange>> {
-        let rule = unit_properties_rule().map_err(call_err("building the PropertiesChanged match rule"))?;
+        let rule = unit_properties_rule()
+            .map_err(call_err("building the PropertiesChanged match rule"))?;
         let stream = MessageStream::for_match_rule(rule, &self.conn, None)
             .await
-            .map_err(call_err("subscribing to PropertiesChanged of systemd units"))?;
+            .map_err(call_err(
+                "subscribing to PropertiesChanged of systemd units",
+            ))?;
         self.subscribe().await?;
         let conn = self.conn.clone();
         Ok(stream
@@ -479,7 +490,10 @@ mod tests {
     #[test]
     fn unit_paths_unescape_like_systemd() {
         let cases = [
-            ("/org/freedesktop/systemd1/unit/dbus_2eservice", "dbus.service"),
+            (
+                "/org/freedesktop/systemd1/unit/dbus_2eservice",
+                "dbus.service",
+            ),
             (
                 "/org/freedesktop/systemd1/unit/getty_40tty1_2eservice",
                 "getty@tty1.service",
@@ -493,7 +507,13 @@ mod tests {
         for (path, name) in cases {
             assert_eq!(unit_name_from_path(path).as_deref(), Some(name), "{path}");
         }
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/job/12"), None);
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit/bad_2"), None);
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/job/12"),
+            None
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/bad_2"),
+            None
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
 use rtnetlink::{
@@ -22,7 +23,8 @@ use rtnetlink::{
 pub use error::NetlinkError;
 pub use resolv::{render_resolv_conf, write_resolv_conf};
 pub use types::{
-    AddrInfo, BondInfo, BondMode, LinkInfo, LinkKind, OperState, RouteInfo, RouteSpec, VlanInfo,
+    AddrInfo, BondInfo, BondMode, LinkInfo, LinkKind, NetSnapshot, OperState, RouteInfo, RouteSpec,
+    VlanInfo,
 };
 
 pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
@@ -56,13 +58,39 @@ impl Netlink {
             .map_err(|e| NetlinkError::from_rtnl("listing links", e))
     }
 
-    async fn link_names(&self) -> Result<HashMap<u32, String>> {
-        Ok(self
-            .link_messages()
-            .await?
-            .iter()
+    fn names(msgs: &[LinkMessage]) -> HashMap<u32, String> {
+        msgs.iter()
             .filter_map(|m| parse::link_name(m).map(|n| (m.header.index, n.to_string())))
-            .collect())
+            .collect()
+    }
+
+    async fn address_messages(&self) -> Result<Vec<AddressMessage>> {
+        self.handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| NetlinkError::from_rtnl("listing addresses", e))
+    }
+
+    async fn route_messages(&self) -> Result<Vec<RouteMessage>> {
+        let mut msgs: Vec<RouteMessage> = Vec::new();
+        for (family, dump) in [
+            ("IPv4", RouteMessageBuilder::<Ipv4Addr>::new().build()),
+            ("IPv6", RouteMessageBuilder::<Ipv6Addr>::new().build()),
+        ] {
+            let part: Vec<_> = self
+                .handle
+                .route()
+                .get(dump)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| NetlinkError::from_rtnl(format!("listing {family} routes"), e))?;
+            msgs.extend(part);
+        }
+        Ok(msgs)
     }
 
     /// All links, sorted by index.
@@ -85,37 +113,25 @@ impl Netlink {
 
     /// IPv4 and IPv6 addresses, link-local ones included (marked).
     pub async fn all_addresses(&self) -> Result<Vec<AddrInfo>> {
-        let names = self.link_names().await?;
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| NetlinkError::from_rtnl("listing addresses", e))?;
-        Ok(parse::addresses(&msgs, &names))
+        let names = Self::names(&self.link_messages().await?);
+        Ok(parse::addresses(&self.address_messages().await?, &names))
     }
 
     /// Unicast routes of the main table, IPv4 then IPv6.
     pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
-        let names = self.link_names().await?;
-        let mut msgs: Vec<RouteMessage> = Vec::new();
-        for (family, dump) in [
-            ("IPv4", RouteMessageBuilder::<Ipv4Addr>::new().build()),
-            ("IPv6", RouteMessageBuilder::<Ipv6Addr>::new().build()),
-        ] {
-            let part: Vec<_> = self
-                .handle
-                .route()
-                .get(dump)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| NetlinkError::from_rtnl(format!("listing {family} routes"), e))?;
-            msgs.extend(part);
-        }
-        Ok(parse::routes(&msgs, &names))
+        let names = Self::names(&self.link_messages().await?);
+        Ok(parse::routes(&self.route_messages().await?, &names))
+    }
+
+    /// Links, all addresses and routes in four dumps instead of six.
+    pub async fn snapshot(&self) -> Result<NetSnapshot> {
+        let link_msgs = self.link_messages().await?;
+        let names = Self::names(&link_msgs);
+        Ok(NetSnapshot {
+            links: parse::links(&link_msgs),
+            addresses: parse::addresses(&self.address_messages().await?, &names),
+            routes: parse::routes(&self.route_messages().await?, &names),
+        })
     }
 
     /// The ifindex of `name`; `op` names the operation for the error.

@@ -191,6 +191,15 @@ impl RouteInfo {
     }
 }
 
+/// Links, addresses (link-local ones included, marked) and main-table
+/// routes read together, sharing one link dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSnapshot {
+    pub links: Vec<LinkInfo>,
+    pub addresses: Vec<AddrInfo>,
+    pub routes: Vec<RouteInfo>,
+}
+
 /// A route to add, replace or delete in the main table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {

@@ -1,10 +1,261 @@
-//! `op-dbus-install auto` (not implemented yet).
+//! `op-dbus-install auto`: the live ISO's unattended entry. Reads `opdbus.*`
+//! from the kernel command line, gets and checks the state, refuses unless
+//! it selects exactly one disk, installs, then powers off, reboots or stays.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use opdbus_common::Task;
+use opdbus_state::model::AfterInstall;
+
+use crate::live::{self, RetryPolicy, StateSource};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Kernel command line to read (a file, for tests).
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+    pub cmdline: PathBuf,
+    /// Run even when `opdbus.auto` is absent from the command line.
+    #[arg(long)]
+    pub force: bool,
+    /// Stop after the state is fetched and validated; install nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to keep retrying an http(s) state URL while the network comes up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub network_timeout: u64,
+    /// Where the fetched state is saved (the install and its logs read it there).
+    #[arg(long, value_name = "FILE", default_value = "/run/opdbus/state.json")]
+    pub save_to: PathBuf,
+    /// Do not power off or reboot at the end, whatever the state says.
+    #[arg(long)]
+    pub no_finish: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-install auto` is not implemented yet")
+/// Prints one line on stdout (the unit sends it to the console and journal).
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    say(live::MARKER_START);
+    match run_inner(&args) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            say(&format!("OPDBUS-LIVE: auto install failed: {err:#}"));
+            say("OPDBUS-LIVE: nothing was written to disk unless stated above; a root shell is on tty1 and the serial console");
+            Err(err)
+        }
+    }
+}
+
+fn run_inner(args: &Args) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.cmdline)
+        .with_context(|| format!("reading the kernel command line {}", args.cmdline.display()))?;
+    let live_args = live::parse_cmdline(&text).context("parsing the kernel command line")?;
+    if !live_args.auto && !args.force {
+        anyhow::bail!(
+            "opdbus.auto is not on the kernel command line ({}); pick \"Automated install\" in the boot menu or pass --force",
+            args.cmdline.display()
+        );
+    }
+    let source = live_args
+        .state
+        .clone()
+        .unwrap_or_else(|| StateSource::Path(PathBuf::from(live::EMBEDDED_STATE)));
+    say(&format!("OPDBUS-LIVE: reading the state from {source}"));
+    let policy = RetryPolicy {
+        total: Duration::from_secs(args.network_timeout),
+        ..RetryPolicy::default()
+    };
+    let bytes = live::fetch_state(&source, &policy, &mut |line| say(line))
+        .with_context(|| format!("getting the state from {source}"))?;
+    if let Some(expected) = &live_args.state_sha256 {
+        live::check_sha256(&bytes, expected, &source.to_string())?;
+        say("OPDBUS-LIVE: state sha256 matches opdbus.state_sha256");
+    }
+    let state = validate(&bytes, &source.to_string())?;
+    save(&args.save_to, &bytes)?;
+    let disk = live::chosen_disk(&state).context("choosing the disk to install on")?;
+    let hostname = state
+        .bootstrap
+        .as_ref()
+        .map(|b| b.hostname.as_str())
+        .unwrap_or("(none)");
+    say(&format!(
+        "OPDBUS-LIVE: state valid: hostname {hostname}, target disk {disk}, saved to {}",
+        args.save_to.display()
+    ));
+    if args.dry_run {
+        say("OPDBUS-LIVE: --dry-run: stopping before the install");
+        return Ok(ExitCode::SUCCESS);
+    }
+    install(&args.save_to, &disk)?;
+    say("OPDBUS-LIVE: install finished");
+    let after = state
+        .bootstrap
+        .as_ref()
+        .map(|b| b.after_install)
+        .unwrap_or_default();
+    if !args.no_finish {
+        finish(after)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses and validates the state text; errors name the source.
+fn validate(bytes: &[u8], name: &str) -> anyhow::Result<opdbus_state::State> {
+    let text = std::str::from_utf8(bytes)
+        .with_context(|| format!("the state from {name} is not UTF-8 text"))?;
+    let state: opdbus_state::State = serde_json::from_str(text).with_context(|| {
+        format!("the state from {name} is not a valid state.json (check it with `op-dbus-install validate FILE`)")
+    })?;
+    Ok(state)
+}
+
+fn save(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("saving the state to {}", path.display()))
+}
+
+/// The whole install onto `disk`. The install flow (`op-dbus-install
+/// install`) is not in this build yet, so this stops here with a clear error.
+fn install(state: &Path, disk: &str) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "the install step is not available in this build of op-dbus-install \
+         (state {} and disk {disk} were accepted); nothing was written",
+        state.display()
+    )
+}
+
+fn finish(after: AfterInstall) -> anyhow::Result<()> {
+    let verb = match after {
+        AfterInstall::Poweroff => "poweroff",
+        AfterInstall::Reboot => "reboot",
+        AfterInstall::Shell => {
+            say("OPDBUS-LIVE: bootstrap.after_install is \"shell\": staying in the live system");
+            return Ok(());
+        }
+    };
+    say(&format!("OPDBUS-LIVE: {verb} (bootstrap.after_install)"));
+    Task::new("systemctl")
+        .arg(verb)
+        .run()
+        .with_context(|| format!("asking systemd to {verb}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path, cmdline: &str) -> Args {
+        let p = dir.join("cmdline");
+        std::fs::write(&p, cmdline).unwrap();
+        Args {
+            cmdline: p,
+            force: false,
+            dry_run: true,
+            network_timeout: 1,
+            save_to: dir.join("saved/state.json"),
+            no_finish: true,
+        }
+    }
+
+    #[test]
+    fn dry_run_fetches_checks_and_saves_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = br#"{"version":1,"bootstrap":{"hostname":"n1"},"plugins":{"storage":{"devices":{"/dev/vda":{}}}}}"#;
+        let sp = dir.path().join("state.json");
+        std::fs::write(&sp, state).unwrap();
+        let sha = live::fetch::sha256_hex(state);
+        let a = args(
+            dir.path(),
+            &format!(
+                "boot=live opdbus.auto opdbus.state={} opdbus.state_sha256={sha}",
+                sp.display()
+            ),
+        );
+        assert_eq!(run_inner(&a).unwrap(), ExitCode::SUCCESS);
+        assert_eq!(
+            std::fs::read(dir.path().join("saved/state.json")).unwrap(),
+            state
+        );
+    }
+
+    #[test]
+    fn refuses_without_opdbus_auto() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run_inner(&args(dir.path(), "boot=live quiet")).unwrap_err();
+        assert!(format!("{err:#}").starts_with("opdbus.auto is not on the kernel command line"));
+    }
+
+    #[test]
+    fn sha_mismatch_stops_before_saving() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = dir.path().join("state.json");
+        std::fs::write(&sp, r#"{"version":1}"#).unwrap();
+        let a = args(
+            dir.path(),
+            &format!(
+                "opdbus.auto opdbus.state={} opdbus.state_sha256={}",
+                sp.display(),
+                "0".repeat(64)
+            ),
+        );
+        let err = format!("{:#}", run_inner(&a).unwrap_err());
+        assert!(err.contains("but opdbus.state_sha256 is 0000"), "{err}");
+        assert!(!dir.path().join("saved/state.json").exists());
+    }
+
+    #[test]
+    fn several_disks_are_refused_and_invalid_state_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = dir.path().join("state.json");
+        std::fs::write(
+            &sp,
+            r#"{"version":1,"plugins":{"storage":{"devices":{"/dev/vda":{},"/dev/vdb":{}}}}}"#,
+        )
+        .unwrap();
+        let a = args(
+            dir.path(),
+            &format!("opdbus.auto opdbus.state={}", sp.display()),
+        );
+        let err = format!("{:#}", run_inner(&a).unwrap_err());
+        assert!(
+            err.starts_with("choosing the disk to install on: auto mode wipes a disk only"),
+            "{err}"
+        );
+        std::fs::write(&sp, r#"{"version":1,"bogus":true}"#).unwrap();
+        let err = format!("{:#}", run_inner(&a).unwrap_err());
+        assert!(err.contains("is not a valid state.json"), "{err}");
+    }
+
+    #[test]
+    fn without_dry_run_it_stops_at_the_missing_install_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = dir.path().join("state.json");
+        std::fs::write(
+            &sp,
+            r#"{"version":1,"plugins":{"storage":{"devices":{"/dev/vda":{}}}}}"#,
+        )
+        .unwrap();
+        let mut a = args(
+            dir.path(),
+            &format!("opdbus.auto opdbus.state={}", sp.display()),
+        );
+        a.dry_run = false;
+        let err = format!("{:#}", run_inner(&a).unwrap_err());
+        assert!(
+            err.starts_with("the install step is not available"),
+            "{err}"
+        );
+    }
 }

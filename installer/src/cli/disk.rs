@@ -1,10 +1,74 @@
-//! `op-dbus-install disk` (not implemented yet).
+//! `op-dbus-install disk STATE --disk NAME=TARGET… [--yes] [--dry-run]
+//! [--mount-at DIR]`: only the disk phase. Without `--mount-at` everything is
+//! unmounted and detached before exiting.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Result;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-install disk` is not implemented yet")
+use crate::disk::layout::UuidSource;
+use crate::disk::{execute, ExecOptions};
+use crate::plan::{install_plan, parse_disk_arg, resolve_targets};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The state file.
+    pub state: PathBuf,
+    /// Map a device key of the state to a block device or image file.
+    #[arg(long = "disk", value_name = "NAME=TARGET", value_parser = parse_disk_arg)]
+    pub disks: Vec<(String, PathBuf)>,
+    /// Allow wiping what is on the targets.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan and what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave the installed system's tree mounted here.
+    #[arg(long)]
+    pub mount_at: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub uuid_seed: Option<u64>,
+    #[arg(long, hide = true, default_value = "/sys")]
+    pub sys: PathBuf,
+    #[arg(long, hide = true, default_value = "/dev")]
+    pub dev: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let loaded = opdbus_state::load(&args.state)?;
+    for w in &loaded.warnings {
+        eprintln!("{}", w.render(&loaded.file));
+    }
+    let targets = resolve_targets(&loaded.state, &args.disks, &args.sys, &args.dev)?;
+    let uuids = args.uuid_seed.map_or(UuidSource::Random, UuidSource::Seeded);
+    let plan = install_plan(&loaded.state, targets, uuids)?;
+    if args.dry_run {
+        print!("{}", super::plan::render(&plan));
+    }
+    // Without --mount-at the tree is still mounted (to create subvolumes and
+    // check them) in a private temporary folder, then released.
+    let tmp = tempfile::tempdir()?;
+    let mount_at = args.mount_at.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let exec = execute(
+        &plan.disk,
+        &plan.targets,
+        &ExecOptions {
+            consent: args.yes,
+            dry_run: args.dry_run,
+            mount_at: Some(mount_at),
+            ..Default::default()
+        },
+    )?;
+    print!("{}", exec.report);
+    if let Some(m) = exec.mounted {
+        if let Some(dir) = &args.mount_at {
+            println!("mounted at {}", dir.display());
+            // Leave it mounted: forget the guards on purpose.
+            std::mem::forget(m);
+        } else {
+            m.close()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,15 @@
-//! `op-dbus-install schema` (not implemented yet).
+//! `op-dbus-install schema`: prints the JSON Schema of state.json, generated
+//! from the model types (committed at state-examples/state.schema.json).
 
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`op-dbus-install schema` is not implemented yet")
+    let text = serde_json::to_string_pretty(&opdbus_state::schema()).context("serializing the JSON Schema")?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -149,6 +149,8 @@ pub enum LayoutError {
     TooManyMbrPartitions { device: String },
     #[error("{device}: partition role {role:?} has no msdos form; use gpt")]
     RoleNeedsGpt { device: String, role: PartRole },
+    #[error("{device}: partition numbers must run 1, 2, 3… without gaps; {number} is missing")]
+    NumberGap { device: String, number: u32 },
     #[error("{device}: partition number {number} is used twice")]
     DuplicateNumber { device: String, number: u32 },
     #[error("{device}: msdos tables cannot address disks over 2 TiB; use gpt")]
@@ -293,6 +295,12 @@ fn plan_device(
         numbered.insert(0, (n, &bios_spec));
     }
 
+    if let Some(gap) = (1..=numbered.len() as u32).find(|n| !numbered.iter().any(|(m, _)| m == n)) {
+        return Err(LayoutError::NumberGap {
+            device,
+            number: gap,
+        });
+    }
     if dev.table == TableKind::Msdos {
         if numbered.len() > 4 {
             return Err(LayoutError::TooManyMbrPartitions { device });

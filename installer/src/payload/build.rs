@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use opdbus_common::{Task, TaskError};
@@ -167,6 +168,7 @@ pub fn build_payload_with(
         BuildTool::Debootstrap => run_debootstrap(spec, &mirror, &tmp, &out_dir)?,
     }
     let (sha256, size) = hash_file(&tmp)?;
+    make_readable(&tmp)?;
     tmp.persist(output)
         .map_err(|e| io_err("moving the built payload to", output)(e.error))?;
     write_sidecar(output, &sha256)?;
@@ -307,6 +309,12 @@ fn verified_sha256(payload: &Path) -> Option<String> {
     }
 }
 
+/// Temporary files are created 0600; payloads are public data (0644).
+fn make_readable(path: &Path) -> Result<(), BuildError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(io_err("setting the mode of", path))
+}
+
 /// Writes `payload.sha256` atomically.
 fn write_sidecar(payload: &Path, sha256: &str) -> Result<(), BuildError> {
     let path = sidecar_path(payload);
@@ -315,6 +323,7 @@ fn write_sidecar(payload: &Path, sha256: &str) -> Result<(), BuildError> {
         .map_err(io_err("creating a temporary file in", dir))?;
     tmp.write_all(sha256sum_line(sha256, payload).as_bytes())
         .map_err(io_err("writing", tmp.path()))?;
+    make_readable(tmp.path())?;
     tmp.persist(&path)
         .map_err(|e| io_err("writing checksum file", &path)(e.error))?;
     Ok(())
@@ -334,6 +343,7 @@ fn install_copy(src: &Path, dst: &Path, sha256: &str) -> Result<u64, BuildError>
         .map_err(io_err("creating a temporary file in", dir))?
         .into_temp_path();
     let size = fs::copy(src, &tmp).map_err(io_err("copying payload to", dst))?;
+    make_readable(&tmp)?;
     tmp.persist(dst)
         .map_err(|e| io_err("moving payload to", dst)(e.error))?;
     write_sidecar(dst, sha256)?;

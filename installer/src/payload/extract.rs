@@ -1,6 +1,6 @@
 //! Streaming extraction of a payload into the target root: one pass from the
-//! compressed file through sha256, zstd and tar, with no temporary copy. A
-//! decoder thread (read, hash, decompress) feeds the unpacking thread.
+//! compressed file through sha256, zstd and tar, with no temporary copy.
+//! Three threads form a pipeline: read + hash, decompress, unpack.
 //!
 //! The checksum is only known at the end of the stream, after files were
 //! written: on [`ExtractError::Corrupt`] (and any error for which
@@ -8,7 +8,7 @@
 //! as garbage and wipe it.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -179,60 +179,60 @@ pub fn extract_payload(
         })?;
 
     let bar = progress_bar(progress, size);
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    let reader = HashingReader {
-        inner: file,
-        hasher: Sha256::new(),
-        bytes: 0,
-        bar: bar.clone(),
+    let spawn_err = |source| ExtractError::Unpack {
+        payload: payload.to_path_buf(),
+        target: target.clone(),
+        source,
     };
+    let (raw_tx, raw_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
+    let (raw_free_tx, raw_free_rx) = mpsc::channel::<Vec<u8>>();
+    let (tar_tx, tar_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
+    let (tar_free_tx, tar_free_rx) = mpsc::channel::<Vec<u8>>();
+    let reader_bar = bar.clone();
+    let reader = thread::Builder::new()
+        .name("payload-read".into())
+        .spawn(move || read_and_hash(file, &reader_bar, &raw_tx, &raw_free_rx))
+        .map_err(spawn_err)?;
     let decoder = thread::Builder::new()
         .name("payload-decode".into())
-        .spawn(move || decode(reader, &tx, &free_rx))
-        .map_err(|source| ExtractError::Unpack {
-            payload: payload.to_path_buf(),
-            target: target.clone(),
-            source,
-        })?;
+        .spawn(move || decode(ChannelReader::new(raw_rx, raw_free_tx), &tar_tx, &tar_free_rx))
+        .map_err(spawn_err)?;
 
-    let mut stream = ChannelReader {
-        rx,
-        free: free_tx,
-        cur: Vec::new(),
-        pos: 0,
-    };
+    let mut stream = ChannelReader::new(tar_rx, tar_free_tx);
     let unpacked = unpack(&mut stream, &target).and_then(|entries| {
-        // Read the stream to its end so every compressed byte is hashed.
+        // Decode to the end so the whole file is checked, not only the tar part.
         io::copy(&mut stream, &mut io::sink())?;
         Ok(entries)
     });
-    // Dropping the receiver stops a decoder still waiting to send.
+    // Dropping a receiver stops the thread feeding it; the reader still
+    // hashes the rest of the file on its own.
     drop(stream);
     let decoded = decoder.join().unwrap_or_else(|_| Decoded {
+        unpacked_bytes: 0,
+        result: Err(io::Error::other("the payload decoder thread panicked")),
+    });
+    let read = reader.join().unwrap_or_else(|_| ReadOutcome {
         sha256: String::new(),
         bytes: 0,
-        unpacked_bytes: 0,
-        decode: Err(io::Error::other("the payload decoder thread panicked")),
-        read: Ok(()),
+        result: Err(io::Error::other("the payload reader thread panicked")),
     });
     bar.finish_and_clear();
 
-    if let Err(source) = decoded.read {
+    if let Err(source) = read.result {
         return Err(ExtractError::Read {
             path: payload.to_path_buf(),
             source,
         });
     }
-    if decoded.sha256 != expected {
+    if read.sha256 != expected {
         return Err(ExtractError::Corrupt {
             payload: payload.to_path_buf(),
-            actual: decoded.sha256,
+            actual: read.sha256,
             expected,
             origin,
         });
     }
-    if let Err(source) = decoded.decode {
+    if let Err(source) = decoded.result {
         return Err(ExtractError::Decompress {
             payload: payload.to_path_buf(),
             source,
@@ -244,10 +244,10 @@ pub fn extract_payload(
         source,
     })?;
     let report = ExtractReport {
-        bytes: decoded.bytes,
+        bytes: read.bytes,
         unpacked_bytes: decoded.unpacked_bytes,
         entries,
-        sha256: decoded.sha256,
+        sha256: read.sha256,
         elapsed: start.elapsed(),
     };
     tracing::debug!(?report, payload = %payload.display(), "payload extracted");
@@ -267,42 +267,67 @@ fn progress_bar(enabled: bool, size: u64) -> ProgressBar {
     bar
 }
 
-/// Reads the compressed file, hashing and counting every byte.
-struct HashingReader {
-    inner: File,
-    hasher: Sha256,
+/// What the reader thread saw: digest and size of the whole file.
+struct ReadOutcome {
+    sha256: String,
     bytes: u64,
-    bar: ProgressBar,
+    result: io::Result<()>,
 }
 
-impl Read for HashingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        self.bar.inc(n as u64);
-        Ok(n)
+/// Reader thread: reads the compressed file to its end, hashing and counting
+/// every byte, and hands the chunks to the decoder while it takes them.
+fn read_and_hash(
+    mut file: File,
+    bar: &ProgressBar,
+    tx: &SyncSender<Vec<u8>>,
+    free: &Receiver<Vec<u8>>,
+) -> ReadOutcome {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut decoder_alive = true;
+    let mut spare = Vec::new();
+    let result = loop {
+        let mut buf = free.try_recv().unwrap_or_else(|_| std::mem::take(&mut spare));
+        buf.resize(CHUNK, 0);
+        let n = match file.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+        bar.inc(n as u64);
+        buf.truncate(n);
+        if decoder_alive {
+            if let Err(mpsc::SendError(back)) = tx.send(buf) {
+                decoder_alive = false;
+                spare = back;
+            }
+        } else {
+            spare = buf;
+        }
+    };
+    ReadOutcome {
+        sha256: hex::encode(hasher.finalize()),
+        bytes,
+        result,
     }
 }
 
 /// What the decoder thread saw.
 struct Decoded {
-    sha256: String,
-    bytes: u64,
     unpacked_bytes: u64,
-    /// Decompression failure (bad zstd data).
-    decode: io::Result<()>,
-    /// I/O failure reading the payload file itself.
-    read: io::Result<()>,
+    /// Decompression failure (bad zstd data, or input cut short).
+    result: io::Result<()>,
 }
 
-/// Decoder thread: decompresses into chunks for the unpacker, then reads the
-/// rest of the compressed file (if the unpacker stopped early or the data was
-/// undecodable) so the digest always covers the whole file.
-fn decode(mut reader: HashingReader, tx: &SyncSender<Vec<u8>>, free: &Receiver<Vec<u8>>) -> Decoded {
+/// Decoder thread: decompresses the reader's chunks into chunks for the
+/// unpacker, until the end of input or until the unpacker stops.
+fn decode(input: ChannelReader, tx: &SyncSender<Vec<u8>>, free: &Receiver<Vec<u8>>) -> Decoded {
     let mut unpacked_bytes = 0u64;
-    let decode = (|| -> io::Result<()> {
-        let mut decoder = zstd::Decoder::new(&mut reader)?;
+    let result = (|| -> io::Result<()> {
+        let mut decoder = zstd::Decoder::with_buffer(input)?;
         loop {
             let mut buf = free.try_recv().unwrap_or_default();
             buf.resize(CHUNK, 0);
@@ -325,23 +350,14 @@ fn decode(mut reader: HashingReader, tx: &SyncSender<Vec<u8>>, free: &Receiver<V
             }
         }
     })();
-    let read = io::copy(&mut reader, &mut io::sink()).map(drop);
-    // A failing read of the file shows up as a decode error too; report it once, as a read error.
-    let decode = match (&read, decode) {
-        (Err(_), Err(_)) => Ok(()),
-        (_, d) => d,
-    };
     Decoded {
-        sha256: hex::encode(reader.hasher.finalize()),
-        bytes: reader.bytes,
         unpacked_bytes,
-        decode,
-        read,
+        result,
     }
 }
 
-/// The unpacker's side of the channel: a `Read` over the decoded chunks that
-/// hands each drained buffer back for reuse.
+/// The receiving side of a chunk channel as a `BufRead`; drained buffers go
+/// back to the sender for reuse.
 struct ChannelReader {
     rx: Receiver<Vec<u8>>,
     free: Sender<Vec<u8>>,
@@ -349,21 +365,40 @@ struct ChannelReader {
     pos: usize,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl ChannelReader {
+    fn new(rx: Receiver<Vec<u8>>, free: Sender<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            free,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(next) => {
-                    let done = std::mem::replace(&mut self.cur, next);
-                    let _ = self.free.send(done);
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
+            if let Ok(next) = self.rx.recv() {
+                let done = std::mem::replace(&mut self.cur, next);
+                let _ = self.free.send(done);
+                self.pos = 0;
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = buf.len().min(avail.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -455,15 +490,20 @@ fn make_node<R: Read>(entry: &tar::Entry<'_, R>, target: &Path) -> io::Result<()
     let dst = parent.join(name);
     let header = entry.header();
     let mode = header.mode()? & 0o7777;
-    let kind = match header.entry_type() {
-        tar::EntryType::Char => SFlag::S_IFCHR,
-        tar::EntryType::Block => SFlag::S_IFBLK,
-        _ => SFlag::S_IFIFO,
+    let (kind, dev) = match header.entry_type() {
+        tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
+        other => (
+            if other == tar::EntryType::Char {
+                SFlag::S_IFCHR
+            } else {
+                SFlag::S_IFBLK
+            },
+            makedev(
+                u64::from(header.device_major()?.unwrap_or(0)),
+                u64::from(header.device_minor()?.unwrap_or(0)),
+            ),
+        ),
     };
-    let dev = makedev(
-        u64::from(header.device_major()?.unwrap_or(0)),
-        u64::from(header.device_minor()?.unwrap_or(0)),
-    );
     remove_non_dir(&dst)?;
     let ctx = |e: io::Error, what: &str| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", dst.display()))

@@ -69,6 +69,10 @@ pub struct Partition {
     /// Partition number; defaults to the position in the list (1-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
+    /// Byte offset of the partition's start; by default it follows the
+    /// previous partition (the first starts at 1M).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Size>,
     pub size: Size,
     #[serde(rename = "type")]
     pub kind: PartitionType,
@@ -139,4 +143,14 @@ pub struct Mount {
     /// Mount options, comma separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<String>,
+}
+
+/// The device path of partition `number` of disk `device`: `/dev/sda` + 2 is
+/// `/dev/sda2`; a disk name ending in a digit takes a `p` (`/dev/nvme0n1p2`).
+pub fn partition_path(device: &str, number: u32) -> String {
+    if device.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{device}p{number}")
+    } else {
+        format!("{device}{number}")
+    }
 }

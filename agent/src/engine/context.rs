@@ -1,0 +1,127 @@
+//! What every plugin call receives: where the agent keeps its files, the root
+//! of the host it manages, the D-Bus connection (injected in tests, the system
+//! bus otherwise) and the apply options the network plugin needs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::OnceCell;
+
+/// Flags of `apply` that plugins may honour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Only plan; the engine never calls `apply` when set.
+    pub dry_run: bool,
+    /// Skip checkpoint/rollback (network plugin).
+    pub no_rollback: bool,
+    /// Keep a change only if `confirm` is called within this time (network plugin).
+    pub confirm_timeout: Option<Duration>,
+}
+
+/// How often apply+verify is tried before a plugin fails, and the pause
+/// between tries (multiplied by the attempt number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Shared by all plugins for one engine run (or the resident service).
+pub struct Context {
+    /// Audit database, status, markers, checkpoints.
+    pub state_dir: PathBuf,
+    /// Root of the managed system: `/` on a host, a temp dir in tests or the
+    /// installer's target. Plugins that touch files resolve paths below it.
+    pub root: PathBuf,
+    /// OVSDB server socket (`unix:PATH`).
+    pub ovsdb: String,
+    pub options: ApplyOptions,
+    pub retry: RetryPolicy,
+    /// `apt-get` program for the packages plugin's fallback path.
+    pub apt_get: String,
+    /// `dpkg-query` program for the packages plugin's fallback query.
+    pub dpkg_query: String,
+    bus_address: Option<String>,
+    bus: OnceCell<zbus::Connection>,
+}
+
+impl Context {
+    /// A context for the host itself (`root` = `/`, system bus on first use).
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            root: PathBuf::from("/"),
+            ovsdb: "unix:/run/openvswitch/db.sock".to_string(),
+            options: ApplyOptions::default(),
+            retry: RetryPolicy::default(),
+            apt_get: "apt-get".to_string(),
+            dpkg_query: "dpkg-query".to_string(),
+            bus_address: None,
+            bus: OnceCell::new(),
+        }
+    }
+
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// Uses this connection for every D-Bus plugin (tests: a private bus).
+    pub fn with_bus(self, conn: zbus::Connection) -> Self {
+        let _ = self.bus.set(conn);
+        self
+    }
+
+    /// Connects to this bus address instead of the system bus on first use.
+    pub fn with_bus_address(mut self, address: Option<String>) -> Self {
+        self.bus_address = address;
+        self
+    }
+
+    pub fn with_options(mut self, options: ApplyOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The D-Bus connection plugins use: the injected one, else the bus at
+    /// the configured address, else the system bus.
+    pub async fn bus(&self) -> anyhow::Result<zbus::Connection> {
+        let conn = self
+            .bus
+            .get_or_try_init(|| async {
+                match &self.bus_address {
+                    Some(addr) => zbus::connection::Builder::address(addr.as_str())
+                        .with_context(|| format!("parsing the D-Bus address '{addr}'"))?
+                        .build()
+                        .await
+                        .with_context(|| format!("connecting to the D-Bus bus at {addr}")),
+                    None => zbus::Connection::system().await.context(
+                        "connecting to the system D-Bus (is dbus running? tests pass --bus ADDRESS)",
+                    ),
+                }
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// `path` (absolute on the managed system) below [`Context::root`].
+    pub fn host_path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+}

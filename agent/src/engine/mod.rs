@@ -1,0 +1,36 @@
+//! The reconcile engine: plugins in a fixed order, each retrieving the current
+//! state of what state.json names, diffing it purely into typed actions,
+//! applying them and verifying by querying again, with bounded retry.
+
+pub mod confirm;
+pub mod context;
+pub mod desired;
+pub mod first_boot;
+pub mod plugin;
+pub mod report;
+pub mod run;
+pub mod status;
+
+pub use context::{ApplyOptions, Context, RetryPolicy};
+pub use desired::DesiredState;
+pub use first_boot::FirstBoot;
+pub use plugin::{ActionResult, ActionView, DynPlugin, Plugin, PluginAction};
+pub use report::{ActionReport, PluginOutcome, PluginReport, RunReport};
+pub use run::{Engine, PluginDiff, Repair};
+pub use status::{Phase, Status};
+
+/// The order plugins run in, by name. Storage comes first (everything else
+/// lives on it), host identity before packages, users before the services
+/// that run as them, the network before the firewall, and systemd units after
+/// the files, packages and users they need. Plugins not listed run last.
+pub const ORDER: &[&str] = &[
+    "storage",
+    "host",
+    "packages",
+    "users",
+    "network",
+    "firewall",
+    "systemd",
+    "containers",
+    "proxmox",
+];

@@ -1,0 +1,117 @@
+//! `<state-dir>/status.json`: whether the first reconcile is running, done or
+//! failed, with the per-plugin report; what `status [--wait]` reads.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::RunReport;
+
+pub const STATUS_FILE: &str = "status.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub status: Phase,
+    /// Unix seconds of the last update.
+    pub updated: i64,
+    /// Process that wrote `running`; a dead pid means the run crashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<RunReport>,
+    /// Failure lines (plugin and resource) or a fatal error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATUS_FILE)
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Status {
+    pub fn running(state_hash: Option<String>) -> Self {
+        Self {
+            status: Phase::Running,
+            updated: now(),
+            pid: Some(std::process::id()),
+            state_hash,
+            report: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// `done` or `failed` from a finished run.
+    pub fn finished(report: RunReport) -> Self {
+        Self {
+            status: if report.ok { Phase::Done } else { Phase::Failed },
+            updated: now(),
+            pid: None,
+            state_hash: Some(report.state_hash.clone()),
+            errors: report.failures(),
+            report: Some(report),
+        }
+    }
+
+    /// `failed` with a fatal error (the state did not load, ...).
+    pub fn fatal(error: String) -> Self {
+        Self {
+            status: Phase::Failed,
+            updated: now(),
+            pid: None,
+            state_hash: None,
+            report: None,
+            errors: vec![error],
+        }
+    }
+
+    /// Writes `<state-dir>/status.json` atomically (temp file + rename).
+    pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
+        let target = path(state_dir);
+        let tmp = state_dir.join(".status.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &target)
+            .with_context(|| format!("replacing {}", target.display()))
+    }
+
+    /// Reads the status file; `None` when the agent has not written one yet.
+    /// A `running` status whose process is gone reads as `failed`.
+    pub fn read(state_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let file = path(state_dir);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        let mut status: Status = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", file.display()))?;
+        if status.status == Phase::Running {
+            if let Some(pid) = status.pid {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    status.status = Phase::Failed;
+                    status
+                        .errors
+                        .push(format!("the agent (pid {pid}) exited while the reconcile was running"));
+                }
+            }
+        }
+        Ok(Some(status))
+    }
+}

@@ -1,0 +1,516 @@
+//! Typed helpers for the Open_vSwitch schema: read bridges/ports/interfaces,
+//! ensure or delete a bridge, ensure the root row, and the next_cfg/cur_cfg
+//! handshake with ovs-vswitchd. Each change is one atomic transaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ops::{Condition, Function, Mutation, Mutator, Operation, Row, WaitUntil};
+use super::{Atom, Client, Datum, OvsdbError, Result, VSWITCH_DB};
+
+/// An interface as OVSDB reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InterfaceInfo {
+    pub uuid: String,
+    pub name: String,
+    /// `internal`, `patch`, ... (empty for a system interface).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub options: BTreeMap<String, String>,
+    /// Set by ovs-vswitchd when it could not create the interface.
+    pub error: Option<String>,
+    /// OpenFlow port number; absent until ovs-vswitchd assigns one, -1 on failure.
+    pub ofport: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PortInfo {
+    pub uuid: String,
+    pub name: String,
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BridgeInfo {
+    pub uuid: String,
+    pub name: String,
+    /// Sorted by name.
+    pub ports: Vec<PortInfo>,
+}
+
+impl BridgeInfo {
+    pub fn port(&self, name: &str) -> Option<&PortInfo> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+}
+
+/// What kind of interface a port carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PortKind {
+    /// A port backed by an OVS internal device.
+    Internal,
+    /// An existing kernel network device (`eth0`).
+    System,
+    /// One end of a patch pair; `peer` is the other end's interface name.
+    Patch { peer: String },
+}
+
+impl PortKind {
+    /// The Interface `type` column value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PortKind::Internal => "internal",
+            PortKind::System => "",
+            PortKind::Patch { .. } => "patch",
+        }
+    }
+
+    /// The Interface `options` column value.
+    pub fn options(&self) -> BTreeMap<String, String> {
+        match self {
+            PortKind::Patch { peer } => BTreeMap::from([("peer".to_string(), peer.clone())]),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+/// A port with one interface of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: PortKind,
+}
+
+impl PortSpec {
+    pub fn new(name: impl Into<String>, kind: PortKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+        }
+    }
+}
+
+/// A bridge and the ports it must have. The bridge's own internal port (named
+/// like the bridge, as `ovs-vsctl add-br` makes it) is added unless listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeSpec {
+    pub name: String,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+}
+
+impl BridgeSpec {
+    fn all_ports(&self) -> Vec<PortSpec> {
+        let mut ports = self.ports.clone();
+        if !ports.iter().any(|p| p.name == self.name) {
+            ports.insert(0, PortSpec::new(self.name.clone(), PortKind::Internal));
+        }
+        ports
+    }
+}
+
+/// What [`ensure_bridge`] changed; all empty when the bridge already matched.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct EnsureReport {
+    pub created_bridge: bool,
+    pub added_ports: Vec<String>,
+    pub updated_interfaces: Vec<String>,
+}
+
+impl EnsureReport {
+    pub fn changed(&self) -> bool {
+        self.created_bridge || !self.added_ports.is_empty() || !self.updated_interfaces.is_empty()
+    }
+}
+
+fn select(table: &str, columns: &[&str]) -> Operation {
+    Operation::Select {
+        table: table.into(),
+        conditions: vec![],
+        columns: Some(columns.iter().map(|c| c.to_string()).collect()),
+    }
+}
+
+fn col<'a>(row: &'a Row, name: &str) -> Result<&'a Datum> {
+    row.get(name)
+        .ok_or_else(|| OvsdbError::Decode(format!("row lacks column '{name}'")))
+}
+
+fn col_str(row: &Row, name: &str) -> Result<String> {
+    col(row, name)?
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| OvsdbError::Decode(format!("column '{name}' is not a string")))
+}
+
+fn uuids(d: &Datum) -> Vec<String> {
+    d.atoms()
+        .iter()
+        .filter_map(|a| match a {
+            Atom::Uuid(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// All bridges with their ports and interfaces, sorted by name.
+pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
+    let res = client
+        .transact(
+            VSWITCH_DB,
+            &[
+                select("Bridge", &["_uuid", "name", "ports"]),
+                select("Port", &["_uuid", "name", "interfaces"]),
+                select(
+                    "Interface",
+                    &["_uuid", "name", "type", "options", "error", "ofport"],
+                ),
+            ],
+        )
+        .await?;
+    let mut ifaces = BTreeMap::new();
+    for r in res[2].rows() {
+        let info = InterfaceInfo {
+            uuid: col_str(r, "_uuid")?,
+            name: col_str(r, "name")?,
+            kind: col_str(r, "type")?,
+            options: col(r, "options")?.string_map(),
+            error: col(r, "error")?.as_str().map(str::to_string),
+            ofport: col(r, "ofport")?.as_i64(),
+        };
+        ifaces.insert(info.uuid.clone(), info);
+    }
+    let mut ports = BTreeMap::new();
+    for r in res[1].rows() {
+        let mut interfaces: Vec<InterfaceInfo> = uuids(col(r, "interfaces")?)
+            .iter()
+            .filter_map(|u| ifaces.get(u).cloned())
+            .collect();
+        interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        let info = PortInfo {
+            uuid: col_str(r, "_uuid")?,
+            name: col_str(r, "name")?,
+            interfaces,
+        };
+        ports.insert(info.uuid.clone(), info);
+    }
+    let mut bridges = Vec::new();
+    for r in res[0].rows() {
+        let mut bports: Vec<PortInfo> = uuids(col(r, "ports")?)
+            .iter()
+            .filter_map(|u| ports.get(u).cloned())
+            .collect();
+        bports.sort_by(|a, b| a.name.cmp(&b.name));
+        bridges.push(BridgeInfo {
+            uuid: col_str(r, "_uuid")?,
+            name: col_str(r, "name")?,
+            ports: bports,
+        });
+    }
+    bridges.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(bridges)
+}
+
+/// UUID of the Open_vSwitch root row, if the database has one.
+pub async fn root_uuid(client: &Client) -> Result<Option<String>> {
+    let res = client
+        .transact(VSWITCH_DB, &[select("Open_vSwitch", &["_uuid"])])
+        .await?;
+    match res[0].rows() {
+        [] => Ok(None),
+        [row] => Ok(Some(col_str(row, "_uuid")?)),
+        rows => Err(OvsdbError::Decode(format!(
+            "{} Open_vSwitch root rows, expected one",
+            rows.len()
+        ))),
+    }
+}
+
+/// Makes sure the root row exists (a database fresh from `ovsdb-tool create`
+/// has none) and returns its UUID. Safe against a concurrent creator.
+pub async fn ensure_root_row(client: &Client) -> Result<String> {
+    if let Some(u) = root_uuid(client).await? {
+        return Ok(u);
+    }
+    let ops = [
+        // insert only while the table is still empty
+        Operation::Wait {
+            table: "Open_vSwitch".into(),
+            conditions: vec![],
+            columns: vec![],
+            until: WaitUntil::Equal,
+            rows: vec![],
+            timeout_ms: Some(0),
+        },
+        Operation::Insert {
+            table: "Open_vSwitch".into(),
+            row: Row::new(),
+            uuid_name: None,
+        },
+    ];
+    match client.transact(VSWITCH_DB, &ops).await {
+        Ok(res) => res[1]
+            .uuid
+            .clone()
+            .ok_or_else(|| OvsdbError::Decode("insert returned no uuid".into())),
+        Err(OvsdbError::Operation { index: 0, .. }) => root_uuid(client)
+            .await?
+            .ok_or_else(|| OvsdbError::Precondition("Open_vSwitch root row vanished".into())),
+        Err(e) => Err(e),
+    }
+}
+
+fn insert_port(ops: &mut Vec<Operation>, p: &PortSpec, i: usize) -> String {
+    let iface = format!("iface{i}");
+    let port = format!("port{i}");
+    ops.push(Operation::Insert {
+        table: "Interface".into(),
+        row: Row::from([
+            ("name".into(), Datum::atom(p.name.as_str())),
+            ("type".into(), Datum::atom(p.kind.type_name())),
+            ("options".into(), Datum::map(p.kind.options())),
+        ]),
+        uuid_name: Some(iface.clone()),
+    });
+    ops.push(Operation::Insert {
+        table: "Port".into(),
+        row: Row::from([
+            ("name".into(), Datum::atom(p.name.as_str())),
+            ("interfaces".into(), Datum::named_uuid(iface)),
+        ]),
+        uuid_name: Some(port.clone()),
+    });
+    port
+}
+
+/// Checks that the mutate at `index` matched exactly one row.
+fn expect_one(res: &[super::OpResult], index: usize, what: &str) -> Result<()> {
+    match res.get(index).and_then(|r| r.count) {
+        Some(1) => Ok(()),
+        n => Err(OvsdbError::Precondition(format!(
+            "{what} matched {} rows instead of 1; nothing was changed",
+            n.unwrap_or(0)
+        ))),
+    }
+}
+
+/// Makes the bridge exist with at least the given ports, each with the given
+/// interface type and options. Ports not in `spec` are left alone. Sends
+/// nothing when everything already matches.
+pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureReport> {
+    let root = ensure_root_row(client).await?;
+    let bridges = list_bridges(client).await?;
+    let mut ops = Vec::new();
+    let mut report = EnsureReport::default();
+    let mut count_checks = Vec::new();
+    let wanted = spec.all_ports();
+    match bridges.iter().find(|b| b.name == spec.name) {
+        None => {
+            let mut port_refs = Vec::new();
+            for (i, p) in wanted.iter().enumerate() {
+                port_refs.push(Atom::named(insert_port(&mut ops, p, i)));
+                report.added_ports.push(p.name.clone());
+            }
+            ops.push(Operation::Insert {
+                table: "Bridge".into(),
+                row: Row::from([
+                    ("name".into(), Datum::atom(spec.name.as_str())),
+                    ("ports".into(), Datum::Set(port_refs)),
+                ]),
+                uuid_name: Some("bridge".into()),
+            });
+            // Without this the new Bridge is garbage-collected at commit.
+            count_checks.push((ops.len(), "adding the bridge to the Open_vSwitch root row"));
+            ops.push(Operation::Mutate {
+                table: "Open_vSwitch".into(),
+                conditions: vec![Condition::uuid(&root)],
+                mutations: vec![Mutation::new(
+                    "bridges",
+                    Mutator::Insert,
+                    Datum::named_uuid("bridge"),
+                )],
+            });
+            report.created_bridge = true;
+        }
+        Some(bridge) => {
+            let mut new_ports = Vec::new();
+            for (i, p) in wanted.iter().enumerate() {
+                let Some(port) = bridge.port(&p.name) else {
+                    new_ports.push(Atom::named(insert_port(&mut ops, p, i)));
+                    report.added_ports.push(p.name.clone());
+                    continue;
+                };
+                let iface = port
+                    .interfaces
+                    .iter()
+                    .find(|f| f.name == p.name)
+                    .ok_or_else(|| {
+                        OvsdbError::Precondition(format!(
+                            "port '{}' on bridge '{}' has no interface of the same name; \
+                             remove it (ovs-vsctl del-port) and apply again",
+                            p.name, spec.name
+                        ))
+                    })?;
+                if iface.kind != p.kind.type_name() || iface.options != p.kind.options() {
+                    ops.push(Operation::Update {
+                        table: "Interface".into(),
+                        conditions: vec![Condition::uuid(&iface.uuid)],
+                        row: Row::from([
+                            ("type".into(), Datum::atom(p.kind.type_name())),
+                            ("options".into(), Datum::map(p.kind.options())),
+                        ]),
+                    });
+                    report.updated_interfaces.push(p.name.clone());
+                }
+            }
+            if !new_ports.is_empty() {
+                count_checks.push((ops.len(), "adding ports to the bridge"));
+                ops.push(Operation::Mutate {
+                    table: "Bridge".into(),
+                    conditions: vec![Condition::uuid(&bridge.uuid)],
+                    mutations: vec![Mutation::new(
+                        "ports",
+                        Mutator::Insert,
+                        Datum::Set(new_ports),
+                    )],
+                });
+            }
+        }
+    }
+    if ops.is_empty() {
+        return Ok(report);
+    }
+    tracing::debug!(bridge = %spec.name, ?report, "ovsdb: ensuring bridge");
+    let res = client.transact(VSWITCH_DB, &ops).await?;
+    for (i, what) in count_checks {
+        expect_one(&res, i, what)?;
+    }
+    Ok(report)
+}
+
+/// Removes a bridge (and with it its ports and interfaces) by taking it out
+/// of the root row. Returns false if there was no such bridge.
+pub async fn delete_bridge(client: &Client, name: &str) -> Result<bool> {
+    let Some(root) = root_uuid(client).await? else {
+        return Ok(false);
+    };
+    let bridges = list_bridges(client).await?;
+    let Some(bridge) = bridges.iter().find(|b| b.name == name) else {
+        return Ok(false);
+    };
+    let res = client
+        .transact(
+            VSWITCH_DB,
+            &[Operation::Mutate {
+                table: "Open_vSwitch".into(),
+                conditions: vec![Condition::uuid(&root)],
+                mutations: vec![Mutation::new(
+                    "bridges",
+                    Mutator::Delete,
+                    Datum::uuid(&bridge.uuid),
+                )],
+            }],
+        )
+        .await?;
+    expect_one(
+        &res,
+        0,
+        "removing the bridge from the Open_vSwitch root row",
+    )?;
+    Ok(true)
+}
+
+/// Removes one port from a bridge. Returns false if it was not there.
+pub async fn delete_port(client: &Client, bridge: &str, port: &str) -> Result<bool> {
+    let bridges = list_bridges(client).await?;
+    let Some(b) = bridges.iter().find(|b| b.name == bridge) else {
+        return Ok(false);
+    };
+    let Some(p) = b.port(port) else {
+        return Ok(false);
+    };
+    let res = client
+        .transact(
+            VSWITCH_DB,
+            &[Operation::Mutate {
+                table: "Bridge".into(),
+                conditions: vec![Condition::uuid(&b.uuid)],
+                mutations: vec![Mutation::new(
+                    "ports",
+                    Mutator::Delete,
+                    Datum::uuid(&p.uuid),
+                )],
+            }],
+        )
+        .await?;
+    expect_one(&res, 0, "removing the port from the bridge")?;
+    Ok(true)
+}
+
+/// Increments `next_cfg` in the root row and returns the new value; once
+/// ovs-vswitchd has applied the database it sets `cur_cfg` to it.
+pub async fn bump_next_cfg(client: &Client) -> Result<i64> {
+    let root = ensure_root_row(client).await?;
+    let res = client
+        .transact(
+            VSWITCH_DB,
+            &[
+                Operation::Mutate {
+                    table: "Open_vSwitch".into(),
+                    conditions: vec![Condition::uuid(&root)],
+                    mutations: vec![Mutation::new("next_cfg", Mutator::Add, 1i64)],
+                },
+                Operation::Select {
+                    table: "Open_vSwitch".into(),
+                    conditions: vec![Condition::uuid(&root)],
+                    columns: Some(vec!["next_cfg".into()]),
+                },
+            ],
+        )
+        .await?;
+    expect_one(&res, 0, "incrementing next_cfg")?;
+    res[1]
+        .rows()
+        .first()
+        .and_then(|r| r.get("next_cfg"))
+        .and_then(Datum::as_i64)
+        .ok_or_else(|| OvsdbError::Decode("next_cfg missing after increment".into()))
+}
+
+/// Waits until `cur_cfg >= target` (ovs-vswitchd caught up). Returns false on
+/// timeout, e.g. when ovs-vswitchd is not running.
+pub async fn wait_cur_cfg(client: &Client, target: i64, timeout: Duration) -> Result<bool> {
+    let ops = [Operation::Wait {
+        table: "Open_vSwitch".into(),
+        conditions: vec![Condition::new("cur_cfg", Function::Ge, target)],
+        columns: vec!["cur_cfg".into()],
+        until: WaitUntil::NotEqual,
+        rows: vec![],
+        timeout_ms: Some(timeout.as_millis() as u64),
+    }];
+    match client
+        .transact_with_timeout(VSWITCH_DB, &ops, timeout + Duration::from_secs(5))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(OvsdbError::Operation {
+            index: 0, error, ..
+        }) if error == "timed out" => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`bump_next_cfg`] then, if `wait` is given, [`wait_cur_cfg`]. Returns the
+/// new next_cfg and whether ovs-vswitchd confirmed it (`None`: not waited).
+pub async fn sync_vswitchd(client: &Client, wait: Option<Duration>) -> Result<(i64, Option<bool>)> {
+    let next = bump_next_cfg(client).await?;
+    let applied = match wait {
+        Some(t) => Some(wait_cur_cfg(client, next, t).await?),
+        None => None,
+    };
+    Ok((next, applied))
+}

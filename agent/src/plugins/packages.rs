@@ -1,0 +1,233 @@
+//! packages plugin: installs and removes the packages `plugins.packagekit`
+//! names, through PackageKit over D-Bus when it is on the bus, else through
+//! `apt-get`; every result says which path was used.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use crate::dbus::packagekit::{filter, transaction_flag};
+use crate::dbus::PackageKit;
+use crate::engine::{ActionResult, Context, Plugin, PluginAction};
+use opdbus_common::Task;
+use opdbus_state::State;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub install: BTreeSet<String>,
+    pub remove: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Current {
+    /// `packagekit` or `apt`.
+    pub backend: String,
+    /// Installed or not, for every package the state names.
+    pub installed: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    Install { package: String },
+    Remove { package: String },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Install { package } => write!(f, "install package {package}"),
+            Action::Remove { package } => write!(f, "remove package {package}"),
+        }
+    }
+}
+
+impl PluginAction for Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::Install { .. } => "install",
+            Action::Remove { .. } => "remove",
+        }
+    }
+
+    fn resource(&self) -> String {
+        match self {
+            Action::Install { package } | Action::Remove { package } => format!("package:{package}"),
+        }
+    }
+}
+
+/// The pure diff: install what is missing, remove what is present and listed
+/// under `remove`. Nothing else is touched.
+pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
+    let installed = |p: &String| current.installed.get(p).copied().unwrap_or(false);
+    let mut out: Vec<Action> = desired
+        .install
+        .iter()
+        .filter(|p| !installed(p))
+        .map(|p| Action::Install { package: p.clone() })
+        .collect();
+    out.extend(
+        desired
+            .remove
+            .iter()
+            .filter(|p| installed(p) && !desired.install.contains(*p))
+            .map(|p| Action::Remove { package: p.clone() }),
+    );
+    out
+}
+
+pub struct PackagesPlugin;
+
+/// PackageKit when it owns its name (or is activatable) on the context's bus.
+async fn packagekit(ctx: &Context) -> Option<PackageKit> {
+    let conn = ctx.bus().await.ok()?;
+    if !PackageKit::is_available(&conn).await.unwrap_or(false) {
+        return None;
+    }
+    PackageKit::new(&conn).await.ok()
+}
+
+fn dpkg_installed(ctx: &Context) -> anyhow::Result<BTreeSet<String>> {
+    let mut task = Task::new(&ctx.dpkg_query).args(["-W", "-f=${Package}\t${db:Status-Status}\n"]);
+    if ctx.root != std::path::Path::new("/") {
+        task = task.arg(format!("--admindir={}", ctx.host_path("/var/lib/dpkg").display()));
+    }
+    let text = task.read().context("listing installed packages with dpkg-query")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, st)| *st == "installed")
+        .map(|(name, _)| name.to_string())
+        .collect())
+}
+
+fn apt(ctx: &Context, verb: &str, packages: &[&str]) -> anyhow::Result<()> {
+    Task::new(&ctx.apt_get)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args([verb, "-y", "--no-install-recommends"])
+        .args(packages)
+        .run()
+        .with_context(|| format!("apt-get {verb} {}", packages.join(" ")))
+}
+
+async fn pk_apply(pk: &PackageKit, install: bool, names: &[&str]) -> anyhow::Result<()> {
+    let f = if install { filter::NOT_INSTALLED | filter::NEWEST } else { filter::INSTALLED };
+    let found = pk.resolve(f, names).await?;
+    let mut ids = Vec::new();
+    for name in names {
+        let id = found
+            .iter()
+            .find(|p| p.name() == *name)
+            .map(|p| p.package_id.clone())
+            .with_context(|| format!("PackageKit does not know package '{name}' (check the name and the apt sources)"))?;
+        ids.push(id);
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    if install {
+        pk.install(transaction_flag::ONLY_TRUSTED, &ids).await?;
+    } else {
+        pk.remove(transaction_flag::NONE, &ids, false, false).await?;
+    }
+    Ok(())
+}
+
+impl Plugin for PackagesPlugin {
+    type Desired = Desired;
+    type Current = Current;
+    type Action = Action;
+
+    fn name(&self) -> &'static str {
+        "packages"
+    }
+
+    fn desired(&self, state: &State) -> anyhow::Result<Option<Desired>> {
+        let Some(pk) = &state.plugins.packagekit else {
+            return Ok(None);
+        };
+        if let Some(m) = &pk.manifest {
+            tracing::warn!(manifest = %m, "plugins.packagekit.manifest is not supported yet; listing packages inline works");
+        }
+        Ok(Some(Desired {
+            install: pk.packages.iter().chain(&pk.additional_packages).cloned().collect(),
+            remove: pk.remove.iter().cloned().collect(),
+        }))
+    }
+
+    fn query<'a>(&'a self, ctx: &'a Context, desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+        async move {
+            let names: Vec<&str> = desired.install.iter().chain(&desired.remove).map(String::as_str).collect();
+            let mut cur = Current::default();
+            if names.is_empty() {
+                return Ok(cur);
+            }
+            let installed: BTreeSet<String> = match packagekit(ctx).await {
+                Some(pk) => {
+                    cur.backend = "packagekit".into();
+                    pk.resolve(filter::INSTALLED, &names)
+                        .await?
+                        .iter()
+                        .filter(|p| p.is_installed() || p.data().starts_with("installed"))
+                        .map(|p| p.name().to_string())
+                        .collect()
+                }
+                None => {
+                    cur.backend = "apt".into();
+                    dpkg_installed(ctx)?
+                }
+            };
+            for n in names {
+                cur.installed.insert(n.to_string(), installed.contains(n));
+            }
+            Ok(cur)
+        }
+        .boxed()
+    }
+
+    fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
+        diff(current, desired)
+    }
+
+    /// Installs in one transaction (or one apt-get call), then removes in one.
+    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+        async move {
+            let pk = packagekit(ctx).await;
+            let via = if pk.is_some() { "via PackageKit" } else { "via apt-get" };
+            let pick = |install: bool| -> Vec<&str> {
+                actions
+                    .iter()
+                    .filter_map(|a| match (a, install) {
+                        (Action::Install { package }, true) | (Action::Remove { package }, false) => {
+                            Some(package.as_str())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let mut outcome: BTreeMap<bool, Result<(), String>> = BTreeMap::new();
+            for install in [true, false] {
+                let names = pick(install);
+                if names.is_empty() {
+                    continue;
+                }
+                let r = match &pk {
+                    Some(pk) => pk_apply(pk, install, &names).await,
+                    None => apt(ctx, if install { "install" } else { "remove" }, &names),
+                };
+                outcome.insert(install, r.map_err(|e| format!("{e:#} ({via})")));
+            }
+            actions
+                .iter()
+                .map(|a| match &outcome[&matches!(a, Action::Install { .. })] {
+                    Ok(()) => Ok(Some(via.to_string())),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                })
+                .collect()
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,363 @@
+//! systemd plugin: units in both seed forms (`services` with `state`, `units`
+//! with `active_state`/`enabled`/`masked`), timers and custom unit files,
+//! reconciled over org.freedesktop.systemd1 (LoadUnit, unit-file calls, jobs).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+
+use crate::dbus::Systemd;
+use crate::engine::{ActionResult, Context, Plugin, PluginAction};
+use opdbus_state::model::{ActiveState, ServiceState};
+use opdbus_state::State;
+
+/// Where unit files are written, below the context root.
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+
+/// What the state wants of one unit; `None` leaves that aspect alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub units: BTreeMap<String, UnitTarget>,
+    /// Unit files to write (custom units and generated timers), by unit name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitCurrent {
+    pub load_state: String,
+    pub active_state: String,
+    pub unit_file_state: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Current {
+    pub units: BTreeMap<String, UnitCurrent>,
+    /// Contents of the unit files the state names (`None`: no such file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    WriteUnitFile { unit: String, content: String },
+    Reload,
+    Unmask { unit: String },
+    Mask { unit: String },
+    Enable { unit: String },
+    Disable { unit: String },
+    Stop { unit: String },
+    Start { unit: String },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::WriteUnitFile { unit, .. } => write!(f, "write unit file {UNIT_DIR}/{unit}"),
+            Action::Reload => f.write_str("reload the systemd manager (daemon-reload)"),
+            Action::Unmask { unit } => write!(f, "unmask {unit}"),
+            Action::Mask { unit } => write!(f, "mask {unit}"),
+            Action::Enable { unit } => write!(f, "enable {unit}"),
+            Action::Disable { unit } => write!(f, "disable {unit}"),
+            Action::Stop { unit } => write!(f, "stop {unit}"),
+            Action::Start { unit } => write!(f, "start {unit}"),
+        }
+    }
+}
+
+impl PluginAction for Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::WriteUnitFile { .. } => "write-unit-file",
+            Action::Reload => "reload",
+            Action::Unmask { .. } => "unmask",
+            Action::Mask { .. } => "mask",
+            Action::Enable { .. } => "enable",
+            Action::Disable { .. } => "disable",
+            Action::Stop { .. } => "stop",
+            Action::Start { .. } => "start",
+        }
+    }
+
+    fn resource(&self) -> String {
+        match self {
+            Action::Reload => "manager".to_string(),
+            Action::WriteUnitFile { unit, .. }
+            | Action::Unmask { unit }
+            | Action::Mask { unit }
+            | Action::Enable { unit }
+            | Action::Disable { unit }
+            | Action::Stop { unit }
+            | Action::Start { unit } => format!("unit:{unit}"),
+        }
+    }
+}
+
+const UNIT_SUFFIXES: &[&str] = &[
+    ".service", ".socket", ".target", ".timer", ".mount", ".automount", ".path", ".slice",
+    ".scope", ".swap", ".device",
+];
+
+/// `name` with `.service` appended unless it already has a unit suffix.
+pub fn unit_name(name: &str, default_suffix: &str) -> String {
+    if UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        name.to_string()
+    } else {
+        format!("{name}{default_suffix}")
+    }
+}
+
+/// Merges `services`, `units`, `timers` and `custom_units` into one map of
+/// unit targets plus the unit files to write.
+pub fn desired_from(sd: &opdbus_state::model::Systemd) -> Desired {
+    let mut d = Desired::default();
+    for (name, spec) in &sd.services {
+        let t = match spec.state {
+            ServiceState::Enabled => UnitTarget { enabled: Some(true), active: Some(true), masked: None },
+            ServiceState::Disabled => UnitTarget { enabled: Some(false), active: Some(false), masked: None },
+            ServiceState::Running => UnitTarget { active: Some(true), ..Default::default() },
+            ServiceState::Stopped => UnitTarget { active: Some(false), ..Default::default() },
+            ServiceState::Masked => UnitTarget { masked: Some(true), active: Some(false), enabled: None },
+        };
+        d.units.insert(unit_name(name, ".service"), t);
+    }
+    for (name, spec) in &sd.units {
+        let t = d.units.entry(unit_name(name, ".service")).or_default();
+        if let Some(a) = spec.active_state {
+            t.active = Some(a == ActiveState::Active);
+        }
+        if spec.enabled.is_some() {
+            t.enabled = spec.enabled;
+        }
+        if spec.masked.is_some() {
+            t.masked = spec.masked;
+        }
+    }
+    for (name, spec) in &sd.custom_units {
+        let unit = unit_name(name, ".service");
+        d.files.insert(unit.clone(), spec.content.clone());
+        let t = d.units.entry(unit).or_default();
+        if spec.enabled.is_some() {
+            t.enabled = spec.enabled;
+        }
+        if let Some(a) = spec.active_state {
+            t.active = Some(a == ActiveState::Active);
+        }
+    }
+    for (name, spec) in &sd.timers {
+        let unit = unit_name(name, ".timer");
+        let base = unit.trim_end_matches(".timer");
+        let target = spec.unit.clone().unwrap_or_else(|| format!("{base}.service"));
+        let mut text = String::from("[Unit]\n");
+        text.push_str(&format!(
+            "Description={}\n",
+            spec.description.clone().unwrap_or_else(|| format!("op-dbus timer for {target}"))
+        ));
+        text.push_str(&format!(
+            "\n[Timer]\nOnCalendar={}\nUnit={target}\nPersistent={}\n\n[Install]\nWantedBy=timers.target\n",
+            spec.on_calendar, spec.persistent
+        ));
+        d.files.insert(unit.clone(), text);
+        d.units.insert(
+            unit,
+            UnitTarget { enabled: Some(spec.enabled), active: Some(spec.enabled), masked: None },
+        );
+    }
+    d
+}
+
+fn is_enabled(unit_file_state: &str) -> bool {
+    // static/generated/alias/transient units cannot be enabled: they count as such.
+    matches!(
+        unit_file_state,
+        "enabled" | "enabled-runtime" | "static" | "generated" | "alias" | "transient" | "linked"
+    )
+}
+
+fn is_active(active_state: &str) -> bool {
+    matches!(active_state, "active" | "reloading" | "activating")
+}
+
+/// The pure diff. Order: unit files, Reload, stop, unmask, mask, enable,
+/// disable, Reload (after unit-file changes), start.
+pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (unit, content) in &desired.files {
+        if current.files.get(unit).and_then(|c| c.as_deref()) != Some(content.as_str()) {
+            out.push(Action::WriteUnitFile { unit: unit.clone(), content: content.clone() });
+        }
+    }
+    if !out.is_empty() {
+        out.push(Action::Reload);
+    }
+    let unknown = UnitCurrent {
+        load_state: "not-found".into(),
+        active_state: "inactive".into(),
+        unit_file_state: String::new(),
+    };
+    let (mut files, mut jobs) = (Vec::new(), Vec::new());
+    for (unit, t) in &desired.units {
+        let cur = current.units.get(unit).unwrap_or(&unknown);
+        let masked = cur.unit_file_state == "masked" || cur.load_state == "masked";
+        let u = || unit.clone();
+        let wants_running = t.active == Some(true) || t.enabled == Some(true);
+        if masked && (t.masked == Some(false) || (t.masked.is_none() && wants_running)) {
+            files.push(Action::Unmask { unit: u() });
+        }
+        if t.masked == Some(true) && !masked {
+            files.push(Action::Mask { unit: u() });
+        }
+        if t.masked != Some(true) {
+            match t.enabled {
+                Some(true) if masked || !is_enabled(&cur.unit_file_state) => {
+                    files.push(Action::Enable { unit: u() })
+                }
+                Some(false) if matches!(cur.unit_file_state.as_str(), "enabled" | "enabled-runtime") => {
+                    files.push(Action::Disable { unit: u() })
+                }
+                _ => {}
+            }
+        }
+        let active = is_active(&cur.active_state);
+        let want_active = if t.masked == Some(true) { Some(false) } else { t.active };
+        match want_active {
+            Some(true) if !active => jobs.push(Action::Start { unit: u() }),
+            Some(false) if active => jobs.push(Action::Stop { unit: u() }),
+            _ => {}
+        }
+    }
+    // Unmasks first, then masks, enables, disables: sort by kind, stable by unit.
+    files.sort_by_key(|a| match a {
+        Action::Unmask { .. } => 0,
+        Action::Mask { .. } => 1,
+        Action::Enable { .. } => 2,
+        _ => 3,
+    });
+    // Stops first (a masked unit can no longer be stopped by name on every
+    // systemd), then unit-file changes and their Reload, then starts.
+    let (starts, stops): (Vec<Action>, Vec<Action>) =
+        jobs.into_iter().partition(|a| matches!(a, Action::Start { .. }));
+    out.extend(stops);
+    let file_changes = !files.is_empty();
+    out.extend(files);
+    if file_changes {
+        out.push(Action::Reload);
+    }
+    out.extend(starts);
+    out
+}
+
+pub struct SystemdPlugin;
+
+async fn adapter(ctx: &Context) -> anyhow::Result<Systemd> {
+    let conn = ctx.bus().await?;
+    Ok(Systemd::new(&conn).await?)
+}
+
+impl Plugin for SystemdPlugin {
+    type Desired = Desired;
+    type Current = Current;
+    type Action = Action;
+
+    fn name(&self) -> &'static str {
+        "systemd"
+    }
+
+    fn desired(&self, state: &State) -> anyhow::Result<Option<Desired>> {
+        Ok(state.plugins.systemd.as_ref().map(desired_from))
+    }
+
+    fn query<'a>(&'a self, ctx: &'a Context, desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+        async move {
+            let mut cur = Current::default();
+            for (unit, _) in &desired.files {
+                let path = ctx.host_path(UNIT_DIR).join(unit);
+                let content = match std::fs::read_to_string(&path) {
+                    Ok(c) => Some(c),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                };
+                cur.files.insert(unit.clone(), content);
+            }
+            if desired.units.is_empty() {
+                return Ok(cur);
+            }
+            let sd = adapter(ctx).await?;
+            for unit in desired.units.keys() {
+                let st = sd.unit(unit).await.with_context(|| format!("querying unit '{unit}'"))?;
+                cur.units.insert(
+                    unit.clone(),
+                    UnitCurrent {
+                        load_state: st.load_state,
+                        active_state: st.active_state,
+                        unit_file_state: st.unit_file_state,
+                    },
+                );
+            }
+            Ok(cur)
+        }
+        .boxed()
+    }
+
+    fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
+        diff(current, desired)
+    }
+
+    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+        async move {
+            let sd = match adapter(ctx).await {
+                Ok(sd) => sd,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    return actions.iter().map(|_| Err(anyhow::anyhow!("{msg}"))).collect();
+                }
+            };
+            let sd = &sd;
+            super::each(actions, |a| async move {
+                match a {
+                    Action::WriteUnitFile { unit, content } => {
+                        write_unit_file(ctx, unit, content)?;
+                    }
+                    Action::Reload => sd.reload().await?,
+                    Action::Unmask { unit } => drop(sd.unmask(&[unit.as_str()]).await?),
+                    Action::Mask { unit } => drop(sd.mask(&[unit.as_str()]).await?),
+                    Action::Enable { unit } => drop(sd.enable(&[unit.as_str()]).await?),
+                    Action::Disable { unit } => drop(sd.disable(&[unit.as_str()]).await?),
+                    Action::Stop { unit } => sd.stop(unit).await?,
+                    Action::Start { unit } => sd.start(unit).await?,
+                }
+                Ok(None)
+            })
+            .await
+        }
+        .boxed()
+    }
+}
+
+fn write_unit_file(ctx: &Context, unit: &str, content: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !unit.contains('/') && !unit.starts_with('.'),
+        "refusing unit name '{unit}': it must be a plain file name"
+    );
+    let dir = ctx.host_path(UNIT_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(unit);
+    let tmp = dir.join(format!(".{unit}.opdbus-tmp"));
+    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+}

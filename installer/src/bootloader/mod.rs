@@ -1,0 +1,102 @@
+//! Making the target bootable: systemd-boot on UEFI (written into the ESP
+//! with `fatfs`, no mount), GRUB on BIOS (`grub-install` in a chroot), both
+//! for `firmware: both`. Root is found by filesystem UUID and `rootflags=subvol=`.
+
+mod cmdline;
+mod grub;
+mod systemd_boot;
+
+pub use cmdline::{console_args, kernel_cmdline};
+pub use grub::{grub_cfg, install_grub_bios};
+pub use systemd_boot::{install_systemd_boot, SystemdBootReport};
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::target::Root;
+
+/// What every boot entry needs to find and start the installed system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// Entry title (the host name).
+    pub title: String,
+    /// Full kernel command line (see [`kernel_cmdline`]).
+    pub cmdline: String,
+    /// UUID of the filesystem that holds `/boot`, and the path of `/boot`
+    /// inside that filesystem as GRUB sees it (`/@/boot` for a btrfs root
+    /// subvolume `@`, `/boot` for a plain root, `/` for a separate /boot).
+    pub boot_fs_uuid: String,
+    pub boot_dir_in_fs: String,
+}
+
+/// One installed kernel with its initramfs, found in the target's /boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    pub version: String,
+}
+
+/// Kernels in `/boot` that have an initramfs, newest first.
+pub fn installed_kernels(root: &Root) -> Result<Vec<Kernel>> {
+    let boot = root.path("/boot");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&boot).with_context(|| format!("reading {}", boot.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(v) = name.strip_prefix("vmlinuz-") {
+            if boot.join(format!("initrd.img-{v}")).exists() {
+                out.push(Kernel { version: v.to_string() });
+            }
+        }
+    }
+    out.sort_by(|a, b| version_cmp(&b.version, &a.version));
+    if out.is_empty() {
+        anyhow::bail!(
+            "no kernel with an initramfs in {} (vmlinuz-* and initrd.img-*); the payload must include linux-image and initramfs-tools",
+            boot.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Orders versions like `6.1.0-10-amd64` numerically, field by field.
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |s: &str| -> Vec<(u64, String)> {
+        s.split(['.', '-', '+', '~'])
+            .map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string()))
+            .collect()
+    };
+    split(a).cmp(&split(b))
+}
+
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_kernel_first() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::new(t.path());
+        for v in ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-11-amd64"] {
+            r.write(&format!("/boot/vmlinuz-{v}"), "k", 0o644).unwrap();
+        }
+        r.write("/boot/initrd.img-6.1.0-9-amd64", "i", 0o644).unwrap();
+        r.write("/boot/initrd.img-6.1.0-10-amd64", "i", 0o644).unwrap();
+        let k = installed_kernels(&r).unwrap();
+        let v: Vec<_> = k.iter().map(|k| k.version.as_str()).collect();
+        // 11 has no initramfs and is skipped; 10 sorts above 9.
+        assert_eq!(v, ["6.1.0-10-amd64", "6.1.0-9-amd64"]);
+    }
+
+    #[test]
+    fn no_kernel_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Root::new(t.path());
+        r.write("/boot/config", "", 0o644).unwrap();
+        assert!(installed_kernels(&r).unwrap_err().to_string().contains("linux-image"));
+    }
+}

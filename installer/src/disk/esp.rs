@@ -1,0 +1,295 @@
+//! The EFI system partition, in userspace: formats FAT32 with `fatfs` over the
+//! partition's byte range of the disk (image or block device) and opens it to
+//! write files later, with no kernel vfat driver and no mount.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use fscommon::StreamSlice;
+
+use super::layout::vfat_volume_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EspError {
+    #[error("opening disk {path} for the ESP")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("formatting the ESP at bytes {start}..{end} of {path} as FAT32")]
+    Format {
+        path: PathBuf,
+        start: u64,
+        end: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("'{0}' is not a FAT volume serial (XXXX-XXXX)")]
+    BadUuid(String),
+    #[error("ESP path '{path}'")]
+    Fat {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where an ESP lies: a disk (image or whole block device) and a byte range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspLocation {
+    pub disk: PathBuf,
+    pub start: u64,
+    pub size: u64,
+}
+
+fn open_disk(path: &Path) -> Result<File, EspError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| EspError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Formats the range as FAT32 with the volume serial `uuid` (`XXXX-XXXX`)
+/// and an optional label (at most 11 characters, upper-cased).
+pub fn format(loc: &EspLocation, uuid: &str, label: Option<&str>) -> Result<(), EspError> {
+    let id = vfat_volume_id(uuid).ok_or_else(|| EspError::BadUuid(uuid.to_string()))?;
+    let mut name = [b' '; 11];
+    let text = label.unwrap_or("EFI").to_ascii_uppercase();
+    for (d, s) in name.iter_mut().zip(text.bytes()) {
+        *d = s;
+    }
+    let err = |source| EspError::Format {
+        path: loc.disk.clone(),
+        start: loc.start,
+        end: loc.start + loc.size,
+        source,
+    };
+    let file = open_disk(&loc.disk)?;
+    let mut slice = StreamSlice::new(file, loc.start, loc.start + loc.size).map_err(err)?;
+    // Zero the first MiB so no old signature (btrfs at 64 KiB) survives.
+    let zeros = vec![0u8; (loc.size.min(1 << 20)) as usize];
+    slice.write_all(&zeros).map_err(err)?;
+    slice.seek(SeekFrom::Start(0)).map_err(err)?;
+    let opts = fatfs::FormatVolumeOptions::new()
+        .fat_type(fatfs::FatType::Fat32)
+        .volume_id(id)
+        .volume_label(name);
+    fatfs::format_volume(&mut slice, opts).map_err(err)?;
+    slice.flush().map_err(err)?;
+    Ok(())
+}
+
+/// An open ESP: write and read files by `/`-separated paths.
+pub struct Esp {
+    fs: Option<fatfs::FileSystem<StreamSlice<File>>>,
+    loc: EspLocation,
+}
+
+impl std::fmt::Debug for Esp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Esp").finish_non_exhaustive()
+    }
+}
+
+impl Esp {
+    /// Opens the FAT filesystem in the range.
+    pub fn open(loc: &EspLocation) -> Result<Self, EspError> {
+        let file = open_disk(&loc.disk)?;
+        let err = |source| EspError::Fat {
+            path: "/".into(),
+            source,
+        };
+        let slice = StreamSlice::new(file, loc.start, loc.start + loc.size).map_err(err)?;
+        let fs = fatfs::FileSystem::new(slice, fatfs::FsOptions::new()).map_err(err)?;
+        Ok(Esp {
+            fs: Some(fs),
+            loc: loc.clone(),
+        })
+    }
+
+    fn fs(&self) -> &fatfs::FileSystem<StreamSlice<File>> {
+        self.fs.as_ref().expect("filesystem is open until close or drop")
+    }
+
+    fn finish(&mut self) -> Result<(), EspError> {
+        let err = |source| EspError::Fat {
+            path: "/".into(),
+            source,
+        };
+        if let Some(fs) = self.fs.take() {
+            fs.unmount().map_err(err)?;
+            let file = open_disk(&self.loc.disk)?;
+            let mut slice =
+                StreamSlice::new(file, self.loc.start, self.loc.start + self.loc.size).map_err(err)?;
+            fix_dot_entries(&mut slice).map_err(err)?;
+            slice.flush().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the directory and its parents (like `mkdir -p`).
+    pub fn mkdir_all(&self, path: &str) -> Result<(), EspError> {
+        let mut dir = self.fs().root_dir();
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            dir = match dir.open_dir(comp) {
+                Ok(d) => d,
+                Err(_) => dir.create_dir(comp).map_err(|source| EspError::Fat {
+                    path: path.into(),
+                    source,
+                })?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Writes (creates or replaces) a file; parent directories are created.
+    pub fn write_file(&self, path: &str, data: &[u8]) -> Result<(), EspError> {
+        let path = path.trim_start_matches('/');
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.mkdir_all(parent)?;
+        }
+        let err = |source| EspError::Fat {
+            path: path.into(),
+            source,
+        };
+        let mut f = self.fs().root_dir().create_file(path).map_err(err)?;
+        f.truncate().map_err(err)?;
+        f.write_all(data).map_err(err)?;
+        f.flush().map_err(err)?;
+        Ok(())
+    }
+
+    /// Reads a whole file.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, EspError> {
+        let path = path.trim_start_matches('/');
+        let err = |source| EspError::Fat {
+            path: path.into(),
+            source,
+        };
+        let mut f = self.fs().root_dir().open_file(path).map_err(err)?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out).map_err(err)?;
+        Ok(out)
+    }
+
+    /// Whether a file or directory exists.
+    pub fn exists(&self, path: &str) -> bool {
+        let path = path.trim_start_matches('/');
+        self.fs().root_dir().open_file(path).is_ok() || self.fs().root_dir().open_dir(path).is_ok()
+    }
+
+    /// Flushes and closes the filesystem (and repairs `.`/`..` entries).
+    pub fn close(mut self) -> Result<(), EspError> {
+        self.finish()
+    }
+}
+
+impl Drop for Esp {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!(error = %e, "closing the ESP");
+        }
+    }
+}
+
+fn le16(b: &[u8], at: usize) -> u32 {
+    u32::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// fatfs 0.3 writes long-name entries before `.` and `..` and points `..`
+/// at the root cluster instead of 0, which `fsck.fat` rejects. This walks
+/// every directory of the FAT32 volume and puts `.` in slot 0 and `..` in
+/// slot 1 with the right clusters (idempotent).
+fn fix_dot_entries<D: Read + Write + Seek>(vol: &mut D) -> std::io::Result<()> {
+    let mut bs = [0u8; 512];
+    vol.seek(SeekFrom::Start(0))?;
+    vol.read_exact(&mut bs)?;
+    let bps = u64::from(le16(&bs, 11));
+    let spc = u64::from(bs[13]);
+    let rsv = u64::from(le16(&bs, 14));
+    let nfats = u64::from(bs[16]);
+    let fat_sectors = u64::from(le32(&bs, 36));
+    let root = le32(&bs, 44);
+    let cluster_size = (bps * spc) as usize;
+    let fat_start = rsv * bps;
+    let data_start = (rsv + nfats * fat_sectors) * bps;
+    let cluster_off = |c: u32| data_start + u64::from(c - 2) * cluster_size as u64;
+
+    let next = |vol: &mut D, c: u32| -> std::io::Result<Option<u32>> {
+        let mut e = [0u8; 4];
+        vol.seek(SeekFrom::Start(fat_start + u64::from(c) * 4))?;
+        vol.read_exact(&mut e)?;
+        let n = u32::from_le_bytes(e) & 0x0FFF_FFFF;
+        Ok((2..0x0FFF_FFF8).contains(&n).then_some(n))
+    };
+    // (directory cluster, parent cluster)
+    let mut stack = vec![(root, 0u32)];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((dir, parent)) = stack.pop() {
+        if !seen.insert(dir) {
+            continue;
+        }
+        let mut chain = vec![dir];
+        while let Some(n) = next(vol, *chain.last().unwrap_or(&dir))? {
+            if chain.len() > 1 << 20 || chain.contains(&n) {
+                break;
+            }
+            chain.push(n);
+        }
+        for (ci, &c) in chain.iter().enumerate() {
+            let mut buf = vec![0u8; cluster_size];
+            vol.seek(SeekFrom::Start(cluster_off(c)))?;
+            vol.read_exact(&mut buf)?;
+            if ci == 0 && dir != root {
+                let name = |i: usize| &buf[i * 32..i * 32 + 11];
+                let slots = cluster_size / 32;
+                let dot = (0..slots.min(8)).find(|&i| name(i) == b".          ");
+                let dotdot = (0..slots.min(8)).find(|&i| name(i) == b"..         ");
+                if let (Some(d), Some(dd)) = (dot, dotdot) {
+                    let mut e_dot = buf[d * 32..d * 32 + 32].to_vec();
+                    let mut e_dd = buf[dd * 32..dd * 32 + 32].to_vec();
+                    let set = |e: &mut [u8], cl: u32| {
+                        e[20..22].copy_from_slice(&((cl >> 16) as u16).to_le_bytes());
+                        e[26..28].copy_from_slice(&(cl as u16).to_le_bytes());
+                    };
+                    set(&mut e_dot, dir);
+                    set(&mut e_dd, if parent == root { 0 } else { parent });
+                    for i in 0..=d.max(dd) {
+                        buf[i * 32] = 0xE5;
+                    }
+                    buf[0..32].copy_from_slice(&e_dot);
+                    buf[32..64].copy_from_slice(&e_dd);
+                    vol.seek(SeekFrom::Start(cluster_off(c)))?;
+                    vol.write_all(&buf)?;
+                }
+            }
+            for e in buf.chunks(32) {
+                let attr = e[11];
+                let first = e[0];
+                if first == 0 {
+                    break;
+                }
+                if first == 0xE5 || first == b'.' || attr == 0x0F || attr & 0x08 != 0 {
+                    continue;
+                }
+                if attr & 0x10 != 0 {
+                    let cl = (le16(e, 20) << 16) | le16(e, 26);
+                    if cl >= 2 {
+                        stack.push((cl, dir));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

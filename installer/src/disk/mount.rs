@@ -1,0 +1,150 @@
+//! Mount guards: each mount made by the installer is a [`MountGuard`]; a
+//! [`MountStack`] unmounts in reverse order on `close()` or, best effort, on
+//! drop, so every error path leaves the host clean.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mounting {source_dev} on {target} ({fstype}, {options})")]
+    Mount {
+        source_dev: PathBuf,
+        target: PathBuf,
+        fstype: String,
+        options: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("unmounting {target}")]
+    Unmount {
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("creating mount point {path}")]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One mount; unmounted when closed or dropped.
+#[derive(Debug)]
+pub struct MountGuard {
+    target: Option<PathBuf>,
+}
+
+impl MountGuard {
+    /// Mounts `dev` on `target` (created if missing).
+    pub fn mount(dev: &Path, target: &Path, fstype: &str, options: &str) -> Result<Self, MountError> {
+        std::fs::create_dir_all(target).map_err(|source| MountError::Mkdir {
+            path: target.to_path_buf(),
+            source,
+        })?;
+        let mut flags = MsFlags::empty();
+        let rest: Vec<&str> = options
+            .split(',')
+            .filter(|o| match *o {
+                "ro" => {
+                    flags |= MsFlags::MS_RDONLY;
+                    false
+                }
+                "" | "rw" | "defaults" => false,
+                _ => true,
+            })
+            .collect();
+        let data = rest.join(",");
+        let data = (!data.is_empty()).then_some(data.as_str());
+        nix::mount::mount(Some(dev), target, Some(fstype), flags, data).map_err(|source| {
+            MountError::Mount {
+                source_dev: dev.to_path_buf(),
+                target: target.to_path_buf(),
+                fstype: fstype.into(),
+                options: options.into(),
+                source,
+            }
+        })?;
+        tracing::debug!(dev = %dev.display(), target = %target.display(), "mounted");
+        Ok(MountGuard {
+            target: Some(target.to_path_buf()),
+        })
+    }
+
+    pub fn target(&self) -> &Path {
+        self.target.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn release(&mut self) -> Result<(), MountError> {
+        if let Some(t) = self.target.take() {
+            if let Err(source) = nix::mount::umount2(&t, MntFlags::empty()) {
+                // Put it back so drop can still try a lazy unmount.
+                self.target = Some(t.clone());
+                return Err(MountError::Unmount { target: t, source });
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmounts, reporting failure.
+    pub fn close(mut self) -> Result<(), MountError> {
+        self.release()
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::warn!(error = %e, "unmounting; detaching lazily");
+            if let Some(t) = self.target.take() {
+                let _ = nix::mount::umount2(&t, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Mounts in the order made; released in reverse.
+#[derive(Debug, Default)]
+pub struct MountStack {
+    guards: Vec<MountGuard>,
+}
+
+impl MountStack {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, g: MountGuard) {
+        self.guards.push(g);
+    }
+
+    pub fn targets(&self) -> Vec<PathBuf> {
+        self.guards.iter().map(|g| g.target().to_path_buf()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.guards.is_empty()
+    }
+
+    /// Unmounts everything, innermost first; the first failure is returned
+    /// after trying all.
+    pub fn close(mut self) -> Result<(), MountError> {
+        let mut first = None;
+        while let Some(g) = self.guards.pop() {
+            if let Err(e) = g.close() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for MountStack {
+    fn drop(&mut self) {
+        while let Some(g) = self.guards.pop() {
+            drop(g);
+        }
+    }
+}

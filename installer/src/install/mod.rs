@@ -1,0 +1,438 @@
+//! The whole install, phase by phase: validate, plan, disk, base system,
+//! configuration, hand-off to the agent, bootloader, report, clean finish.
+//! Every phase after the partition table is written leaves the disk
+//! unbootable on failure (the table is wiped) rather than half-good.
+
+mod progress;
+
+pub use progress::{PhaseTime, Progress};
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use opdbus_state::model::{Bootloader, HostLayout, PayloadKind, State};
+use serde::Serialize;
+
+use crate::bootloader::{self, BootConfig};
+use crate::disk::layout::UuidSource;
+use crate::disk::plan::FsKind;
+use crate::disk::{execute, ExecOptions, MountedTarget, TargetMap};
+use crate::layout::create_host_layout;
+use crate::payload::{self, ExpectedSha256, PayloadSpec};
+use crate::plan::{install_plan, resolve_targets, InstallPlan};
+use crate::target::{self, Root};
+
+/// Where the base system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseSource {
+    /// A rootfs tar.zst (with `FILE.sha256` beside it unless the state pins it).
+    Payload(PathBuf),
+    /// Build one now with mmdebstrap/debootstrap (cached under `cache`).
+    Debootstrap { cache: Option<PathBuf> },
+}
+
+/// Everything `install` needs besides the state.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub state_path: PathBuf,
+    pub disks: Vec<(String, PathBuf)>,
+    /// None: what the state's `bootstrap.payload` says, else the ISO's payload.
+    pub source: Option<BaseSource>,
+    /// Wipe permission (`--yes`, or `opdbus.auto`).
+    pub consent: bool,
+    pub report: Option<PathBuf>,
+    pub json_progress: bool,
+    /// Where the target is mounted while installing.
+    pub mount_at: PathBuf,
+    /// The agent binary copied into the target.
+    pub agent_binary: PathBuf,
+    /// The `templates/` folder.
+    pub templates: PathBuf,
+    /// The live system's kernel command line (for `console=`).
+    pub proc_cmdline: String,
+    pub sys: PathBuf,
+    pub dev: PathBuf,
+    pub uuids: UuidSource,
+}
+
+/// Where the ISO carries its payload.
+pub const EMBEDDED_PAYLOAD: &str = "/run/live/medium/opdbus/payload.tar.zst";
+
+/// What an install did; also written to /var/log/op-dbus/install.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallReport {
+    pub installer_version: String,
+    pub plan: InstallPlan,
+    pub phases: Vec<PhaseTime>,
+    pub payload_sha256: Option<String>,
+    pub kernels: Vec<String>,
+    pub bootloaders: Vec<String>,
+}
+
+/// Runs the whole install.
+pub fn install(opts: &InstallOptions) -> Result<InstallReport> {
+    let mut progress = Progress::new(opts.json_progress);
+    let result = run(opts, &mut progress);
+    if let Err(e) = &result {
+        progress.end(false, Some(&format!("{e:#}")));
+    }
+    result
+}
+
+fn run(opts: &InstallOptions, progress: &mut Progress) -> Result<InstallReport> {
+    progress.phase("validate", &opts.state_path.display().to_string());
+    let loaded = opdbus_state::load(&opts.state_path)?;
+    for w in &loaded.warnings {
+        progress.note(&w.render(&loaded.file));
+    }
+    let state = loaded.state;
+    let state_text = std::fs::read(&opts.state_path)
+        .with_context(|| format!("reading {}", opts.state_path.display()))?;
+
+    progress.phase("plan", "resolving disks and layout");
+    let targets: TargetMap = resolve_targets(&state, &opts.disks, &opts.sys, &opts.dev)?;
+    let plan = install_plan(&state, targets.clone(), opts.uuids)?;
+    for (k, t) in &plan.targets {
+        progress.note(&format!("{k} -> {}", t.display()));
+    }
+    let source = base_source(&state, opts)?;
+
+    progress.phase("disk", "partitioning, formatting, mounting");
+    std::fs::create_dir_all(&opts.mount_at)
+        .with_context(|| format!("creating {}", opts.mount_at.display()))?;
+    let exec = execute(
+        &plan.disk,
+        &plan.targets,
+        &ExecOptions {
+            consent: opts.consent,
+            dry_run: false,
+            mount_at: Some(opts.mount_at.clone()),
+            ..Default::default()
+        },
+    )?;
+    for line in exec.report.to_string().lines() {
+        progress.note(line);
+    }
+    let mounted = exec
+        .mounted
+        .context("the disk phase returned no mounted target")?;
+
+    // From here on a failure must not leave a bootable half-install.
+    match populate(&state, &state_text, &plan, &source, &mounted, opts, progress) {
+        Ok((sha, kernels, loaders)) => {
+            progress.phase("finish", "syncing and unmounting");
+            nix::unistd::sync();
+            mounted.close().context("unmounting the installed system")?;
+            progress.end(true, None);
+            let report = InstallReport {
+                installer_version: env!("CARGO_PKG_VERSION").to_string(),
+                plan,
+                phases: progress.phases.clone(),
+                payload_sha256: sha,
+                kernels,
+                bootloaders: loaders,
+            };
+            if let Some(path) = &opts.report {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing the report {}", path.display()))?;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            let close = mounted.close();
+            let wipe = wipe_targets(&plan.targets);
+            let mut err = e.context("the install failed; the target disk's partition table was wiped so it does not boot half-installed");
+            if let Err(c) = close {
+                err = err.context(format!("also failed to clean up: {c:#}"));
+            }
+            if let Err(w) = wipe {
+                err = err.context(format!("also failed to wipe the partition table: {w:#}"));
+            }
+            Err(err)
+        }
+    }
+}
+
+fn base_source(state: &State, opts: &InstallOptions) -> Result<BaseSource> {
+    if let Some(s) = &opts.source {
+        return Ok(s.clone());
+    }
+    let p = state.bootstrap.as_ref().and_then(|b| b.payload.as_ref());
+    Ok(match p.map(|p| p.source) {
+        Some(PayloadKind::Debootstrap) => BaseSource::Debootstrap { cache: None },
+        Some(PayloadKind::File) => BaseSource::Payload(PathBuf::from(
+            p.and_then(|p| p.path.clone())
+                .context("bootstrap.payload.source is \"file\" but has no path")?,
+        )),
+        Some(PayloadKind::Embedded) | None => {
+            if Path::new(EMBEDDED_PAYLOAD).exists() {
+                BaseSource::Payload(PathBuf::from(EMBEDDED_PAYLOAD))
+            } else {
+                bail!("no base system source: pass --payload FILE or --debootstrap (the ISO's payload {EMBEDDED_PAYLOAD} is not here)")
+            }
+        }
+    })
+}
+
+type Populated = (Option<String>, Vec<String>, Vec<String>);
+
+fn populate(
+    state: &State,
+    state_text: &[u8],
+    plan: &InstallPlan,
+    source: &BaseSource,
+    mounted: &MountedTarget,
+    opts: &InstallOptions,
+    progress: &mut Progress,
+) -> Result<Populated> {
+    let root = Root::new(mounted.root());
+    let bootstrap = state.bootstrap.as_ref();
+
+    progress.phase("base", "laying down the base system");
+    let payload_path = match source {
+        BaseSource::Payload(p) => p.clone(),
+        BaseSource::Debootstrap { cache } => {
+            let b = bootstrap.context("an install needs a bootstrap section")?;
+            let spec = PayloadSpec::new(
+                match b.distribution {
+                    opdbus_state::model::Distribution::Debian => payload::Distribution::Debian,
+                    opdbus_state::model::Distribution::Proxmox => payload::Distribution::Proxmox,
+                },
+                &b.suite,
+                b.mirror.clone(),
+                &b.packages,
+            );
+            let out = std::env::temp_dir().join(format!("opdbus-base-{}.tar.zst", std::process::id()));
+            progress.note("building the base system with mmdebstrap (no payload given)");
+            payload::build_payload(&spec, &out, cache.as_deref())?.path
+        }
+    };
+    let expected = match bootstrap.and_then(|b| b.payload.as_ref()).and_then(|p| p.sha256.clone()) {
+        Some(sha) => ExpectedSha256::Value {
+            sha256: sha,
+            origin: "bootstrap.payload.sha256 in the state".into(),
+        },
+        None => ExpectedSha256::Sidecar,
+    };
+    let ex = payload::extract_payload(&payload_path, &expected, root.dir(), !opts.json_progress)?;
+    progress.note(&format!(
+        "{} entries, {} MB in {:.1} s, sha256 {}",
+        ex.entries,
+        ex.unpacked_bytes / 1_000_000,
+        ex.elapsed.as_secs_f64(),
+        ex.sha256
+    ));
+
+    progress.phase("configure", "fstab, identity, locale, accounts, network");
+    configure(state, state_text, plan, &root, opts)?;
+
+    progress.phase("handoff", "agent, units, D-Bus policy, host layout");
+    handoff(state, &root, opts)?;
+
+    progress.phase("bootloader", "making the disk bootable");
+    let (kernels, loaders) = install_bootloaders(state, plan, mounted, &root, opts)?;
+    for l in &loaders {
+        progress.note(l);
+    }
+
+    progress.phase("report", "/var/log/op-dbus/install.json");
+    let report = serde_json::json!({
+        "installer_version": env!("CARGO_PKG_VERSION"),
+        "plan": plan,
+        "phases": progress.phases,
+        "payload_sha256": ex.sha256,
+        "kernels": kernels,
+        "bootloaders": loaders,
+    });
+    root.write(
+        "/var/log/op-dbus/install.json",
+        serde_json::to_vec_pretty(&report)?,
+        0o600,
+    )?;
+    Ok((Some(ex.sha256), kernels, loaders))
+}
+
+fn configure(
+    state: &State,
+    state_text: &[u8],
+    plan: &InstallPlan,
+    root: &Root,
+    opts: &InstallOptions,
+) -> Result<()> {
+    root.write("/etc/fstab", &plan.fstab, 0o644)?;
+    let b = state.bootstrap.as_ref().context("an install needs a bootstrap section")?;
+    let net = state.network_spec();
+    let static_addr = net
+        .interfaces
+        .iter()
+        .find_map(|i| i.addresses.iter().find(|a| a.addr().is_ipv4()).map(|a| a.addr()));
+    target::write_identity(root, &b.hostname, b.domain.as_deref(), static_addr)?;
+    target::write_timezone(root, &b.timezone)?;
+    target::write_locale(root, &b.locale)?;
+    if target::locale_needs_generation(&b.locale) && root.exists("/usr/sbin/locale-gen") {
+        let chroot = target::Chroot::enter(root.dir())?;
+        chroot.task("/usr/sbin/locale-gen").run().context("generating the locale in the target")?;
+        chroot.close()?;
+    }
+    target::write_keyboard(root, &b.keyboard)?;
+    target::reset_machine_id(root)?;
+    if let Some(h) = &b.root_password_hash {
+        target::set_root_password_hash(root, h)?;
+    }
+    target::write_root_authorized_keys(root, &b.root_ssh_authorized_keys)?;
+    target::write_first_boot_network(root, &first_boot_network(&net))?;
+    root.write("/etc/op-dbus/state.json", state_text, 0o600)?;
+    let _ = opts;
+    Ok(())
+}
+
+/// DHCP everywhere except links the state enslaves; a static address when
+/// the state puts one directly on an ethernet link.
+fn first_boot_network(net: &opdbus_state::NetworkSpec) -> target::FirstBootNetwork {
+    use opdbus_state::IfaceKind;
+    for i in &net.interfaces {
+        if matches!(i.kind, IfaceKind::Ethernet) {
+            if let Some(a) = i.addresses.iter().find(|a| a.addr().is_ipv4()) {
+                return target::FirstBootNetwork::Static {
+                    link: i.name.clone(),
+                    address: a.to_string(),
+                    gateway: i.gateway4.map(|g| g.to_string()),
+                    dns: i.dns.iter().map(|d| d.to_string()).collect(),
+                };
+            }
+        }
+    }
+    let mut except: Vec<String> = Vec::new();
+    for i in &net.interfaces {
+        match &i.kind {
+            IfaceKind::Bond { slaves, .. } => except.extend(slaves.iter().cloned()),
+            IfaceKind::Bridge { ports } => except.extend(ports.iter().cloned()),
+            IfaceKind::OvsBridge { ports } => except.extend(ports.iter().map(|p| p.name.clone())),
+            _ => {}
+        }
+    }
+    except.sort();
+    except.dedup();
+    target::FirstBootNetwork::Dhcp { except }
+}
+
+fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
+    let agent = std::fs::read(&opts.agent_binary).with_context(|| {
+        format!(
+            "reading the agent binary {} (build it, or pass --agent)",
+            opts.agent_binary.display()
+        )
+    })?;
+    root.write("/usr/local/bin/op-dbus-agent", agent, 0o755)?;
+    let t = &opts.templates;
+    for unit in ["op-dbus-agent.service", "op-dbus-result.service"] {
+        let src = t.join("systemd").join(unit);
+        let text = std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
+        root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
+        target::enable_unit(root, unit, "multi-user.target")?;
+    }
+    let policy = t.join("dbus/org.opdbus.conf");
+    let text = std::fs::read(&policy).with_context(|| format!("reading template {}", policy.display()))?;
+    root.write("/etc/dbus-1/system.d/org.opdbus.conf", text, 0o644)?;
+    let layout = state.plugins.opdbus.clone().unwrap_or_else(HostLayout::default);
+    let plugin_toml = std::fs::read_to_string(t.join("layout/plugin.toml"))
+        .context("reading template layout/plugin.toml")?;
+    create_host_layout(root, &layout, &plugin_toml)?;
+    Ok(())
+}
+
+fn install_bootloaders(
+    state: &State,
+    plan: &InstallPlan,
+    mounted: &MountedTarget,
+    root: &Root,
+    opts: &InstallOptions,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let b = state.bootstrap.as_ref().context("an install needs a bootstrap section")?;
+    let root_mount = plan
+        .disk
+        .mounts
+        .iter()
+        .find(|m| m.path == Path::new("/"))
+        .context("the layout mounts nothing at /")?;
+    let boot_mount = plan.disk.mounts.iter().find(|m| m.path == Path::new("/boot"));
+    let (boot_uuid, boot_dir) = match boot_mount {
+        Some(m) => (m.uuid.clone(), "/".to_string()),
+        None => (
+            root_mount.uuid.clone(),
+            match (&root_mount.subvol, root_mount.fstype) {
+                (Some(sv), FsKind::Btrfs) => format!("/{}/boot", sv.trim_matches('/')),
+                _ => "/boot".to_string(),
+            },
+        ),
+    };
+    let consoles = bootloader::console_args(&opts.proc_cmdline);
+    let cmdline = bootloader::kernel_cmdline(
+        &root_mount.uuid,
+        root_mount.subvol.as_deref(),
+        &b.kernel_cmdline,
+        &consoles,
+    );
+    let cfg = BootConfig {
+        title: b.hostname.clone(),
+        cmdline,
+        boot_fs_uuid: boot_uuid,
+        boot_dir_in_fs: boot_dir,
+    };
+    let kernels: Vec<String> = bootloader::installed_kernels(root)?
+        .into_iter()
+        .map(|k| k.version)
+        .collect();
+    let mut done = Vec::new();
+    let uefi = b.firmware.uefi() && b.bootloader != Bootloader::Grub;
+    if uefi {
+        let esp = mounted.open_esp().context("opening the ESP (a UEFI install needs an efi partition)")?;
+        let r = bootloader::install_systemd_boot(&esp, root, &cfg)?;
+        esp.close().context("closing the ESP")?;
+        done.push(format!("systemd-boot on the ESP: {}", r.entries.join(", ")));
+    }
+    if b.firmware.bios() || b.bootloader == Bootloader::Grub {
+        let key = boot_disk_key(state, plan);
+        let disk = mounted
+            .disk_device(&key)
+            .with_context(|| format!("no block device for {key}"))?;
+        bootloader::install_grub_bios(root, disk, &cfg)?;
+        done.push(format!("GRUB (i386-pc) on {}", disk.display()));
+    }
+    Ok((kernels, done))
+}
+
+/// The device GRUB goes on: `bootstrap.device`, else the one holding `/`.
+fn boot_disk_key(state: &State, plan: &InstallPlan) -> String {
+    if let Some(d) = state.bootstrap.as_ref().and_then(|b| b.device.clone()) {
+        return d;
+    }
+    let root_part = plan
+        .disk
+        .mounts
+        .iter()
+        .find(|m| m.path == Path::new("/"))
+        .map(|m| m.partition.clone())
+        .unwrap_or_default();
+    plan.disk
+        .devices
+        .iter()
+        .find(|d| d.partitions.iter().any(|p| p.key == root_part))
+        .map(|d| d.key.clone())
+        .unwrap_or_default()
+}
+
+/// Zeroes the partition tables (both GPT copies and the MBR) of every target.
+pub fn wipe_targets(targets: &TargetMap) -> Result<()> {
+    for t in targets.values() {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(t)
+            .with_context(|| format!("opening {} to wipe it", t.display()))?;
+        crate::disk::partition::wipe_table(&mut f)
+            .with_context(|| format!("wiping the partition table of {}", t.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", t.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! From a validated state to the install plan: the disk layout request the
+//! disk engine lays out (sizes, roles, filesystems, subvolumes, mounts) and
+//! the devices each state key maps to today. Pure apart from reading sizes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use opdbus_state::model::{
+    Bootstrap, FsType, PartitionTable, PartitionType, Size, State, Storage,
+};
+use serde::Serialize;
+
+use crate::disk::layout::{
+    partition_path, DeviceSpec, Firmware, FsSpec, LayoutSpec, PartitionSpec, SizeSpec, SubvolSpec,
+    UuidSource,
+};
+use crate::disk::plan::{DiskPlan, FsKind, PartRole, TableKind};
+use crate::disk::TargetMap;
+use crate::inventory;
+
+/// Everything an install will do, before it does anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallPlan {
+    pub hostname: String,
+    pub distribution: String,
+    pub suite: String,
+    pub firmware: Firmware,
+    /// State device key → the block device or image file it maps to.
+    pub targets: TargetMap,
+    pub disk: DiskPlan,
+    pub fstab: String,
+}
+
+/// Parses `NAME=TARGET` (`/dev/sda=disk.img`).
+pub fn parse_disk_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), PathBuf::from(v))),
+        _ => Err(format!(
+            "expected NAME=TARGET (a device key of the state and a block device or image file), got {s:?}"
+        )),
+    }
+}
+
+/// The storage section, or an error saying an install needs one.
+pub fn storage(state: &State) -> Result<&Storage> {
+    state
+        .plugins
+        .storage
+        .as_ref()
+        .filter(|s| !s.devices.is_empty())
+        .context("the state has no plugins.storage.devices: an install needs at least one disk to partition")
+}
+
+fn firmware(b: Option<&Bootstrap>) -> Firmware {
+    use opdbus_state::model::Firmware as F;
+    match b.map(|b| b.firmware).unwrap_or_default() {
+        F::Uefi => Firmware::Uefi,
+        F::Bios => Firmware::Bios,
+        F::Both => Firmware::Both,
+    }
+}
+
+fn fs_kind(t: FsType) -> FsKind {
+    match t {
+        FsType::Vfat => FsKind::Vfat,
+        FsType::Btrfs => FsKind::Btrfs,
+        FsType::Ext4 => FsKind::Ext4,
+        FsType::Swap => FsKind::Swap,
+    }
+}
+
+fn options(o: Option<&String>) -> Vec<String> {
+    o.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The layout request for the disk engine (no sizes yet: those come from
+/// the targets).
+pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
+    let storage = storage(state)?;
+    let mut devices = Vec::new();
+    for (key, dev) in &storage.devices {
+        let mut partitions = Vec::new();
+        for (i, p) in dev.partitions.iter().enumerate() {
+            let number = p.number.unwrap_or(i as u32 + 1);
+            let part = partition_path(key, number);
+            let declared = storage.filesystems.get(&part);
+            let kind = p
+                .filesystem
+                .or(declared.map(|f| f.kind))
+                .or(match p.kind {
+                    PartitionType::Efi => Some(FsType::Vfat),
+                    PartitionType::Swap => Some(FsType::Swap),
+                    _ => None,
+                })
+                .map(fs_kind);
+            let subvolumes: Vec<SubvolSpec> = storage
+                .btrfs_subvolumes
+                .get(&part)
+                .map(|svs| {
+                    svs.iter()
+                        .map(|sv| SubvolSpec {
+                            name: sv.name.clone(),
+                            mount: sv.mount.as_ref().map(PathBuf::from),
+                            compression: sv.compression.clone(),
+                            nodatacow: sv.nodatacow,
+                            mount_options: Vec::new(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let filesystem = kind.map(|kind| {
+                let mut fs = FsSpec {
+                    kind,
+                    label: declared.and_then(|f| f.label.clone()),
+                    mount: p.mount.as_ref().map(PathBuf::from),
+                    subvol: None,
+                    mount_options: options(p.options.as_ref()),
+                    subvolumes,
+                };
+                // A partition mount that a subvolume also claims is that
+                // subvolume's mount (the roadmap writes both).
+                if let Some(m) = &fs.mount {
+                    if fs.subvolumes.iter().any(|s| s.mount.as_ref() == Some(m)) {
+                        fs.mount = None;
+                    }
+                }
+                fs
+            });
+            partitions.push(PartitionSpec {
+                number: p.number,
+                size: match p.size {
+                    Size::Bytes(b) => SizeSpec::Bytes(b),
+                    Size::Remaining => SizeSpec::Remaining,
+                },
+                role: match p.kind {
+                    PartitionType::Efi => PartRole::Efi,
+                    PartitionType::Linux => PartRole::Linux,
+                    PartitionType::Swap => PartRole::Swap,
+                    PartitionType::BiosBoot => PartRole::BiosBoot,
+                },
+                label: p.label.clone(),
+                filesystem,
+            });
+        }
+        devices.push(DeviceSpec {
+            key: key.clone(),
+            table: match dev.partition_table {
+                PartitionTable::Gpt => TableKind::Gpt,
+                PartitionTable::Msdos => TableKind::Msdos,
+            },
+            partitions,
+        });
+    }
+    apply_mounts_section(storage, &mut devices)?;
+    Ok(LayoutSpec {
+        firmware: firmware(state.bootstrap.as_ref()),
+        uuids,
+        devices,
+    })
+}
+
+/// `plugins.storage.mounts` entries attach to the partition (or subvolume)
+/// they name.
+fn apply_mounts_section(storage: &Storage, devices: &mut [DeviceSpec]) -> Result<()> {
+    for (point, m) in &storage.mounts {
+        let fs = devices
+            .iter_mut()
+            .flat_map(|d| {
+                let key = d.key.clone();
+                d.partitions.iter_mut().enumerate().map(move |(i, p)| {
+                    let n = p.number.unwrap_or(i as u32 + 1);
+                    (partition_path(&key, n), p)
+                })
+            })
+            .find(|(path, _)| *path == m.device)
+            .and_then(|(_, p)| p.filesystem.as_mut());
+        let Some(fs) = fs else {
+            bail!("plugins.storage.mounts[{point:?}] names {} which has no filesystem in the layout", m.device);
+        };
+        let opts = options(m.options.as_ref());
+        match &m.subvol {
+            Some(sv) => {
+                if let Some(s) = fs.subvolumes.iter_mut().find(|s| s.name == *sv) {
+                    s.mount = Some(PathBuf::from(point));
+                    s.mount_options = opts;
+                } else {
+                    fs.subvolumes.push(SubvolSpec {
+                        name: sv.clone(),
+                        mount: Some(PathBuf::from(point)),
+                        compression: None,
+                        nodatacow: false,
+                        mount_options: opts,
+                    });
+                }
+                if fs.mount.as_deref() == Some(Path::new(point)) {
+                    fs.mount = None;
+                }
+            }
+            None => {
+                fs.mount = Some(PathBuf::from(point));
+                fs.mount_options = opts;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps every device key to a target: `--disk` pairs first, else the key's
+/// selector (or the key itself as a path) against the machine's disks.
+pub fn resolve_targets(
+    state: &State,
+    disk_args: &[(String, PathBuf)],
+    sys: &Path,
+    dev: &Path,
+) -> Result<TargetMap> {
+    let storage = storage(state)?;
+    let given: BTreeMap<&str, &PathBuf> = disk_args.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    for k in given.keys() {
+        if !storage.devices.contains_key(*k) {
+            let known: Vec<&str> = storage.devices.keys().map(String::as_str).collect();
+            bail!("--disk {k}=…: the state has no device {k}; its devices are {}", known.join(", "));
+        }
+    }
+    let mut out = TargetMap::new();
+    let mut inventory_cache = None;
+    for (key, device) in &storage.devices {
+        if let Some(t) = given.get(key.as_str()) {
+            out.insert(key.clone(), (*t).clone());
+            continue;
+        }
+        let selector = device.selector.clone().unwrap_or_else(|| opdbus_state::model::DiskSelector {
+            path: Some(key.clone()),
+            ..Default::default()
+        });
+        let disks = inventory_cache.get_or_insert_with(|| inventory::disks(sys, dev));
+        let found = inventory::select(key, &selector, disks)?;
+        out.insert(key.clone(), found.path.clone());
+    }
+    Ok(out)
+}
+
+/// Size in bytes of a block device or image file.
+pub fn target_size(path: &Path) -> Result<u64> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.seek(std::io::SeekFrom::End(0))
+        .with_context(|| format!("reading the size of {}", path.display()))
+}
+
+/// The whole install plan for `state` onto `targets`.
+pub fn install_plan(state: &State, targets: TargetMap, uuids: UuidSource) -> Result<InstallPlan> {
+    let spec = layout_spec(state, uuids)?;
+    let mut sizes = BTreeMap::new();
+    for (k, t) in &targets {
+        sizes.insert(k.clone(), target_size(t)?);
+    }
+    let disk = crate::disk::plan_layout(&spec, &sizes)?;
+    let fstab = crate::disk::fstab(&disk);
+    let b = state.bootstrap.as_ref();
+    Ok(InstallPlan {
+        hostname: b.map(|b| b.hostname.clone()).unwrap_or_else(|| "debian".into()),
+        distribution: match b.map(|b| b.distribution).unwrap_or_default() {
+            opdbus_state::model::Distribution::Debian => "debian".into(),
+            opdbus_state::model::Distribution::Proxmox => "proxmox".into(),
+        },
+        suite: b.map(|b| b.suite.clone()).unwrap_or_else(|| "bookworm".into()),
+        firmware: spec.firmware,
+        targets,
+        disk,
+        fstab,
+    })
+}

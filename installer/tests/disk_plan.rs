@@ -1,0 +1,256 @@
+//! Unprivileged tests of the disk plan: layout math, BIOS boot insertion,
+//! errors, mount order, compress placement and fstab text.
+#![allow(clippy::unwrap_used)]
+
+mod disk_common;
+
+use std::collections::BTreeMap;
+
+use disk_common::*;
+use opdbus_installer::disk::layout::{DeviceSpec, PartitionSpec};
+use opdbus_installer::disk::plan::{PartRole, TableKind};
+use opdbus_installer::disk::{fstab, plan_layout, DiskPlan, Firmware, LayoutError, SizeSpec};
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(SizeSpec::parse("512M").unwrap(), SizeSpec::Bytes(512 * MIB));
+    assert_eq!(SizeSpec::parse("2G").unwrap(), SizeSpec::Bytes(2 * GIB));
+    assert_eq!(SizeSpec::parse("2GiB").unwrap(), SizeSpec::Bytes(2 * GIB));
+    assert_eq!(SizeSpec::parse("remaining").unwrap(), SizeSpec::Remaining);
+    assert_eq!(SizeSpec::parse("4096").unwrap(), SizeSpec::Bytes(4096));
+    assert!(matches!(SizeSpec::parse("12Q"), Err(LayoutError::BadSize(_))));
+    assert!(matches!(SizeSpec::parse("0M"), Err(LayoutError::BadSize(_))));
+}
+
+#[test]
+fn gpt_uefi_layout_is_aligned_and_leaves_backup_room() {
+    let size = 20 * GIB;
+    let plan = plan_for(&server_spec(Firmware::Uefi, 1), size);
+    let d = &plan.devices[0];
+    assert_eq!(d.partitions.len(), 2);
+    let (esp, root) = (&d.partitions[0], &d.partitions[1]);
+    assert_eq!((esp.number, esp.start, esp.size), (1, MIB, 512 * MIB));
+    assert_eq!(esp.key, "/dev/sda1");
+    assert_eq!(
+        esp.type_guid.to_string().to_uppercase(),
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    );
+    assert_eq!((root.number, root.start), (2, 513 * MIB));
+    // Remaining ends at the last whole MiB before the GPT backup area.
+    assert_eq!(root.end(), size - MIB);
+    assert_eq!(
+        root.type_guid.to_string().to_uppercase(),
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+    );
+    for p in &d.partitions {
+        assert_eq!(p.start % MIB, 0);
+        assert_eq!(p.size % MIB, 0);
+    }
+    // An unaligned disk size still ends on a MiB boundary with backup room.
+    let odd = 20 * GIB + 12345;
+    let plan = plan_for(&server_spec(Firmware::Uefi, 1), odd);
+    let end = plan.devices[0].partitions[1].end();
+    assert_eq!(end % MIB, 0);
+    assert!(end <= odd - 33 * 512);
+}
+
+#[test]
+fn bios_boot_partition_is_added_for_bios_and_both() {
+    for fw in [Firmware::Bios, Firmware::Both] {
+        let plan = plan_for(&server_spec(fw, 1), 20 * GIB);
+        let parts = &plan.devices[0].partitions;
+        assert_eq!(parts.len(), 3, "{fw:?}");
+        let bb = &parts[0];
+        assert_eq!(bb.role, PartRole::BiosBoot);
+        assert_eq!((bb.start, bb.size), (MIB, MIB));
+        // Numbered after the state's partitions so /dev/sda1,2 keep meaning.
+        assert_eq!(bb.number, 3);
+        assert_eq!(
+            bb.type_guid.to_string().to_uppercase(),
+            "21686148-6449-6E6F-744E-656564454649"
+        );
+        assert_eq!((parts[1].number, parts[1].start), (1, 2 * MIB));
+        assert_eq!((parts[2].number, parts[2].start), (2, 514 * MIB));
+        // Mounts still point at the right partitions.
+        let efi = plan.mounts.iter().find(|m| m.path.as_os_str() == "/boot/efi").unwrap();
+        assert_eq!(efi.partition, "/dev/sda1");
+    }
+    // msdos: no BIOS boot partition (the MBR gap holds GRUB).
+    let mut spec = server_spec(Firmware::Bios, 1);
+    spec.devices[0].table = TableKind::Msdos;
+    let plan = plan_for(&spec, 20 * GIB);
+    assert_eq!(plan.devices[0].partitions.len(), 2);
+    assert_eq!(plan.devices[0].partitions[0].mbr_type, Some(0xEF));
+    assert_eq!(plan.devices[0].partitions[1].mbr_type, Some(0x83));
+    assert_eq!(plan.devices[0].partitions[1].end(), 20 * GIB);
+}
+
+#[test]
+fn remaining_must_be_last() {
+    let mut spec = server_spec(Firmware::Uefi, 1);
+    spec.devices[0].partitions.swap(0, 1);
+    let err = plan_layout(&spec, &BTreeMap::from([("/dev/sda".to_string(), 20 * GIB)])).unwrap_err();
+    assert_eq!(
+        err,
+        LayoutError::RemainingNotLast {
+            device: "/dev/sda".into(),
+            number: 2
+        }
+    );
+    assert!(err.to_string().contains("move it to the end"), "{err}");
+}
+
+#[test]
+fn too_small_disk_is_an_error() {
+    let spec = server_spec(Firmware::Both, 1);
+    let err = plan_layout(&spec, &BTreeMap::from([("/dev/sda".to_string(), 512 * MIB)])).unwrap_err();
+    // 1 MiB lead-in + 1 MiB BIOS boot + 512 MiB ESP + 1 MiB minimum root + backup.
+    assert_eq!(
+        err,
+        LayoutError::TooSmall {
+            device: "/dev/sda".into(),
+            needed: 515 * MIB + 33 * 512,
+            available: 512 * MIB
+        }
+    );
+    assert!(err.to_string().contains("use a bigger disk"), "{err}");
+    let err = plan_layout(&spec, &BTreeMap::new()).unwrap_err();
+    assert!(matches!(err, LayoutError::UnknownSize { .. }));
+}
+
+#[test]
+fn other_layout_errors() {
+    let sizes = BTreeMap::from([("/dev/sda".to_string(), 20 * GIB)]);
+    let mut spec = server_spec(Firmware::Uefi, 1);
+    spec.devices[0].partitions[1].number = Some(3);
+    assert!(matches!(plan_layout(&spec, &sizes), Err(LayoutError::NumberGap { number: 2, .. })));
+    let mut spec = server_spec(Firmware::Uefi, 1);
+    spec.devices[0].table = TableKind::Msdos;
+    spec.devices[0].partitions.insert(
+        0,
+        PartitionSpec {
+            number: Some(3),
+            size: SizeSpec::Bytes(MIB),
+            role: PartRole::BiosBoot,
+            label: None,
+            filesystem: None,
+        },
+    );
+    assert!(matches!(plan_layout(&spec, &sizes), Err(LayoutError::RoleNeedsGpt { .. })));
+    let mut spec = server_spec(Firmware::Uefi, 1);
+    let fs = spec.devices[0].partitions[1].filesystem.as_mut().unwrap();
+    fs.subvolumes.push(subvol("@var/lib", None));
+    assert!(matches!(
+        plan_layout(&spec, &sizes),
+        Err(LayoutError::SubvolumeParentMissing { .. })
+    ));
+}
+
+#[test]
+fn mounts_parents_first_and_compress_only_on_first_mount() {
+    let plan = plan_for(&server_spec(Firmware::Uefi, 1), 20 * GIB);
+    let paths: Vec<String> = plan.mounts.iter().map(|m| m.path.display().to_string()).collect();
+    assert_eq!(
+        paths,
+        ["/", "/home", "/boot/efi", "/var/log", "/var/lib/blockchain", "/var/lib/vm"]
+    );
+    let opts: Vec<String> = plan.mounts.iter().map(|m| m.option_string()).collect();
+    assert_eq!(opts[0], "subvol=@,compress=zstd:3");
+    assert_eq!(opts[1], "subvol=@home");
+    assert!(opts.iter().skip(1).all(|o| !o.contains("compress")), "{opts:?}");
+    let fsp = plan.devices[0].partitions[1].filesystem.as_ref().unwrap();
+    assert_eq!(fsp.default_subvolume.as_deref(), Some("@"));
+    assert!(fsp.subvolumes.iter().any(|s| s.name == "@vm" && s.nodatacow));
+}
+
+#[test]
+fn fstab_names_filesystems_by_uuid() {
+    let plan = plan_for(&server_spec(Firmware::Uefi, 7), 20 * GIB);
+    let esp = plan.devices[0].partitions[0].filesystem.as_ref().unwrap().uuid.clone();
+    let root = plan.devices[0].partitions[1].filesystem.as_ref().unwrap().uuid.clone();
+    assert_eq!(esp.len(), 9, "{esp}");
+    let expected = format!(
+        "# /etc/fstab: written by op-dbus-install\n\
+         # <file system> <mount point> <type> <options> <dump> <pass>\n\
+         UUID={root} / btrfs subvol=@,compress=zstd:3 0 0\n\
+         UUID={root} /home btrfs subvol=@home 0 0\n\
+         UUID={esp} /boot/efi vfat umask=0077 0 2\n\
+         UUID={root} /var/log btrfs subvol=@log 0 0\n\
+         UUID={root} /var/lib/blockchain btrfs subvol=@blockchain 0 0\n\
+         UUID={root} /var/lib/vm btrfs subvol=@vm 0 0\n"
+    );
+    assert_eq!(fstab(&plan), expected);
+}
+
+#[test]
+fn swap_and_ext4_get_fstab_lines() {
+    use opdbus_installer::disk::layout::FsSpec;
+    use opdbus_installer::disk::plan::FsKind;
+    let mut spec = server_spec(Firmware::Uefi, 3);
+    spec.devices.push(DeviceSpec {
+        key: "/dev/nvme0n1".into(),
+        table: TableKind::Gpt,
+        partitions: vec![
+            PartitionSpec {
+                number: None,
+                size: SizeSpec::parse("2G").unwrap(),
+                role: PartRole::Swap,
+                label: None,
+                filesystem: Some(FsSpec {
+                    kind: FsKind::Swap,
+                    label: None,
+                    mount: None,
+                    subvol: None,
+                    mount_options: vec![],
+                    subvolumes: vec![],
+                }),
+            },
+            PartitionSpec {
+                number: None,
+                size: SizeSpec::Remaining,
+                role: PartRole::Linux,
+                label: None,
+                filesystem: Some(FsSpec {
+                    kind: FsKind::Ext4,
+                    label: Some("data".into()),
+                    mount: Some("/srv".into()),
+                    subvol: None,
+                    mount_options: vec!["noatime".into()],
+                    subvolumes: vec![],
+                }),
+            },
+        ],
+    });
+    let plan = plan_for(&spec, 20 * GIB);
+    let d = &plan.devices[1];
+    assert_eq!(d.partitions[0].key, "/dev/nvme0n1p1");
+    let swap = d.partitions[0].filesystem.as_ref().unwrap().uuid.clone();
+    let data = d.partitions[1].filesystem.as_ref().unwrap().uuid.clone();
+    let text = fstab(&plan);
+    assert!(text.contains(&format!("UUID={data} /srv ext4 noatime 0 2\n")), "{text}");
+    assert!(text.ends_with(&format!("UUID={swap} none swap sw 0 0\n")), "{text}");
+}
+
+#[test]
+fn uuids_are_seeded_or_random() {
+    let a = plan_for(&server_spec(Firmware::Uefi, 5), 20 * GIB);
+    let b = plan_for(&server_spec(Firmware::Uefi, 5), 20 * GIB);
+    assert_eq!(a, b);
+    let mut spec = server_spec(Firmware::Uefi, 5);
+    spec.uuids = opdbus_installer::disk::UuidSource::Random;
+    let c = plan_for(&spec, 20 * GIB);
+    let d = plan_for(&spec, 20 * GIB);
+    assert_ne!(c.devices[0].disk_guid, d.devices[0].disk_guid);
+    let u = uuid::Uuid::parse_str(&c.devices[0].partitions[1].filesystem.as_ref().unwrap().uuid).unwrap();
+    assert_eq!(u.get_version_num(), 4);
+}
+
+#[test]
+fn plan_round_trips_through_json() {
+    let plan = plan_for(&server_spec(Firmware::Both, 9), 20 * GIB);
+    let text = serde_json::to_string_pretty(&plan).unwrap();
+    assert!(text.contains("\"table\": \"gpt\""), "{text}");
+    assert!(text.contains("\"role\": \"bios_boot\""), "{text}");
+    let back: DiskPlan = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, plan);
+}

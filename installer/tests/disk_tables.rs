@@ -1,0 +1,268 @@
+//! Unprivileged tests on sparse files: GPT and msdos tables written and read
+//! back (crates, sgdisk, sfdisk), the ESP in userspace checked by fsck.fat,
+//! inspection, and refusals that must leave the target untouched.
+#![allow(clippy::unwrap_used)]
+
+mod disk_common;
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use disk_common::*;
+use opdbus_common::Task;
+use opdbus_installer::disk::blockdev::{self, SafetyError};
+use opdbus_installer::disk::esp::{self, Esp, EspLocation};
+use opdbus_installer::disk::partition::{self, FoundTable};
+use opdbus_installer::disk::plan::{FsKind, TableKind};
+use opdbus_installer::disk::{execute, fs, inspect, ExecOptions, Firmware, ItemStatus, TargetMap};
+
+fn write_plan_table(img: &Path, plan: &opdbus_installer::disk::DiskPlan) {
+    let mut f = OpenOptions::new().read(true).write(true).open(img).unwrap();
+    partition::write_table(&mut f, &plan.devices[0]).unwrap();
+}
+
+#[test]
+fn gpt_is_written_and_read_back_by_crate_sgdisk_and_sfdisk() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "gpt.img", 20 * GIB);
+    let plan = plan_for(&server_spec(Firmware::Both, 11), 20 * GIB);
+    write_plan_table(&img, &plan);
+    let dev = &plan.devices[0];
+
+    let mut f = std::fs::File::open(&img).unwrap();
+    let found = partition::read_table(&mut f).unwrap();
+    assert!(found.matches(dev), "{found:?}");
+    let FoundTable::Gpt { disk_guid, partitions } = &found else {
+        panic!("not GPT: {found:?}")
+    };
+    assert_eq!(Some(*disk_guid), dev.disk_guid);
+    let p3 = partitions.iter().find(|p| p.number == 3).unwrap();
+    assert_eq!((p3.start, p3.size), (MIB, MIB));
+    assert_eq!(p3.name, "bios_boot");
+
+    let out = Task::new("sgdisk").arg("-v").arg(&img).read().unwrap();
+    assert!(out.contains("No problems found"), "{out}");
+    let out = Task::new("sgdisk").arg("-p").arg(&img).read().unwrap();
+    // Number, start sector, end sector, size, code, name.
+    assert!(out.contains("   1            4096         1052671   512.0 MiB   EF00  esp"), "{out}");
+    assert!(out.contains("   3            2048            4095   1024.0 KiB  EF02  bios_boot"), "{out}");
+    assert!(out.contains("   2         1052672        41940991   19.5 GiB    8300  linux"), "{out}");
+
+    let json = Task::new("sfdisk").arg("--json").arg(&img).read().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pt = &v["partitiontable"];
+    assert_eq!(pt["label"], "gpt");
+    assert_eq!(pt["id"].as_str().unwrap().to_lowercase(), disk_guid.to_string());
+    let parts = pt["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    // sfdisk lists by entry number: 1 ESP, 2 root, 3 BIOS boot.
+    assert_eq!(parts[0]["start"], 4096);
+    assert_eq!(parts[0]["size"], 512 * 2048);
+    assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(
+        parts[0]["uuid"].as_str().unwrap().to_lowercase(),
+        dev.partitions[1].part_guid.unwrap().to_string()
+    );
+    assert_eq!(parts[1]["type"], "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+    assert_eq!(parts[2]["type"], "21686148-6449-6E6F-744E-656564454649");
+    assert_eq!(parts[2]["start"], 2048);
+}
+
+#[test]
+fn msdos_table_is_written_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "mbr.img", 4 * GIB);
+    let mut spec = server_spec(Firmware::Bios, 12);
+    spec.devices[0].table = TableKind::Msdos;
+    let plan = plan_for(&spec, 4 * GIB);
+    write_plan_table(&img, &plan);
+    let mut f = std::fs::File::open(&img).unwrap();
+    let found = partition::read_table(&mut f).unwrap();
+    assert!(found.matches(&plan.devices[0]), "{found:?}");
+    let json = Task::new("sfdisk").arg("--json").arg(&img).read().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pt = &v["partitiontable"];
+    assert_eq!(pt["label"], "dos");
+    let parts = pt["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!((parts[0]["start"].as_u64(), parts[0]["type"].as_str()), (Some(2048), Some("ef")));
+    assert_eq!(parts[0]["bootable"], true);
+    assert_eq!((parts[1]["start"].as_u64(), parts[1]["type"].as_str()), (Some(2048 + 512 * 2048), Some("83")));
+    assert_eq!(parts[1]["size"].as_u64(), Some(4 * 1024 * 2048 - 2048 - 512 * 2048));
+}
+
+#[test]
+fn wiped_table_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "w.img", GIB);
+    let plan = plan_for(&server_spec(Firmware::Uefi, 13), GIB);
+    write_plan_table(&img, &plan);
+    let mut f = OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    partition::wipe_table(&mut f).unwrap();
+    assert_eq!(partition::read_table(&mut f).unwrap(), FoundTable::None);
+    let out = Task::new("sfdisk").arg("--json").arg(&img).output();
+    assert!(out.is_err() || String::from_utf8_lossy(&out.unwrap().stdout).trim().is_empty());
+}
+
+#[test]
+fn esp_is_formatted_written_and_passes_fsck() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "esp.img", 2 * GIB);
+    let plan = plan_for(&server_spec(Firmware::Uefi, 14), 2 * GIB);
+    write_plan_table(&img, &plan);
+    let p = &plan.devices[0].partitions[0];
+    let uuid = p.filesystem.as_ref().unwrap().uuid.clone();
+    let loc = EspLocation { disk: img.clone(), start: p.start, size: p.size };
+    esp::format(&loc, &uuid, Some("EFI")).unwrap();
+    let e = Esp::open(&loc).unwrap();
+    e.write_file("EFI/BOOT/BOOTX64.EFI", b"not really an EFI binary").unwrap();
+    e.mkdir_all("loader/entries").unwrap();
+    e.write_file("loader/loader.conf", b"timeout 3\n").unwrap();
+    e.close().unwrap();
+
+    // Read back in a fresh handle.
+    let e = Esp::open(&loc).unwrap();
+    assert_eq!(e.read_file("/EFI/BOOT/BOOTX64.EFI").unwrap(), b"not really an EFI binary");
+    assert!(e.exists("loader/entries"));
+    e.close().unwrap();
+
+    // Our probe sees FAT32 with the plan's serial; the table is intact.
+    let mut f = std::fs::File::open(&img).unwrap();
+    let found = fs::probe(&mut f, p.start, p.size).unwrap().unwrap();
+    assert_eq!((found.kind, found.uuid.as_str()), (FsKind::Vfat, uuid.as_str()));
+    assert!(partition::read_table(&mut f).unwrap().matches(&plan.devices[0]));
+
+    // fsck.fat on a copy of the byte range; blkid agrees on the serial.
+    let copy = dir.path().join("esp.fat");
+    Task::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", copy.display()))
+        .args(["bs=1M", "conv=sparse"])
+        .arg(format!("skip={}", p.start / MIB))
+        .arg(format!("count={}", p.size / MIB))
+        .run()
+        .unwrap();
+    let fsck = std::process::Command::new("fsck.fat").arg("-n").arg(&copy).output().unwrap();
+    let out = String::from_utf8_lossy(&fsck.stdout).into_owned();
+    if !fsck.status.success() { let _ = std::fs::copy(&copy, "/tmp/esp-debug.fat"); }
+    assert!(fsck.status.success(), "fsck.fat -n failed: {out}");
+    assert!(out.contains("files"), "{out}");
+    let out = Task::new("blkid").args(["-p", "-o", "export"]).arg(&copy).read().unwrap();
+    assert!(out.contains(&format!("UUID={uuid}")), "{out}");
+    assert!(out.contains("TYPE=vfat") && out.contains("LABEL=EFI"), "{out}");
+}
+
+#[test]
+fn inspect_reports_table_and_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "i.img", 2 * GIB);
+    let plan = plan_for(&server_spec(Firmware::Uefi, 15), 2 * GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    let ins = inspect(&plan, &targets).unwrap();
+    assert_eq!(ins[0].table, ItemStatus::Missing);
+
+    write_plan_table(&img, &plan);
+    let p = &plan.devices[0].partitions[0];
+    let loc = EspLocation { disk: img.clone(), start: p.start, size: p.size };
+    esp::format(&loc, &p.filesystem.as_ref().unwrap().uuid, None).unwrap();
+    let ins = inspect(&plan, &targets).unwrap();
+    assert_eq!(ins[0].table, ItemStatus::Present);
+    assert_eq!(ins[0].filesystems[&1], ItemStatus::Present);
+    assert_eq!(ins[0].filesystems[&2], ItemStatus::Missing);
+
+    // Another plan (other UUIDs, same ranges): the ESP conflicts.
+    let other = plan_for(&server_spec(Firmware::Uefi, 16), 2 * GIB);
+    let ins = inspect(&other, &targets).unwrap();
+    assert_eq!(ins[0].table, ItemStatus::Present);
+    assert_eq!(ins[0].filesystems[&1], ItemStatus::Conflicting);
+    // Another layout: the table conflicts.
+    let other = plan_for(&server_spec(Firmware::Both, 15), 2 * GIB);
+    assert_eq!(inspect(&other, &targets).unwrap()[0].table, ItemStatus::Conflicting);
+
+    // Dry run reports and writes nothing.
+    let before = image_hash(&img);
+    let opts = ExecOptions { dry_run: true, ..ExecOptions::default() };
+    let ex = execute(&other, &targets, &opts).unwrap();
+    assert!(!ex.report.nothing_to_do());
+    assert!(ex.report.to_string().contains("would replace: partition table of /dev/sda"), "{}", ex.report);
+    assert_eq!(image_hash(&img), before);
+}
+
+fn safety(err: &anyhow::Error) -> &SafetyError {
+    err.downcast_ref::<SafetyError>().unwrap_or_else(|| panic!("not a refusal: {err:#}"))
+}
+
+#[test]
+fn running_system_disk_is_refused_first() {
+    let vda = Path::new("/dev/vda");
+    if !vda.exists() {
+        eprintln!("skipped: no /dev/vda on this machine");
+        return;
+    }
+    let root = blockdev::running_system_disks().unwrap();
+    assert!(root.contains("vda"), "root is on {root:?}");
+    // Even with a size requirement it can't meet, the root-disk refusal wins.
+    let err = blockdev::check_target(vda, u64::MAX).unwrap_err();
+    assert!(matches!(err, SafetyError::RunningSystemDisk { ref disk, .. } if disk == "vda"), "{err}");
+    assert!(err.to_string().contains("choose another disk"), "{err}");
+    // A partition of it too.
+    if Path::new("/dev/vda1").exists() {
+        let err = blockdev::check_target(Path::new("/dev/vda1"), 0).unwrap_err();
+        assert!(matches!(err, SafetyError::RunningSystemDisk { .. }), "{err}");
+    }
+
+    // execute() with consent refuses and writes nothing.
+    let before = ends_hash(vda);
+    let plan = plan_for(&server_spec(Firmware::Uefi, 17), 20 * GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), vda.to_path_buf())]);
+    let opts = ExecOptions { consent: true, ..ExecOptions::default() };
+    let err = execute(&plan, &targets, &opts).unwrap_err();
+    assert!(matches!(safety(&err), SafetyError::RunningSystemDisk { .. }), "{err:#}");
+    assert_eq!(ends_hash(vda), before, "/dev/vda changed");
+}
+
+#[test]
+fn refusals_on_images_leave_them_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    // No consent: a fresh image would get a partition table.
+    let img = sparse_image(dir.path(), "n.img", 2 * GIB);
+    let plan = plan_for(&server_spec(Firmware::Uefi, 18), 2 * GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    let before = image_hash(&img);
+    let err = execute(&plan, &targets, &ExecOptions::default()).unwrap_err();
+    assert!(matches!(safety(&err), SafetyError::NoConsent { .. }), "{err:#}");
+    assert!(err.to_string().contains("--yes"), "{err}");
+    assert_eq!(image_hash(&img), before);
+
+    // Too small.
+    let small = sparse_image(dir.path(), "s.img", GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), small.clone())]);
+    let before = image_hash(&small);
+    let opts = ExecOptions { consent: true, ..ExecOptions::default() };
+    let err = execute(&plan, &targets, &opts).unwrap_err();
+    assert!(matches!(safety(&err), SafetyError::TooSmall { .. }), "{err:#}");
+    assert_eq!(image_hash(&small), before);
+
+    // Neither a block device nor a file.
+    let targets = TargetMap::from([("/dev/sda".to_string(), dir.path().to_path_buf())]);
+    let err = execute(&plan, &targets, &opts).unwrap_err();
+    assert!(matches!(safety(&err), SafetyError::NotBlockOrFile { .. }), "{err:#}");
+
+    // Unmapped device.
+    let err = execute(&plan, &TargetMap::new(), &opts).unwrap_err();
+    assert!(err.to_string().contains("--disk /dev/sda=TARGET"), "{err}");
+}
+
+#[test]
+fn mountinfo_parsing() {
+    let text = "36 35 98:0 /mnt1 /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                40 36 0:33 / / rw - btrfs /dev/vda1 rw\n";
+    let m = blockdev::parse_mountinfo(text);
+    assert_eq!(m.len(), 2);
+    assert_eq!((m[0].major, m[0].minor), (98, 0));
+    assert_eq!(m[0].mountpoint, "/mnt/my disk");
+    assert_eq!(m[0].source, "/dev/root");
+    assert_eq!(m[1].source, "/dev/vda1");
+    assert_eq!(blockdev::partition_name("loop0", 2), "loop0p2");
+    assert_eq!(blockdev::partition_name("sda", 2), "sda2");
+}

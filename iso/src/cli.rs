@@ -1,0 +1,130 @@
+//! The `op-dbus-iso` command line (CLI.md): `build` and `customize`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{build, customize};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "op-dbus-iso",
+    version,
+    about = "Builds and customizes the op-dbus live installer ISO"
+)]
+pub struct Cli {
+    /// Log at debug level (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a hybrid UEFI+BIOS live ISO.
+    Build(BuildArgs),
+    /// Replace the embedded state and kernel arguments of a built ISO.
+    Customize(CustomizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// State embedded at /opdbus/state.json (its bootstrap section also
+    /// describes the payload).
+    #[arg(
+        long,
+        value_name = "STATE",
+        default_value = "state-examples/default.json"
+    )]
+    pub state: PathBuf,
+    /// ISO file to write.
+    #[arg(long, short, value_name = "ISO")]
+    pub output: PathBuf,
+    /// Make "Automated install" the default entry, with a 3 s timeout.
+    #[arg(long)]
+    pub auto: bool,
+    /// Cache directory for the live system and the payload.
+    #[arg(long, value_name = "DIR", env = "OPDBUS_ISO_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// The installer binary to put on the medium.
+    #[arg(
+        long,
+        value_name = "BIN",
+        default_value = "target/release/op-dbus-install"
+    )]
+    pub installer: PathBuf,
+    /// The agent binary to put on the medium.
+    #[arg(
+        long,
+        value_name = "BIN",
+        default_value = "target/release/op-dbus-agent"
+    )]
+    pub agent: PathBuf,
+    /// The templates directory (copied to /usr/share/op-dbus/templates;
+    /// its live/rootfs/ goes to / of the live system).
+    #[arg(long, value_name = "DIR", default_value = "templates")]
+    pub templates: PathBuf,
+    /// Reuse this payload (tar.zst with FILE.sha256) instead of building one.
+    #[arg(long, value_name = "FILE")]
+    pub payload: Option<PathBuf>,
+    /// Extra kernel arguments for every boot entry.
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    pub kargs: String,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CustomizeArgs {
+    /// ISO built by `op-dbus-iso build`.
+    pub iso: PathBuf,
+    /// New state for /opdbus/state.json.
+    #[arg(long, value_name = "STATE")]
+    pub state: PathBuf,
+    /// Extra kernel arguments for every entry (replace the earlier ones).
+    #[arg(long, value_name = "ARGS")]
+    pub kargs: Option<String>,
+    /// ISO file to write.
+    #[arg(long, short, value_name = "ISO2")]
+    pub output: PathBuf,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Build(a) => {
+            let summary = build::build(&build::BuildOptions {
+                state: a.state,
+                output: a.output,
+                auto: a.auto,
+                cache: a.cache,
+                installer: a.installer,
+                agent: a.agent,
+                templates: a.templates,
+                payload: a.payload,
+                kargs: a.kargs,
+            })?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).context("serializing the summary")?
+                );
+            } else {
+                print!("{}", build::summary_text(&summary));
+            }
+        }
+        Command::Customize(a) => {
+            customize::customize(&a.iso, &a.state, a.kargs.as_deref(), &a.output)?;
+            let (sha, size) = build::hash_file(&a.output)?;
+            println!(
+                "{} ({:.1} MiB), sha256 {sha}",
+                a.output.display(),
+                size as f64 / 1048576.0
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

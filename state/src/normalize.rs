@@ -1,0 +1,305 @@
+//! One model for each seed's alternative spellings: `network` (map) and
+//! `net` (list) become a sorted [`NetworkSpec`]; `services`, `units`,
+//! `timers` and `custom_units` become one [`UnitTarget`] per unit name.
+//!
+//! Call these only on a validated state (`crate::load`/`crate::parse_str`
+//! returned `Ok`): they assume addresses parse, names are unique and
+//! VLANs have an id and base; invalid values are skipped, not reported.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ActiveState, BondMode, Dns, Interface, InterfaceType, IpBlock, LinkState, NetInterface, OvsPortSpec,
+    OvsPortType, Route, ServiceState, State, TimerSpec,
+};
+
+/// Unit type suffixes systemd knows.
+pub const UNIT_SUFFIXES: &[&str] = &[
+    ".service", ".socket", ".timer", ".target", ".mount", ".automount", ".swap", ".path", ".slice",
+    ".scope", ".device",
+];
+
+/// Every interface of the state, whichever form declared it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Sorted by name.
+    pub interfaces: Vec<IfaceSpec>,
+    pub routes: Vec<Route>,
+    pub dns: Dns,
+    /// `unix:PATH` when the state sets one.
+    pub ovsdb: Option<String>,
+    /// Delete managed links the state does not name.
+    pub prune: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IfaceSpec {
+    pub name: String,
+    pub kind: IfaceKind,
+    pub up: bool,
+    pub addresses: Vec<IpNet>,
+    pub dhcp4: bool,
+    pub dhcp6: bool,
+    pub gateway4: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+    pub mtu: Option<u32>,
+    pub mac: Option<String>,
+    pub dns: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum IfaceKind {
+    Ethernet,
+    Bridge { ports: Vec<String> },
+    Bond { mode: Option<BondMode>, miimon: Option<u32>, slaves: Vec<String> },
+    Vlan { id: u16, base: String },
+    OvsBridge { ports: Vec<OvsPortSpec> },
+    Veth { peer: Option<String> },
+    Dummy,
+}
+
+/// What a unit should look like; `None` leaves that aspect alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitTarget {
+    pub enabled: Option<bool>,
+    pub active: Option<bool>,
+    pub masked: Option<bool>,
+    /// Unit file text to write to /etc/systemd/system (custom units, timers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// `NAME` -> `NAME.service` unless it already has a unit suffix.
+pub fn service_unit_name(name: &str) -> String {
+    if UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    }
+}
+
+/// `NAME` -> `NAME.timer` unless it already ends in `.timer`.
+pub fn timer_unit_name(name: &str) -> String {
+    if name.ends_with(".timer") {
+        name.to_string()
+    } else {
+        format!("{name}.timer")
+    }
+}
+
+/// The unit a timer activates: its `unit`, or its stem with `.service`.
+pub fn timer_target(name: &str, timer: &TimerSpec) -> String {
+    match &timer.unit {
+        Some(u) => service_unit_name(u),
+        None => format!("{}.service", name.strip_suffix(".timer").unwrap_or(name)),
+    }
+}
+
+impl State {
+    /// The merged interface list; call only on a validated state.
+    pub fn network_spec(&self) -> NetworkSpec {
+        let mut spec = NetworkSpec::default();
+        let mut dns = Dns::default();
+        if let Some(n) = &self.plugins.network {
+            for (name, i) in &n.interfaces {
+                spec.interfaces.push(from_map(name, i, i.kind));
+            }
+            for (name, i) in &n.bonds {
+                spec.interfaces.push(from_map(name, i, InterfaceType::Bond));
+            }
+            spec.routes.extend(n.routes.iter().cloned());
+            if let Some(d) = &n.dns {
+                merge_dns(&mut dns, d);
+            }
+            spec.ovsdb = n.ovsdb.clone();
+            spec.prune |= n.prune;
+        }
+        if let Some(n) = &self.plugins.net {
+            for i in &n.interfaces {
+                spec.interfaces.push(from_list(i));
+            }
+            spec.routes.extend(n.routes.iter().cloned());
+            if let Some(d) = &n.dns {
+                merge_dns(&mut dns, d);
+            }
+            if spec.ovsdb.is_none() {
+                spec.ovsdb = n.ovsdb.clone();
+            }
+            spec.prune |= n.prune;
+        }
+        spec.interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        spec.dns = dns;
+        spec
+    }
+
+    /// The desired state of every unit the state names; call only on a
+    /// validated state.
+    pub fn unit_specs(&self) -> BTreeMap<String, UnitTarget> {
+        let mut out = BTreeMap::new();
+        let Some(sd) = &self.plugins.systemd else { return out };
+        for (name, s) in &sd.services {
+            let t = match s.state {
+                ServiceState::Enabled => target(Some(true), Some(true), None),
+                ServiceState::Disabled => target(Some(false), Some(false), None),
+                ServiceState::Running => target(None, Some(true), None),
+                ServiceState::Stopped => target(None, Some(false), None),
+                ServiceState::Masked => target(None, Some(false), Some(true)),
+            };
+            out.insert(service_unit_name(name), t);
+        }
+        for (name, u) in &sd.units {
+            out.insert(
+                name.clone(),
+                target(u.enabled, u.active_state.map(|a| a == ActiveState::Active), u.masked),
+            );
+        }
+        for (name, c) in &sd.custom_units {
+            let mut t = target(c.enabled, c.active_state.map(|a| a == ActiveState::Active), None);
+            t.content = Some(c.content.clone());
+            out.insert(name.clone(), t);
+        }
+        for (name, timer) in &sd.timers {
+            let unit = timer_unit_name(name);
+            let mut content = String::from("[Unit]\n");
+            let description = timer.description.clone().unwrap_or_else(|| format!("op-dbus timer {unit}"));
+            content.push_str(&format!("Description={description}\n\n[Timer]\n"));
+            content.push_str(&format!("OnCalendar={}\n", timer.on_calendar));
+            content.push_str(&format!("Persistent={}\n", timer.persistent));
+            content.push_str(&format!("Unit={}\n\n[Install]\nWantedBy=timers.target\n", timer_target(name, timer)));
+            let mut t = target(Some(timer.enabled), Some(timer.enabled), None);
+            t.content = Some(content);
+            out.insert(unit, t);
+        }
+        out
+    }
+}
+
+fn target(enabled: Option<bool>, active: Option<bool>, masked: Option<bool>) -> UnitTarget {
+    UnitTarget {
+        enabled,
+        active,
+        masked,
+        content: None,
+    }
+}
+
+fn merge_dns(into: &mut Dns, from: &Dns) {
+    for s in &from.servers {
+        if !into.servers.contains(s) {
+            into.servers.push(s.clone());
+        }
+    }
+    for s in &from.search {
+        if !into.search.contains(s) {
+            into.search.push(s.clone());
+        }
+    }
+}
+
+fn ips(list: &[String]) -> Vec<IpAddr> {
+    list.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+fn from_map(name: &str, i: &Interface, kind: InterfaceType) -> IfaceSpec {
+    let ports: Vec<OvsPortSpec> = i.ports.iter().map(|p| p.0.clone()).collect();
+    let kind = match kind {
+        InterfaceType::Ethernet => IfaceKind::Ethernet,
+        InterfaceType::Bridge => {
+            let mut names: Vec<String> = i.bridge_ports.iter().cloned().collect();
+            names.extend(ports.iter().map(|p| p.name.clone()));
+            IfaceKind::Bridge { ports: names }
+        }
+        InterfaceType::Bond => IfaceKind::Bond {
+            mode: i.mode,
+            miimon: i.miimon,
+            slaves: i.slaves.clone(),
+        },
+        InterfaceType::Vlan => IfaceKind::Vlan {
+            id: i.id.unwrap_or_default(),
+            base: i.base.clone().unwrap_or_default(),
+        },
+        InterfaceType::OvsBridge => {
+            let mut all = ports;
+            all.extend(i.bridge_ports.iter().map(|n| system_port(n)));
+            IfaceKind::OvsBridge { ports: all }
+        }
+        InterfaceType::Veth => IfaceKind::Veth { peer: i.peer.clone() },
+        InterfaceType::Dummy => IfaceKind::Dummy,
+    };
+    IfaceSpec {
+        name: name.to_string(),
+        kind,
+        up: i.state == LinkState::Up,
+        addresses: i.address.iter().filter_map(|a| a.parse().ok()).collect(),
+        dhcp4: i.dhcp,
+        dhcp6: i.dhcp6,
+        gateway4: i.gateway.as_deref().and_then(|g| g.parse().ok()),
+        gateway6: i.gateway6.as_deref().and_then(|g| g.parse().ok()),
+        mtu: i.mtu,
+        mac: i.mac.clone(),
+        dns: ips(&i.dns),
+    }
+}
+
+fn system_port(name: &str) -> OvsPortSpec {
+    OvsPortSpec {
+        name: name.to_string(),
+        kind: OvsPortType::System,
+        peer: None,
+        tag: None,
+    }
+}
+
+fn from_list(i: &NetInterface) -> IfaceSpec {
+    let ports: Vec<OvsPortSpec> = i.ports.iter().map(|p| p.0.clone()).collect();
+    let kind = match i.kind {
+        InterfaceType::Ethernet => IfaceKind::Ethernet,
+        InterfaceType::Bridge => IfaceKind::Bridge {
+            ports: ports.into_iter().map(|p| p.name).collect(),
+        },
+        InterfaceType::Bond => IfaceKind::Bond {
+            mode: i.mode,
+            miimon: i.miimon,
+            slaves: i.slaves.clone(),
+        },
+        InterfaceType::Vlan => IfaceKind::Vlan {
+            id: i.id.unwrap_or_default(),
+            base: i.base.clone().unwrap_or_default(),
+        },
+        InterfaceType::OvsBridge => IfaceKind::OvsBridge { ports },
+        InterfaceType::Veth => IfaceKind::Veth { peer: i.peer.clone() },
+        InterfaceType::Dummy => IfaceKind::Dummy,
+    };
+    let (v4, v6) = (enabled(&i.ipv4), enabled(&i.ipv6));
+    let mut addresses = Vec::new();
+    let mut dns = Vec::new();
+    for block in [v4, v6].into_iter().flatten() {
+        addresses.extend(block.address.iter().filter_map(|a| {
+            let ip: IpAddr = a.ip.parse().ok()?;
+            IpNet::new(ip, a.prefix).ok()
+        }));
+        dns.extend(ips(&block.dns));
+    }
+    IfaceSpec {
+        name: i.name.clone(),
+        kind,
+        up: i.state == LinkState::Up,
+        addresses,
+        dhcp4: v4.is_some_and(|b| b.dhcp),
+        dhcp6: v6.is_some_and(|b| b.dhcp),
+        gateway4: v4.and_then(|b| b.gateway.as_deref()).and_then(|g| g.parse().ok()),
+        gateway6: v6.and_then(|b| b.gateway.as_deref()).and_then(|g| g.parse().ok()),
+        mtu: i.mtu,
+        mac: None,
+        dns,
+    }
+}
+
+fn enabled(b: &Option<IpBlock>) -> Option<&IpBlock> {
+    b.as_ref().filter(|b| b.enabled)
+}

@@ -1,0 +1,144 @@
+//! `bootstrap`: hostname and domain syntax, timezone and locale syntax, the
+//! kernel command line, the mirror URL and the payload source.
+
+use super::Cx;
+use crate::model::{Bootstrap, PayloadKind, State};
+
+pub(super) fn check(cx: &mut Cx, b: &Bootstrap, _state: &State) {
+    if !valid_label(&b.hostname) {
+        cx.error(
+            "/bootstrap/hostname",
+            format!("hostname {:?} is not a valid RFC 1123 label", b.hostname),
+            "use 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen; put the rest in \"domain\"",
+        );
+    }
+    if let Some(d) = &b.domain {
+        if d.len() > 253 || !d.split('.').all(valid_label) {
+            cx.error(
+                "/bootstrap/domain",
+                format!("domain {d:?} is not a valid DNS name"),
+                "use dot-separated labels of letters, digits and hyphens, such as example.com",
+            );
+        }
+    }
+    if !valid_timezone(&b.timezone) {
+        cx.error(
+            "/bootstrap/timezone",
+            format!("timezone {:?} is not a valid tz database name", b.timezone),
+            "use UTC or Area/Location, such as Europe/Berlin (see /usr/share/zoneinfo)",
+        );
+    }
+    if !valid_locale(&b.locale) {
+        cx.error(
+            "/bootstrap/locale",
+            format!("locale {:?} is not a valid locale name", b.locale),
+            "use C.UTF-8 or language_TERRITORY.CODESET, such as en_US.UTF-8",
+        );
+    }
+    if b.kernel_cmdline.contains(['\n', '\r']) {
+        cx.error(
+            "/bootstrap/kernel_cmdline",
+            "kernel_cmdline contains a line break",
+            "the kernel command line is one line: separate arguments with spaces",
+        );
+    } else if b.kernel_cmdline.chars().any(char::is_control) {
+        cx.error(
+            "/bootstrap/kernel_cmdline",
+            "kernel_cmdline contains a control character",
+            "separate arguments with plain spaces",
+        );
+    }
+    if let Some(m) = &b.mirror {
+        let rest = m
+            .strip_prefix("http://")
+            .or_else(|| m.strip_prefix("https://"))
+            .or_else(|| m.strip_prefix("file://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+            cx.error(
+                "/bootstrap/mirror",
+                format!("mirror {m:?} is not an http(s):// or file:// URL"),
+                "write a full URL such as https://deb.debian.org/debian, or leave mirror out to use the build host's apt sources",
+            );
+        }
+    }
+    if let Some(p) = &b.payload {
+        if p.source == PayloadKind::File && p.path.is_none() {
+            cx.error(
+                "/bootstrap/payload",
+                "payload source \"file\" has no path",
+                "add \"path\": the tar.zst built by `op-dbus-install payload`",
+            );
+        }
+        if let Some(h) = &p.sha256 {
+            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                cx.error(
+                    "/bootstrap/payload/sha256",
+                    format!("payload sha256 {h:?} is not 64 hex digits"),
+                    "copy the first field of the payload's .sha256 file",
+                );
+            }
+        }
+    }
+    for (k, p) in b.packages.iter().enumerate() {
+        if !valid_package(p) {
+            cx.error(
+                format!("/bootstrap/packages/{k}"),
+                format!("{p:?} is not a Debian package name"),
+                "package names use lowercase letters, digits and + - . and start with a letter or digit",
+            );
+        }
+    }
+}
+
+/// RFC 1123 host name label.
+pub(crate) fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn valid_timezone(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
+        })
+        && s.as_bytes()[0].is_ascii_alphabetic()
+}
+
+fn valid_locale(s: &str) -> bool {
+    if matches!(s, "C" | "POSIX") {
+        return true;
+    }
+    let (rest, modifier) = match s.split_once('@') {
+        Some((r, m)) => (r, Some(m)),
+        None => (s, None),
+    };
+    if modifier.is_some_and(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return false;
+    }
+    let (lang_terr, codeset) = match rest.split_once('.') {
+        Some((l, c)) => (l, Some(c)),
+        None => (rest, None),
+    };
+    if codeset.is_some_and(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')) {
+        return false;
+    }
+    let (lang, terr) = match lang_terr.split_once('_') {
+        Some((l, t)) => (l, Some(t)),
+        None => (lang_terr, None),
+    };
+    let lang_ok = lang == "C" || ((2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase()));
+    let terr_ok = terr.is_none_or(|t| (2..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+    lang_ok && terr_ok
+}
+
+fn valid_package(p: &str) -> bool {
+    p.len() >= 2
+        && p.as_bytes()[0].is_ascii_alphanumeric()
+        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':'))
+}

@@ -1,0 +1,491 @@
+//! `plugins.storage` and its link to `bootstrap`: partition layout (numbers,
+//! overlaps, sizes, msdos limits, ESP), subvolumes, and the mount table
+//! (unknown sources, duplicate mount points, per-filesystem compress=).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Cx;
+use crate::diag::{child, pointer};
+use crate::model::{partition_path, FsType, PartitionTable, PartitionType, Size, State};
+
+const MIB: u64 = 1 << 20;
+const MSDOS_LIMIT: u64 = 2 << 40;
+
+/// What a partition path resolves to.
+struct PartInfo {
+    fs: Option<FsType>,
+    ptr: String,
+}
+
+/// One mount of the table, from whichever place declared it.
+struct MountDecl {
+    point: String,
+    part: String,
+    subvol: Option<String>,
+    options: Option<String>,
+    /// Pointer of the mount point value (or the options, for compress checks).
+    ptr: String,
+    options_ptr: String,
+}
+
+pub(super) fn check(cx: &mut Cx, state: &State) {
+    let storage = state.plugins.storage.as_ref();
+    check_bootstrap_device(cx, state);
+    let Some(storage) = storage else { return };
+
+    let mut parts: BTreeMap<String, PartInfo> = BTreeMap::new();
+    for (dev, device) in &storage.devices {
+        let dptr = pointer(&["plugins", "storage", "devices", dev]);
+        layout(cx, &dptr, device);
+        for (i, p) in device.partitions.iter().enumerate() {
+            let number = p.number.unwrap_or(i as u32 + 1);
+            let pptr = child(&child(&dptr, "partitions"), i);
+            let path = partition_path(dev, number);
+            let fs = p.filesystem.or_else(|| storage.filesystems.get(&path).map(|f| f.kind));
+            if p.kind == PartitionType::Efi && fs.is_some_and(|f| f != FsType::Vfat) {
+                let fptr = if p.filesystem.is_some() {
+                    child(&pptr, "filesystem")
+                } else {
+                    pointer(&["plugins", "storage", "filesystems", &path, "type"])
+                };
+                cx.error(
+                    fptr,
+                    format!("EFI system partition {path} must be vfat"),
+                    "UEFI firmware reads only FAT; set \"filesystem\": \"vfat\"",
+                );
+            }
+            parts.insert(path, PartInfo { fs, ptr: pptr });
+        }
+    }
+
+    for (path, _) in &storage.filesystems {
+        if !parts.contains_key(path) {
+            cx.error(
+                pointer(&["plugins", "storage", "filesystems", path]),
+                format!("filesystem entry {path} names no partition"),
+                "use a partition path derived from plugins.storage.devices, such as /dev/sda2",
+            );
+        }
+    }
+
+    let mut mounts: Vec<MountDecl> = Vec::new();
+    // Partition-level mounts.
+    for (dev, device) in &storage.devices {
+        for (i, p) in device.partitions.iter().enumerate() {
+            if let Some(m) = &p.mount {
+                let number = p.number.unwrap_or(i as u32 + 1);
+                let pptr = pointer(&["plugins", "storage", "devices", dev, "partitions", &i.to_string()]);
+                mounts.push(MountDecl {
+                    point: m.clone(),
+                    part: partition_path(dev, number),
+                    subvol: None,
+                    options: p.options.clone(),
+                    ptr: child(&pptr, "mount"),
+                    options_ptr: child(&pptr, "options"),
+                });
+            }
+        }
+    }
+
+    // Subvolumes.
+    for (path, subvols) in &storage.btrfs_subvolumes {
+        let sptr = pointer(&["plugins", "storage", "btrfs_subvolumes", path]);
+        match parts.get(path) {
+            None => cx.error(
+                sptr.clone(),
+                format!("btrfs_subvolumes key {path} names no partition"),
+                "use a partition path derived from plugins.storage.devices, such as /dev/sda2",
+            ),
+            Some(info) if info.fs != Some(FsType::Btrfs) => {
+                let what = info.fs.map_or("no filesystem".to_string(), |f| {
+                    format!("filesystem {}", fs_name(f))
+                });
+                cx.error(
+                    sptr.clone(),
+                    format!("subvolumes on {path}, which has {what}"),
+                    format!("subvolumes need btrfs: set \"filesystem\": \"btrfs\" at {}", info.ptr),
+                );
+            }
+            Some(_) => {}
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, sv) in subvols.iter().enumerate() {
+            let svptr = child(&sptr, i);
+            if let Some(first) = seen.insert(sv.name.as_str(), i) {
+                cx.error(
+                    child(&svptr, "name"),
+                    format!("duplicate subvolume name {:?} on {path}", sv.name),
+                    format!("it is already declared at {}; give each subvolume its own name", child(&sptr, first)),
+                );
+            }
+            if let Some(c) = &sv.compression {
+                check_compression(cx, child(&svptr, "compression"), c);
+            }
+            if let Some(m) = &sv.mount {
+                mounts.push(MountDecl {
+                    point: m.clone(),
+                    part: path.clone(),
+                    subvol: Some(sv.name.clone()),
+                    options: None,
+                    ptr: child(&svptr, "mount"),
+                    options_ptr: child(&svptr, "mount"),
+                });
+            }
+        }
+    }
+
+    // The `mounts` table.
+    for (point, m) in &storage.mounts {
+        let mptr = pointer(&["plugins", "storage", "mounts", point]);
+        if !parts.contains_key(&m.device) {
+            cx.error(
+                child(&mptr, "device"),
+                format!("mount {point} names no partition: {}", m.device),
+                "use a partition path derived from plugins.storage.devices, such as /dev/sda2",
+            );
+            continue;
+        }
+        if let Some(sv) = &m.subvol {
+            let known = storage
+                .btrfs_subvolumes
+                .get(&m.device)
+                .is_some_and(|l| l.iter().any(|s| &s.name == sv));
+            if !known {
+                cx.error(
+                    child(&mptr, "subvol"),
+                    format!("mount {point} names no subvolume: {sv} is not declared on {}", m.device),
+                    format!(
+                        "add {{\"name\": \"{sv}\"}} to plugins.storage.btrfs_subvolumes[\"{}\"]",
+                        m.device
+                    ),
+                );
+                continue;
+            }
+        }
+        mounts.push(MountDecl {
+            point: point.clone(),
+            part: m.device.clone(),
+            subvol: m.subvol.clone(),
+            options: m.options.clone(),
+            ptr: mptr.clone(),
+            options_ptr: child(&mptr, "options"),
+        });
+    }
+
+    check_mount_table(cx, &mounts);
+}
+
+fn fs_name(f: FsType) -> &'static str {
+    match f {
+        FsType::Vfat => "vfat",
+        FsType::Btrfs => "btrfs",
+        FsType::Ext4 => "ext4",
+        FsType::Swap => "swap",
+    }
+}
+
+/// Numbers, order of `remaining`, overlaps, disk size and msdos limits.
+fn layout(cx: &mut Cx, dptr: &str, device: &crate::model::Device) {
+    let parts = &device.partitions;
+    let msdos = device.partition_table == PartitionTable::Msdos;
+    let max = device.selector.as_ref().and_then(|s| match s.max_size {
+        Some(Size::Bytes(b)) => Some(b),
+        _ => None,
+    });
+    let min = device.selector.as_ref().and_then(|s| match s.min_size {
+        Some(Size::Bytes(b)) => Some(b),
+        _ => None,
+    });
+    let mut numbers: HashMap<u32, usize> = HashMap::new();
+    // (number, start, end) of laid-out partitions with a known end.
+    let mut placed: Vec<(u32, u64, u64)> = Vec::new();
+    let mut cursor = Some(MIB);
+    if msdos && parts.len() > 4 {
+        cx.error(
+            child(&child(dptr, "partitions"), 4),
+            format!("{} partitions on an msdos table, which holds at most 4 primary partitions", parts.len()),
+            "use \"partition_table\": \"gpt\" or merge partitions",
+        );
+    }
+    for (i, p) in parts.iter().enumerate() {
+        let pptr = child(&child(dptr, "partitions"), i);
+        let number = p.number.unwrap_or(i as u32 + 1);
+        if number == 0 || (msdos && number > 4 && p.number.is_some()) {
+            cx.error(
+                child(&pptr, "number"),
+                format!("invalid partition number {number}"),
+                if msdos { "msdos primary partitions are numbered 1 to 4" } else { "partition numbers start at 1" },
+            );
+        }
+        if let Some(first) = numbers.insert(number, i) {
+            cx.error(
+                if p.number.is_some() { child(&pptr, "number") } else { pptr.clone() },
+                format!("duplicate partition number {number}"),
+                format!("partition {} already has it; give each partition its own number", child(&child(dptr, "partitions"), first)),
+            );
+        }
+        if p.size == Size::Remaining && i + 1 != parts.len() {
+            cx.error(
+                child(&pptr, "size"),
+                "\"remaining\" is not the last partition",
+                "only the last partition can take the rest of the disk; give this one a fixed size such as \"20G\"",
+            );
+        }
+        let start = match p.start {
+            Some(Size::Bytes(b)) => Some(b),
+            Some(Size::Remaining) => {
+                cx.error(
+                    child(&pptr, "start"),
+                    "a partition cannot start at \"remaining\"",
+                    "give a byte offset such as \"1M\", or leave start out",
+                );
+                None
+            }
+            None => cursor,
+        };
+        let Some(start) = start else {
+            cursor = None;
+            continue;
+        };
+        let end = match p.size {
+            Size::Bytes(b) => start.checked_add(b),
+            Size::Remaining => None,
+        };
+        if p.start.is_some() {
+            for &(other, os, oe) in &placed {
+                if start < oe && end.is_none_or(|e| e > os) {
+                    cx.error(
+                        child(&pptr, "start"),
+                        format!(
+                            "partition {number} ({}..{}) overlaps partition {other} ({}..{})",
+                            human(start),
+                            end.map_or("end of disk".into(), human),
+                            human(os),
+                            human(oe)
+                        ),
+                        "move its start past the end of the other partition or shrink the other one",
+                    );
+                    break;
+                }
+            }
+        }
+        match end {
+            Some(end) => {
+                if let Some(max) = max {
+                    if end > max {
+                        cx.error(
+                            child(&pptr, "size"),
+                            format!("partition {number} ends at {}, beyond the disk's max_size {}", human(end), human(max)),
+                            "shrink the partition or raise selector.max_size",
+                        );
+                    }
+                }
+                if msdos && end > MSDOS_LIMIT {
+                    cx.error(
+                        child(&pptr, "size"),
+                        format!("partition {number} ends at {}, beyond 2T, the limit of an msdos table", human(end)),
+                        "use \"partition_table\": \"gpt\"",
+                    );
+                }
+                placed.push((number, start, end));
+                cursor = Some(end);
+            }
+            None => {
+                if let Some(max) = max {
+                    if start >= max {
+                        cx.error(
+                            child(&pptr, "size"),
+                            format!("partition {number} (\"remaining\") starts at {}, at or beyond the disk's max_size {}", human(start), human(max)),
+                            "shrink the partitions before it or raise selector.max_size",
+                        );
+                    }
+                }
+                if msdos && min.is_some_and(|m| m > MSDOS_LIMIT) {
+                    cx.error(
+                        child(&pptr, "size"),
+                        format!("partition {number} (\"remaining\") ends beyond 2T (min_size {}), the limit of an msdos table", human(min.unwrap_or(0))),
+                        "use \"partition_table\": \"gpt\"",
+                    );
+                }
+                cursor = None;
+            }
+        }
+    }
+}
+
+/// `512M`, `120.5G`: exact when the unit divides the size, else one decimal.
+fn human(b: u64) -> String {
+    const UNITS: [(u64, char); 4] = [(1 << 40, 'T'), (1 << 30, 'G'), (1 << 20, 'M'), (1 << 10, 'K')];
+    for (u, c) in UNITS {
+        if b >= u {
+            return if b % u == 0 {
+                format!("{}{c}", b / u)
+            } else {
+                format!("{:.1}{c}", b as f64 / u as f64)
+            };
+        }
+    }
+    b.to_string()
+}
+
+fn firmware_name(f: crate::model::Firmware) -> &'static str {
+    match f {
+        crate::model::Firmware::Uefi => "uefi",
+        crate::model::Firmware::Bios => "bios",
+        crate::model::Firmware::Both => "both",
+    }
+}
+
+/// The bootstrap device must be a storage device; a UEFI install onto a gpt
+/// disk needs an ESP.
+fn check_bootstrap_device(cx: &mut Cx, state: &State) {
+    let Some(b) = &state.bootstrap else { return };
+    let devices = state.plugins.storage.as_ref().map(|s| &s.devices);
+    let target = match &b.device {
+        Some(d) => {
+            if !devices.is_some_and(|m| m.contains_key(d)) {
+                let names: Vec<&str> = devices.map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+                cx.error(
+                    "/bootstrap/device",
+                    format!("bootstrap.device {d} names no device"),
+                    if names.is_empty() {
+                        "declare the disk in plugins.storage.devices".to_string()
+                    } else {
+                        format!("use a name from plugins.storage.devices: {}", names.join(", "))
+                    },
+                );
+                return;
+            }
+            d.clone()
+        }
+        None => match devices {
+            Some(m) if m.len() == 1 => m.keys().next().cloned().unwrap_or_default(),
+            Some(m) if m.len() > 1 => {
+                cx.error(
+                    "/bootstrap",
+                    format!("bootstrap.device is missing and plugins.storage has {} devices", m.len()),
+                    "set bootstrap.device to the disk the system boots from",
+                );
+                return;
+            }
+            _ => return,
+        },
+    };
+    let Some(device) = devices.and_then(|m| m.get(&target)) else { return };
+    if b.firmware.uefi()
+        && device.partition_table == PartitionTable::Gpt
+        && !device.partitions.iter().any(|p| p.kind == PartitionType::Efi)
+    {
+        cx.error(
+            pointer(&["plugins", "storage", "devices", &target, "partitions"]),
+            format!("no EFI system partition on {target}, but the firmware is {}", firmware_name(b.firmware)),
+            "add {\"size\": \"512M\", \"type\": \"efi\", \"filesystem\": \"vfat\", \"mount\": \"/boot/efi\"}, or set bootstrap.firmware to \"bios\"",
+        );
+    }
+    if b.firmware.bios()
+        && device.partition_table == PartitionTable::Gpt
+        && !device.partitions.iter().any(|p| p.kind == PartitionType::BiosBoot)
+    {
+        cx.error(
+            pointer(&["plugins", "storage", "devices", &target, "partitions"]),
+            format!("no BIOS boot partition on gpt disk {target}, but the firmware is {}", firmware_name(b.firmware)),
+            "GRUB needs one on gpt for BIOS booting: add {\"size\": \"1M\", \"type\": \"bios_boot\"}, or set bootstrap.firmware to \"uefi\"",
+        );
+    }
+}
+
+/// Valid values of the `btrfs.compression` property.
+pub(super) fn check_compression(cx: &mut Cx, ptr: String, value: &str) {
+    if !valid_compression(value) {
+        cx.error(
+            ptr,
+            format!("invalid btrfs compression {value:?}"),
+            "use zstd, zstd:1 to zstd:15, lzo, zlib, zlib:1 to zlib:9, or none",
+        );
+    }
+}
+
+fn valid_compression(v: &str) -> bool {
+    let level = |l: &str, max: u32| l.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    match v.split_once(':') {
+        None => matches!(v, "zstd" | "lzo" | "zlib" | "none"),
+        Some(("zstd", l)) => level(l, 15),
+        Some(("zlib", l)) => level(l, 9),
+        _ => false,
+    }
+}
+
+/// The `compress=`/`compress-force=` value of a mount option string.
+fn compress_option(options: &str) -> Option<&str> {
+    options
+        .split(',')
+        .map(str::trim)
+        .filter(|o| o.starts_with("compress=") || o.starts_with("compress-force="))
+        .next_back()
+}
+
+fn check_mount_table(cx: &mut Cx, mounts: &[MountDecl]) {
+    // point -> first declaration; a repeat of the same source is one mount.
+    let mut by_point: HashMap<&str, &MountDecl> = HashMap::new();
+    for m in mounts {
+        if !m.point.starts_with('/') {
+            cx.error(
+                m.ptr.clone(),
+                format!("mount point {:?} is not an absolute path", m.point),
+                "write it like /var/lib/data",
+            );
+            continue;
+        }
+        match by_point.get(m.point.as_str()) {
+            None => {
+                by_point.insert(&m.point, m);
+            }
+            Some(first) => {
+                let same = first.part == m.part
+                    && (first.subvol == m.subvol || first.subvol.is_none() || m.subvol.is_none());
+                if same {
+                    continue;
+                }
+                if m.point == "/" {
+                    cx.error(
+                        m.ptr.clone(),
+                        format!("two roots: / is mounted from {} and from {}", source(first), source(m)),
+                        format!("keep one root filesystem; the other is declared at {}", first.ptr),
+                    );
+                } else {
+                    cx.error(
+                        m.ptr.clone(),
+                        format!("mount point {} is used twice: by {} and by {}", m.point, source(first), source(m)),
+                        format!("give each filesystem its own mount point; the other is declared at {}", first.ptr),
+                    );
+                }
+            }
+        }
+    }
+    // compress= per filesystem.
+    let mut compress: HashMap<&str, (&str, &MountDecl)> = HashMap::new();
+    for m in mounts {
+        let Some(value) = m.options.as_deref().and_then(compress_option) else { continue };
+        match compress.get(m.part.as_str()) {
+            None => {
+                compress.insert(&m.part, (value, m));
+            }
+            Some((first, fm)) if *first != value => cx.error(
+                m.options_ptr.clone(),
+                format!(
+                    "mount option {value} of {} differs from {first} of {} on the same filesystem {}",
+                    m.point, fm.point, m.part
+                ),
+                "btrfs applies compress= to the whole filesystem at its first mount; use one value on every mount and set per-subvolume compression with the subvolume's \"compression\" property",
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn source(m: &MountDecl) -> String {
+    match &m.subvol {
+        Some(sv) => format!("{} subvolume {sv}", m.part),
+        None => m.part.clone(),
+    }
+}

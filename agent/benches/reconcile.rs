@@ -16,6 +16,7 @@ mod fake_systemd;
 use std::time::{Duration, Instant};
 
 use opdbus_agent::engine::{Context, DesiredState, Engine};
+use opdbus_agent::plugins;
 
 /// Seed 000's complete example, used when state-examples/ lacks it.
 const SEED_000: &str = r#"{"version":1,"bootstrap":{"device":"/dev/sda","hostname":"pve-node1","domain":"example.com","timezone":"America/New_York","locale":"en_US.UTF-8"},
@@ -24,12 +25,23 @@ const SEED_000: &str = r#"{"version":1,"bootstrap":{"device":"/dev/sda","hostnam
 "users":{"accounts":{"admin":{"uid":1000,"groups":["sudo"],"shell":"/bin/bash","ssh_authorized_keys":["ssh-ed25519 AAAA..."]}}}}}"#;
 
 fn main() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/complete-server.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../state-examples/complete-server.json");
     let (state, origin) = match std::fs::read_to_string(&path) {
-        Ok(text) => (DesiredState::from_json(&text, "complete-server.json").unwrap(), "state-examples/complete-server.json"),
-        Err(_) => (DesiredState::from_json(SEED_000, "seed 000").unwrap(), "seed 000 example"),
+        Ok(text) => (
+            DesiredState::from_json(&text, "complete-server.json").unwrap(),
+            "state-examples/complete-server.json",
+        ),
+        Err(_) => (
+            DesiredState::from_json(SEED_000, "seed 000").unwrap(),
+            "seed 000 example",
+        ),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let bus = dbus_daemon::PrivateBus::start().unwrap();
         let systemd = fake_systemd::FakeSystemd::serve(bus.address()).await.unwrap();
@@ -54,7 +66,14 @@ fn main() {
         let ctx = Context::new(dir.path().join("state"))
             .with_root(&root)
             .with_bus(bus.connect().await.unwrap());
-        let engine = Engine::standard();
+        // The non-network plugins (the network plugin has its own bench, in a netns).
+        let mut engine = Engine::new();
+        engine
+            .register(plugins::storage::StoragePlugin)
+            .register(plugins::host::HostPlugin)
+            .register(plugins::packages::PackagesPlugin)
+            .register(plugins::users::UsersPlugin)
+            .register(plugins::systemd::SystemdPlugin);
 
         // Converge once, so the measured reconciles are no-ops.
         let report = engine.apply(&ctx, &state).await;

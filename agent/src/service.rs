@@ -55,7 +55,10 @@ impl Agent {
     pub async fn watch_drift(&self, min_interval: Duration) -> anyhow::Result<()> {
         let conn = self.ctx.bus().await?;
         let sd = Systemd::new(&conn).await?;
-        let mut changes = sd.changes().await.context("subscribing to systemd unit changes")?;
+        let mut changes = sd
+            .changes()
+            .await
+            .context("subscribing to systemd unit changes")?;
         let mut last: HashMap<String, Instant> = HashMap::new();
         while let Some(change) = changes.next().await {
             if !matches!(change.active_state.as_str(), "inactive" | "failed") {
@@ -72,7 +75,10 @@ impl Agent {
             if !wanted {
                 continue;
             }
-            if last.get(&change.unit).is_some_and(|t| t.elapsed() < min_interval) {
+            if last
+                .get(&change.unit)
+                .is_some_and(|t| t.elapsed() < min_interval)
+            {
                 tracing::warn!(unit = %change.unit, "unit went down again within {min_interval:?}; not repairing yet");
                 continue;
             }
@@ -81,7 +87,11 @@ impl Agent {
                 "unit {} became {}{} outside the agent; the state wants it active",
                 change.unit,
                 change.active_state,
-                change.sub_state.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+                change
+                    .sub_state
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
             );
             tracing::info!(unit = %change.unit, "{reason}: repairing");
             let resource = format!("unit:{}", change.unit);
@@ -90,8 +100,14 @@ impl Agent {
                 reason,
                 filter: &filter,
             };
-            match self.engine.repair(&self.ctx, &state, "systemd", repair).await {
-                Ok(r) if r.failed() => tracing::error!(unit = %change.unit, "drift repair failed: {}", r.error.unwrap_or_default()),
+            match self
+                .engine
+                .repair(&self.ctx, &state, "systemd", repair)
+                .await
+            {
+                Ok(r) if r.failed() => {
+                    tracing::error!(unit = %change.unit, "drift repair failed: {}", r.error.unwrap_or_default())
+                }
                 Ok(_) => {}
                 Err(e) => tracing::error!(unit = %change.unit, "drift repair failed: {e:#}"),
             }
@@ -106,9 +122,7 @@ async fn require_root(conn: &Connection, hdr: &Header<'_>) -> fdo::Result<()> {
         .sender()
         .ok_or_else(|| fdo::Error::AccessDenied("caller without a bus name".into()))?;
     let dbus = fdo::DBusProxy::new(conn).await?;
-    let uid = dbus
-        .get_connection_unix_user(sender.clone().into())
-        .await?;
+    let uid = dbus.get_connection_unix_user(sender.clone().into()).await?;
     if uid != 0 {
         return Err(fdo::Error::AccessDenied(format!(
             "org.opdbus answers only root; caller {sender} has uid {uid}"

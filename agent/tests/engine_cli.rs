@@ -27,7 +27,14 @@ fn write_status(dir: &Path, phase: Phase, pid: Option<u32>) {
 #[test]
 fn status_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let code = |args: &[&str]| agent(dir.path()).arg("status").args(args).status().unwrap().code();
+    let code = |args: &[&str]| {
+        agent(dir.path())
+            .arg("status")
+            .args(args)
+            .status()
+            .unwrap()
+            .code()
+    };
     assert_eq!(code(&[]), Some(2), "no status file yet: not done");
     write_status(dir.path(), Phase::Done, None);
     assert_eq!(code(&[]), Some(0));
@@ -38,9 +45,15 @@ fn status_exit_codes() {
     // A running status whose process is gone counts as failed.
     write_status(dir.path(), Phase::Running, Some(u32::MAX - 1));
     assert_eq!(code(&[]), Some(1));
-    let out = agent(dir.path()).args(["status", "--result-line"]).output().unwrap();
+    let out = agent(dir.path())
+        .args(["status", "--result-line"])
+        .output()
+        .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
-    assert!(line.starts_with("OPDBUS-RESULT {\"status\":\"failed\""), "{line}");
+    assert!(
+        line.starts_with("OPDBUS-RESULT {\"status\":\"failed\""),
+        "{line}"
+    );
     assert_eq!(line.lines().count(), 1);
 }
 
@@ -48,15 +61,25 @@ fn status_exit_codes() {
 fn status_wait_blocks_until_done() {
     let dir = tempfile::tempdir().unwrap();
     write_status(dir.path(), Phase::Running, Some(std::process::id()));
-    let mut child = agent(dir.path()).args(["status", "--wait"]).spawn().unwrap();
+    let mut child = agent(dir.path())
+        .args(["status", "--wait"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    assert!(child.try_wait().unwrap().is_none(), "status --wait returned while running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "status --wait returned while running"
+    );
     write_status(dir.path(), Phase::Done, None);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // --timeout gives up with 2.
     write_status(dir.path(), Phase::Running, Some(std::process::id()));
-    let code = agent(dir.path()).args(["status", "--wait", "--timeout", "1"]).status().unwrap().code();
+    let code = agent(dir.path())
+        .args(["status", "--wait", "--timeout", "1"])
+        .status()
+        .unwrap()
+        .code();
     assert_eq!(code, Some(2));
 }
 
@@ -85,10 +108,16 @@ fn run_once_respects_the_first_boot_marker() {
     };
     assert_eq!(run(), Some(0));
     assert!(root.join("var/lib/op-dbus/@cache").is_dir());
-    assert_eq!(std::fs::read_to_string(state_dir.join("first-boot.done")).unwrap(), "aaaa\n");
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("first-boot.done")).unwrap(),
+        "aaaa\n"
+    );
     let status = Status::read(&state_dir).unwrap().unwrap();
     assert_eq!(status.status, Phase::Done);
-    assert_eq!(agent(&state_dir).arg("status").status().unwrap().code(), Some(0));
+    assert_eq!(
+        agent(&state_dir).arg("status").status().unwrap().code(),
+        Some(0)
+    );
 
     // A reboot: the marker matches, nothing runs (the removed dir stays gone).
     std::fs::remove_dir(root.join("var/lib/op-dbus/@cache")).unwrap();
@@ -98,5 +127,8 @@ fn run_once_respects_the_first_boot_marker() {
     std::fs::write(root.join("etc/machine-id"), "bbbb\n").unwrap();
     assert_eq!(run(), Some(0));
     assert!(root.join("var/lib/op-dbus/@cache").is_dir());
-    assert_eq!(std::fs::read_to_string(state_dir.join("first-boot.done")).unwrap(), "bbbb\n");
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("first-boot.done")).unwrap(),
+        "bbbb\n"
+    );
 }

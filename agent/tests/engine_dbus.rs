@@ -29,7 +29,11 @@ fn state(json: serde_json::Value) -> DesiredState {
 fn changes(fake: &FakeSystemd) -> Vec<String> {
     fake.calls()
         .into_iter()
-        .filter(|c| !c.starts_with("LoadUnit") && !c.starts_with("Subscribe") && !c.starts_with("GetUnitFileState"))
+        .filter(|c| {
+            !c.starts_with("LoadUnit")
+                && !c.starts_with("Subscribe")
+                && !c.starts_with("GetUnitFileState")
+        })
         .collect()
 }
 
@@ -44,16 +48,32 @@ async fn setup() -> Setup {
     let bus = PrivateBus::start().unwrap();
     let fake = FakeSystemd::serve(bus.address()).await.unwrap();
     fake.set_job_delay(Duration::from_millis(20));
-    fake.add_unit("ssh.service", "inactive", "dead", "disabled").await.unwrap();
-    fake.add_unit("cron.service", "active", "running", "enabled").await.unwrap();
-    fake.add_unit("apache2.service", "active", "running", "enabled").await.unwrap();
-    fake.add_unit("my-app.service", "inactive", "dead", "disabled").await.unwrap();
+    fake.add_unit("ssh.service", "inactive", "dead", "disabled")
+        .await
+        .unwrap();
+    fake.add_unit("cron.service", "active", "running", "enabled")
+        .await
+        .unwrap();
+    fake.add_unit("apache2.service", "active", "running", "enabled")
+        .await
+        .unwrap();
+    fake.add_unit("my-app.service", "inactive", "dead", "disabled")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ctx = Context::new(dir.path().join("state"))
         .with_root(dir.path().join("root"))
         .with_bus(bus.connect().await.unwrap())
-        .with_retry(RetryPolicy { attempts: 2, backoff: Duration::from_millis(10) });
-    Setup { _bus: bus, fake, dir, ctx: Arc::new(ctx) }
+        .with_retry(RetryPolicy {
+            attempts: 2,
+            backoff: Duration::from_millis(10),
+        });
+    Setup {
+        _bus: bus,
+        fake,
+        dir,
+        ctx: Arc::new(ctx),
+    }
 }
 
 fn systemd_state() -> DesiredState {
@@ -99,13 +119,23 @@ async fn systemd_apply_makes_exact_calls_and_reapply_is_noop() {
         ]
     );
     assert_eq!(
-        std::fs::read_to_string(s.dir.path().join("root/etc/systemd/system/my-app.service")).unwrap(),
+        std::fs::read_to_string(s.dir.path().join("root/etc/systemd/system/my-app.service"))
+            .unwrap(),
         "[Unit]\nDescription=My App\n[Service]\nExecStart=/bin/true\n"
     );
     assert_eq!(s.fake.unit("ssh.service").unwrap().active_state, "active");
-    assert_eq!(s.fake.unit("ssh.service").unwrap().unit_file_state, "enabled");
-    assert_eq!(s.fake.unit("cron.service").unwrap().active_state, "inactive");
-    assert_eq!(s.fake.unit("apache2.service").unwrap().unit_file_state, "masked");
+    assert_eq!(
+        s.fake.unit("ssh.service").unwrap().unit_file_state,
+        "enabled"
+    );
+    assert_eq!(
+        s.fake.unit("cron.service").unwrap().active_state,
+        "inactive"
+    );
+    assert_eq!(
+        s.fake.unit("apache2.service").unwrap().unit_file_state,
+        "masked"
+    );
 
     // The audit chain holds one record per action, with the state's hash.
     let log = AuditLog::open_existing(&s.ctx.state_dir).unwrap();
@@ -141,15 +171,31 @@ async fn failing_verification_fails_the_run_naming_plugin_and_resource() {
     assert_eq!(sd.attempts, 2);
     assert_eq!(sd.failed_resources, ["unit:ssh.service"]);
     let failures = report.failures();
-    assert!(failures[0].starts_with("plugin 'systemd' failed on unit:ssh.service"), "{failures:?}");
-    assert!(failures[0].contains("finished with result 'failed'"), "{failures:?}");
+    assert!(
+        failures[0].starts_with("plugin 'systemd' failed on unit:ssh.service"),
+        "{failures:?}"
+    );
+    assert!(
+        failures[0].contains("finished with result 'failed'"),
+        "{failures:?}"
+    );
     // Two attempts, two StartUnit calls for ssh, each audited as failed.
-    let starts = s.fake.calls().iter().filter(|c| *c == "StartUnit(ssh.service, replace)").count();
+    let starts = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| *c == "StartUnit(ssh.service, replace)")
+        .count();
     assert_eq!(starts, 2);
-    let recs = AuditLog::open_existing(&s.ctx.state_dir).unwrap().list().unwrap();
+    let recs = AuditLog::open_existing(&s.ctx.state_dir)
+        .unwrap()
+        .list()
+        .unwrap();
     assert_eq!(
         recs.iter()
-            .filter(|r| r.resource == "unit:ssh.service" && r.action == "start" && r.result.starts_with("failed"))
+            .filter(|r| r.resource == "unit:ssh.service"
+                && r.action == "start"
+                && r.result.starts_with("failed"))
             .count(),
         2
     );
@@ -158,7 +204,9 @@ async fn failing_verification_fails_the_run_naming_plugin_and_resource() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_settings_exact_calls_and_noop() {
     let bus = PrivateBus::start().unwrap();
-    let fake = FakeSettings::serve(bus.address(), Settings::default()).await.unwrap();
+    let fake = FakeSettings::serve(bus.address(), Settings::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ctx = Context::new(dir.path()).with_bus(bus.connect().await.unwrap());
     let mut engine = Engine::new();
@@ -183,8 +231,18 @@ async fn host_settings_exact_calls_and_noop() {
     assert_eq!(fake.calls().len(), 4);
 
     // A time zone timedated rejects fails the plugin with the resource named.
-    let bad = state(serde_json::json!({"version": 1, "bootstrap": {"hostname": "web1", "timezone": "Nowhere", "locale": "en_US.UTF-8", "keyboard": "de"}}));
-    let report = engine.apply(&ctx.with_retry(RetryPolicy { attempts: 1, backoff: Duration::ZERO }), &bad).await;
+    let bad = state(
+        serde_json::json!({"version": 1, "bootstrap": {"hostname": "web1", "timezone": "Nowhere", "locale": "en_US.UTF-8", "keyboard": "de"}}),
+    );
+    let report = engine
+        .apply(
+            &ctx.with_retry(RetryPolicy {
+                attempts: 1,
+                backoff: Duration::ZERO,
+            }),
+            &bad,
+        )
+        .await;
     assert!(!report.ok);
     assert_eq!(report.plugins[0].failed_resources, ["host:timezone"]);
 }
@@ -203,17 +261,30 @@ async fn drift_repair_restarts_a_unit_stopped_by_hand() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.fake.clear_log();
     // Someone stops ssh by hand.
-    s.fake.set_active_state("ssh.service", "inactive", "dead").await.unwrap();
+    s.fake
+        .set_active_state("ssh.service", "inactive", "dead")
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.fake.unit("ssh.service").unwrap().active_state != "active" {
-        assert!(Instant::now() < deadline, "ssh was not restarted; calls: {:?}", s.fake.calls());
+        assert!(
+            Instant::now() < deadline,
+            "ssh was not restarted; calls: {:?}",
+            s.fake.calls()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(changes(&s.fake).contains(&"StartUnit(ssh.service, replace)".to_string()));
     // cron is wanted stopped: stopping it by hand again must not start it.
     assert!(!changes(&s.fake).iter().any(|c| c.contains("cron")));
-    let recs = AuditLog::open_existing(&s.ctx.state_dir).unwrap().list().unwrap();
-    let repair = recs.iter().find(|r| r.action == "drift-repair").expect("a drift-repair record");
+    let recs = AuditLog::open_existing(&s.ctx.state_dir)
+        .unwrap()
+        .list()
+        .unwrap();
+    let repair = recs
+        .iter()
+        .find(|r| r.action == "drift-repair")
+        .expect("a drift-repair record");
     assert_eq!(repair.resource, "unit:ssh.service");
     assert_eq!(repair.result, "ok");
     let reason = repair.metadata["reason"].as_str().unwrap();
@@ -233,8 +304,28 @@ async fn service_answers_query_status_and_apply_on_the_bus() {
         let client = client.clone();
         async move {
             let reply = match body {
-                Some(b) => client.call_method(Some("org.opdbus"), "/org/opdbus", Some("org.opdbus"), method, &(b,)).await,
-                None => client.call_method(Some("org.opdbus"), "/org/opdbus", Some("org.opdbus"), method, &()).await,
+                Some(b) => {
+                    client
+                        .call_method(
+                            Some("org.opdbus"),
+                            "/org/opdbus",
+                            Some("org.opdbus"),
+                            method,
+                            &(b,),
+                        )
+                        .await
+                }
+                None => {
+                    client
+                        .call_method(
+                            Some("org.opdbus"),
+                            "/org/opdbus",
+                            Some("org.opdbus"),
+                            method,
+                            &(),
+                        )
+                        .await
+                }
             };
             reply.map(|m| m.body().deserialize::<String>().unwrap())
         }
@@ -242,16 +333,27 @@ async fn service_answers_query_status_and_apply_on_the_bus() {
     let root = nix::unistd::Uid::effective().is_root();
     let query = call("QueryState", None).await;
     if !root {
-        assert!(matches!(query, Err(zbus::Error::MethodError(ref n, _, _)) if n.as_str() == "org.freedesktop.DBus.Error.AccessDenied"));
+        assert!(
+            matches!(query, Err(zbus::Error::MethodError(ref n, _, _)) if n.as_str() == "org.freedesktop.DBus.Error.AccessDenied")
+        );
         return;
     }
     let current: serde_json::Value = serde_json::from_str(&query.unwrap()).unwrap();
-    assert_eq!(current["systemd"]["units"]["ssh.service"]["active_state"], "inactive");
+    assert_eq!(
+        current["systemd"]["units"]["ssh.service"]["active_state"],
+        "inactive"
+    );
     assert_eq!(call("Status", None).await.unwrap(), r#"{"status":"none"}"#);
-    let report: serde_json::Value =
-        serde_json::from_str(&call("ApplyState", Some(systemd_state().raw.to_string())).await.unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(
+        &call("ApplyState", Some(systemd_state().raw.to_string()))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(s.fake.unit("ssh.service").unwrap().active_state, "active");
     let bad = call("ApplyState", Some("{not json".into())).await;
-    assert!(matches!(bad, Err(zbus::Error::MethodError(ref n, _, _)) if n.as_str() == "org.freedesktop.DBus.Error.InvalidArgs"));
+    assert!(
+        matches!(bad, Err(zbus::Error::MethodError(ref n, _, _)) if n.as_str() == "org.freedesktop.DBus.Error.InvalidArgs")
+    );
 }

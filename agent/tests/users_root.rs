@@ -17,7 +17,11 @@ fn seed_root(root: &Path) {
         "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     )
     .unwrap();
-    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(
+        etc.join("shadow"),
+        "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",
+    )
+    .unwrap();
     std::fs::write(
         etc.join("group"),
         "root:x:0:\ndaemon:x:1:\nsudo:x:27:\nshadow:x:42:\nusers:x:100:\nnogroup:x:65534:\n",
@@ -70,14 +74,20 @@ async fn users_create_noop_change() {
     assert!(report.ok, "{:#?}", report);
     assert_eq!(report.plugins[0].outcome, PluginOutcome::Changed);
 
-    assert_eq!(line(&root, "passwd", "admin"), "admin:x:1000:1000::/home/admin:/bin/bash");
+    assert_eq!(
+        line(&root, "passwd", "admin"),
+        "admin:x:1000:1000::/home/admin:/bin/bash"
+    );
     assert!(line(&root, "shadow", "admin").starts_with("admin:$6$salt$hash:"));
     assert_eq!(line(&root, "group", "admin"), "admin:x:1000:");
     assert_eq!(line(&root, "group", "sudo"), "sudo:x:27:admin");
     assert_eq!(line(&root, "gshadow", "sudo"), "sudo:*::admin");
     assert_eq!(line(&root, "group", "operators"), "operators:x:2000:");
     // Existing entries are kept as they were.
-    assert_eq!(line(&root, "passwd", "daemon"), "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin");
+    assert_eq!(
+        line(&root, "passwd", "daemon"),
+        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin"
+    );
     assert_eq!(mode_owner(&root.join("etc/passwd")), (0o644, 0, 0));
     assert_eq!(mode_owner(&root.join("etc/group")), (0o644, 0, 0));
     assert_eq!(mode_owner(&root.join("etc/shadow")), (0o640, 0, 42));
@@ -85,12 +95,19 @@ async fn users_create_noop_change() {
     let home = root.join("home/admin");
     assert_eq!(mode_owner(&home), (0o700, 1000, 1000));
     assert_eq!(mode_owner(&home.join(".ssh")), (0o700, 1000, 1000));
-    assert_eq!(mode_owner(&home.join(".ssh/authorized_keys")), (0o600, 1000, 1000));
+    assert_eq!(
+        mode_owner(&home.join(".ssh/authorized_keys")),
+        (0o600, 1000, 1000)
+    );
     assert_eq!(
         std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAAkey1 admin@a\n"
     );
-    let records = AuditLog::open_existing(&state_dir).unwrap().list().unwrap().len();
+    let records = AuditLog::open_existing(&state_dir)
+        .unwrap()
+        .list()
+        .unwrap()
+        .len();
 
     // Re-applying changes nothing and records nothing.
     let etc_before: Vec<String> = ["passwd", "shadow", "group", "gshadow"]
@@ -99,16 +116,32 @@ async fn users_create_noop_change() {
         .collect();
     let again = engine.apply(&ctx, &first).await;
     assert!(again.ok);
-    assert_eq!(again.plugins[0].outcome, PluginOutcome::Unchanged, "{:#?}", again);
+    assert_eq!(
+        again.plugins[0].outcome,
+        PluginOutcome::Unchanged,
+        "{:#?}",
+        again
+    );
     let etc_after: Vec<String> = ["passwd", "shadow", "group", "gshadow"]
         .iter()
         .map(|f| std::fs::read_to_string(root.join("etc").join(f)).unwrap())
         .collect();
     assert_eq!(etc_before, etc_after);
-    assert_eq!(AuditLog::open_existing(&state_dir).unwrap().list().unwrap().len(), records);
+    assert_eq!(
+        AuditLog::open_existing(&state_dir)
+            .unwrap()
+            .list()
+            .unwrap()
+            .len(),
+        records
+    );
 
     // Change shell, groups and keys; a hand-broken key file mode is repaired.
-    std::fs::set_permissions(home.join(".ssh/authorized_keys"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        home.join(".ssh/authorized_keys"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let second = state(serde_json::json!({
         "version": 1,
         "plugins": {"users": {
@@ -121,7 +154,10 @@ async fn users_create_noop_change() {
     }));
     let report = engine.apply(&ctx, &second).await;
     assert!(report.ok, "{:#?}", report);
-    assert_eq!(line(&root, "passwd", "admin"), "admin:x:1000:1000::/home/admin:/bin/sh");
+    assert_eq!(
+        line(&root, "passwd", "admin"),
+        "admin:x:1000:1000::/home/admin:/bin/sh"
+    );
     assert_eq!(line(&root, "group", "operators"), "operators:x:2000:admin");
     assert_eq!(line(&root, "group", "sudo"), "sudo:x:27:admin");
     // Keys the state does not name stay (no prune); the new one is added.
@@ -129,14 +165,18 @@ async fn users_create_noop_change() {
         std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAAkey1 admin@a\nssh-ed25519 AAAAkey2 admin@b\n"
     );
-    assert_eq!(mode_owner(&home.join(".ssh/authorized_keys")), (0o600, 1000, 1000));
+    assert_eq!(
+        mode_owner(&home.join(".ssh/authorized_keys")),
+        (0o600, 1000, 1000)
+    );
     // The password hash the second state does not name is left alone.
     assert!(line(&root, "shadow", "admin").starts_with("admin:$6$salt$hash:"));
 
     // prune: keys and groups not named go, as do unnamed regular accounts.
     std::fs::write(
         root.join("etc/passwd"),
-        std::fs::read_to_string(root.join("etc/passwd")).unwrap() + "bob:x:1001:100::/home/bob:/bin/sh\n",
+        std::fs::read_to_string(root.join("etc/passwd")).unwrap()
+            + "bob:x:1001:100::/home/bob:/bin/sh\n",
     )
     .unwrap();
     let pruned = state(serde_json::json!({
@@ -149,7 +189,9 @@ async fn users_create_noop_change() {
     let report = engine.apply(&ctx, &pruned).await;
     assert!(report.ok, "{:#?}", report);
     assert_eq!(line(&root, "group", "operators"), "operators:x:2000:");
-    assert!(!std::fs::read_to_string(root.join("etc/passwd")).unwrap().contains("bob:"));
+    assert!(!std::fs::read_to_string(root.join("etc/passwd"))
+        .unwrap()
+        .contains("bob:"));
     assert_eq!(
         std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap(),
         "ssh-ed25519 AAAAkey2 admin@b\n"
@@ -163,7 +205,9 @@ async fn users_create_noop_change() {
         && r.resource == "user:admin"
         && r.result == "ok"
         && r.state_hash.as_deref() == Some(first.hash.as_str())));
-    assert!(recs.iter().any(|r| r.action == "delete-user" && r.resource == "user:bob"));
+    assert!(recs
+        .iter()
+        .any(|r| r.action == "delete-user" && r.resource == "user:bob"));
 }
 
 /// A supplementary group that does not exist fails the run, naming the
@@ -186,6 +230,14 @@ async fn missing_group_fails_with_plugin_and_resource() {
     assert!(!report.ok);
     let failures = report.failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(failures[0].starts_with("plugin 'users' failed on user:admin"), "{}", failures[0]);
-    assert!(failures[0].contains("group 'docker' does not exist"), "{}", failures[0]);
+    assert!(
+        failures[0].starts_with("plugin 'users' failed on user:admin"),
+        "{}",
+        failures[0]
+    );
+    assert!(
+        failures[0].contains("group 'docker' does not exist"),
+        "{}",
+        failures[0]
+    );
 }

@@ -12,7 +12,10 @@ fn validate(args: &[&str]) -> (String, Option<i32>) {
         .args(args)
         .output()
         .expect("running op-dbus-agent");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code(),
+    )
 }
 
 #[test]
@@ -41,9 +44,15 @@ fn bad_file_prints_pinned_line_and_exits_one() {
 fn warnings_are_fatal_only_with_strict() {
     let file = "state-examples/complete-server.json";
     let (stdout, code) = validate(&[file]);
-    assert!(stdout.ends_with(&format!("{file}: valid, 2 warning(s)\n")), "{stdout}");
+    assert!(
+        stdout.ends_with(&format!("{file}: valid, 2 warning(s)\n")),
+        "{stdout}"
+    );
     assert_eq!(code, Some(0));
     let (stdout, code) = validate(&["--strict", file]);
-    assert!(stdout.contains(": warning: malformed SSH public key"), "{stdout}");
+    assert!(
+        stdout.contains(": warning: malformed SSH public key"),
+        "{stdout}"
+    );
     assert_eq!(code, Some(1));
 }

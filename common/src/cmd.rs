@@ -115,10 +115,12 @@ impl Task {
                 source,
             })?;
         }
-        let out = child.wait_with_output().map_err(|source| TaskError::Spawn {
-            cmdline: cmdline.clone(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| TaskError::Spawn {
+                cmdline: cmdline.clone(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(TaskError::Failed {
                 cmdline,
@@ -194,7 +196,10 @@ mod tests {
             .run()
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("`sh -c 'echo boom >&2; exit 3'` failed"), "{msg}");
+        assert!(
+            msg.contains("`sh -c 'echo boom >&2; exit 3'` failed"),
+            "{msg}"
+        );
         assert!(msg.contains("exit status: 3"), "{msg}");
         assert!(msg.ends_with("boom"), "{msg}");
     }

@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = opdbus_state::position::Positions::scan(text);
     match opdbus_state::parse_str(text, "fuzz.json") {
         Ok(loaded) => {

@@ -15,14 +15,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opdbus_common::Task;
-use opdbus_installer::payload::{
-    extract_payload, sha256sum_line, sidecar_path, ExpectedSha256,
-};
+use opdbus_installer::payload::{extract_payload, sha256sum_line, sidecar_path, ExpectedSha256};
 
 const ROUNDS: usize = 5;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     if args.first().map(String::as_str) == Some("extract-child") {
         child(Path::new(&args[1]), Path::new(&args[2]));
         return;
@@ -31,10 +32,17 @@ fn main() {
         println!("extract bench: skipped (needs root: mounts, device nodes, ownership)");
         return;
     }
-    let work = tempfile::Builder::new().prefix("opdbus-bench-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("opdbus-bench-")
+        .tempdir()
+        .unwrap();
     let payload = find_payload().unwrap_or_else(|| synthetic_payload(work.path()));
     let size = fs::metadata(&payload).unwrap().len();
-    println!("payload: {} ({:.1} MB compressed)", payload.display(), mb(size));
+    println!(
+        "payload: {} ({:.1} MB compressed)",
+        payload.display(),
+        mb(size)
+    );
     // Warm the page cache so both tools read the payload from memory.
     fs::read(&payload).unwrap();
 
@@ -85,7 +93,11 @@ fn run_on(label: &str, fs_dir: &Path, payload: &Path) {
             .unwrap();
         ours.push(t0.elapsed());
         ours_cpu.push(children_cpu() - c0);
-        assert!(out.status.success(), "extractor failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "extractor failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         for word in text.split_whitespace() {
             if let Some(v) = word.strip_prefix("unpacked=") {
@@ -118,7 +130,9 @@ fn run_on(label: &str, fs_dir: &Path, payload: &Path) {
         "{label}: CPU time (user+sys, best): installer {:.2} s, tar+zstd {:.2} s; load average {}",
         min_cpu(&ours_cpu),
         min_cpu(&theirs_cpu),
-        fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
     );
 }
 
@@ -202,13 +216,15 @@ fn synthetic_payload(dir: &Path) -> PathBuf {
         h.set_mode(0o644);
         h.set_mtime(1_700_000_000);
         h.set_size(data.len() as u64);
-        b.append_data(&mut h, format!("usr/d{}/f{i}", i % 400), &data[..]).unwrap();
+        b.append_data(&mut h, format!("usr/d{}/f{i}", i % 400), &data[..])
+            .unwrap();
         if i % 50 == 0 {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_mode(0o777);
             h.set_mtime(1_700_000_000);
-            b.append_link(&mut h, format!("usr/d{}/l{i}", i % 400), format!("f{i}")).unwrap();
+            b.append_link(&mut h, format!("usr/d{}/l{i}", i % 400), format!("f{i}"))
+                .unwrap();
         }
     }
     b.into_inner().unwrap();
@@ -232,14 +248,23 @@ impl Mount {
             .arg(dir)
             .run()
             .unwrap();
-        Mount { dir: dir.to_path_buf(), loopdev: None }
+        Mount {
+            dir: dir.to_path_buf(),
+            loopdev: None,
+        }
     }
 
     fn btrfs_loop(work: &Path) -> Result<Mount, opdbus_common::TaskError> {
         let image = work.join("btrfs.img");
         fs::File::create(&image).unwrap().set_len(8 << 30).unwrap();
-        let dev = Task::new("losetup").args(["-f", "--show"]).arg(&image).read()?;
-        let m = Mount { dir: work.join("btrfs"), loopdev: Some(dev.trim().to_string()) };
+        let dev = Task::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .read()?;
+        let m = Mount {
+            dir: work.join("btrfs"),
+            loopdev: Some(dev.trim().to_string()),
+        };
         Task::new("mkfs.btrfs").args(["-q", dev.trim()]).run()?;
         fs::create_dir_all(&m.dir).unwrap();
         Task::new("mount").arg(dev.trim()).arg(&m.dir).run()?;

@@ -53,7 +53,9 @@ impl DiskInfo {
 /// Why a selector did not resolve to exactly one disk.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
-    #[error("no disk of this machine matches the selector for {key} ({criteria}); disks seen: {seen}")]
+    #[error(
+        "no disk of this machine matches the selector for {key} ({criteria}); disks seen: {seen}"
+    )]
     NoMatch {
         key: String,
         criteria: String,
@@ -167,7 +169,9 @@ fn matches(d: &DiskInfo, sel: &DiskSelector) -> bool {
         let canon = fs::canonicalize(pp).ok();
         let hit = pp == d.path
             || d.by_id.iter().any(|l| l == pp)
-            || canon.as_deref().is_some_and(|c| c.file_name() == d.path.file_name());
+            || canon
+                .as_deref()
+                .is_some_and(|c| c.file_name() == d.path.file_name());
         if !hit {
             return false;
         }
@@ -247,8 +251,20 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let sys = t.path().join("sys");
         let dev = t.path().join("dev");
-        fake_disk(&sys, "sda", 2 * 1024 * 1024 * 1024 / 512 * 100, "S1", "Samsung SSD");
-        fake_disk(&sys, "sdb", 2 * 1024 * 1024 * 1024 / 512 * 500, "S2", "WDC HDD");
+        fake_disk(
+            &sys,
+            "sda",
+            2 * 1024 * 1024 * 1024 / 512 * 100,
+            "S1",
+            "Samsung SSD",
+        );
+        fake_disk(
+            &sys,
+            "sdb",
+            2 * 1024 * 1024 * 1024 / 512 * 500,
+            "S2",
+            "WDC HDD",
+        );
         fake_disk(&sys, "loop0", 2048, "", "");
         fs::create_dir_all(sys.join("block/sr0")).unwrap();
         fs::create_dir_all(dev.join("disk/by-id")).unwrap();
@@ -303,7 +319,10 @@ mod tests {
             ..Default::default()
         };
         let e = select("/dev/sda", &any, &d).unwrap_err().to_string();
-        assert!(e.starts_with("2 disks match the selector for /dev/sda (min_size 1G)"), "{e}");
+        assert!(
+            e.starts_with("2 disks match the selector for /dev/sda (min_size 1G)"),
+            "{e}"
+        );
         let none = DiskSelector {
             serial: Some("nope".into()),
             ..Default::default()

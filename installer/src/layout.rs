@@ -124,14 +124,30 @@ mod tests {
         let layout = HostLayout::default();
         let r = create_host_layout(&root, &layout, "name = \"@NAME@\"\n").unwrap();
         assert!(!r.on_btrfs);
-        for sv in ["@cache", "@timing", "@vectors", "@state", "@snapshots", "@plugins", "@templates"] {
-            assert!(root.path(&format!("/var/lib/op-dbus/{sv}")).is_dir(), "{sv}");
+        for sv in [
+            "@cache",
+            "@timing",
+            "@vectors",
+            "@state",
+            "@snapshots",
+            "@plugins",
+            "@templates",
+        ] {
+            assert!(
+                root.path(&format!("/var/lib/op-dbus/{sv}")).is_dir(),
+                "{sv}"
+            );
         }
-        let toml = root.read_to_string("/var/lib/op-dbus/@plugins/ovs/plugin.toml").unwrap();
+        let toml = root
+            .read_to_string("/var/lib/op-dbus/@plugins/ovs/plugin.toml")
+            .unwrap();
         assert_eq!(toml, "name = \"ovs\"\n");
         assert!(root.path("/var/lib/op-dbus/sockets/api").is_dir());
         // Idempotent: a second run creates nothing.
         let again = create_host_layout(&root, &layout, "x").unwrap();
-        assert!(again.directories.iter().all(|d| d.contains("sockets")), "{again:?}");
+        assert!(
+            again.directories.iter().all(|d| d.contains("sockets")),
+            "{again:?}"
+        );
     }
 }

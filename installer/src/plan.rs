@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use opdbus_state::model::{
-    Bootstrap, FsType, PartitionTable, PartitionType, Size, State, Storage,
-};
+use opdbus_state::model::{Bootstrap, FsType, PartitionTable, PartitionType, Size, State, Storage};
 use serde::Serialize;
 
 use crate::disk::layout::{
@@ -183,7 +181,10 @@ fn apply_mounts_section(storage: &Storage, devices: &mut [DeviceSpec]) -> Result
             .find(|(path, _)| *path == m.device)
             .and_then(|(_, p)| p.filesystem.as_mut());
         let Some(fs) = fs else {
-            bail!("plugins.storage.mounts[{point:?}] names {} which has no filesystem in the layout", m.device);
+            bail!(
+                "plugins.storage.mounts[{point:?}] names {} which has no filesystem in the layout",
+                m.device
+            );
         };
         let opts = options(m.options.as_ref());
         match &m.subvol {
@@ -226,7 +227,10 @@ pub fn resolve_targets(
     for k in given.keys() {
         if !storage.devices.contains_key(*k) {
             let known: Vec<&str> = storage.devices.keys().map(String::as_str).collect();
-            bail!("--disk {k}=…: the state has no device {k}; its devices are {}", known.join(", "));
+            bail!(
+                "--disk {k}=…: the state has no device {k}; its devices are {}",
+                known.join(", ")
+            );
         }
     }
     let mut out = TargetMap::new();
@@ -236,10 +240,14 @@ pub fn resolve_targets(
             out.insert(key.clone(), (*t).clone());
             continue;
         }
-        let selector = device.selector.clone().unwrap_or_else(|| opdbus_state::model::DiskSelector {
-            path: Some(key.clone()),
-            ..Default::default()
-        });
+        let selector =
+            device
+                .selector
+                .clone()
+                .unwrap_or_else(|| opdbus_state::model::DiskSelector {
+                    path: Some(key.clone()),
+                    ..Default::default()
+                });
         let disks = inventory_cache.get_or_insert_with(|| inventory::disks(sys, dev));
         let found = inventory::select(key, &selector, disks)?;
         out.insert(key.clone(), found.path.clone());
@@ -266,12 +274,16 @@ pub fn install_plan(state: &State, targets: TargetMap, uuids: UuidSource) -> Res
     let fstab = crate::disk::fstab(&disk);
     let b = state.bootstrap.as_ref();
     Ok(InstallPlan {
-        hostname: b.map(|b| b.hostname.clone()).unwrap_or_else(|| "debian".into()),
+        hostname: b
+            .map(|b| b.hostname.clone())
+            .unwrap_or_else(|| "debian".into()),
         distribution: match b.map(|b| b.distribution).unwrap_or_default() {
             opdbus_state::model::Distribution::Debian => "debian".into(),
             opdbus_state::model::Distribution::Proxmox => "proxmox".into(),
         },
-        suite: b.map(|b| b.suite.clone()).unwrap_or_else(|| "bookworm".into()),
+        suite: b
+            .map(|b| b.suite.clone())
+            .unwrap_or_else(|| "bookworm".into()),
         firmware: spec.firmware,
         targets,
         disk,

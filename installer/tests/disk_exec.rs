@@ -28,7 +28,11 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 fn assert_clean(img: &Path, dir: &Path) {
     assert_eq!(loops_of(img).trim(), "", "loop devices left attached");
-    assert!(mounts_under(dir).is_empty(), "mounts left: {:?}", mounts_under(dir));
+    assert!(
+        mounts_under(dir).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(dir)
+    );
 }
 
 #[test]
@@ -47,24 +51,59 @@ fn server_layout_on_20g_image_then_reruns() {
     let ex = execute(&plan, &targets, &opts).unwrap();
     assert!(!ex.report.nothing_to_do());
     let mt = ex.mounted.unwrap();
-    let esp_uuid = plan.devices[0].partitions[1].filesystem.as_ref().unwrap().uuid.clone();
-    let fs_uuid = plan.devices[0].partitions[2].filesystem.as_ref().unwrap().uuid.clone();
+    let esp_uuid = plan.devices[0].partitions[1]
+        .filesystem
+        .as_ref()
+        .unwrap()
+        .uuid
+        .clone();
+    let fs_uuid = plan.devices[0].partitions[2]
+        .filesystem
+        .as_ref()
+        .unwrap()
+        .uuid
+        .clone();
 
     // blkid on the partition nodes.
     let p1 = mt.partition_device("/dev/sda1").unwrap().to_path_buf();
     let p2 = mt.partition_device("/dev/sda2").unwrap().to_path_buf();
-    let out = Task::new("blkid").args(["-p", "-o", "export"]).arg(&p2).read().unwrap();
-    assert!(out.contains(&format!("UUID={fs_uuid}")) && out.contains("TYPE=btrfs"), "{out}");
+    let out = Task::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(&p2)
+        .read()
+        .unwrap();
+    assert!(
+        out.contains(&format!("UUID={fs_uuid}")) && out.contains("TYPE=btrfs"),
+        "{out}"
+    );
     assert!(out.contains("LABEL=proxmox"), "{out}");
-    let out = Task::new("blkid").args(["-p", "-o", "export"]).arg(&p1).read().unwrap();
-    assert!(out.contains(&format!("UUID={esp_uuid}")) && out.contains("TYPE=vfat"), "{out}");
+    let out = Task::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(&p1)
+        .read()
+        .unwrap();
+    assert!(
+        out.contains(&format!("UUID={esp_uuid}")) && out.contains("TYPE=vfat"),
+        "{out}"
+    );
     let disk = mt.disk_device("/dev/sda").unwrap().to_path_buf();
-    assert!(disk.to_string_lossy().starts_with("/dev/loop"), "{}", disk.display());
+    assert!(
+        disk.to_string_lossy().starts_with("/dev/loop"),
+        "{}",
+        disk.display()
+    );
 
     // Subvolumes, properties, +C, default.
-    let out = Task::new("btrfs").args(["subvolume", "list"]).arg(&root).read().unwrap();
+    let out = Task::new("btrfs")
+        .args(["subvolume", "list"])
+        .arg(&root)
+        .read()
+        .unwrap();
     for sv in ["@", "@home", "@blockchain", "@vm", "@log"] {
-        assert!(out.lines().any(|l| l.ends_with(&format!("path {sv}"))), "{sv} missing: {out}");
+        assert!(
+            out.lines().any(|l| l.ends_with(&format!("path {sv}"))),
+            "{sv} missing: {out}"
+        );
     }
     let out = Task::new("btrfs")
         .args(["property", "get"])
@@ -80,22 +119,57 @@ fn server_layout_on_20g_image_then_reruns() {
         .read()
         .unwrap();
     assert_eq!(out.trim(), "", "@home must have no compression property");
-    let out = Task::new("lsattr").arg("-d").arg(root.join("var/lib/vm")).read().unwrap();
-    assert!(out.split_whitespace().next().unwrap().contains('C'), "{out}");
-    let out = Task::new("lsattr").arg("-d").arg(root.join("home")).read().unwrap();
-    assert!(!out.split_whitespace().next().unwrap().contains('C'), "{out}");
-    let out = Task::new("btrfs").args(["subvolume", "get-default"]).arg(&root).read().unwrap();
+    let out = Task::new("lsattr")
+        .arg("-d")
+        .arg(root.join("var/lib/vm"))
+        .read()
+        .unwrap();
+    assert!(
+        out.split_whitespace().next().unwrap().contains('C'),
+        "{out}"
+    );
+    let out = Task::new("lsattr")
+        .arg("-d")
+        .arg(root.join("home"))
+        .read()
+        .unwrap();
+    assert!(
+        !out.split_whitespace().next().unwrap().contains('C'),
+        "{out}"
+    );
+    let out = Task::new("btrfs")
+        .args(["subvolume", "get-default"])
+        .arg(&root)
+        .read()
+        .unwrap();
     assert!(out.trim().ends_with("path @"), "{out}");
 
     // findmnt: the tree, with subvol and compress on the first mount.
-    let out = Task::new("findmnt").args(["-rn", "-o", "TARGET,FSTYPE,OPTIONS", "-R"]).arg(&root).read().unwrap();
+    let out = Task::new("findmnt")
+        .args(["-rn", "-o", "TARGET,FSTYPE,OPTIONS", "-R"])
+        .arg(&root)
+        .read()
+        .unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
-    assert!(lines[0].contains("btrfs") && lines[0].contains("compress=zstd:3") && lines[0].contains("subvol=/@"), "{out}");
-    for (path, sv) in [("home", "@home"), ("var/lib/blockchain", "@blockchain"), ("var/lib/vm", "@vm"), ("var/log", "@log")] {
+    assert!(
+        lines[0].contains("btrfs")
+            && lines[0].contains("compress=zstd:3")
+            && lines[0].contains("subvol=/@"),
+        "{out}"
+    );
+    for (path, sv) in [
+        ("home", "@home"),
+        ("var/lib/blockchain", "@blockchain"),
+        ("var/lib/vm", "@vm"),
+        ("var/log", "@log"),
+    ] {
         let t = root.join(path);
         assert!(
-            lines.iter().any(|l| l.starts_with(&format!("{} btrfs", t.display())) && l.contains(&format!("subvol=/{sv}"))),
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{} btrfs", t.display()))
+                    && l.contains(&format!("subvol=/{sv}"))),
             "{path}: {out}"
         );
     }
@@ -114,7 +188,10 @@ fn server_layout_on_20g_image_then_reruns() {
 
     // Re-run: nothing to do, image unchanged.
     let before = image_hash(&img);
-    let again = ExecOptions { consent: false, ..ExecOptions::default() };
+    let again = ExecOptions {
+        consent: false,
+        ..ExecOptions::default()
+    };
     let ex = execute(&plan, &targets, &again).unwrap();
     assert!(ex.report.nothing_to_do(), "{}", ex.report);
     assert_eq!(ex.report.to_string(), "nothing to do\n");
@@ -132,34 +209,65 @@ fn server_layout_on_20g_image_then_reruns() {
     let plan2 = plan_for(&spec, 20 * GIB);
     assert_eq!(plan2.devices, {
         let mut d = plan.devices.clone();
-        d[0].partitions[2].filesystem.as_mut().unwrap().subvolumes.push(
-            plan2.devices[0].partitions[2].filesystem.as_ref().unwrap().subvolumes[5].clone(),
-        );
+        d[0].partitions[2]
+            .filesystem
+            .as_mut()
+            .unwrap()
+            .subvolumes
+            .push(
+                plan2.devices[0].partitions[2]
+                    .filesystem
+                    .as_ref()
+                    .unwrap()
+                    .subvolumes[5]
+                    .clone(),
+            );
         d
     });
     let ex = execute(&plan2, &targets, &again).unwrap();
     let changes: Vec<&Item> = ex.report.changes().iter().map(|i| &i.item).collect();
     assert_eq!(
         changes,
-        [&Item::Subvolume { partition: "/dev/sda2".into(), name: "@srv".into() }],
+        [&Item::Subvolume {
+            partition: "/dev/sda2".into(),
+            name: "@srv".into()
+        }],
         "{}",
         ex.report
     );
-    assert!(ex.report.items.iter().any(|i| matches!(&i.item, Item::Subvolume { name, .. } if name == "@home") && i.action == Action::Keep));
+    assert!(ex.report.items.iter().any(
+        |i| matches!(&i.item, Item::Subvolume { name, .. } if name == "@home")
+            && i.action == Action::Keep
+    ));
     assert_clean(&img, dir.path());
 
     // The ESP file written before is still there (nothing was reformatted).
-    let ex = execute(&plan2, &targets, &ExecOptions { mount_at: Some(root.clone()), ..ExecOptions::default() }).unwrap();
+    let ex = execute(
+        &plan2,
+        &targets,
+        &ExecOptions {
+            mount_at: Some(root.clone()),
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap();
     assert!(ex.report.nothing_to_do(), "{}", ex.report);
     let mt = ex.mounted.unwrap();
-    assert_eq!(mt.open_esp().unwrap().read_file("EFI/BOOT/BOOTX64.EFI").unwrap(), b"stub");
+    assert_eq!(
+        mt.open_esp()
+            .unwrap()
+            .read_file("EFI/BOOT/BOOTX64.EFI")
+            .unwrap(),
+        b"stub"
+    );
     assert!(root.join("srv").is_dir());
     mt.close().unwrap();
     assert_clean(&img, dir.path());
 }
 
 fn safety(err: &anyhow::Error) -> &SafetyError {
-    err.downcast_ref::<SafetyError>().unwrap_or_else(|| panic!("not a refusal: {err:#}"))
+    err.downcast_ref::<SafetyError>()
+        .unwrap_or_else(|| panic!("not a refusal: {err:#}"))
 }
 
 #[test]
@@ -169,13 +277,20 @@ fn refusals_leave_the_image_unchanged() {
     let img = sparse_image(dir.path(), "r.img", 20 * GIB);
     let plan = plan_for(&server_spec(Firmware::Uefi, 200), 20 * GIB);
     let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
-    let yes = ExecOptions { consent: true, ..ExecOptions::default() };
+    let yes = ExecOptions {
+        consent: true,
+        ..ExecOptions::default()
+    };
     execute(&plan, &targets, &yes).unwrap();
     assert_clean(&img, dir.path());
 
     // A mounted partition of the image.
     let other = plan_for(&server_spec(Firmware::Uefi, 201), 20 * GIB);
-    let lo = Task::new("losetup").args(["--find", "--show", "--partscan"]).arg(&img).read().unwrap();
+    let lo = Task::new("losetup")
+        .args(["--find", "--show", "--partscan"])
+        .arg(&img)
+        .read()
+        .unwrap();
     let lo = lo.trim().to_string();
     let mnt = dir.path().join("m");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -190,7 +305,11 @@ fn refusals_leave_the_image_unchanged() {
     .unwrap();
     drop(lo_file);
     let part = nodes[0].path.display().to_string();
-    Task::new("mount").args(["-o", "ro", &part]).arg(&mnt).run().unwrap();
+    Task::new("mount")
+        .args(["-o", "ro", &part])
+        .arg(&mnt)
+        .run()
+        .unwrap();
     let before = image_hash(&img);
     let err = execute(&other, &targets, &yes).unwrap_err();
     Task::new("umount").arg(&mnt).run().unwrap();
@@ -198,13 +317,19 @@ fn refusals_leave_the_image_unchanged() {
         let _ = std::fs::remove_file(&part);
     }
     Task::new("losetup").args(["-d", &lo]).run().unwrap();
-    assert!(matches!(safety(&err), SafetyError::Mounted { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::Mounted { .. }),
+        "{err:#}"
+    );
     assert!(err.to_string().contains("unmount it first"), "{err}");
     assert_eq!(image_hash(&img), before);
 
     // No consent for a conflicting layout.
     let err = execute(&other, &targets, &ExecOptions::default()).unwrap_err();
-    assert!(matches!(safety(&err), SafetyError::NoConsent { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::NoConsent { .. }),
+        "{err:#}"
+    );
     assert_eq!(image_hash(&img), before);
 
     // Too small.
@@ -212,7 +337,10 @@ fn refusals_leave_the_image_unchanged() {
     let before_small = image_hash(&small);
     let t2 = TargetMap::from([("/dev/sda".to_string(), small.clone())]);
     let err = execute(&plan, &t2, &yes).unwrap_err();
-    assert!(matches!(safety(&err), SafetyError::TooSmall { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::TooSmall { .. }),
+        "{err:#}"
+    );
     assert_eq!(image_hash(&small), before_small);
 
     // The running system's disk.
@@ -220,7 +348,10 @@ fn refusals_leave_the_image_unchanged() {
         let before_vda = ends_hash(Path::new("/dev/vda"));
         let t3 = TargetMap::from([("/dev/sda".to_string(), "/dev/vda".into())]);
         let err = execute(&plan, &t3, &yes).unwrap_err();
-        assert!(matches!(safety(&err), SafetyError::RunningSystemDisk { .. }), "{err:#}");
+        assert!(
+            matches!(safety(&err), SafetyError::RunningSystemDisk { .. }),
+            "{err:#}"
+        );
         assert_eq!(ends_hash(Path::new("/dev/vda")), before_vda);
     }
     assert_eq!(image_hash(&img), before);
@@ -234,14 +365,90 @@ fn failure_after_partitioning_wipes_the_table_and_cleans_up() {
     let img = sparse_image(dir.path(), "f.img", 4 * GIB);
     let mut plan = plan_for(&server_spec(Firmware::Uefi, 300), 4 * GIB);
     // mkfs.btrfs refuses a label longer than 255 bytes.
-    plan.devices[0].partitions[1].filesystem.as_mut().unwrap().label = Some("x".repeat(300));
+    plan.devices[0].partitions[1]
+        .filesystem
+        .as_mut()
+        .unwrap()
+        .label = Some("x".repeat(300));
     let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
     let root = dir.path().join("t");
-    let opts = ExecOptions { consent: true, mount_at: Some(root), ..ExecOptions::default() };
+    let opts = ExecOptions {
+        consent: true,
+        mount_at: Some(root),
+        ..ExecOptions::default()
+    };
     let err = execute(&plan, &targets, &opts).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("was wiped again") && msg.contains("mkfs.btrfs"), "{msg}");
+    assert!(
+        msg.contains("was wiped again") && msg.contains("mkfs.btrfs"),
+        "{msg}"
+    );
     let mut f = std::fs::File::open(&img).unwrap();
     assert_eq!(partition::read_table(&mut f).unwrap(), FoundTable::None);
+    assert_clean(&img, dir.path());
+}
+
+#[test]
+#[ignore = "privileged: loop devices"]
+fn msdos_with_swap_and_ext4() {
+    use opdbus_installer::disk::layout::{DeviceSpec, FsSpec, LayoutSpec, PartitionSpec};
+    use opdbus_installer::disk::plan::{FsKind, PartRole, TableKind};
+    use opdbus_installer::disk::{SizeSpec, UuidSource};
+    let fs = |kind, mount: Option<&str>| FsSpec {
+        kind,
+        label: Some("t".into()),
+        mount: mount.map(Into::into),
+        subvol: None,
+        mount_options: vec![],
+        subvolumes: vec![],
+    };
+    let spec = LayoutSpec {
+        firmware: Firmware::Bios,
+        uuids: UuidSource::Random,
+        devices: vec![DeviceSpec {
+            key: "/dev/vdb".into(),
+            table: TableKind::Msdos,
+            partitions: vec![
+                PartitionSpec {
+                    number: None,
+                    size: SizeSpec::parse("256M").unwrap(),
+                    role: PartRole::Swap,
+                    label: None,
+                    filesystem: Some(fs(FsKind::Swap, None)),
+                },
+                PartitionSpec {
+                    number: None,
+                    size: SizeSpec::Remaining,
+                    role: PartRole::Linux,
+                    label: None,
+                    filesystem: Some(fs(FsKind::Ext4, Some("/"))),
+                },
+            ],
+        }],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "m.img", 2 * GIB);
+    let plan = plan_for(&spec, 2 * GIB);
+    let targets = TargetMap::from([("/dev/vdb".to_string(), img.clone())]);
+    let root = dir.path().join("t");
+    let opts = ExecOptions {
+        consent: true,
+        mount_at: Some(root.clone()),
+        ..ExecOptions::default()
+    };
+    let mt = execute(&plan, &targets, &opts).unwrap().mounted.unwrap();
+    for (i, kind) in [(0, "swap"), (1, "ext4")] {
+        let p = &plan.devices[0].partitions[i];
+        let node = mt.partition_device(&p.key).unwrap();
+        let out = Task::new("blkid").args(["-p", "-o", "export"]).arg(node).read().unwrap();
+        let uuid = &p.filesystem.as_ref().unwrap().uuid;
+        assert!(out.contains(&format!("UUID={uuid}")) && out.contains(&format!("TYPE={kind}")), "{out}");
+    }
+    let out = Task::new("findmnt").args(["-rn", "-o", "FSTYPE"]).arg(&root).read().unwrap();
+    assert_eq!(out.trim(), "ext4");
+    mt.close().unwrap();
+    assert_clean(&img, dir.path());
+    let ex = execute(&plan, &targets, &ExecOptions::default()).unwrap();
+    assert!(ex.report.nothing_to_do(), "{}", ex.report);
     assert_clean(&img, dir.path());
 }

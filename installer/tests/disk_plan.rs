@@ -18,8 +18,14 @@ fn sizes_parse() {
     assert_eq!(SizeSpec::parse("2GiB").unwrap(), SizeSpec::Bytes(2 * GIB));
     assert_eq!(SizeSpec::parse("remaining").unwrap(), SizeSpec::Remaining);
     assert_eq!(SizeSpec::parse("4096").unwrap(), SizeSpec::Bytes(4096));
-    assert!(matches!(SizeSpec::parse("12Q"), Err(LayoutError::BadSize(_))));
-    assert!(matches!(SizeSpec::parse("0M"), Err(LayoutError::BadSize(_))));
+    assert!(matches!(
+        SizeSpec::parse("12Q"),
+        Err(LayoutError::BadSize(_))
+    ));
+    assert!(matches!(
+        SizeSpec::parse("0M"),
+        Err(LayoutError::BadSize(_))
+    ));
 }
 
 #[test]
@@ -72,7 +78,11 @@ fn bios_boot_partition_is_added_for_bios_and_both() {
         assert_eq!((parts[1].number, parts[1].start), (1, 2 * MIB));
         assert_eq!((parts[2].number, parts[2].start), (2, 514 * MIB));
         // Mounts still point at the right partitions.
-        let efi = plan.mounts.iter().find(|m| m.path.as_os_str() == "/boot/efi").unwrap();
+        let efi = plan
+            .mounts
+            .iter()
+            .find(|m| m.path.as_os_str() == "/boot/efi")
+            .unwrap();
         assert_eq!(efi.partition, "/dev/sda1");
     }
     // msdos: no BIOS boot partition (the MBR gap holds GRUB).
@@ -89,7 +99,8 @@ fn bios_boot_partition_is_added_for_bios_and_both() {
 fn remaining_must_be_last() {
     let mut spec = server_spec(Firmware::Uefi, 1);
     spec.devices[0].partitions.swap(0, 1);
-    let err = plan_layout(&spec, &BTreeMap::from([("/dev/sda".to_string(), 20 * GIB)])).unwrap_err();
+    let err =
+        plan_layout(&spec, &BTreeMap::from([("/dev/sda".to_string(), 20 * GIB)])).unwrap_err();
     assert_eq!(
         err,
         LayoutError::RemainingNotLast {
@@ -103,7 +114,11 @@ fn remaining_must_be_last() {
 #[test]
 fn too_small_disk_is_an_error() {
     let spec = server_spec(Firmware::Both, 1);
-    let err = plan_layout(&spec, &BTreeMap::from([("/dev/sda".to_string(), 512 * MIB)])).unwrap_err();
+    let err = plan_layout(
+        &spec,
+        &BTreeMap::from([("/dev/sda".to_string(), 512 * MIB)]),
+    )
+    .unwrap_err();
     // 1 MiB lead-in + 1 MiB BIOS boot + 512 MiB ESP + 1 MiB minimum root + backup.
     assert_eq!(
         err,
@@ -123,7 +138,10 @@ fn other_layout_errors() {
     let sizes = BTreeMap::from([("/dev/sda".to_string(), 20 * GIB)]);
     let mut spec = server_spec(Firmware::Uefi, 1);
     spec.devices[0].partitions[1].number = Some(3);
-    assert!(matches!(plan_layout(&spec, &sizes), Err(LayoutError::NumberGap { number: 2, .. })));
+    assert!(matches!(
+        plan_layout(&spec, &sizes),
+        Err(LayoutError::NumberGap { number: 2, .. })
+    ));
     let mut spec = server_spec(Firmware::Uefi, 1);
     spec.devices[0].table = TableKind::Msdos;
     spec.devices[0].partitions.insert(
@@ -136,7 +154,10 @@ fn other_layout_errors() {
             filesystem: None,
         },
     );
-    assert!(matches!(plan_layout(&spec, &sizes), Err(LayoutError::RoleNeedsGpt { .. })));
+    assert!(matches!(
+        plan_layout(&spec, &sizes),
+        Err(LayoutError::RoleNeedsGpt { .. })
+    ));
     let mut spec = server_spec(Firmware::Uefi, 1);
     let fs = spec.devices[0].partitions[1].filesystem.as_mut().unwrap();
     fs.subvolumes.push(subvol("@var/lib", None));
@@ -149,25 +170,52 @@ fn other_layout_errors() {
 #[test]
 fn mounts_parents_first_and_compress_only_on_first_mount() {
     let plan = plan_for(&server_spec(Firmware::Uefi, 1), 20 * GIB);
-    let paths: Vec<String> = plan.mounts.iter().map(|m| m.path.display().to_string()).collect();
+    let paths: Vec<String> = plan
+        .mounts
+        .iter()
+        .map(|m| m.path.display().to_string())
+        .collect();
     assert_eq!(
         paths,
-        ["/", "/home", "/boot/efi", "/var/log", "/var/lib/blockchain", "/var/lib/vm"]
+        [
+            "/",
+            "/home",
+            "/boot/efi",
+            "/var/log",
+            "/var/lib/blockchain",
+            "/var/lib/vm"
+        ]
     );
     let opts: Vec<String> = plan.mounts.iter().map(|m| m.option_string()).collect();
     assert_eq!(opts[0], "subvol=@,compress=zstd:3");
     assert_eq!(opts[1], "subvol=@home");
-    assert!(opts.iter().skip(1).all(|o| !o.contains("compress")), "{opts:?}");
+    assert!(
+        opts.iter().skip(1).all(|o| !o.contains("compress")),
+        "{opts:?}"
+    );
     let fsp = plan.devices[0].partitions[1].filesystem.as_ref().unwrap();
     assert_eq!(fsp.default_subvolume.as_deref(), Some("@"));
-    assert!(fsp.subvolumes.iter().any(|s| s.name == "@vm" && s.nodatacow));
+    assert!(fsp
+        .subvolumes
+        .iter()
+        .any(|s| s.name == "@vm" && s.nodatacow));
 }
 
 #[test]
 fn fstab_names_filesystems_by_uuid() {
     let plan = plan_for(&server_spec(Firmware::Uefi, 7), 20 * GIB);
-    let esp = plan.devices[0].partitions[0].filesystem.as_ref().unwrap().uuid.clone();
-    let root = plan.devices[0].partitions[1].filesystem.as_ref().unwrap().uuid.clone();
+    let esp = plan.devices[0].partitions[0]
+        .filesystem
+        .as_ref()
+        .unwrap()
+        .uuid
+        .clone();
+    let root = plan.devices[0].partitions[1]
+        .filesystem
+        .as_ref()
+        .unwrap()
+        .uuid
+        .clone();
     assert_eq!(esp.len(), 9, "{esp}");
     let expected = format!(
         "# /etc/fstab: written by op-dbus-install\n\
@@ -227,8 +275,14 @@ fn swap_and_ext4_get_fstab_lines() {
     let swap = d.partitions[0].filesystem.as_ref().unwrap().uuid.clone();
     let data = d.partitions[1].filesystem.as_ref().unwrap().uuid.clone();
     let text = fstab(&plan);
-    assert!(text.contains(&format!("UUID={data} /srv ext4 noatime 0 2\n")), "{text}");
-    assert!(text.ends_with(&format!("UUID={swap} none swap sw 0 0\n")), "{text}");
+    assert!(
+        text.contains(&format!("UUID={data} /srv ext4 noatime 0 2\n")),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!("UUID={swap} none swap sw 0 0\n")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -241,7 +295,8 @@ fn uuids_are_seeded_or_random() {
     let c = plan_for(&spec, 20 * GIB);
     let d = plan_for(&spec, 20 * GIB);
     assert_ne!(c.devices[0].disk_guid, d.devices[0].disk_guid);
-    let u = uuid::Uuid::parse_str(&c.devices[0].partitions[1].filesystem.as_ref().unwrap().uuid).unwrap();
+    let u = uuid::Uuid::parse_str(&c.devices[0].partitions[1].filesystem.as_ref().unwrap().uuid)
+        .unwrap();
     assert_eq!(u.get_version_num(), 4);
 }
 

@@ -32,7 +32,11 @@ fn gpt_is_written_and_read_back_by_crate_sgdisk_and_sfdisk() {
     let mut f = std::fs::File::open(&img).unwrap();
     let found = partition::read_table(&mut f).unwrap();
     assert!(found.matches(dev), "{found:?}");
-    let FoundTable::Gpt { disk_guid, partitions } = &found else {
+    let FoundTable::Gpt {
+        disk_guid,
+        partitions,
+    } = &found
+    else {
         panic!("not GPT: {found:?}")
     };
     assert_eq!(Some(*disk_guid), dev.disk_guid);
@@ -44,15 +48,27 @@ fn gpt_is_written_and_read_back_by_crate_sgdisk_and_sfdisk() {
     assert!(out.contains("No problems found"), "{out}");
     let out = Task::new("sgdisk").arg("-p").arg(&img).read().unwrap();
     // Number, start sector, end sector, size, code, name.
-    assert!(out.contains("   1            4096         1052671   512.0 MiB   EF00  esp"), "{out}");
-    assert!(out.contains("   3            2048            4095   1024.0 KiB  EF02  bios_boot"), "{out}");
-    assert!(out.contains("   2         1052672        41940991   19.5 GiB    8300  linux"), "{out}");
+    assert!(
+        out.contains("   1            4096         1052671   512.0 MiB   EF00  esp"),
+        "{out}"
+    );
+    assert!(
+        out.contains("   3            2048            4095   1024.0 KiB  EF02  bios_boot"),
+        "{out}"
+    );
+    assert!(
+        out.contains("   2         1052672        41940991   19.5 GiB    8300  linux"),
+        "{out}"
+    );
 
     let json = Task::new("sfdisk").arg("--json").arg(&img).read().unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let pt = &v["partitiontable"];
     assert_eq!(pt["label"], "gpt");
-    assert_eq!(pt["id"].as_str().unwrap().to_lowercase(), disk_guid.to_string());
+    assert_eq!(
+        pt["id"].as_str().unwrap().to_lowercase(),
+        disk_guid.to_string()
+    );
     let parts = pt["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3);
     // sfdisk lists by entry number: 1 ESP, 2 root, 3 BIOS boot.
@@ -85,10 +101,19 @@ fn msdos_table_is_written_and_read_back() {
     assert_eq!(pt["label"], "dos");
     let parts = pt["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2);
-    assert_eq!((parts[0]["start"].as_u64(), parts[0]["type"].as_str()), (Some(2048), Some("ef")));
+    assert_eq!(
+        (parts[0]["start"].as_u64(), parts[0]["type"].as_str()),
+        (Some(2048), Some("ef"))
+    );
     assert_eq!(parts[0]["bootable"], true);
-    assert_eq!((parts[1]["start"].as_u64(), parts[1]["type"].as_str()), (Some(2048 + 512 * 2048), Some("83")));
-    assert_eq!(parts[1]["size"].as_u64(), Some(4 * 1024 * 2048 - 2048 - 512 * 2048));
+    assert_eq!(
+        (parts[1]["start"].as_u64(), parts[1]["type"].as_str()),
+        (Some(2048 + 512 * 2048), Some("83"))
+    );
+    assert_eq!(
+        parts[1]["size"].as_u64(),
+        Some(4 * 1024 * 2048 - 2048 - 512 * 2048)
+    );
 }
 
 #[test]
@@ -97,11 +122,20 @@ fn wiped_table_is_gone() {
     let img = sparse_image(dir.path(), "w.img", GIB);
     let plan = plan_for(&server_spec(Firmware::Uefi, 13), GIB);
     write_plan_table(&img, &plan);
-    let mut f = OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
     partition::wipe_table(&mut f).unwrap();
     assert_eq!(partition::read_table(&mut f).unwrap(), FoundTable::None);
     let out = Task::new("sfdisk").arg("--json").arg(&img).output();
-    assert!(out.is_err() || String::from_utf8_lossy(&out.unwrap().stdout).trim().is_empty());
+    assert!(
+        out.is_err()
+            || String::from_utf8_lossy(&out.unwrap().stdout)
+                .trim()
+                .is_empty()
+    );
 }
 
 #[test]
@@ -112,25 +146,38 @@ fn esp_is_formatted_written_and_passes_fsck() {
     write_plan_table(&img, &plan);
     let p = &plan.devices[0].partitions[0];
     let uuid = p.filesystem.as_ref().unwrap().uuid.clone();
-    let loc = EspLocation { disk: img.clone(), start: p.start, size: p.size };
+    let loc = EspLocation {
+        disk: img.clone(),
+        start: p.start,
+        size: p.size,
+    };
     esp::format(&loc, &uuid, Some("EFI")).unwrap();
     let e = Esp::open(&loc).unwrap();
-    e.write_file("EFI/BOOT/BOOTX64.EFI", b"not really an EFI binary").unwrap();
+    e.write_file("EFI/BOOT/BOOTX64.EFI", b"not really an EFI binary")
+        .unwrap();
     e.mkdir_all("loader/entries").unwrap();
     e.write_file("loader/loader.conf", b"timeout 3\n").unwrap();
     e.close().unwrap();
 
     // Read back in a fresh handle.
     let e = Esp::open(&loc).unwrap();
-    assert_eq!(e.read_file("/EFI/BOOT/BOOTX64.EFI").unwrap(), b"not really an EFI binary");
+    assert_eq!(
+        e.read_file("/EFI/BOOT/BOOTX64.EFI").unwrap(),
+        b"not really an EFI binary"
+    );
     assert!(e.exists("loader/entries"));
     e.close().unwrap();
 
     // Our probe sees FAT32 with the plan's serial; the table is intact.
     let mut f = std::fs::File::open(&img).unwrap();
     let found = fs::probe(&mut f, p.start, p.size).unwrap().unwrap();
-    assert_eq!((found.kind, found.uuid.as_str()), (FsKind::Vfat, uuid.as_str()));
-    assert!(partition::read_table(&mut f).unwrap().matches(&plan.devices[0]));
+    assert_eq!(
+        (found.kind, found.uuid.as_str()),
+        (FsKind::Vfat, uuid.as_str())
+    );
+    assert!(partition::read_table(&mut f)
+        .unwrap()
+        .matches(&plan.devices[0]));
 
     // fsck.fat on a copy of the byte range; blkid agrees on the serial.
     let copy = dir.path().join("esp.fat");
@@ -142,14 +189,27 @@ fn esp_is_formatted_written_and_passes_fsck() {
         .arg(format!("count={}", p.size / MIB))
         .run()
         .unwrap();
-    let fsck = std::process::Command::new("fsck.fat").arg("-n").arg(&copy).output().unwrap();
+    let fsck = std::process::Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&copy)
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&fsck.stdout).into_owned();
-    if !fsck.status.success() { let _ = std::fs::copy(&copy, "/tmp/esp-debug.fat"); }
+    if !fsck.status.success() {
+        let _ = std::fs::copy(&copy, "/tmp/esp-debug.fat");
+    }
     assert!(fsck.status.success(), "fsck.fat -n failed: {out}");
     assert!(out.contains("files"), "{out}");
-    let out = Task::new("blkid").args(["-p", "-o", "export"]).arg(&copy).read().unwrap();
+    let out = Task::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(&copy)
+        .read()
+        .unwrap();
     assert!(out.contains(&format!("UUID={uuid}")), "{out}");
-    assert!(out.contains("TYPE=vfat") && out.contains("LABEL=EFI"), "{out}");
+    assert!(
+        out.contains("TYPE=vfat") && out.contains("LABEL=EFI"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -163,7 +223,11 @@ fn inspect_reports_table_and_filesystems() {
 
     write_plan_table(&img, &plan);
     let p = &plan.devices[0].partitions[0];
-    let loc = EspLocation { disk: img.clone(), start: p.start, size: p.size };
+    let loc = EspLocation {
+        disk: img.clone(),
+        start: p.start,
+        size: p.size,
+    };
     esp::format(&loc, &p.filesystem.as_ref().unwrap().uuid, None).unwrap();
     let ins = inspect(&plan, &targets).unwrap();
     assert_eq!(ins[0].table, ItemStatus::Present);
@@ -177,19 +241,32 @@ fn inspect_reports_table_and_filesystems() {
     assert_eq!(ins[0].filesystems[&1], ItemStatus::Conflicting);
     // Another layout: the table conflicts.
     let other = plan_for(&server_spec(Firmware::Both, 15), 2 * GIB);
-    assert_eq!(inspect(&other, &targets).unwrap()[0].table, ItemStatus::Conflicting);
+    assert_eq!(
+        inspect(&other, &targets).unwrap()[0].table,
+        ItemStatus::Conflicting
+    );
 
     // Dry run reports and writes nothing.
     let before = image_hash(&img);
-    let opts = ExecOptions { dry_run: true, ..ExecOptions::default() };
+    let opts = ExecOptions {
+        dry_run: true,
+        ..ExecOptions::default()
+    };
     let ex = execute(&other, &targets, &opts).unwrap();
     assert!(!ex.report.nothing_to_do());
-    assert!(ex.report.to_string().contains("would replace: partition table of /dev/sda"), "{}", ex.report);
+    assert!(
+        ex.report
+            .to_string()
+            .contains("would replace: partition table of /dev/sda"),
+        "{}",
+        ex.report
+    );
     assert_eq!(image_hash(&img), before);
 }
 
 fn safety(err: &anyhow::Error) -> &SafetyError {
-    err.downcast_ref::<SafetyError>().unwrap_or_else(|| panic!("not a refusal: {err:#}"))
+    err.downcast_ref::<SafetyError>()
+        .unwrap_or_else(|| panic!("not a refusal: {err:#}"))
 }
 
 #[test]
@@ -203,21 +280,33 @@ fn running_system_disk_is_refused_first() {
     assert!(root.contains("vda"), "root is on {root:?}");
     // Even with a size requirement it can't meet, the root-disk refusal wins.
     let err = blockdev::check_target(vda, u64::MAX).unwrap_err();
-    assert!(matches!(err, SafetyError::RunningSystemDisk { ref disk, .. } if disk == "vda"), "{err}");
+    assert!(
+        matches!(err, SafetyError::RunningSystemDisk { ref disk, .. } if disk == "vda"),
+        "{err}"
+    );
     assert!(err.to_string().contains("choose another disk"), "{err}");
     // A partition of it too.
     if Path::new("/dev/vda1").exists() {
         let err = blockdev::check_target(Path::new("/dev/vda1"), 0).unwrap_err();
-        assert!(matches!(err, SafetyError::RunningSystemDisk { .. }), "{err}");
+        assert!(
+            matches!(err, SafetyError::RunningSystemDisk { .. }),
+            "{err}"
+        );
     }
 
     // execute() with consent refuses and writes nothing.
     let before = ends_hash(vda);
     let plan = plan_for(&server_spec(Firmware::Uefi, 17), 20 * GIB);
     let targets = TargetMap::from([("/dev/sda".to_string(), vda.to_path_buf())]);
-    let opts = ExecOptions { consent: true, ..ExecOptions::default() };
+    let opts = ExecOptions {
+        consent: true,
+        ..ExecOptions::default()
+    };
     let err = execute(&plan, &targets, &opts).unwrap_err();
-    assert!(matches!(safety(&err), SafetyError::RunningSystemDisk { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::RunningSystemDisk { .. }),
+        "{err:#}"
+    );
     assert_eq!(ends_hash(vda), before, "/dev/vda changed");
 }
 
@@ -230,7 +319,10 @@ fn refusals_on_images_leave_them_untouched() {
     let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
     let before = image_hash(&img);
     let err = execute(&plan, &targets, &ExecOptions::default()).unwrap_err();
-    assert!(matches!(safety(&err), SafetyError::NoConsent { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::NoConsent { .. }),
+        "{err:#}"
+    );
     assert!(err.to_string().contains("--yes"), "{err}");
     assert_eq!(image_hash(&img), before);
 
@@ -238,15 +330,24 @@ fn refusals_on_images_leave_them_untouched() {
     let small = sparse_image(dir.path(), "s.img", GIB);
     let targets = TargetMap::from([("/dev/sda".to_string(), small.clone())]);
     let before = image_hash(&small);
-    let opts = ExecOptions { consent: true, ..ExecOptions::default() };
+    let opts = ExecOptions {
+        consent: true,
+        ..ExecOptions::default()
+    };
     let err = execute(&plan, &targets, &opts).unwrap_err();
-    assert!(matches!(safety(&err), SafetyError::TooSmall { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::TooSmall { .. }),
+        "{err:#}"
+    );
     assert_eq!(image_hash(&small), before);
 
     // Neither a block device nor a file.
     let targets = TargetMap::from([("/dev/sda".to_string(), dir.path().to_path_buf())]);
     let err = execute(&plan, &targets, &opts).unwrap_err();
-    assert!(matches!(safety(&err), SafetyError::NotBlockOrFile { .. }), "{err:#}");
+    assert!(
+        matches!(safety(&err), SafetyError::NotBlockOrFile { .. }),
+        "{err:#}"
+    );
 
     // Unmapped device.
     let err = execute(&plan, &TargetMap::new(), &opts).unwrap_err();

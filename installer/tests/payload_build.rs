@@ -41,7 +41,12 @@ fn bookworm_payload_has_kernel_systemd_btrfs_and_extracts() {
     let mut os_release = String::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+        let path = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         if path == "etc/os-release" || path == "usr/lib/os-release" {
             let mut text = String::new();
             entry.read_to_string(&mut text).unwrap();
@@ -56,7 +61,10 @@ fn bookworm_payload_has_kernel_systemd_btrfs_and_extracts() {
     for p in ["usr/lib/systemd/systemd", "usr/bin/btrfs", "etc/os-release"] {
         assert!(paths.contains(p), "{p} missing from the payload");
     }
-    assert!(os_release.contains("VERSION_CODENAME=bookworm"), "{os_release}");
+    assert!(
+        os_release.contains("VERSION_CODENAME=bookworm"),
+        "{os_release}"
+    );
     assert!(
         !paths.iter().any(|p| p.starts_with("usr/share/man/man1/")),
         "man pages should be excluded"
@@ -69,13 +77,17 @@ fn bookworm_payload_has_kernel_systemd_btrfs_and_extracts() {
     assert!(report.entries as usize >= paths.len() - 1);
     let systemd = fs::metadata(root.join("usr/lib/systemd/systemd")).unwrap();
     assert!(systemd.is_file() && systemd.mode() & 0o111 != 0);
-    assert_eq!(fs::read_link(root.join("bin")).unwrap(), PathBuf::from("usr/bin"));
+    assert_eq!(
+        fs::read_link(root.join("bin")).unwrap(),
+        PathBuf::from("usr/bin")
+    );
     let null = fs::symlink_metadata(root.join("dev/null"));
     if let Ok(null) = null {
         assert!(null.file_type().is_char_device());
     }
     // A second build with the same spec comes from the cache.
-    let again = build_payload(&spec, &dir.path().join("again.tar.zst"), Some(&cache_dir())).unwrap();
+    let again =
+        build_payload(&spec, &dir.path().join("again.tar.zst"), Some(&cache_dir())).unwrap();
     assert!(again.from_cache);
     assert_eq!(again.sha256, info.sha256);
 }

@@ -40,7 +40,10 @@ fn write_payload(path: &Path, fill: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> 
 }
 
 fn me() -> (u32, u32) {
-    (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
 }
 
 fn common_entries(b: &mut tar::Builder<Vec<u8>>, uid: u32, gid: u32) {
@@ -62,7 +65,8 @@ fn common_entries(b: &mut tar::Builder<Vec<u8>>, uid: u32, gid: u32) {
     let mut h = header(tar::EntryType::Link, 0o754, uid, gid);
     b.append_link(&mut h, "./etc/hard", "./etc/tool").unwrap();
     let mut h = header(tar::EntryType::Fifo, 0o640, uid, gid);
-    b.append_data(&mut h, "./etc/fifo", std::io::empty()).unwrap();
+    b.append_data(&mut h, "./etc/fifo", std::io::empty())
+        .unwrap();
     // A read-only directory listed before its content: applied last.
     dir(b, "./ro/", 0o500);
     let mut h = header(tar::EntryType::Regular, 0o600, uid, gid);
@@ -94,7 +98,10 @@ fn extraction_keeps_modes_links_xattrs_and_fifos() {
     );
 
     let link = root.join("etc/link");
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(fs::read_link(&link).unwrap(), Path::new("tool"));
 
     let hard = fs::symlink_metadata(root.join("etc/hard")).unwrap();
@@ -102,7 +109,11 @@ fn extraction_keeps_modes_links_xattrs_and_fifos() {
     assert_eq!(hard.nlink(), 2);
 
     let fifo = fs::symlink_metadata(root.join("etc/fifo")).unwrap();
-    assert!(fifo.file_type().is_fifo(), "fifo became {:?}", fifo.file_type());
+    assert!(
+        fifo.file_type().is_fifo(),
+        "fifo became {:?}",
+        fifo.file_type()
+    );
     assert_eq!(fifo.mode() & 0o7777, 0o640);
     assert_eq!(fifo.mtime(), MTIME as i64);
 
@@ -140,7 +151,8 @@ fn noisy_payload(path: &Path) -> String {
         for i in 0..4 {
             let mut h = header(tar::EntryType::Regular, 0o644, uid, gid);
             h.set_size(data.len() as u64);
-            b.append_data(&mut h, format!("blob{i}"), &data[..]).unwrap();
+            b.append_data(&mut h, format!("blob{i}"), &data[..])
+                .unwrap();
         }
     })
 }
@@ -235,12 +247,14 @@ fn extraction_keeps_device_nodes_and_ownership() {
         let mut h = header(tar::EntryType::Char, 0o666, 0, 0);
         h.set_device_major(1).unwrap();
         h.set_device_minor(3).unwrap();
-        b.append_data(&mut h, "./dev/null", std::io::empty()).unwrap();
+        b.append_data(&mut h, "./dev/null", std::io::empty())
+            .unwrap();
         let mut h = header(tar::EntryType::Regular, 0o4750, 1234, 5678);
         h.set_size(1);
         b.append_data(&mut h, "./usr/bin/suid", &b"x"[..]).unwrap();
         let mut h = header(tar::EntryType::Symlink, 0o777, 4321, 8765);
-        b.append_link(&mut h, "./usr/bin/owned-link", "suid").unwrap();
+        b.append_link(&mut h, "./usr/bin/owned-link", "suid")
+            .unwrap();
     });
     let root = dir.path().join("target");
     extract_payload(&payload, &ExpectedSha256::Sidecar, &root, false).unwrap();

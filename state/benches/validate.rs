@@ -55,7 +55,8 @@ fn main() {
     let text = big_state(1 << 20);
     let runs = 15;
     // Sanity: the generated state is valid, warning-free.
-    let loaded = opdbus_state::parse_str(&text, "bench.json").expect("the generated state is valid");
+    let loaded =
+        opdbus_state::parse_str(&text, "bench.json").expect("the generated state is valid");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings.first());
     let n = loaded.state.network_spec().interfaces.len();
 
@@ -82,15 +83,36 @@ fn main() {
     let last = format!("/plugins/users/accounts/user{}/uid", n - 1);
     let located = median(
         || {
-            std::hint::black_box(opdbus_state::position::Positions::scan_for(&text, &[last.as_str()]));
+            std::hint::black_box(opdbus_state::position::Positions::scan_for(
+                &text,
+                &[last.as_str()],
+            ));
         },
         runs,
     );
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("state: {} bytes, {n} interfaces, as many units and accounts; median of {runs} runs", text.len());
-    println!("serde_json::Value parse (baseline): {:8.2} ms", ms(baseline));
-    println!("opdbus_state::parse_str (parse+validate): {:8.2} ms", ms(full));
-    println!("ratio parse+validate / baseline: {:.2}", ms(full) / ms(baseline));
-    println!("position scan, every value (not used by parse_str): {:8.2} ms", ms(scan));
-    println!("position scan for one pointer (done when reporting): {:8.2} ms", ms(located));
+    println!(
+        "state: {} bytes, {n} interfaces, as many units and accounts; median of {runs} runs",
+        text.len()
+    );
+    println!(
+        "serde_json::Value parse (baseline): {:8.2} ms",
+        ms(baseline)
+    );
+    println!(
+        "opdbus_state::parse_str (parse+validate): {:8.2} ms",
+        ms(full)
+    );
+    println!(
+        "ratio parse+validate / baseline: {:.2}",
+        ms(full) / ms(baseline)
+    );
+    println!(
+        "position scan, every value (not used by parse_str): {:8.2} ms",
+        ms(scan)
+    );
+    println!(
+        "position scan for one pointer (done when reporting): {:8.2} ms",
+        ms(located)
+    );
 }

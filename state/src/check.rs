@@ -28,7 +28,9 @@ pub fn check_files<P: AsRef<Path>>(paths: &[P], strict: bool) -> Report {
         match std::fs::read_to_string(path) {
             Ok(text) => report.merge(check_text(&text, &file, strict)),
             Err(e) => {
-                report.lines.push(format!("{file}: cannot read the file: {e}"));
+                report
+                    .lines
+                    .push(format!("{file}: cannot read the file: {e}"));
                 report.ok = false;
             }
         }
@@ -48,7 +50,10 @@ pub fn check_text(text: &str, file: &str, strict: bool) -> Report {
             }
         }
     };
-    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diagnostics.len() - errors;
     let mut lines: Vec<String> = diagnostics.iter().map(|d| d.render(file)).collect();
     let ok = errors == 0 && (!strict || warnings == 0);

@@ -57,7 +57,11 @@ impl Diagnostic {
 /// Everything after `FILE:`.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pointer = if self.pointer.is_empty() { "/" } else { &self.pointer };
+        let pointer = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
         write!(f, "{}:{}: {}: ", self.line, self.column, pointer)?;
         if self.severity == Severity::Warning {
             f.write_str("warning: ")?;
@@ -105,7 +109,10 @@ mod tests {
 
     #[test]
     fn escapes_tokens() {
-        assert_eq!(pointer(&["devices", "/dev/sda", "a~b"]), "/devices/~1dev~1sda/a~0b");
+        assert_eq!(
+            pointer(&["devices", "/dev/sda", "a~b"]),
+            "/devices/~1dev~1sda/a~0b"
+        );
         assert_eq!(child("/x", 3), "/x/3");
     }
 
@@ -118,6 +125,9 @@ mod tests {
         }
         .with_hint("fix it");
         assert_eq!(d.render("s.json"), "s.json:3:7: /a/0: warning: bad; fix it");
-        assert_eq!(Diagnostic::new(Severity::Error, "", "x").render("f"), "f:0:0: /: x");
+        assert_eq!(
+            Diagnostic::new(Severity::Error, "", "x").render("f"),
+            "f:0:0: /: x"
+        );
     }
 }

@@ -13,14 +13,23 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ActiveState, BondMode, Dns, Interface, InterfaceType, IpBlock, LinkState, NetInterface, OvsPortSpec,
-    OvsPortType, Route, ServiceState, State, TimerSpec,
+    ActiveState, BondMode, Dns, Interface, InterfaceType, IpBlock, LinkState, NetInterface,
+    OvsPortSpec, OvsPortType, Route, ServiceState, State, TimerSpec,
 };
 
 /// Unit type suffixes systemd knows.
 pub const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".socket", ".timer", ".target", ".mount", ".automount", ".swap", ".path", ".slice",
-    ".scope", ".device",
+    ".service",
+    ".socket",
+    ".timer",
+    ".target",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".path",
+    ".slice",
+    ".scope",
+    ".device",
 ];
 
 /// Every interface of the state, whichever form declared it.
@@ -55,11 +64,24 @@ pub struct IfaceSpec {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum IfaceKind {
     Ethernet,
-    Bridge { ports: Vec<String> },
-    Bond { mode: Option<BondMode>, miimon: Option<u32>, slaves: Vec<String> },
-    Vlan { id: u16, base: String },
-    OvsBridge { ports: Vec<OvsPortSpec> },
-    Veth { peer: Option<String> },
+    Bridge {
+        ports: Vec<String>,
+    },
+    Bond {
+        mode: Option<BondMode>,
+        miimon: Option<u32>,
+        slaves: Vec<String>,
+    },
+    Vlan {
+        id: u16,
+        base: String,
+    },
+    OvsBridge {
+        ports: Vec<OvsPortSpec>,
+    },
+    Veth {
+        peer: Option<String>,
+    },
     Dummy,
 }
 
@@ -141,7 +163,9 @@ impl State {
     /// validated state.
     pub fn unit_specs(&self) -> BTreeMap<String, UnitTarget> {
         let mut out = BTreeMap::new();
-        let Some(sd) = &self.plugins.systemd else { return out };
+        let Some(sd) = &self.plugins.systemd else {
+            return out;
+        };
         for (name, s) in &sd.services {
             let t = match s.state {
                 ServiceState::Enabled => target(Some(true), Some(true), None),
@@ -155,22 +179,36 @@ impl State {
         for (name, u) in &sd.units {
             out.insert(
                 name.clone(),
-                target(u.enabled, u.active_state.map(|a| a == ActiveState::Active), u.masked),
+                target(
+                    u.enabled,
+                    u.active_state.map(|a| a == ActiveState::Active),
+                    u.masked,
+                ),
             );
         }
         for (name, c) in &sd.custom_units {
-            let mut t = target(c.enabled, c.active_state.map(|a| a == ActiveState::Active), None);
+            let mut t = target(
+                c.enabled,
+                c.active_state.map(|a| a == ActiveState::Active),
+                None,
+            );
             t.content = Some(c.content.clone());
             out.insert(name.clone(), t);
         }
         for (name, timer) in &sd.timers {
             let unit = timer_unit_name(name);
             let mut content = String::from("[Unit]\n");
-            let description = timer.description.clone().unwrap_or_else(|| format!("op-dbus timer {unit}"));
+            let description = timer
+                .description
+                .clone()
+                .unwrap_or_else(|| format!("op-dbus timer {unit}"));
             content.push_str(&format!("Description={description}\n\n[Timer]\n"));
             content.push_str(&format!("OnCalendar={}\n", timer.on_calendar));
             content.push_str(&format!("Persistent={}\n", timer.persistent));
-            content.push_str(&format!("Unit={}\n\n[Install]\nWantedBy=timers.target\n", timer_target(name, timer)));
+            content.push_str(&format!(
+                "Unit={}\n\n[Install]\nWantedBy=timers.target\n",
+                timer_target(name, timer)
+            ));
             let mut t = target(Some(timer.enabled), Some(timer.enabled), None);
             t.content = Some(content);
             out.insert(unit, t);
@@ -228,7 +266,9 @@ fn from_map(name: &str, i: &Interface, kind: InterfaceType) -> IfaceSpec {
             all.extend(i.bridge_ports.iter().map(|n| system_port(n)));
             IfaceKind::OvsBridge { ports: all }
         }
-        InterfaceType::Veth => IfaceKind::Veth { peer: i.peer.clone() },
+        InterfaceType::Veth => IfaceKind::Veth {
+            peer: i.peer.clone(),
+        },
         InterfaceType::Dummy => IfaceKind::Dummy,
     };
     IfaceSpec {
@@ -272,7 +312,9 @@ fn from_list(i: &NetInterface) -> IfaceSpec {
             base: i.base.clone().unwrap_or_default(),
         },
         InterfaceType::OvsBridge => IfaceKind::OvsBridge { ports },
-        InterfaceType::Veth => IfaceKind::Veth { peer: i.peer.clone() },
+        InterfaceType::Veth => IfaceKind::Veth {
+            peer: i.peer.clone(),
+        },
         InterfaceType::Dummy => IfaceKind::Dummy,
     };
     let (v4, v6) = (enabled(&i.ipv4), enabled(&i.ipv6));
@@ -292,8 +334,12 @@ fn from_list(i: &NetInterface) -> IfaceSpec {
         addresses,
         dhcp4: v4.is_some_and(|b| b.dhcp),
         dhcp6: v6.is_some_and(|b| b.dhcp),
-        gateway4: v4.and_then(|b| b.gateway.as_deref()).and_then(|g| g.parse().ok()),
-        gateway6: v6.and_then(|b| b.gateway.as_deref()).and_then(|g| g.parse().ok()),
+        gateway4: v4
+            .and_then(|b| b.gateway.as_deref())
+            .and_then(|g| g.parse().ok()),
+        gateway6: v6
+            .and_then(|b| b.gateway.as_deref())
+            .and_then(|g| g.parse().ok()),
         mtu: i.mtu,
         mac: None,
         dns,

@@ -41,8 +41,12 @@ impl Failure {
     /// The diagnostics, one rendered line each (a read error is one line too).
     pub fn lines(&self) -> Vec<String> {
         match self {
-            Failure::Read { file, source } => vec![format!("{file}: cannot read the file: {source}")],
-            Failure::Invalid { file, diagnostics } => diagnostics.iter().map(|d| d.render(file)).collect(),
+            Failure::Read { file, source } => {
+                vec![format!("{file}: cannot read the file: {source}")]
+            }
+            Failure::Invalid { file, diagnostics } => {
+                diagnostics.iter().map(|d| d.render(file)).collect()
+            }
         }
     }
 }
@@ -93,7 +97,8 @@ pub fn parse_only(text: &str) -> Result<State, Diagnostic> {
         serde_diagnostic(pointer, err.inner())
     })?;
     // Trailing characters after the document.
-    de.end().map_err(|err| serde_diagnostic(String::new(), &err))?;
+    de.end()
+        .map_err(|err| serde_diagnostic(String::new(), &err))?;
     Ok(state)
 }
 

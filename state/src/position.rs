@@ -217,7 +217,9 @@ impl Scanner<'_> {
 
     /// Whether the current pointer is, or is an ancestor of, a wanted one.
     fn is_wanted(&self) -> bool {
-        let Some(wanted) = self.wanted else { return true };
+        let Some(wanted) = self.wanted else {
+            return true;
+        };
         let p = self.ptr.as_str();
         wanted
             .iter()
@@ -316,11 +318,32 @@ mod tests {
         let p = Positions::scan(text);
         assert_eq!(p.value(""), Some(Pos { line: 1, column: 1 }));
         assert_eq!(p.key("/a~1b"), Some(Pos { line: 2, column: 3 }));
-        assert_eq!(p.value("/a~1b"), Some(Pos { line: 2, column: 10 }));
-        assert_eq!(p.value("/a~1b/0"), Some(Pos { line: 2, column: 11 }));
-        assert_eq!(p.value("/a~1b/1/x~0"), Some(Pos { line: 2, column: 21 }));
+        assert_eq!(
+            p.value("/a~1b"),
+            Some(Pos {
+                line: 2,
+                column: 10
+            })
+        );
+        assert_eq!(
+            p.value("/a~1b/0"),
+            Some(Pos {
+                line: 2,
+                column: 11
+            })
+        );
+        assert_eq!(
+            p.value("/a~1b/1/x~0"),
+            Some(Pos {
+                line: 2,
+                column: 21
+            })
+        );
         assert_eq!(p.value("/c"), Some(Pos { line: 3, column: 8 }));
-        assert_eq!(p.locate("/c/missing/deeper"), Some(Pos { line: 3, column: 8 }));
+        assert_eq!(
+            p.locate("/c/missing/deeper"),
+            Some(Pos { line: 3, column: 8 })
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ fn golden(path: &Path, actual: &str) -> Option<String> {
     if expected == actual {
         return None;
     }
-    let mut msg = format!("{} differs (UPDATE_GOLDEN=1 rewrites it):\n", path.display());
+    let mut msg = format!(
+        "{} differs (UPDATE_GOLDEN=1 rewrites it):\n",
+        path.display()
+    );
     let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
     for i in 0..e.len().max(a.len()) {
         match (e.get(i), a.get(i)) {
@@ -55,7 +58,12 @@ fn golden(path: &Path, actual: &str) -> Option<String> {
 }
 
 fn finish(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{} golden mismatch(es):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatch(es):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -67,7 +75,11 @@ fn valid_states_normalize_as_pinned() {
         let loaded = match opdbus_state::load(&dir.join("state.json")) {
             Ok(l) => l,
             Err(f) => {
-                failures.push(format!("{}: expected valid, got:\n{}", dir.display(), f.lines().join("\n")));
+                failures.push(format!(
+                    "{}: expected valid, got:\n{}",
+                    dir.display(),
+                    f.lines().join("\n")
+                ));
                 continue;
             }
         };
@@ -76,7 +88,9 @@ fn valid_states_normalize_as_pinned() {
             "units": loaded.state.unit_specs(),
             "warnings": loaded.warnings.iter().map(|d| d.render("state.json")).collect::<Vec<_>>(),
         });
-        let text = serde_json::to_string_pretty(&normalized).expect("serializing the normalized model") + "\n";
+        let text = serde_json::to_string_pretty(&normalized)
+            .expect("serializing the normalized model")
+            + "\n";
         failures.extend(golden(&dir.join("normalized.json"), &text));
     }
     finish(failures);
@@ -88,14 +102,24 @@ fn invalid_states_fail_with_pinned_lines() {
     let dirs = cases(&fixtures().join("invalid"));
     assert!(dirs.len() >= 30, "only {} invalid cases", dirs.len());
     for dir in dirs {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let text = fs::read_to_string(dir.join("state.json")).expect("reading state.json");
         let report = opdbus_state::check_text(&text, "state.json", name.starts_with("strict_"));
         if report.ok {
-            failures.push(format!("{name}: expected a failure, got: {:?}", report.lines));
+            failures.push(format!(
+                "{name}: expected a failure, got: {:?}",
+                report.lines
+            ));
             continue;
         }
-        failures.extend(golden(&dir.join("expected.txt"), &(report.lines.join("\n") + "\n")));
+        failures.extend(golden(
+            &dir.join("expected.txt"),
+            &(report.lines.join("\n") + "\n"),
+        ));
     }
     finish(failures);
 }
@@ -106,22 +130,36 @@ fn every_example_validates() {
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .expect("reading state-examples")
         .map(|e| e.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".schema.json"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.to_string_lossy().ends_with(".schema.json")
+        })
         .collect();
     files.sort();
     assert!(files.len() >= 9, "only {} examples", files.len());
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     for f in &files {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let text = fs::read_to_string(f).expect("reading example");
         match opdbus_state::parse_str(&text, &name) {
             Ok(l) => lines.extend(l.warnings.iter().map(|d| d.render(&name))),
             Err(e) => errors.push(e.lines().join("\n")),
         }
     }
-    assert!(errors.is_empty(), "examples with errors:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "examples with errors:\n{}",
+        errors.join("\n")
+    );
     let mut failures = Vec::new();
-    failures.extend(golden(&fixtures().join("examples-warnings.txt"), &(lines.join("\n") + "\n")));
+    failures.extend(golden(
+        &fixtures().join("examples-warnings.txt"),
+        &(lines.join("\n") + "\n"),
+    ));
     finish(failures);
 }

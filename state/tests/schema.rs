@@ -6,7 +6,9 @@ use std::path::Path;
 #[test]
 fn committed_schema_is_current() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/state.schema.json");
-    let generated = serde_json::to_string_pretty(&opdbus_state::schema()).expect("serializing the schema") + "\n";
+    let generated = serde_json::to_string_pretty(&opdbus_state::schema())
+        .expect("serializing the schema")
+        + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &generated).expect("writing state.schema.json");
         return;

@@ -43,14 +43,22 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_report(&report);
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Human summary: one line per action, one per plugin, failures last.
 pub fn print_report(report: &RunReport) {
     for p in &report.plugins {
         for a in &p.actions {
-            let detail = a.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            let detail = a
+                .detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
             println!("{:<9} {:<7} {}{detail}", p.plugin, a.result, a.description);
         }
         if p.outcome != PluginOutcome::Skipped {

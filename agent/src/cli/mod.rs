@@ -35,7 +35,12 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// Where the agent keeps its audit database, markers, status and checkpoints.
-    #[arg(long, global = true, default_value = "/var/lib/op-dbus", env = "OPDBUS_STATE_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/op-dbus",
+        env = "OPDBUS_STATE_DIR"
+    )]
     pub state_dir: PathBuf,
     /// OVSDB server socket, as unix:PATH.
     #[arg(long, global = true, default_value = "unix:/run/openvswitch/db.sock")]

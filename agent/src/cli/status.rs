@@ -29,7 +29,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let status = loop {
         let status = Status::read(&global.state_dir)?;
         let running = status.as_ref().is_none_or(|s| s.status == Phase::Running);
-        let timed_out = args.timeout.is_some_and(|t| start.elapsed() >= Duration::from_secs(t));
+        let timed_out = args
+            .timeout
+            .is_some_and(|t| start.elapsed() >= Duration::from_secs(t));
         if !args.wait || !running || timed_out {
             break status;
         }
@@ -47,7 +49,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         match &status {
             None => println!("status: not started"),
             Some(s) => {
-                println!("status: {}", serde_json::to_value(s.status)?.as_str().unwrap_or("?"));
+                println!(
+                    "status: {}",
+                    serde_json::to_value(s.status)?.as_str().unwrap_or("?")
+                );
                 for e in &s.errors {
                     println!("  {e}");
                 }

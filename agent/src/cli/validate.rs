@@ -21,5 +21,9 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     for line in &report.lines {
         println!("{line}");
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

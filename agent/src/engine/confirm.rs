@@ -50,7 +50,9 @@ pub fn confirm(state_dir: &Path) -> anyhow::Result<Option<String>> {
     let what = match std::fs::read_to_string(pending(state_dir)) {
         Ok(w) => w,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", pending(state_dir).display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", pending(state_dir).display()))
+        }
     };
     std::fs::write(ok(state_dir), "ok\n")
         .with_context(|| format!("writing {}", ok(state_dir).display()))?;

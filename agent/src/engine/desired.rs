@@ -17,10 +17,11 @@ pub struct DesiredState {
 impl DesiredState {
     /// Parses state.json text; `origin` names it in errors.
     pub fn from_json(text: &str, origin: &str) -> anyhow::Result<Self> {
-        let raw: serde_json::Value = serde_json::from_str(text)
-            .with_context(|| format!("parsing {origin} as JSON"))?;
-        let state: State = serde_json::from_value(raw.clone())
-            .with_context(|| format!("reading {origin} as state.json (run `op-dbus-agent validate {origin}`)"))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(text).with_context(|| format!("parsing {origin} as JSON"))?;
+        let state: State = serde_json::from_value(raw.clone()).with_context(|| {
+            format!("reading {origin} as state.json (run `op-dbus-agent validate {origin}`)")
+        })?;
         let hash = crate::audit::state_hash(&raw);
         Ok(Self { state, raw, hash })
     }

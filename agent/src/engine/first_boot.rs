@@ -38,8 +38,7 @@ impl FirstBoot {
 
     pub fn mark_done(&self) -> anyhow::Result<()> {
         if let Some(dir) = self.marker.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(&self.marker, format!("{}\n", self.machine_id))
             .with_context(|| format!("writing the first-boot marker {}", self.marker.display()))

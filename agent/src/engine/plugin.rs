@@ -104,7 +104,11 @@ fn view<A: PluginAction>(a: &A) -> anyhow::Result<ActionView> {
     })
 }
 
-fn decode<T: DeserializeOwned>(plugin: &str, what: &str, v: &serde_json::Value) -> anyhow::Result<T> {
+fn decode<T: DeserializeOwned>(
+    plugin: &str,
+    what: &str,
+    v: &serde_json::Value,
+) -> anyhow::Result<T> {
     serde_json::from_value(v.clone())
         .map_err(|e| anyhow::anyhow!("decoding the {what} of plugin '{plugin}': {e}"))
 }

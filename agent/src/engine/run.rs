@@ -51,6 +51,7 @@ impl Engine {
         e.register(crate::plugins::host::HostPlugin);
         e.register(crate::plugins::packages::PackagesPlugin);
         e.register(crate::plugins::users::UsersPlugin);
+        e.register(crate::plugins::network::NetworkPlugin::default());
         e.register(crate::plugins::systemd::SystemdPlugin);
         e
     }
@@ -77,7 +78,10 @@ impl Engine {
     }
 
     pub fn plugin(&self, name: &str) -> Option<&dyn DynPlugin> {
-        self.plugins.iter().find(|p| p.name() == name).map(|p| p.as_ref())
+        self.plugins
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.as_ref())
     }
 
     /// Current state of what the state names, per plugin (only `only` if given).
@@ -95,7 +99,11 @@ impl Engine {
             );
         }
         let mut out = BTreeMap::new();
-        for p in self.plugins.iter().filter(|p| only.is_none_or(|n| n == p.name())) {
+        for p in self
+            .plugins
+            .iter()
+            .filter(|p| only.is_none_or(|n| n == p.name()))
+        {
             let Some(desired) = p.desired_json(&state.state)? else {
                 continue;
             };
@@ -109,7 +117,11 @@ impl Engine {
     }
 
     /// The actions an apply would take, per plugin with a section in the state.
-    pub async fn diff(&self, ctx: &Context, state: &DesiredState) -> anyhow::Result<Vec<PluginDiff>> {
+    pub async fn diff(
+        &self,
+        ctx: &Context,
+        state: &DesiredState,
+    ) -> anyhow::Result<Vec<PluginDiff>> {
         let mut out = Vec::new();
         for p in &self.plugins {
             let Some(desired) = p.desired_json(&state.state)? else {
@@ -189,7 +201,13 @@ impl<'a> AuditSink<'a> {
         }
     }
 
-    fn record(&mut self, plugin: &str, a: &ActionView, result: &str, repair: Option<&Repair<'_>>) -> anyhow::Result<()> {
+    fn record(
+        &mut self,
+        plugin: &str,
+        a: &ActionView,
+        result: &str,
+        repair: Option<&Repair<'_>>,
+    ) -> anyhow::Result<()> {
         if self.log.is_none() {
             self.log = Some(AuditLog::open(&self.ctx.state_dir).with_context(|| {
                 format!("opening the audit log in {}", self.ctx.state_dir.display())

@@ -58,7 +58,11 @@ impl Status {
     /// `done` or `failed` from a finished run.
     pub fn finished(report: RunReport) -> Self {
         Self {
-            status: if report.ok { Phase::Done } else { Phase::Failed },
+            status: if report.ok {
+                Phase::Done
+            } else {
+                Phase::Failed
+            },
             updated: now(),
             pid: None,
             state_hash: Some(report.state_hash.clone()),
@@ -87,8 +91,7 @@ impl Status {
         let tmp = state_dir.join(".status.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &target)
-            .with_context(|| format!("replacing {}", target.display()))
+        std::fs::rename(&tmp, &target).with_context(|| format!("replacing {}", target.display()))
     }
 
     /// Reads the status file; `None` when the agent has not written one yet.
@@ -100,15 +103,15 @@ impl Status {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
         };
-        let mut status: Status = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", file.display()))?;
+        let mut status: Status =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
         if status.status == Phase::Running {
             if let Some(pid) = status.pid {
                 if !Path::new(&format!("/proc/{pid}")).exists() {
                     status.status = Phase::Failed;
-                    status
-                        .errors
-                        .push(format!("the agent (pid {pid}) exited while the reconcile was running"));
+                    status.errors.push(format!(
+                        "the agent (pid {pid}) exited while the reconcile was running"
+                    ));
                 }
             }
         }

@@ -32,19 +32,31 @@ pub struct Current {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    SetHostname { hostname: String },
-    SetTimezone { timezone: String },
+    SetHostname {
+        hostname: String,
+    },
+    SetTimezone {
+        timezone: String,
+    },
     /// The full assignment list (localed unsets variables not listed).
-    SetLocale { assignments: Vec<String> },
-    SetKeymap { keymap: String },
+    SetLocale {
+        assignments: Vec<String>,
+    },
+    SetKeymap {
+        keymap: String,
+    },
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::SetHostname { hostname } => write!(f, "set the static hostname to '{hostname}'"),
+            Action::SetHostname { hostname } => {
+                write!(f, "set the static hostname to '{hostname}'")
+            }
             Action::SetTimezone { timezone } => write!(f, "set the time zone to '{timezone}'"),
-            Action::SetLocale { assignments } => write!(f, "set the locale to {}", assignments.join(" ")),
+            Action::SetLocale { assignments } => {
+                write!(f, "set the locale to {}", assignments.join(" "))
+            }
             Action::SetKeymap { keymap } => write!(f, "set the console keymap to '{keymap}'"),
         }
     }
@@ -84,19 +96,31 @@ fn same_zone(a: &str, b: &str) -> bool {
 pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     let mut out = Vec::new();
     if current.hostname != desired.hostname {
-        out.push(Action::SetHostname { hostname: desired.hostname.clone() });
+        out.push(Action::SetHostname {
+            hostname: desired.hostname.clone(),
+        });
     }
     if !same_zone(&current.timezone, &desired.timezone) {
-        out.push(Action::SetTimezone { timezone: desired.timezone.clone() });
+        out.push(Action::SetTimezone {
+            timezone: desired.timezone.clone(),
+        });
     }
     let lang = format!("LANG={}", desired.locale);
     if !current.locale.iter().any(|a| *a == lang) {
         let mut assignments = vec![lang];
-        assignments.extend(current.locale.iter().filter(|a| !a.starts_with("LANG=")).cloned());
+        assignments.extend(
+            current
+                .locale
+                .iter()
+                .filter(|a| !a.starts_with("LANG="))
+                .cloned(),
+        );
         out.push(Action::SetLocale { assignments });
     }
     if current.keymap != desired.keymap {
-        out.push(Action::SetKeymap { keymap: desired.keymap.clone() });
+        out.push(Action::SetKeymap {
+            keymap: desired.keymap.clone(),
+        });
     }
     out
 }
@@ -121,7 +145,11 @@ impl Plugin for HostPlugin {
         }))
     }
 
-    fn query<'a>(&'a self, ctx: &'a Context, _desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+    fn query<'a>(
+        &'a self,
+        ctx: &'a Context,
+        _desired: &'a Desired,
+    ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move {
             let conn = ctx.bus().await?;
             Ok(Current {
@@ -138,13 +166,20 @@ impl Plugin for HostPlugin {
         diff(current, desired)
     }
 
-    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Vec<ActionResult>> {
         async move {
             super::each(actions, |a| async move {
                 let conn = ctx.bus().await?;
                 match a {
                     Action::SetHostname { hostname } => {
-                        Hostname::new(&conn).await?.set_static_hostname(hostname).await?
+                        Hostname::new(&conn)
+                            .await?
+                            .set_static_hostname(hostname)
+                            .await?
                     }
                     Action::SetTimezone { timezone } => {
                         Timedate::new(&conn).await?.set_timezone(timezone).await?
@@ -154,7 +189,10 @@ impl Plugin for HostPlugin {
                         Locale::new(&conn).await?.set_locale(&refs).await?
                     }
                     Action::SetKeymap { keymap } => {
-                        Locale::new(&conn).await?.set_vconsole_keyboard(keymap, "", true).await?
+                        Locale::new(&conn)
+                            .await?
+                            .set_vconsole_keyboard(keymap, "", true)
+                            .await?
                     }
                 }
                 Ok(None)

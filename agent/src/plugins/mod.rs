@@ -3,13 +3,17 @@
 //! diffs purely and applies through one adapter (D-Bus, files, commands).
 
 pub mod host;
+pub mod network;
 pub mod packages;
 pub mod storage;
 pub mod systemd;
 pub mod users;
 
 /// Applies `f` to each action in order, collecting one result per action.
-pub(crate) async fn each<'a, A, F, Fut>(actions: &'a [A], mut f: F) -> Vec<crate::engine::ActionResult>
+pub(crate) async fn each<'a, A, F, Fut>(
+    actions: &'a [A],
+    mut f: F,
+) -> Vec<crate::engine::ActionResult>
 where
     F: FnMut(&'a A) -> Fut,
     Fut: std::future::Future<Output = crate::engine::ActionResult>,

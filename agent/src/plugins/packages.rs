@@ -56,7 +56,9 @@ impl PluginAction for Action {
 
     fn resource(&self) -> String {
         match self {
-            Action::Install { package } | Action::Remove { package } => format!("package:{package}"),
+            Action::Install { package } | Action::Remove { package } => {
+                format!("package:{package}")
+            }
         }
     }
 }
@@ -95,9 +97,14 @@ async fn packagekit(ctx: &Context) -> Option<PackageKit> {
 fn dpkg_installed(ctx: &Context) -> anyhow::Result<BTreeSet<String>> {
     let mut task = Task::new(&ctx.dpkg_query).args(["-W", "-f=${Package}\t${db:Status-Status}\n"]);
     if ctx.root != std::path::Path::new("/") {
-        task = task.arg(format!("--admindir={}", ctx.host_path("/var/lib/dpkg").display()));
+        task = task.arg(format!(
+            "--admindir={}",
+            ctx.host_path("/var/lib/dpkg").display()
+        ));
     }
-    let text = task.read().context("listing installed packages with dpkg-query")?;
+    let text = task
+        .read()
+        .context("listing installed packages with dpkg-query")?;
     Ok(text
         .lines()
         .filter_map(|l| l.split_once('\t'))
@@ -116,7 +123,11 @@ fn apt(ctx: &Context, verb: &str, packages: &[&str]) -> anyhow::Result<()> {
 }
 
 async fn pk_apply(pk: &PackageKit, install: bool, names: &[&str]) -> anyhow::Result<()> {
-    let f = if install { filter::NOT_INSTALLED | filter::NEWEST } else { filter::INSTALLED };
+    let f = if install {
+        filter::NOT_INSTALLED | filter::NEWEST
+    } else {
+        filter::INSTALLED
+    };
     let found = pk.resolve(f, names).await?;
     let mut ids = Vec::new();
     for name in names {
@@ -131,7 +142,8 @@ async fn pk_apply(pk: &PackageKit, install: bool, names: &[&str]) -> anyhow::Res
     if install {
         pk.install(transaction_flag::ONLY_TRUSTED, &ids).await?;
     } else {
-        pk.remove(transaction_flag::NONE, &ids, false, false).await?;
+        pk.remove(transaction_flag::NONE, &ids, false, false)
+            .await?;
     }
     Ok(())
 }
@@ -153,14 +165,28 @@ impl Plugin for PackagesPlugin {
             tracing::warn!(manifest = %m, "plugins.packagekit.manifest is not supported yet; listing packages inline works");
         }
         Ok(Some(Desired {
-            install: pk.packages.iter().chain(&pk.additional_packages).cloned().collect(),
+            install: pk
+                .packages
+                .iter()
+                .chain(&pk.additional_packages)
+                .cloned()
+                .collect(),
             remove: pk.remove.iter().cloned().collect(),
         }))
     }
 
-    fn query<'a>(&'a self, ctx: &'a Context, desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+    fn query<'a>(
+        &'a self,
+        ctx: &'a Context,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move {
-            let names: Vec<&str> = desired.install.iter().chain(&desired.remove).map(String::as_str).collect();
+            let names: Vec<&str> = desired
+                .install
+                .iter()
+                .chain(&desired.remove)
+                .map(String::as_str)
+                .collect();
             let mut cur = Current::default();
             if names.is_empty() {
                 return Ok(cur);
@@ -193,17 +219,24 @@ impl Plugin for PackagesPlugin {
     }
 
     /// Installs in one transaction (or one apt-get call), then removes in one.
-    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Vec<ActionResult>> {
         async move {
             let pk = packagekit(ctx).await;
-            let via = if pk.is_some() { "via PackageKit" } else { "via apt-get" };
+            let via = if pk.is_some() {
+                "via PackageKit"
+            } else {
+                "via apt-get"
+            };
             let pick = |install: bool| -> Vec<&str> {
                 actions
                     .iter()
                     .filter_map(|a| match (a, install) {
-                        (Action::Install { package }, true) | (Action::Remove { package }, false) => {
-                            Some(package.as_str())
-                        }
+                        (Action::Install { package }, true)
+                        | (Action::Remove { package }, false) => Some(package.as_str()),
                         _ => None,
                     })
                     .collect()

@@ -63,7 +63,9 @@ impl PluginAction for Action {
 
     fn resource(&self) -> String {
         match self {
-            Action::CreateSubvolume { path } | Action::CreateDirectory { path } => format!("path:{path}"),
+            Action::CreateSubvolume { path } | Action::CreateDirectory { path } => {
+                format!("path:{path}")
+            }
         }
     }
 }
@@ -125,7 +127,11 @@ impl Plugin for StoragePlugin {
         }))
     }
 
-    fn query<'a>(&'a self, ctx: &'a Context, desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+    fn query<'a>(
+        &'a self,
+        ctx: &'a Context,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move {
             let root = ctx.host_path(&desired.root);
             Ok(Current {
@@ -144,7 +150,11 @@ impl Plugin for StoragePlugin {
         diff(current, desired)
     }
 
-    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Vec<ActionResult>> {
         async move {
             super::each(actions, |a| async move {
                 match a {

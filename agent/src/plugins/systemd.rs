@@ -109,8 +109,17 @@ impl PluginAction for Action {
 }
 
 const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".socket", ".target", ".timer", ".mount", ".automount", ".path", ".slice",
-    ".scope", ".swap", ".device",
+    ".service",
+    ".socket",
+    ".target",
+    ".timer",
+    ".mount",
+    ".automount",
+    ".path",
+    ".slice",
+    ".scope",
+    ".swap",
+    ".device",
 ];
 
 /// `name` with `.service` appended unless it already has a unit suffix.
@@ -128,11 +137,29 @@ pub fn desired_from(sd: &opdbus_state::model::Systemd) -> Desired {
     let mut d = Desired::default();
     for (name, spec) in &sd.services {
         let t = match spec.state {
-            ServiceState::Enabled => UnitTarget { enabled: Some(true), active: Some(true), masked: None },
-            ServiceState::Disabled => UnitTarget { enabled: Some(false), active: Some(false), masked: None },
-            ServiceState::Running => UnitTarget { active: Some(true), ..Default::default() },
-            ServiceState::Stopped => UnitTarget { active: Some(false), ..Default::default() },
-            ServiceState::Masked => UnitTarget { masked: Some(true), active: Some(false), enabled: None },
+            ServiceState::Enabled => UnitTarget {
+                enabled: Some(true),
+                active: Some(true),
+                masked: None,
+            },
+            ServiceState::Disabled => UnitTarget {
+                enabled: Some(false),
+                active: Some(false),
+                masked: None,
+            },
+            ServiceState::Running => UnitTarget {
+                active: Some(true),
+                ..Default::default()
+            },
+            ServiceState::Stopped => UnitTarget {
+                active: Some(false),
+                ..Default::default()
+            },
+            ServiceState::Masked => UnitTarget {
+                masked: Some(true),
+                active: Some(false),
+                enabled: None,
+            },
         };
         d.units.insert(unit_name(name, ".service"), t);
     }
@@ -162,11 +189,16 @@ pub fn desired_from(sd: &opdbus_state::model::Systemd) -> Desired {
     for (name, spec) in &sd.timers {
         let unit = unit_name(name, ".timer");
         let base = unit.trim_end_matches(".timer");
-        let target = spec.unit.clone().unwrap_or_else(|| format!("{base}.service"));
+        let target = spec
+            .unit
+            .clone()
+            .unwrap_or_else(|| format!("{base}.service"));
         let mut text = String::from("[Unit]\n");
         text.push_str(&format!(
             "Description={}\n",
-            spec.description.clone().unwrap_or_else(|| format!("op-dbus timer for {target}"))
+            spec.description
+                .clone()
+                .unwrap_or_else(|| format!("op-dbus timer for {target}"))
         ));
         text.push_str(&format!(
             "\n[Timer]\nOnCalendar={}\nUnit={target}\nPersistent={}\n\n[Install]\nWantedBy=timers.target\n",
@@ -175,7 +207,11 @@ pub fn desired_from(sd: &opdbus_state::model::Systemd) -> Desired {
         d.files.insert(unit.clone(), text);
         d.units.insert(
             unit,
-            UnitTarget { enabled: Some(spec.enabled), active: Some(spec.enabled), masked: None },
+            UnitTarget {
+                enabled: Some(spec.enabled),
+                active: Some(spec.enabled),
+                masked: None,
+            },
         );
     }
     d
@@ -199,7 +235,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     let mut out = Vec::new();
     for (unit, content) in &desired.files {
         if current.files.get(unit).and_then(|c| c.as_deref()) != Some(content.as_str()) {
-            out.push(Action::WriteUnitFile { unit: unit.clone(), content: content.clone() });
+            out.push(Action::WriteUnitFile {
+                unit: unit.clone(),
+                content: content.clone(),
+            });
         }
     }
     if !out.is_empty() {
@@ -227,14 +266,20 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
                 Some(true) if masked || !is_enabled(&cur.unit_file_state) => {
                     files.push(Action::Enable { unit: u() })
                 }
-                Some(false) if matches!(cur.unit_file_state.as_str(), "enabled" | "enabled-runtime") => {
+                Some(false)
+                    if matches!(cur.unit_file_state.as_str(), "enabled" | "enabled-runtime") =>
+                {
                     files.push(Action::Disable { unit: u() })
                 }
                 _ => {}
             }
         }
         let active = is_active(&cur.active_state);
-        let want_active = if t.masked == Some(true) { Some(false) } else { t.active };
+        let want_active = if t.masked == Some(true) {
+            Some(false)
+        } else {
+            t.active
+        };
         match want_active {
             Some(true) if !active => jobs.push(Action::Start { unit: u() }),
             Some(false) if active => jobs.push(Action::Stop { unit: u() }),
@@ -250,8 +295,9 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     });
     // Stops first (a masked unit can no longer be stopped by name on every
     // systemd), then unit-file changes and their Reload, then starts.
-    let (starts, stops): (Vec<Action>, Vec<Action>) =
-        jobs.into_iter().partition(|a| matches!(a, Action::Start { .. }));
+    let (starts, stops): (Vec<Action>, Vec<Action>) = jobs
+        .into_iter()
+        .partition(|a| matches!(a, Action::Start { .. }));
     out.extend(stops);
     let file_changes = !files.is_empty();
     out.extend(files);
@@ -282,7 +328,11 @@ impl Plugin for SystemdPlugin {
         Ok(state.plugins.systemd.as_ref().map(desired_from))
     }
 
-    fn query<'a>(&'a self, ctx: &'a Context, desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+    fn query<'a>(
+        &'a self,
+        ctx: &'a Context,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move {
             let mut cur = Current::default();
             for (unit, _) in &desired.files {
@@ -299,7 +349,10 @@ impl Plugin for SystemdPlugin {
             }
             let sd = adapter(ctx).await?;
             for unit in desired.units.keys() {
-                let st = sd.unit(unit).await.with_context(|| format!("querying unit '{unit}'"))?;
+                let st = sd
+                    .unit(unit)
+                    .await
+                    .with_context(|| format!("querying unit '{unit}'"))?;
                 cur.units.insert(
                     unit.clone(),
                     UnitCurrent {
@@ -318,13 +371,20 @@ impl Plugin for SystemdPlugin {
         diff(current, desired)
     }
 
-    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Vec<ActionResult>> {
         async move {
             let sd = match adapter(ctx).await {
                 Ok(sd) => sd,
                 Err(e) => {
                     let msg = format!("{e:#}");
-                    return actions.iter().map(|_| Err(anyhow::anyhow!("{msg}"))).collect();
+                    return actions
+                        .iter()
+                        .map(|_| Err(anyhow::anyhow!("{msg}")))
+                        .collect();
                 }
             };
             let sd = &sd;

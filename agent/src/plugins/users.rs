@@ -93,8 +93,15 @@ pub struct AccountChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    CreateGroup { group: String, gid: Option<u32>, system: bool },
-    SetGroupGid { group: String, gid: u32 },
+    CreateGroup {
+        group: String,
+        gid: Option<u32>,
+        system: bool,
+    },
+    SetGroupGid {
+        group: String,
+        gid: u32,
+    },
     /// `gid: None` = the group named like the user.
     CreateUser {
         user: String,
@@ -106,15 +113,37 @@ pub enum Action {
         system: bool,
         password_hash: String,
     },
-    ModifyUser { user: String, change: AccountChange },
-    SetPassword { user: String, password_hash: String },
-    AddToGroups { user: String, groups: Vec<String> },
-    RemoveFromGroups { user: String, groups: Vec<String> },
-    CreateHome { user: String, path: String },
+    ModifyUser {
+        user: String,
+        change: AccountChange,
+    },
+    SetPassword {
+        user: String,
+        password_hash: String,
+    },
+    AddToGroups {
+        user: String,
+        groups: Vec<String>,
+    },
+    RemoveFromGroups {
+        user: String,
+        groups: Vec<String>,
+    },
+    CreateHome {
+        user: String,
+        path: String,
+    },
     /// Writes exactly `keys` to ~/.ssh/authorized_keys (0600, ~/.ssh 0700, owned by the user).
-    SetAuthorizedKeys { user: String, keys: Vec<String> },
-    DeleteUser { user: String },
-    DeleteGroup { group: String },
+    SetAuthorizedKeys {
+        user: String,
+        keys: Vec<String>,
+    },
+    DeleteUser {
+        user: String,
+    },
+    DeleteGroup {
+        group: String,
+    },
 }
 
 impl fmt::Display for Action {
@@ -128,7 +157,14 @@ impl fmt::Display for Action {
                 id(gid)
             ),
             Action::SetGroupGid { group, gid } => write!(f, "change gid of group {group} to {gid}"),
-            Action::CreateUser { user, uid, shell, home, system, .. } => write!(
+            Action::CreateUser {
+                user,
+                uid,
+                shell,
+                home,
+                system,
+                ..
+            } => write!(
                 f,
                 "create {}user {user} (uid {}, home {home}, shell {shell})",
                 if *system { "system " } else { "" },
@@ -154,7 +190,9 @@ impl fmt::Display for Action {
                 write!(f, "change user {user}: {}", parts.join(", "))
             }
             Action::SetPassword { user, .. } => write!(f, "set the password hash of {user}"),
-            Action::AddToGroups { user, groups } => write!(f, "add {user} to groups {}", groups.join(",")),
+            Action::AddToGroups { user, groups } => {
+                write!(f, "add {user} to groups {}", groups.join(","))
+            }
             Action::RemoveFromGroups { user, groups } => {
                 write!(f, "remove {user} from groups {} (prune)", groups.join(","))
             }
@@ -187,7 +225,9 @@ impl PluginAction for Action {
 
     fn resource(&self) -> String {
         match self {
-            Action::CreateGroup { group, .. } | Action::SetGroupGid { group, .. } | Action::DeleteGroup { group } => {
+            Action::CreateGroup { group, .. }
+            | Action::SetGroupGid { group, .. }
+            | Action::DeleteGroup { group } => {
                 format!("group:{group}")
             }
             Action::CreateUser { user, .. }
@@ -208,7 +248,12 @@ fn default_home(name: &str, a: &opdbus_state::model::Account) -> String {
 
 fn default_shell(a: &opdbus_state::model::Account) -> String {
     a.shell.clone().unwrap_or_else(|| {
-        if a.system { "/usr/sbin/nologin" } else { "/bin/bash" }.to_string()
+        if a.system {
+            "/usr/sbin/nologin"
+        } else {
+            "/bin/bash"
+        }
+        .to_string()
     })
 }
 
@@ -228,15 +273,24 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     for (name, g) in &desired.groups {
         match (current.groups.get(name), present(g.state)) {
             (None, true) => {
-                out.push(Action::CreateGroup { group: name.clone(), gid: g.gid, system: g.system });
+                out.push(Action::CreateGroup {
+                    group: name.clone(),
+                    gid: g.gid,
+                    system: g.system,
+                });
                 will_exist.insert(name.clone());
             }
             (Some(cur), true) => {
                 if let Some(gid) = g.gid.filter(|gid| *gid != cur.gid) {
-                    out.push(Action::SetGroupGid { group: name.clone(), gid });
+                    out.push(Action::SetGroupGid {
+                        group: name.clone(),
+                        gid,
+                    });
                 }
             }
-            (Some(_), false) => deletes.push(Action::DeleteGroup { group: name.clone() }),
+            (Some(_), false) => deletes.push(Action::DeleteGroup {
+                group: name.clone(),
+            }),
             (None, false) => {}
         }
     }
@@ -253,7 +307,11 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
         match cur {
             None => {
                 if a.gid.is_none() && !will_exist.contains(name) {
-                    out.push(Action::CreateGroup { group: name.clone(), gid: a.uid, system: a.system });
+                    out.push(Action::CreateGroup {
+                        group: name.clone(),
+                        gid: a.uid,
+                        system: a.system,
+                    });
                     will_exist.insert(name.clone());
                 }
                 out.push(Action::CreateUser {
@@ -279,29 +337,60 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
                     shell: a.shell.clone().filter(|v| *v != c.shell),
                 };
                 if change != AccountChange::default() {
-                    out.push(Action::ModifyUser { user: name.clone(), change });
+                    out.push(Action::ModifyUser {
+                        user: name.clone(),
+                        change,
+                    });
                 }
-                if let Some(h) = a.password_hash.as_ref().filter(|h| c.password_hash.as_ref() != Some(*h)) {
-                    out.push(Action::SetPassword { user: name.clone(), password_hash: h.clone() });
+                if let Some(h) = a
+                    .password_hash
+                    .as_ref()
+                    .filter(|h| c.password_hash.as_ref() != Some(*h))
+                {
+                    out.push(Action::SetPassword {
+                        user: name.clone(),
+                        password_hash: h.clone(),
+                    });
                 }
             }
         }
         let have: BTreeSet<String> = cur.map(|c| c.groups.clone()).unwrap_or_default();
-        let add: Vec<String> = a.groups.iter().filter(|g| !have.contains(*g)).cloned().collect();
+        let add: Vec<String> = a
+            .groups
+            .iter()
+            .filter(|g| !have.contains(*g))
+            .cloned()
+            .collect();
         if !add.is_empty() {
-            out.push(Action::AddToGroups { user: name.clone(), groups: add });
+            out.push(Action::AddToGroups {
+                user: name.clone(),
+                groups: add,
+            });
         }
         if desired.prune {
             let wanted: BTreeSet<&String> = a.groups.iter().collect();
-            let remove: Vec<String> = have.iter().filter(|g| !wanted.contains(g)).cloned().collect();
+            let remove: Vec<String> = have
+                .iter()
+                .filter(|g| !wanted.contains(g))
+                .cloned()
+                .collect();
             if !remove.is_empty() {
-                out.push(Action::RemoveFromGroups { user: name.clone(), groups: remove });
+                out.push(Action::RemoveFromGroups {
+                    user: name.clone(),
+                    groups: remove,
+                });
             }
         }
         let files = current.homes.get(name).cloned().unwrap_or_default();
-        let home_path = cur.filter(|_| a.home.is_none()).map(|c| c.home.clone()).unwrap_or(home);
+        let home_path = cur
+            .filter(|_| a.home.is_none())
+            .map(|c| c.home.clone())
+            .unwrap_or(home);
         if wants_home(a) && !files.home_exists {
-            out.push(Action::CreateHome { user: name.clone(), path: home_path });
+            out.push(Action::CreateHome {
+                user: name.clone(),
+                path: home_path,
+            });
         }
         if !a.ssh_authorized_keys.is_empty() {
             let found = files.keys.as_ref();
@@ -323,7 +412,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
                     && owner.is_some_and(|o| k.dir_owner == o && k.file_owner == o)
             });
             if !right {
-                out.push(Action::SetAuthorizedKeys { user: name.clone(), keys });
+                out.push(Action::SetAuthorizedKeys {
+                    user: name.clone(),
+                    keys,
+                });
             }
         }
     }
@@ -378,14 +470,20 @@ pub fn query(root: &Path, desired: &Desired) -> anyhow::Result<Current> {
             let home = root.join(home.trim_start_matches('/'));
             cur.homes.insert(
                 name.clone(),
-                HomeCurrent { home_exists: home.is_dir(), keys: keys_at(&home) },
+                HomeCurrent {
+                    home_exists: home.is_dir(),
+                    keys: keys_at(&home),
+                },
             );
             cur.accounts.insert(name.clone(), acct);
         } else if a.state == Presence::Present {
             let home = root.join(default_home(name, a).trim_start_matches('/'));
             cur.homes.insert(
                 name.clone(),
-                HomeCurrent { home_exists: home.is_dir(), keys: keys_at(&home) },
+                HomeCurrent {
+                    home_exists: home.is_dir(),
+                    keys: keys_at(&home),
+                },
             );
         }
     }
@@ -427,7 +525,10 @@ fn set_members(db: &mut EtcDb, group: &str, user: &str, member: bool) -> anyhow:
     edit(&mut g[3]);
     match db.gshadow.get_mut(group) {
         Some(gs) => edit(&mut gs[3]),
-        None if member => db.gshadow.upsert(vec![group.into(), "!".into(), String::new(), user.into()]),
+        None if member => {
+            db.gshadow
+                .upsert(vec![group.into(), "!".into(), String::new(), user.into()])
+        }
         None => {}
     }
     Ok(())
@@ -442,14 +543,38 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
                 Some(g) => anyhow::bail!("gid {g} is already used by another group"),
                 None => db.free_id(*system, |id| db.gid_used(id))?,
             };
-            db.group.upsert(vec![group.clone(), "x".into(), gid.to_string(), String::new()]);
-            db.gshadow.upsert(vec![group.clone(), "!".into(), String::new(), String::new()]);
+            db.group.upsert(vec![
+                group.clone(),
+                "x".into(),
+                gid.to_string(),
+                String::new(),
+            ]);
+            db.gshadow.upsert(vec![
+                group.clone(),
+                "!".into(),
+                String::new(),
+                String::new(),
+            ]);
         }
         Action::SetGroupGid { group, gid } => {
-            anyhow::ensure!(!db.gid_used(*gid), "gid {gid} is already used by another group");
-            db.group.get_mut(group).with_context(|| format!("group '{group}' does not exist"))?[2] = gid.to_string();
+            anyhow::ensure!(
+                !db.gid_used(*gid),
+                "gid {gid} is already used by another group"
+            );
+            db.group
+                .get_mut(group)
+                .with_context(|| format!("group '{group}' does not exist"))?[2] = gid.to_string();
         }
-        Action::CreateUser { user, uid, gid, comment, home, shell, system, password_hash } => {
+        Action::CreateUser {
+            user,
+            uid,
+            gid,
+            comment,
+            home,
+            shell,
+            system,
+            password_hash,
+        } => {
             let gid = match gid {
                 Some(g) => *g,
                 None => db
@@ -457,7 +582,9 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
                     .with_context(|| format!("the primary group '{user}' does not exist"))?,
             };
             let uid = match uid {
-                Some(u) if db.uid_used(*u) => anyhow::bail!("uid {u} is already used by another account"),
+                Some(u) if db.uid_used(*u) => {
+                    anyhow::bail!("uid {u} is already used by another account")
+                }
                 Some(u) => *u,
                 None if !db.uid_used(gid) && (gid >= 1000) != *system && gid >= 100 => gid,
                 None => db.free_id(*system, |id| db.uid_used(id))?,
@@ -485,9 +612,15 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
         }
         Action::ModifyUser { user, change } => {
             if let Some(uid) = change.uid {
-                anyhow::ensure!(!db.uid_used(uid), "uid {uid} is already used by another account");
+                anyhow::ensure!(
+                    !db.uid_used(uid),
+                    "uid {uid} is already used by another account"
+                );
             }
-            let f = db.passwd.get_mut(user).with_context(|| format!("user '{user}' does not exist"))?;
+            let f = db
+                .passwd
+                .get_mut(user)
+                .with_context(|| format!("user '{user}' does not exist"))?;
             if let Some(v) = change.uid {
                 f[2] = v.to_string();
             }
@@ -504,7 +637,10 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
                 f[6] = v.clone();
             }
         }
-        Action::SetPassword { user, password_hash } => match db.shadow.get_mut(user) {
+        Action::SetPassword {
+            user,
+            password_hash,
+        } => match db.shadow.get_mut(user) {
             Some(s) => {
                 s[1] = password_hash.clone();
                 s[2] = days_since_epoch();
@@ -529,7 +665,9 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
             }
         }
         Action::DeleteUser { user } => {
-            let (_, gid) = db.uid_of(user).with_context(|| format!("user '{user}' does not exist"))?;
+            let (_, gid) = db
+                .uid_of(user)
+                .with_context(|| format!("user '{user}' does not exist"))?;
             db.passwd.remove(user);
             db.shadow.remove(user);
             for g in db.groups_of(user) {
@@ -545,7 +683,9 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
             }
         }
         Action::DeleteGroup { group } => {
-            let gid = db.gid_of(group).with_context(|| format!("group '{group}' does not exist"))?;
+            let gid = db
+                .gid_of(group)
+                .with_context(|| format!("group '{group}' does not exist"))?;
             anyhow::ensure!(
                 !db.passwd.entries().any(|f| f[3] == gid.to_string()),
                 "group '{group}' is the primary group of an account: change or delete that account first"
@@ -559,7 +699,9 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
 }
 
 fn create_home(root: &Path, db: &EtcDb, user: &str, path: &str) -> anyhow::Result<()> {
-    let (uid, gid) = db.uid_of(user).with_context(|| format!("user '{user}' does not exist"))?;
+    let (uid, gid) = db
+        .uid_of(user)
+        .with_context(|| format!("user '{user}' does not exist"))?;
     let dir = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -569,7 +711,9 @@ fn create_home(root: &Path, db: &EtcDb, user: &str, path: &str) -> anyhow::Resul
 }
 
 fn set_keys(root: &Path, db: &EtcDb, user: &str, keys: &[String]) -> anyhow::Result<()> {
-    let (uid, gid) = db.uid_of(user).with_context(|| format!("user '{user}' does not exist"))?;
+    let (uid, gid) = db
+        .uid_of(user)
+        .with_context(|| format!("user '{user}' does not exist"))?;
     let home = &db.passwd.get(user).context("user vanished")?[5];
     let home = root.join(home.trim_start_matches('/'));
     anyhow::ensure!(
@@ -579,7 +723,10 @@ fn set_keys(root: &Path, db: &EtcDb, user: &str, keys: &[String]) -> anyhow::Res
     );
     let ssh = home.join(".ssh");
     if ssh.is_symlink() {
-        anyhow::bail!("{} is a symlink: refusing to write keys through it", ssh.display());
+        anyhow::bail!(
+            "{} is a symlink: refusing to write keys through it",
+            ssh.display()
+        );
     }
     std::fs::create_dir_all(&ssh).with_context(|| format!("creating {}", ssh.display()))?;
     std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700))
@@ -588,7 +735,13 @@ fn set_keys(root: &Path, db: &EtcDb, user: &str, keys: &[String]) -> anyhow::Res
         .with_context(|| format!("setting the owner of {}", ssh.display()))?;
     let mut text = keys.join("\n");
     text.push('\n');
-    write_atomic(&ssh.join("authorized_keys"), text.as_bytes(), 0o600, uid, gid)
+    write_atomic(
+        &ssh.join("authorized_keys"),
+        text.as_bytes(),
+        0o600,
+        uid,
+        gid,
+    )
 }
 
 /// Applies `actions` to the files under `root`: database actions in memory,
@@ -598,11 +751,17 @@ pub fn apply(root: &Path, actions: &[Action]) -> Vec<ActionResult> {
         Ok(db) => db,
         Err(e) => {
             let msg = format!("{e:#}");
-            return actions.iter().map(|_| Err(anyhow::anyhow!("{msg}"))).collect();
+            return actions
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{msg}")))
+                .collect();
         }
     };
     let mut db = before.clone();
-    let mut results: Vec<ActionResult> = actions.iter().map(|a| apply_db(&mut db, a).map(|()| None)).collect();
+    let mut results: Vec<ActionResult> = actions
+        .iter()
+        .map(|a| apply_db(&mut db, a).map(|()| None))
+        .collect();
     if let Err(e) = db.write(&before) {
         let msg = format!("{e:#}");
         for r in results.iter_mut() {
@@ -638,7 +797,11 @@ impl Plugin for UsersPlugin {
         Ok(state.plugins.users.clone())
     }
 
-    fn query<'a>(&'a self, ctx: &'a Context, desired: &'a Desired) -> BoxFuture<'a, anyhow::Result<Current>> {
+    fn query<'a>(
+        &'a self,
+        ctx: &'a Context,
+        desired: &'a Desired,
+    ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move { query(&ctx.root, desired) }.boxed()
     }
 
@@ -646,7 +809,11 @@ impl Plugin for UsersPlugin {
         diff(current, desired)
     }
 
-    fn apply<'a>(&'a self, ctx: &'a Context, actions: &'a [Action]) -> BoxFuture<'a, Vec<ActionResult>> {
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Action],
+    ) -> BoxFuture<'a, Vec<ActionResult>> {
         async move { apply(&ctx.root, actions) }.boxed()
     }
 }

@@ -40,7 +40,9 @@ mod tests {
 
     #[test]
     fn live_consoles_are_appended_once() {
-        let live = console_args("BOOT_IMAGE=/live/vmlinuz boot=live console=tty0 console=ttyS0,115200 opdbus.auto");
+        let live = console_args(
+            "BOOT_IMAGE=/live/vmlinuz boot=live console=tty0 console=ttyS0,115200 opdbus.auto",
+        );
         assert_eq!(live, ["console=tty0", "console=ttyS0,115200"]);
         let c = kernel_cmdline("abcd", Some("@"), "quiet console=ttyS0,115200", &live);
         assert_eq!(

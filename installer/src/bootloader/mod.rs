@@ -44,7 +44,9 @@ pub fn installed_kernels(root: &Root) -> Result<Vec<Kernel>> {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if let Some(v) = name.strip_prefix("vmlinuz-") {
             if boot.join(format!("initrd.img-{v}")).exists() {
-                out.push(Kernel { version: v.to_string() });
+                out.push(Kernel {
+                    version: v.to_string(),
+                });
             }
         }
     }
@@ -84,8 +86,10 @@ mod tests {
         for v in ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-11-amd64"] {
             r.write(&format!("/boot/vmlinuz-{v}"), "k", 0o644).unwrap();
         }
-        r.write("/boot/initrd.img-6.1.0-9-amd64", "i", 0o644).unwrap();
-        r.write("/boot/initrd.img-6.1.0-10-amd64", "i", 0o644).unwrap();
+        r.write("/boot/initrd.img-6.1.0-9-amd64", "i", 0o644)
+            .unwrap();
+        r.write("/boot/initrd.img-6.1.0-10-amd64", "i", 0o644)
+            .unwrap();
         let k = installed_kernels(&r).unwrap();
         let v: Vec<_> = k.iter().map(|k| k.version.as_str()).collect();
         // 11 has no initramfs and is skipped; 10 sorts above 9.
@@ -97,6 +101,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let r = Root::new(t.path());
         r.write("/boot/config", "", 0o644).unwrap();
-        assert!(installed_kernels(&r).unwrap_err().to_string().contains("linux-image"));
+        assert!(installed_kernels(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("linux-image"));
     }
 }

@@ -18,12 +18,17 @@ pub struct SystemdBootReport {
 }
 
 /// Installs systemd-boot and an entry per installed kernel into `esp`.
-pub fn install_systemd_boot(esp: &Esp, root: &Root, boot: &BootConfig) -> Result<SystemdBootReport> {
+pub fn install_systemd_boot(
+    esp: &Esp,
+    root: &Root,
+    boot: &BootConfig,
+) -> Result<SystemdBootReport> {
     let efi = read(&root.path(EFI_BINARY)).context(
         "the target has no systemd-boot EFI binary; the payload must include systemd-boot-efi",
     )?;
     for dir in ["EFI/systemd", "EFI/BOOT", "loader/entries", "opdbus"] {
-        esp.mkdir_all(dir).with_context(|| format!("creating {dir} on the ESP"))?;
+        esp.mkdir_all(dir)
+            .with_context(|| format!("creating {dir} on the ESP"))?;
     }
     esp.write_file("EFI/systemd/systemd-bootx64.efi", &efi)
         .context("writing systemd-bootx64.efi to the ESP")?;
@@ -35,7 +40,8 @@ pub fn install_systemd_boot(esp: &Esp, root: &Root, boot: &BootConfig) -> Result
     for k in &kernels {
         let v = &k.version;
         let dir = format!("opdbus/{v}");
-        esp.mkdir_all(&dir).with_context(|| format!("creating {dir} on the ESP"))?;
+        esp.mkdir_all(&dir)
+            .with_context(|| format!("creating {dir} on the ESP"))?;
         let linux = read(&root.path(&format!("/boot/vmlinuz-{v}")))?;
         let initrd = read(&root.path(&format!("/boot/initrd.img-{v}")))?;
         esp.write_file(&format!("{dir}/linux"), &linux)
@@ -43,8 +49,11 @@ pub fn install_systemd_boot(esp: &Esp, root: &Root, boot: &BootConfig) -> Result
         esp.write_file(&format!("{dir}/initrd"), &initrd)
             .with_context(|| format!("copying the initramfs of {v} to the ESP"))?;
         let name = format!("opdbus-{v}.conf");
-        esp.write_file(&format!("loader/entries/{name}"), entry_text(boot, v).as_bytes())
-            .with_context(|| format!("writing boot entry {name}"))?;
+        esp.write_file(
+            &format!("loader/entries/{name}"),
+            entry_text(boot, v).as_bytes(),
+        )
+        .with_context(|| format!("writing boot entry {name}"))?;
         entries.push(name);
     }
     let default = entries.first().cloned().unwrap_or_default();

@@ -112,10 +112,12 @@ fn run_inner(args: &Args) -> anyhow::Result<ExitCode> {
 fn validate(bytes: &[u8], name: &str) -> anyhow::Result<opdbus_state::State> {
     let text = std::str::from_utf8(bytes)
         .with_context(|| format!("the state from {name} is not UTF-8 text"))?;
-    let state: opdbus_state::State = serde_json::from_str(text).with_context(|| {
-        format!("the state from {name} is not a valid state.json (check it with `op-dbus-install validate FILE`)")
-    })?;
-    Ok(state)
+    let loaded = opdbus_state::parse_str(text, name)
+        .context("the state is not valid (check it with `op-dbus-install validate FILE`)")?;
+    for w in &loaded.warnings {
+        say(&w.render(name));
+    }
+    Ok(loaded.state)
 }
 
 fn save(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -125,14 +127,34 @@ fn save(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("saving the state to {}", path.display()))
 }
 
-/// The whole install onto `disk`. The install flow (`op-dbus-install
-/// install`) is not in this build yet, so this stops here with a clear error.
+/// The whole install onto `disk` (the state's one device key, resolved
+/// against this machine's disks), from the ISO's payload, with consent:
+/// `opdbus.auto` is the operator's explicit permission to wipe.
 fn install(state: &Path, disk: &str) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the install step is not available in this build of op-dbus-install \
-         (state {} and disk {disk} were accepted); nothing was written",
-        state.display()
-    )
+    let opts = crate::install::InstallOptions {
+        state_path: state.to_path_buf(),
+        disks: Vec::new(),
+        source: None,
+        consent: true,
+        report: None,
+        json_progress: false,
+        mount_at: PathBuf::from("/run/opdbus/target"),
+        agent_binary: PathBuf::from("/usr/local/bin/op-dbus-agent"),
+        templates: super::install::default_templates(),
+        proc_cmdline: std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        sys: PathBuf::from("/sys"),
+        dev: PathBuf::from("/dev"),
+        uuids: crate::disk::layout::UuidSource::Random,
+    };
+    say(&format!("OPDBUS-LIVE: installing onto {disk}"));
+    let report = crate::install::install(&opts)?;
+    for p in &report.phases {
+        say(&format!(
+            "OPDBUS-LIVE: phase {} took {:.1} s",
+            p.phase, p.seconds
+        ));
+    }
+    Ok(())
 }
 
 fn finish(after: AfterInstall) -> anyhow::Result<()> {

@@ -41,7 +41,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("{}", w.render(&loaded.file));
     }
     let targets = resolve_targets(&loaded.state, &args.disks, &args.sys, &args.dev)?;
-    let uuids = args.uuid_seed.map_or(UuidSource::Random, UuidSource::Seeded);
+    let uuids = args
+        .uuid_seed
+        .map_or(UuidSource::Random, UuidSource::Seeded);
     let plan = install_plan(&loaded.state, targets, uuids)?;
     if args.dry_run {
         print!("{}", super::plan::render(&plan));
@@ -49,7 +51,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Without --mount-at the tree is still mounted (to create subvolumes and
     // check them) in a private temporary folder, then released.
     let tmp = tempfile::tempdir()?;
-    let mount_at = args.mount_at.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let mount_at = args
+        .mount_at
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let exec = execute(
         &plan.disk,
         &plan.targets,

@@ -78,7 +78,9 @@ impl Args {
             proc_cmdline: std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
             sys: self.sys.clone(),
             dev: self.dev.clone(),
-            uuids: self.uuid_seed.map_or(UuidSource::Random, UuidSource::Seeded),
+            uuids: self
+                .uuid_seed
+                .map_or(UuidSource::Random, UuidSource::Seeded),
         })
     }
 }

@@ -38,18 +38,16 @@ pub struct Args {
 
 /// The spec the arguments describe (pure; reads only the state file).
 pub fn spec_from_args(args: &Args) -> anyhow::Result<PayloadSpec> {
-    let (mut distribution, mut suite, mut mirror, mut packages) =
-        (Distribution::Debian, "bookworm".to_string(), None, Vec::new());
+    let (mut distribution, mut suite, mut mirror, mut packages) = (
+        Distribution::Debian,
+        "bookworm".to_string(),
+        None,
+        Vec::new(),
+    );
     if let Some(path) = &args.state {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading state file {}", path.display()))?;
-        let state: opdbus_state::State = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "parsing state file {} (run `op-dbus-install validate {}` for details)",
-                path.display(),
-                path.display()
-            )
-        })?;
+        let loaded = opdbus_state::load(path)
+            .with_context(|| format!("loading state file {}", path.display()))?;
+        let state = loaded.state;
         if let Some(b) = state.bootstrap {
             distribution = match b.distribution {
                 opdbus_state::model::Distribution::Debian => Distribution::Debian,
@@ -135,7 +133,9 @@ mod tests {
         assert_eq!(spec.distribution, Distribution::Proxmox);
         assert_eq!(spec.suite, "trixie");
         assert_eq!(spec.mirror.as_deref(), Some("http://m.example/debian"));
-        assert!(spec.packages.ends_with(&["vim".to_string(), "htop".to_string()]));
+        assert!(spec
+            .packages
+            .ends_with(&["vim".to_string(), "htop".to_string()]));
     }
 
     #[test]

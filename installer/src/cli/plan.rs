@@ -34,7 +34,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("{}", w.render(&loaded.file));
     }
     let targets = resolve_targets(&loaded.state, &args.disks, &args.sys, &args.dev)?;
-    let uuids = args.uuid_seed.map_or(UuidSource::Random, UuidSource::Seeded);
+    let uuids = args
+        .uuid_seed
+        .map_or(UuidSource::Random, UuidSource::Seeded);
     let plan = install_plan(&loaded.state, targets, uuids)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -83,14 +85,22 @@ pub fn render(plan: &InstallPlan) -> String {
                     if sv.nodatacow {
                         props.push("nodatacow".into());
                     }
-                    s.push_str(&format!("        subvolume {} {}\n", sv.name, props.join(" ")));
+                    s.push_str(&format!(
+                        "        subvolume {} {}\n",
+                        sv.name,
+                        props.join(" ")
+                    ));
                 }
             }
         }
     }
     s.push_str("\nmounts (in order):\n");
     for m in &plan.disk.mounts {
-        s.push_str(&format!("  {:<24} {}\n", m.path.display(), m.option_string()));
+        s.push_str(&format!(
+            "  {:<24} {}\n",
+            m.path.display(),
+            m.option_string()
+        ));
     }
     s.push_str("\nfstab:\n");
     s.push_str(&plan.fstab);

@@ -9,7 +9,8 @@ use anyhow::Context;
 pub struct Args {}
 
 pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    let text = serde_json::to_string_pretty(&opdbus_state::schema()).context("serializing the JSON Schema")?;
+    let text = serde_json::to_string_pretty(&opdbus_state::schema())
+        .context("serializing the JSON Schema")?;
     println!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -24,7 +24,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "/dev", hide = true)]
     pub dev: PathBuf,
     /// tz database to check timezones against.
-    #[arg(long, value_name = "DIR", default_value = "/usr/share/zoneinfo", hide = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/usr/share/zoneinfo",
+        hide = true
+    )]
     pub zoneinfo: PathBuf,
 }
 
@@ -53,8 +58,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "--dev".to_string(),
                 opts_dev.display().to_string(),
             ];
-            let cli = super::Cli::try_parse_from(&argv)
-                .map_err(|e| anyhow::anyhow!("starting the install: {e}; run: op-dbus-install install {} --disk {disk_arg}", path.display()))?;
+            let cli = super::Cli::try_parse_from(&argv).map_err(|e| {
+                anyhow::anyhow!(
+                    "starting the install: {e}; run: op-dbus-install install {} --disk {disk_arg}",
+                    path.display()
+                )
+            })?;
             super::run(cli)
         }
     }

@@ -102,10 +102,11 @@ fn disks_of_into(name: &str, out: &mut BTreeSet<String>, depth: u32) {
         return;
     }
     if dir.join("partition").exists() {
-        if let Some(parent) = std::fs::canonicalize(&dir)
-            .ok()
-            .and_then(|p| p.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()))
-        {
+        if let Some(parent) = std::fs::canonicalize(&dir).ok().and_then(|p| {
+            p.parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        }) {
             disks_of_into(&parent, out, depth + 1);
             return;
         }
@@ -186,7 +187,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
 
 /// The mounts of this process's namespace.
 pub fn mounts() -> Result<Vec<MountEntry>, SafetyError> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(probe_err("/proc/self/mountinfo"))?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(probe_err("/proc/self/mountinfo"))?;
     Ok(parse_mountinfo(&text))
 }
 
@@ -253,7 +255,10 @@ pub fn check_target(path: &Path, needed: u64) -> Result<TargetInfo, SafetyError>
     })?;
     let ft = md.file_type();
     let (kind, disks, size) = if ft.is_block_device() {
-        let (maj, min) = (nix::sys::stat::major(md.rdev()), nix::sys::stat::minor(md.rdev()));
+        let (maj, min) = (
+            nix::sys::stat::major(md.rdev()),
+            nix::sys::stat::minor(md.rdev()),
+        );
         let name = name_of_devno(maj, min).ok_or_else(|| SafetyError::NotBlockOrFile {
             path: path.to_path_buf(),
         })?;
@@ -470,7 +475,11 @@ pub struct PartitionNode {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("the kernel did not show partition {number} of /dev/{disk} within {secs} s; run `partx -a /dev/{disk}` and retry")]
-    Timeout { disk: String, number: u32, secs: u64 },
+    Timeout {
+        disk: String,
+        number: u32,
+        secs: u64,
+    },
     #[error("creating device node {path}")]
     Mknod {
         path: PathBuf,

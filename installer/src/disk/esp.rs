@@ -114,7 +114,9 @@ impl Esp {
     }
 
     fn fs(&self) -> &fatfs::FileSystem<StreamSlice<File>> {
-        self.fs.as_ref().expect("filesystem is open until close or drop")
+        self.fs
+            .as_ref()
+            .expect("filesystem is open until close or drop")
     }
 
     fn finish(&mut self) -> Result<(), EspError> {
@@ -125,8 +127,8 @@ impl Esp {
         if let Some(fs) = self.fs.take() {
             fs.unmount().map_err(err)?;
             let file = open_disk(&self.loc.disk)?;
-            let mut slice =
-                StreamSlice::new(file, self.loc.start, self.loc.start + self.loc.size).map_err(err)?;
+            let mut slice = StreamSlice::new(file, self.loc.start, self.loc.start + self.loc.size)
+                .map_err(err)?;
             fix_dot_entries(&mut slice).map_err(err)?;
             slice.flush().map_err(err)?;
         }

@@ -356,7 +356,14 @@ pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Resu
     let mut report = ExecReport::default();
     let mut held = Held::default();
     let mut written: Vec<(PathBuf, bool)> = Vec::new();
-    let result = apply(plan, &inspections, opts, &mut held, &mut written, &mut report);
+    let result = apply(
+        plan,
+        &inspections,
+        opts,
+        &mut held,
+        &mut written,
+        &mut report,
+    );
     match result {
         Ok(()) => {
             let mounted = match &opts.mount_at {
@@ -526,8 +533,8 @@ fn apply_device(
                 (p, n)
             }
         };
-        let disk = File::open(&disk_path)
-            .with_context(|| format!("opening {}", disk_path.display()))?;
+        let disk =
+            File::open(&disk_path).with_context(|| format!("opening {}", disk_path.display()))?;
         let parts: Vec<(u32, u64, u64)> = dev
             .partitions
             .iter()
@@ -595,7 +602,12 @@ fn make_fs(disk: &Path, p: &PartitionPlan, held: &Held) -> Result<()> {
         _ => {
             let n = node(held, p)?;
             fs::mkfs(n, fsp).with_context(|| {
-                format!("making {} on {} ({})", fsp.kind.as_str(), p.key, n.display())
+                format!(
+                    "making {} on {} ({})",
+                    fsp.kind.as_str(),
+                    p.key,
+                    n.display()
+                )
             })?
         }
     }

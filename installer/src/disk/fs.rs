@@ -35,10 +35,17 @@ fn uuid_at(b: &[u8]) -> String {
 
 /// Looks for a btrfs, ext4, swap or FAT32 signature in the range starting at
 /// `start` of length `len`. `None` when none of them is there.
-pub fn probe<D: Read + Seek>(dev: &mut D, start: u64, len: u64) -> std::io::Result<Option<FoundFs>> {
+pub fn probe<D: Read + Seek>(
+    dev: &mut D,
+    start: u64,
+    len: u64,
+) -> std::io::Result<Option<FoundFs>> {
     // btrfs: superblock at 64 KiB, magic at +0x40, fsid at +0x20.
     let mut sb = [0u8; 0x48];
-    if len > 0x10000 + 0x48 && read_at(dev, start + 0x10000, &mut sb)? && &sb[0x40..0x48] == b"_BHRfS_M" {
+    if len > 0x10000 + 0x48
+        && read_at(dev, start + 0x10000, &mut sb)?
+        && &sb[0x40..0x48] == b"_BHRfS_M"
+    {
         return Ok(Some(FoundFs {
             kind: FsKind::Btrfs,
             uuid: uuid_at(&sb[0x20..]),
@@ -64,7 +71,11 @@ pub fn probe<D: Read + Seek>(dev: &mut D, start: u64, len: u64) -> std::io::Resu
     }
     // FAT32: "FAT32   " at 0x52, volume id at 0x43, boot signature 55AA.
     let mut bs = [0u8; 512];
-    if len > 512 && read_at(dev, start, &mut bs)? && &bs[0x52..0x5A] == b"FAT32   " && bs[510..] == [0x55, 0xAA] {
+    if len > 512
+        && read_at(dev, start, &mut bs)?
+        && &bs[0x52..0x5A] == b"FAT32   "
+        && bs[510..] == [0x55, 0xAA]
+    {
         let id = u32::from_le_bytes([bs[0x43], bs[0x44], bs[0x45], bs[0x46]]);
         return Ok(Some(FoundFs {
             kind: FsKind::Vfat,

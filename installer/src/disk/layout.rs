@@ -143,7 +143,9 @@ pub enum LayoutError {
         needed: u64,
         available: u64,
     },
-    #[error("{device}: no size known for this device; map it to a target with --disk {device}=TARGET")]
+    #[error(
+        "{device}: no size known for this device; map it to a target with --disk {device}=TARGET"
+    )]
     UnknownSize { device: String },
     #[error("{device}: an msdos table holds at most 4 primary partitions; use gpt")]
     TooManyMbrPartitions { device: String },
@@ -452,11 +454,20 @@ fn plan_fs(fs: &FsSpec, uuids: &mut UuidMaker) -> Result<FilesystemPlan, LayoutE
 fn plan_mounts(spec: &LayoutSpec, devices: &[DevicePlan]) -> Result<Vec<MountPlan>, LayoutError> {
     let mut mounts = Vec::new();
     for (dspec, dplan) in spec.devices.iter().zip(devices) {
-        let specs = dplan
+        // Pair each spec partition with its plan by number (an inserted BIOS
+        // boot partition has a number of its own and no spec).
+        let specs = dspec
             .partitions
             .iter()
-            .filter(|p| p.role != PartRole::BiosBoot)
-            .zip(&dspec.partitions);
+            .enumerate()
+            .filter_map(|(i, pspec)| {
+                let n = pspec.number.unwrap_or(i as u32 + 1);
+                dplan
+                    .partitions
+                    .iter()
+                    .find(|p| p.number == n)
+                    .map(|pplan| (pplan, pspec))
+            });
         for (pplan, pspec) in specs {
             let (Some(fs), Some(fplan)) = (&pspec.filesystem, &pplan.filesystem) else {
                 continue;

@@ -56,7 +56,10 @@ impl LoopGuard {
             Task::new("losetup").arg("--detach").arg(&dev).run()?;
             // While another process still has it open, the kernel only marks
             // it for autoclear: wait until it is really gone.
-            let name = dev.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = dev
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             while backing.exists() && std::time::Instant::now() < deadline {

@@ -31,6 +31,25 @@ pub enum MountError {
     },
 }
 
+/// Generic (VFS) mount options are flags to mount(2), not filesystem data:
+/// btrfs rejects `noatime` in its data string with EINVAL.
+fn vfs_flag(opt: &str) -> Option<MsFlags> {
+    Some(match opt {
+        "ro" => MsFlags::MS_RDONLY,
+        "noatime" => MsFlags::MS_NOATIME,
+        "nodiratime" => MsFlags::MS_NODIRATIME,
+        "relatime" => MsFlags::MS_RELATIME,
+        "strictatime" => MsFlags::MS_STRICTATIME,
+        "nosuid" => MsFlags::MS_NOSUID,
+        "nodev" => MsFlags::MS_NODEV,
+        "noexec" => MsFlags::MS_NOEXEC,
+        "sync" => MsFlags::MS_SYNCHRONOUS,
+        "dirsync" => MsFlags::MS_DIRSYNC,
+        "lazytime" => MsFlags::MS_LAZYTIME,
+        _ => return None,
+    })
+}
+
 /// One mount; unmounted when closed or dropped.
 #[derive(Debug)]
 pub struct MountGuard {
@@ -39,7 +58,12 @@ pub struct MountGuard {
 
 impl MountGuard {
     /// Mounts `dev` on `target` (created if missing).
-    pub fn mount(dev: &Path, target: &Path, fstype: &str, options: &str) -> Result<Self, MountError> {
+    pub fn mount(
+        dev: &Path,
+        target: &Path,
+        fstype: &str,
+        options: &str,
+    ) -> Result<Self, MountError> {
         std::fs::create_dir_all(target).map_err(|source| MountError::Mkdir {
             path: target.to_path_buf(),
             source,
@@ -47,13 +71,15 @@ impl MountGuard {
         let mut flags = MsFlags::empty();
         let rest: Vec<&str> = options
             .split(',')
-            .filter(|o| match *o {
-                "ro" => {
-                    flags |= MsFlags::MS_RDONLY;
+            .filter(|o| match vfs_flag(o) {
+                Some(f) => {
+                    flags |= f;
                     false
                 }
-                "" | "rw" | "defaults" => false,
-                _ => true,
+                None => !matches!(
+                    *o,
+                    "" | "rw" | "defaults" | "auto" | "nofail" | "x-systemd.automount"
+                ),
             })
             .collect();
         let data = rest.join(",");
@@ -121,7 +147,10 @@ impl MountStack {
     }
 
     pub fn targets(&self) -> Vec<PathBuf> {
-        self.guards.iter().map(|g| g.target().to_path_buf()).collect()
+        self.guards
+            .iter()
+            .map(|g| g.target().to_path_buf())
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

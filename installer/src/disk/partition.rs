@@ -123,9 +123,8 @@ pub fn write_table(file: &mut File, plan: &DevicePlan) -> Result<(), PartitionEr
 
 fn write_gpt(file: &mut File, plan: &DevicePlan, size: u64) -> Result<(), PartitionError> {
     let sectors = size / SECTOR;
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
-        u32::try_from(sectors - 1).unwrap_or(0xFFFF_FFFF),
-    );
+    let mbr =
+        gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(0xFFFF_FFFF));
     mbr.overwrite_lba0(file).map_err(gpt_err)?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
@@ -152,7 +151,11 @@ fn write_gpt(file: &mut File, plan: &DevicePlan, size: u64) -> Result<(), Partit
     }
     disk.update_partitions(map).map_err(gpt_err)?;
     let last_usable = disk.header().last_usable;
-    if let Some(p) = plan.partitions.iter().find(|p| p.end() / SECTOR - 1 > last_usable) {
+    if let Some(p) = plan
+        .partitions
+        .iter()
+        .find(|p| p.end() / SECTOR - 1 > last_usable)
+    {
         return Err(PartitionError::Gpt(format!(
             "partition {} ends past the last usable sector {last_usable}",
             p.number

@@ -188,12 +188,9 @@ impl MountPlan {
 impl DiskPlan {
     /// The partition with this key, with its device.
     pub fn partition(&self, key: &str) -> Option<(&DevicePlan, &PartitionPlan)> {
-        self.devices.iter().find_map(|d| {
-            d.partitions
-                .iter()
-                .find(|p| p.key == key)
-                .map(|p| (d, p))
-        })
+        self.devices
+            .iter()
+            .find_map(|d| d.partitions.iter().find(|p| p.key == key).map(|p| (d, p)))
     }
 
     /// The ESP (first partition with role `efi` and a vfat filesystem).

@@ -119,7 +119,15 @@ fn run(opts: &InstallOptions, progress: &mut Progress) -> Result<InstallReport> 
         .context("the disk phase returned no mounted target")?;
 
     // From here on a failure must not leave a bootable half-install.
-    match populate(&state, &state_text, &plan, &source, &mounted, opts, progress) {
+    match populate(
+        &state,
+        &state_text,
+        &plan,
+        &source,
+        &mounted,
+        opts,
+        progress,
+    ) {
         Ok((sha, kernels, loaders)) => {
             progress.phase("finish", "syncing and unmounting");
             nix::unistd::sync();
@@ -203,12 +211,16 @@ fn populate(
                 b.mirror.clone(),
                 &b.packages,
             );
-            let out = std::env::temp_dir().join(format!("opdbus-base-{}.tar.zst", std::process::id()));
+            let out =
+                std::env::temp_dir().join(format!("opdbus-base-{}.tar.zst", std::process::id()));
             progress.note("building the base system with mmdebstrap (no payload given)");
             payload::build_payload(&spec, &out, cache.as_deref())?.path
         }
     };
-    let expected = match bootstrap.and_then(|b| b.payload.as_ref()).and_then(|p| p.sha256.clone()) {
+    let expected = match bootstrap
+        .and_then(|b| b.payload.as_ref())
+        .and_then(|p| p.sha256.clone())
+    {
         Some(sha) => ExpectedSha256::Value {
             sha256: sha,
             origin: "bootstrap.payload.sha256 in the state".into(),
@@ -261,18 +273,26 @@ fn configure(
     opts: &InstallOptions,
 ) -> Result<()> {
     root.write("/etc/fstab", &plan.fstab, 0o644)?;
-    let b = state.bootstrap.as_ref().context("an install needs a bootstrap section")?;
+    let b = state
+        .bootstrap
+        .as_ref()
+        .context("an install needs a bootstrap section")?;
     let net = state.network_spec();
-    let static_addr = net
-        .interfaces
-        .iter()
-        .find_map(|i| i.addresses.iter().find(|a| a.addr().is_ipv4()).map(|a| a.addr()));
+    let static_addr = net.interfaces.iter().find_map(|i| {
+        i.addresses
+            .iter()
+            .find(|a| a.addr().is_ipv4())
+            .map(|a| a.addr())
+    });
     target::write_identity(root, &b.hostname, b.domain.as_deref(), static_addr)?;
     target::write_timezone(root, &b.timezone)?;
     target::write_locale(root, &b.locale)?;
     if target::locale_needs_generation(&b.locale) && root.exists("/usr/sbin/locale-gen") {
         let chroot = target::Chroot::enter(root.dir())?;
-        chroot.task("/usr/sbin/locale-gen").run().context("generating the locale in the target")?;
+        chroot
+            .task("/usr/sbin/locale-gen")
+            .run()
+            .context("generating the locale in the target")?;
         chroot.close()?;
     }
     target::write_keyboard(root, &b.keyboard)?;
@@ -324,18 +344,24 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
             opts.agent_binary.display()
         )
     })?;
-    root.write("/usr/local/bin/op-dbus-agent", agent, 0o755)?;
+    root.write("/usr/bin/op-dbus-agent", agent, 0o755)?;
     let t = &opts.templates;
     for unit in ["op-dbus-agent.service", "op-dbus-result.service"] {
         let src = t.join("systemd").join(unit);
-        let text = std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
+        let text =
+            std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
         root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
         target::enable_unit(root, unit, "multi-user.target")?;
     }
     let policy = t.join("dbus/org.opdbus.conf");
-    let text = std::fs::read(&policy).with_context(|| format!("reading template {}", policy.display()))?;
-    root.write("/etc/dbus-1/system.d/org.opdbus.conf", text, 0o644)?;
-    let layout = state.plugins.opdbus.clone().unwrap_or_else(HostLayout::default);
+    let text =
+        std::fs::read(&policy).with_context(|| format!("reading template {}", policy.display()))?;
+    root.write("/usr/share/dbus-1/system.d/org.opdbus.conf", text, 0o644)?;
+    let layout = state
+        .plugins
+        .opdbus
+        .clone()
+        .unwrap_or_else(HostLayout::default);
     let plugin_toml = std::fs::read_to_string(t.join("layout/plugin.toml"))
         .context("reading template layout/plugin.toml")?;
     create_host_layout(root, &layout, &plugin_toml)?;
@@ -349,14 +375,21 @@ fn install_bootloaders(
     root: &Root,
     opts: &InstallOptions,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let b = state.bootstrap.as_ref().context("an install needs a bootstrap section")?;
+    let b = state
+        .bootstrap
+        .as_ref()
+        .context("an install needs a bootstrap section")?;
     let root_mount = plan
         .disk
         .mounts
         .iter()
         .find(|m| m.path == Path::new("/"))
         .context("the layout mounts nothing at /")?;
-    let boot_mount = plan.disk.mounts.iter().find(|m| m.path == Path::new("/boot"));
+    let boot_mount = plan
+        .disk
+        .mounts
+        .iter()
+        .find(|m| m.path == Path::new("/boot"));
     let (boot_uuid, boot_dir) = match boot_mount {
         Some(m) => (m.uuid.clone(), "/".to_string()),
         None => (
@@ -387,7 +420,9 @@ fn install_bootloaders(
     let mut done = Vec::new();
     let uefi = b.firmware.uefi() && b.bootloader != Bootloader::Grub;
     if uefi {
-        let esp = mounted.open_esp().context("opening the ESP (a UEFI install needs an efi partition)")?;
+        let esp = mounted
+            .open_esp()
+            .context("opening the ESP (a UEFI install needs an efi partition)")?;
         let r = bootloader::install_systemd_boot(&esp, root, &cfg)?;
         esp.close().context("closing the ESP")?;
         done.push(format!("systemd-boot on the ESP: {}", r.entries.join(", ")));
@@ -432,7 +467,8 @@ pub fn wipe_targets(targets: &TargetMap) -> Result<()> {
             .with_context(|| format!("opening {} to wipe it", t.display()))?;
         crate::disk::partition::wipe_table(&mut f)
             .with_context(|| format!("wiping the partition table of {}", t.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", t.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", t.display()))?;
     }
     Ok(())
 }

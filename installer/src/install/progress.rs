@@ -36,7 +36,10 @@ impl Progress {
         self.end(true, None);
         eprintln!("==> {name}: {what}");
         if self.json {
-            println!("{}", json!({"event": "phase-start", "phase": name, "what": what}));
+            println!(
+                "{}",
+                json!({"event": "phase-start", "phase": name, "what": what})
+            );
         }
         self.current = Some((name.to_string(), Instant::now()));
     }
@@ -46,7 +49,10 @@ impl Progress {
         eprintln!("    {message}");
         if self.json {
             let phase = self.current.as_ref().map(|(n, _)| n.as_str()).unwrap_or("");
-            println!("{}", json!({"event": "note", "phase": phase, "message": message}));
+            println!(
+                "{}",
+                json!({"event": "note", "phase": phase, "message": message})
+            );
         }
     }
 

@@ -405,6 +405,10 @@ mod tests {
         );
 
         fs::write(&cached, b"payload bytez").unwrap();
-        assert_eq!(verified_sha256(&cached), None, "tampered cache is not reused");
+        assert_eq!(
+            verified_sha256(&cached),
+            None,
+            "tampered cache is not reused"
+        );
     }
 }

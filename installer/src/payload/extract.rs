@@ -23,9 +23,9 @@ use sha2::{Digest, Sha256};
 use super::{parse_sha256sum, sidecar_path};
 
 /// Decompressed bytes are handed over in chunks of this size ...
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 128 << 10;
 /// ... with at most this many in flight (bounds memory to a few MiB).
-const DEPTH: usize = 4;
+const DEPTH: usize = 8;
 
 /// Where the expected checksum comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +195,13 @@ pub fn extract_payload(
         .map_err(spawn_err)?;
     let decoder = thread::Builder::new()
         .name("payload-decode".into())
-        .spawn(move || decode(ChannelReader::new(raw_rx, raw_free_tx), &tar_tx, &tar_free_rx))
+        .spawn(move || {
+            decode(
+                ChannelReader::new(raw_rx, raw_free_tx),
+                &tar_tx,
+                &tar_free_rx,
+            )
+        })
         .map_err(spawn_err)?;
 
     let mut stream = ChannelReader::new(tar_rx, tar_free_tx);
@@ -287,7 +293,9 @@ fn read_and_hash(
     let mut decoder_alive = true;
     let mut spare = Vec::new();
     let result = loop {
-        let mut buf = free.try_recv().unwrap_or_else(|_| std::mem::take(&mut spare));
+        let mut buf = free
+            .try_recv()
+            .unwrap_or_else(|_| std::mem::take(&mut spare));
         buf.resize(CHUNK, 0);
         let n = match file.read(&mut buf) {
             Ok(0) => break Ok(()),
@@ -446,7 +454,11 @@ fn unpack(stream: &mut ChannelReader, target: &Path) -> io::Result<u64> {
 fn with_path<R: Read>(err: io::Error, entry: &tar::Entry<'_, R>) -> io::Error {
     io::Error::new(
         err.kind(),
-        format!("{} (entry {})", err, String::from_utf8_lossy(&entry.path_bytes())),
+        format!(
+            "{} (entry {})",
+            err,
+            String::from_utf8_lossy(&entry.path_bytes())
+        ),
     )
 }
 

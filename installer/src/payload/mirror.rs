@@ -305,7 +305,10 @@ Signed-By:
         let s = parse_deb822(text);
         assert!(!s[0].enabled);
         assert_eq!(s[1].signed_by, None, "inline keys are not a keyring path");
-        assert_eq!(pick_main_archive(&s).unwrap().uri, "http://on.example/debian");
+        assert_eq!(
+            pick_main_archive(&s).unwrap().uri,
+            "http://on.example/debian"
+        );
     }
 
     #[test]
@@ -331,7 +334,11 @@ deb-src http://a.example/debian bookworm main
         let dir = root.path().join("etc/apt/sources.list.d");
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("debian.sources"), DEBIAN_SOURCES).unwrap();
-        fs::write(dir.join("ignored.txt"), "deb http://x.example/ bookworm main").unwrap();
+        fs::write(
+            dir.join("ignored.txt"),
+            "deb http://x.example/ bookworm main",
+        )
+        .unwrap();
         let m = host_mirror(root.path()).unwrap();
         assert_eq!(m.uri, "http://archive.example/debian");
 

@@ -34,7 +34,8 @@ pub fn sha256sum_line(sha256: &str, payload: &Path) -> String {
 /// lower-cased); `None` when the text is not in that format.
 pub fn parse_sha256sum(text: &str) -> Option<String> {
     let hex = text.split_whitespace().next()?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub const BASE_PACKAGES: &[&str] = &[
     "sudo",
     "openvswitch-switch",
     "grub-pc-bin",
+    "grub2-common",
     "grub-efi-amd64-bin",
     "systemd-boot-efi",
 ];
@@ -135,7 +136,12 @@ mod tests {
             None,
             &["vim".into(), "sudo".into(), " ".into(), "vim".into()],
         );
-        for p in ["linux-image-amd64", "systemd-sysv", "btrfs-progs", "systemd-boot-efi"] {
+        for p in [
+            "linux-image-amd64",
+            "systemd-sysv",
+            "btrfs-progs",
+            "systemd-boot-efi",
+        ] {
             assert!(spec.packages.iter().any(|q| q == p), "{p} missing");
         }
         assert_eq!(spec.packages.len(), BASE_PACKAGES.len() + 1);
@@ -160,7 +166,10 @@ mod tests {
         assert_ne!(c.cache_key(&mirror()), key);
         let d = PayloadSpec::new(Distribution::Proxmox, "bookworm", None, &["vim".into()]);
         assert_ne!(d.cache_key(&mirror()), key);
-        assert_ne!(a.cache_key(&Mirror::explicit("http://other.example/debian")), key);
+        assert_ne!(
+            a.cache_key(&Mirror::explicit("http://other.example/debian")),
+            key
+        );
         let e = PayloadSpec::new(Distribution::Debian, "bookworm", None, &[]);
         assert_ne!(e.cache_key(&mirror()), key);
     }

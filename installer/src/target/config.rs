@@ -48,7 +48,10 @@ pub fn write_locale(root: &Root, locale: &str) -> Result<()> {
     if locale_needs_generation(locale) {
         let gen = root.read_to_string("/etc/locale.gen").unwrap_or_default();
         let charset = locale.split_once('.').map_or("UTF-8", |(_, c)| c);
-        let line = format!("{locale} {}", charset.to_uppercase().replace("UTF8", "UTF-8"));
+        let line = format!(
+            "{locale} {}",
+            charset.to_uppercase().replace("UTF8", "UTF-8")
+        );
         root.write("/etc/locale.gen", enable_locale_line(&gen, &line), 0o644)?;
     }
     Ok(())
@@ -146,10 +149,13 @@ pub fn write_root_authorized_keys(root: &Root, keys: &[String]) -> Result<()> {
 }
 
 fn group_id(root: &Root, name: &str) -> Option<u32> {
-    root.read_to_string("/etc/group").ok()?.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?
-    })
+    root.read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?
+        })
 }
 
 /// How the installed system reaches the network before the agent runs.
@@ -214,7 +220,10 @@ pub fn enable_unit(root: &Root, unit: &str, wanted_by: &str) -> Result<()> {
     let Some(path) = candidates.iter().find(|p| root.exists(p)) else {
         bail!("cannot enable {unit}: no unit file in the target");
     };
-    root.symlink(path, &format!("/etc/systemd/system/{wanted_by}.wants/{unit}"))
+    root.symlink(
+        path,
+        &format!("/etc/systemd/system/{wanted_by}.wants/{unit}"),
+    )
 }
 
 #[cfg(test)]
@@ -232,11 +241,19 @@ mod tests {
     #[test]
     fn hosts_names_the_node_with_its_static_address() {
         let (_t, r) = root();
-        write_identity(&r, "pve1", Some("example.com"), Some("192.168.1.10".parse().unwrap()))
-            .unwrap();
+        write_identity(
+            &r,
+            "pve1",
+            Some("example.com"),
+            Some("192.168.1.10".parse().unwrap()),
+        )
+        .unwrap();
         assert_eq!(r.read_to_string("/etc/hostname").unwrap(), "pve1\n");
         let hosts = r.read_to_string("/etc/hosts").unwrap();
-        assert!(hosts.contains("192.168.1.10\tpve1.example.com pve1\n"), "{hosts}");
+        assert!(
+            hosts.contains("192.168.1.10\tpve1.example.com pve1\n"),
+            "{hosts}"
+        );
         assert!(!hosts.contains("127.0.1.1"), "{hosts}");
     }
 
@@ -244,7 +261,10 @@ mod tests {
     fn hosts_falls_back_to_loopback_alias() {
         let (_t, r) = root();
         write_identity(&r, "box", None, None).unwrap();
-        assert!(r.read_to_string("/etc/hosts").unwrap().contains("127.0.1.1\tbox\n"));
+        assert!(r
+            .read_to_string("/etc/hosts")
+            .unwrap()
+            .contains("127.0.1.1\tbox\n"));
     }
 
     #[test]
@@ -252,10 +272,13 @@ mod tests {
         let (_t, r) = root();
         let err = write_timezone(&r, "Mars/Olympus").unwrap_err().to_string();
         assert!(err.contains("Mars/Olympus"), "{err}");
-        r.write("/usr/share/zoneinfo/Europe/Berlin", "TZif", 0o644).unwrap();
+        r.write("/usr/share/zoneinfo/Europe/Berlin", "TZif", 0o644)
+            .unwrap();
         write_timezone(&r, "Europe/Berlin").unwrap();
         assert_eq!(
-            std::fs::read_link(r.path("/etc/localtime")).unwrap().to_str(),
+            std::fs::read_link(r.path("/etc/localtime"))
+                .unwrap()
+                .to_str(),
             Some("/usr/share/zoneinfo/Europe/Berlin")
         );
     }
@@ -271,14 +294,21 @@ mod tests {
     #[test]
     fn root_hash_replaces_only_roots_field() {
         let (_t, r) = root();
-        r.write("/etc/shadow", "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n", 0o640)
-            .unwrap();
+        r.write(
+            "/etc/shadow",
+            "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",
+            0o640,
+        )
+        .unwrap();
         set_root_password_hash(&r, "$y$j9T$abc$def").unwrap();
         assert_eq!(
             r.read_to_string("/etc/shadow").unwrap(),
             "root:$y$j9T$abc$def:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
         );
-        let mode = std::fs::metadata(r.path("/etc/shadow")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(r.path("/etc/shadow"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
         assert!(set_root_password_hash(&r, "a:b").is_err());
     }
@@ -286,7 +316,12 @@ mod tests {
     #[test]
     fn machine_id_is_emptied() {
         let (_t, r) = root();
-        r.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n", 0o444).unwrap();
+        r.write(
+            "/etc/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+            0o444,
+        )
+        .unwrap();
         reset_machine_id(&r).unwrap();
         assert_eq!(r.read_to_string("/etc/machine-id").unwrap(), "");
     }
@@ -294,10 +329,22 @@ mod tests {
     #[test]
     fn dhcp_network_skips_enslaved_links_and_enables_networkd() {
         let (_t, r) = root();
-        r.write("/usr/lib/systemd/system/systemd-networkd.service", "[Unit]\n", 0o644).unwrap();
-        write_first_boot_network(&r, &FirstBootNetwork::Dhcp { except: vec!["ens4".into()] })
+        r.write(
+            "/usr/lib/systemd/system/systemd-networkd.service",
+            "[Unit]\n",
+            0o644,
+        )
+        .unwrap();
+        write_first_boot_network(
+            &r,
+            &FirstBootNetwork::Dhcp {
+                except: vec!["ens4".into()],
+            },
+        )
+        .unwrap();
+        let net = r
+            .read_to_string("/etc/systemd/network/90-opdbus-first-boot.network")
             .unwrap();
-        let net = r.read_to_string("/etc/systemd/network/90-opdbus-first-boot.network").unwrap();
         assert!(net.contains("Name=en* eth*\nName=!ens4\n"), "{net}");
         assert!(net.contains("DHCP=yes"), "{net}");
         assert!(r

@@ -44,7 +44,9 @@ impl Root {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         let tmp = parent.join(format!(
             ".{}.opdbus-tmp",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -79,7 +81,9 @@ impl Root {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         match fs::symlink_metadata(&path) {
-            Ok(_) => fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?,
+            Ok(_) => {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
         }

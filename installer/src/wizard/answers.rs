@@ -119,7 +119,11 @@ impl Answers {
     /// The answers `state` already gives.
     pub fn from_state(state: &State, disks: &[Candidate], nics: &[String]) -> Answers {
         let mut a = Answers::fresh(disks, nics);
-        let storage = state.plugins.storage.as_ref().filter(|s| !s.devices.is_empty());
+        let storage = state
+            .plugins
+            .storage
+            .as_ref()
+            .filter(|s| !s.devices.is_empty());
         if let Some(s) = storage {
             a.layout = Layout::Keep;
             let key = state
@@ -184,7 +188,8 @@ fn net_from_state(state: &State, nics: &[String]) -> Net {
         return net;
     };
     let carries = |i: &opdbus_state::model::Interface| {
-        matches!(i.kind, InterfaceType::Ethernet | InterfaceType::Bridge) && (i.dhcp || !i.address.is_empty())
+        matches!(i.kind, InterfaceType::Ethernet | InterfaceType::Bridge)
+            && (i.dhcp || !i.address.is_empty())
     };
     let primary = n
         .interfaces
@@ -192,7 +197,11 @@ fn net_from_state(state: &State, nics: &[String]) -> Net {
         .find(|(_, i)| carries(i) && i.gateway.is_some())
         .or_else(|| n.interfaces.iter().find(|(_, i)| carries(i)));
     let Some((name, iface)) = primary else {
-        net.mode = if n.interfaces.is_empty() { NetMode::Unmanaged } else { NetMode::Keep };
+        net.mode = if n.interfaces.is_empty() {
+            NetMode::Unmanaged
+        } else {
+            NetMode::Keep
+        };
         return net;
     };
     let addresses: Vec<&String> = iface.address.iter().collect();
@@ -211,7 +220,11 @@ fn net_from_state(state: &State, nics: &[String]) -> Net {
     } else {
         net.nic = name.clone();
     }
-    net.mode = if iface.dhcp { NetMode::Dhcp } else { NetMode::Static };
+    net.mode = if iface.dhcp {
+        NetMode::Dhcp
+    } else {
+        NetMode::Static
+    };
     net.address = addresses.first().map(|s| s.to_string()).unwrap_or_default();
     net.gateway = iface.gateway.clone().unwrap_or_default();
     net.dns = iface.dns.join(" ");

@@ -38,7 +38,11 @@ fn with_bootstrap(edit: impl FnOnce(&mut Bootstrap)) -> State {
 }
 
 pub fn hostname(s: &str) -> Result<(), String> {
-    finding(&with_bootstrap(|b| b.hostname = s.to_string()), "/bootstrap/hostname", false)
+    finding(
+        &with_bootstrap(|b| b.hostname = s.to_string()),
+        "/bootstrap/hostname",
+        false,
+    )
 }
 
 /// An empty domain means none.
@@ -46,13 +50,21 @@ pub fn domain(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Ok(());
     }
-    finding(&with_bootstrap(|b| b.domain = Some(s.to_string())), "/bootstrap/domain", false)
+    finding(
+        &with_bootstrap(|b| b.domain = Some(s.to_string())),
+        "/bootstrap/domain",
+        false,
+    )
 }
 
 /// The validator's syntax check, then, when `zoneinfo` exists on this
 /// machine, that the zone is one of its files.
 pub fn timezone(s: &str, zoneinfo: &Path) -> Result<(), String> {
-    finding(&with_bootstrap(|b| b.timezone = s.to_string()), "/bootstrap/timezone", false)?;
+    finding(
+        &with_bootstrap(|b| b.timezone = s.to_string()),
+        "/bootstrap/timezone",
+        false,
+    )?;
     if zoneinfo.is_dir() && !zoneinfo.join(s).is_file() {
         return Err(format!(
             "timezone {s:?} is not in {}; use UTC or Area/Location, such as Europe/Berlin",
@@ -63,19 +75,26 @@ pub fn timezone(s: &str, zoneinfo: &Path) -> Result<(), String> {
 }
 
 pub fn locale(s: &str) -> Result<(), String> {
-    finding(&with_bootstrap(|b| b.locale = s.to_string()), "/bootstrap/locale", false)
+    finding(
+        &with_bootstrap(|b| b.locale = s.to_string()),
+        "/bootstrap/locale",
+        false,
+    )
 }
 
 /// Console keymaps are short names such as `us`, `de-latin1`, `fr_CH`.
 pub fn keyboard(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && s.as_bytes()[0].is_ascii_alphabetic();
     if ok {
         Ok(())
     } else {
-        Err(format!("keymap {s:?} is not a keymap name; use one such as us, de-latin1 or fr"))
+        Err(format!(
+            "keymap {s:?} is not a keymap name; use one such as us, de-latin1 or fr"
+        ))
     }
 }
 
@@ -101,7 +120,8 @@ pub fn user_name(s: &str) -> Result<(), String> {
         return Ok(());
     }
     let ok = s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
         && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0] == b'_');
     if !ok {
         return Err(format!(
@@ -128,7 +148,11 @@ pub fn ssh_key(s: &str) -> Result<(), String> {
         return Ok(());
     }
     let state = with_account("admin", |a| a.ssh_authorized_keys = vec![s.to_string()]);
-    finding(&state, "/plugins/users/accounts/admin/ssh_authorized_keys/0", true)
+    finding(
+        &state,
+        "/plugins/users/accounts/admin/ssh_authorized_keys/0",
+        true,
+    )
 }
 
 /// `ADDRESS/PREFIX`, IPv4 or IPv6.
@@ -167,7 +191,9 @@ pub fn gateway(s: &str, address: &str) -> Result<(), String> {
     if inside {
         Ok(())
     } else {
-        Err(format!("gateway {s} is not in the subnet of {address}; use an address inside it"))
+        Err(format!(
+            "gateway {s} is not in the subnet of {address}; use an address inside it"
+        ))
     }
 }
 
@@ -190,7 +216,9 @@ pub fn split_list(s: &str) -> Vec<String> {
 /// Interface names the kernel accepts (1-15 bytes, no `/`, space or `:`).
 pub fn ifname(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) || s == "." || s == ".." {
-        return Err(format!("{s:?} is not an interface name; use 1-15 characters such as vmbr0"));
+        return Err(format!(
+            "{s:?} is not an interface name; use 1-15 characters such as vmbr0"
+        ));
     }
     Ok(())
 }
@@ -199,8 +227,16 @@ pub fn ifname(s: &str) -> Result<(), String> {
 pub const DISTRIBUTIONS: [(&str, Distribution, &str); 4] = [
     ("Debian 12 (bookworm)", Distribution::Debian, "bookworm"),
     ("Debian 13 (trixie)", Distribution::Debian, "trixie"),
-    ("Proxmox VE 8 (on Debian bookworm)", Distribution::Proxmox, "bookworm"),
-    ("Proxmox VE 9 (on Debian trixie)", Distribution::Proxmox, "trixie"),
+    (
+        "Proxmox VE 8 (on Debian bookworm)",
+        Distribution::Proxmox,
+        "bookworm",
+    ),
+    (
+        "Proxmox VE 9 (on Debian trixie)",
+        Distribution::Proxmox,
+        "trixie",
+    ),
 ];
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use super::answers::{Answers, Layout, NetMode, RootPassword};
 
 /// The object at `key` of `v`, created (empty) when missing or not an object.
 fn obj<'a>(v: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = v.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    let slot = v
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
     if !slot.is_object() {
         *slot = Value::Object(Map::new());
     }
@@ -34,7 +36,8 @@ fn bootstrap(doc: &mut Value) -> &mut Map<String, Value> {
             }
             r.insert(k, v);
         }
-        r.entry("bootstrap").or_insert_with(|| Value::Object(Map::new()));
+        r.entry("bootstrap")
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     obj(r, "bootstrap")
 }
@@ -55,7 +58,12 @@ pub fn firmware_name(f: Firmware) -> &'static str {
 }
 
 /// The storage section of a layout preset on device `key`.
-pub fn preset_storage(layout: Layout, key: &str, firmware: Firmware, selector: &DiskSelector) -> Value {
+pub fn preset_storage(
+    layout: Layout,
+    key: &str,
+    firmware: Firmware,
+    selector: &DiskSelector,
+) -> Value {
     let mut parts = Vec::new();
     let mut n = 0;
     if firmware.bios() {
@@ -92,10 +100,18 @@ pub fn preset_storage(layout: Layout, key: &str, firmware: Firmware, selector: &
     }
 }
 
+/// Reads one answer as the JSON value it is stored as.
+type Getter = dyn Fn(&Answers) -> Value;
+
 /// Applies `new` to `base`. `orig` are the answers `base` gave (None for a
 /// new install: everything is written). `selector` is the disk selector to
 /// store for the system device, or None to leave the file's one.
-pub fn apply(base: &Value, orig: Option<&Answers>, new: &Answers, selector: Option<&DiskSelector>) -> Value {
+pub fn apply(
+    base: &Value,
+    orig: Option<&Answers>,
+    new: &Answers,
+    selector: Option<&DiskSelector>,
+) -> Value {
     let mut doc = base.clone();
     {
         let r = root(&mut doc);
@@ -104,8 +120,10 @@ pub fn apply(base: &Value, orig: Option<&Answers>, new: &Answers, selector: Opti
     let changed = |f: &dyn Fn(&Answers) -> Value| orig.is_none_or(|o| f(o) != f(new));
 
     // bootstrap scalars
-    let scalars: [(&str, &dyn Fn(&Answers) -> Value); 8] = [
-        ("distribution", &|a| json!(distribution_name(a.distribution))),
+    let scalars: [(&str, &Getter); 8] = [
+        ("distribution", &|a| {
+            json!(distribution_name(a.distribution))
+        }),
         ("suite", &|a| json!(a.suite)),
         ("hostname", &|a| json!(a.hostname)),
         ("domain", &|a| json!(a.domain)),
@@ -142,7 +160,10 @@ pub fn apply(base: &Value, orig: Option<&Answers>, new: &Answers, selector: Opti
                 let storage = obj(plugins, "storage");
                 let devices = obj(storage, "devices");
                 let dev = obj(devices, &new.device_key);
-                dev.insert("selector".into(), serde_json::to_value(sel).unwrap_or(Value::Null));
+                dev.insert(
+                    "selector".into(),
+                    serde_json::to_value(sel).unwrap_or(Value::Null),
+                );
             }
         }
         layout => {
@@ -219,7 +240,13 @@ pub fn apply(base: &Value, orig: Option<&Answers>, new: &Answers, selector: Opti
             .get_mut("users")
             .and_then(|u| u.get_mut("accounts"))
             .and_then(Value::as_object_mut)
-            .and_then(|a| if old_name.is_empty() { None } else { a.shift_remove(&old_name) })
+            .and_then(|a| {
+                if old_name.is_empty() {
+                    None
+                } else {
+                    a.shift_remove(&old_name)
+                }
+            })
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_else(|| {
                 let mut m = Map::new();
@@ -231,7 +258,9 @@ pub fn apply(base: &Value, orig: Option<&Answers>, new: &Answers, selector: Opti
             if new.ssh_key.is_empty() {
                 entry.remove("ssh_authorized_keys");
             } else {
-                let keys = entry.entry("ssh_authorized_keys").or_insert_with(|| json!([]));
+                let keys = entry
+                    .entry("ssh_authorized_keys")
+                    .or_insert_with(|| json!([]));
                 match keys.as_array_mut() {
                     Some(list) if !list.is_empty() => list[0] = json!(new.ssh_key),
                     _ => *keys = json!([new.ssh_key]),
@@ -253,7 +282,9 @@ mod tests {
     use crate::wizard::answers::Net;
 
     fn example(name: &str) -> (Value, opdbus_state::State) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../state-examples")
+            .join(name);
         let text = std::fs::read_to_string(path).unwrap();
         let loaded = opdbus_state::parse_str(&text, name).unwrap();
         (serde_json::from_str(&text).unwrap(), loaded.state)
@@ -261,7 +292,12 @@ mod tests {
 
     #[test]
     fn unchanged_answers_leave_the_document_identical() {
-        for name in ["complete-server.json", "default.json", "proxmox-minimal.json", "enterprise-network.json"] {
+        for name in [
+            "complete-server.json",
+            "default.json",
+            "proxmox-minimal.json",
+            "enterprise-network.json",
+        ] {
             let (doc, state) = example(name);
             let a = Answers::from_state(&state, &[], &[]);
             let out = apply(&doc, Some(&a), &a, None);
@@ -290,12 +326,21 @@ mod tests {
         new.admin = "ops".into();
         let out = apply(&doc, Some(&orig), &new, None);
         assert_eq!(out["bootstrap"]["hostname"], "pve2");
-        assert_eq!(out["plugins"]["network"]["interfaces"]["vmbr0"]["dhcp"], true);
-        assert_eq!(out["plugins"]["network"]["interfaces"]["vmbr1"], doc["plugins"]["network"]["interfaces"]["vmbr1"]);
+        assert_eq!(
+            out["plugins"]["network"]["interfaces"]["vmbr0"]["dhcp"],
+            true
+        );
+        assert_eq!(
+            out["plugins"]["network"]["interfaces"]["vmbr1"],
+            doc["plugins"]["network"]["interfaces"]["vmbr1"]
+        );
         assert_eq!(out["plugins"]["users"]["accounts"]["ops"]["uid"], 1000);
         assert!(out["plugins"]["users"]["accounts"].get("admin").is_none());
         for section in ["storage", "packagekit", "systemd", "firewall", "lxc"] {
-            assert_eq!(out["plugins"][section], doc["plugins"][section], "{section}");
+            assert_eq!(
+                out["plugins"][section], doc["plugins"][section],
+                "{section}"
+            );
         }
         let text = serde_json::to_string_pretty(&out).unwrap();
         opdbus_state::parse_str(&text, "out.json").unwrap();
@@ -320,7 +365,10 @@ mod tests {
                 let loaded = opdbus_state::parse_str(&text, "new.json")
                     .unwrap_or_else(|e| panic!("{layout:?} {fw:?}: {e}\n{text}"));
                 assert_eq!(loaded.state.bootstrap.unwrap().hostname, "opdbus");
-                assert_eq!(out["plugins"]["storage"]["devices"]["/dev/sda"]["selector"]["serial"], "S1");
+                assert_eq!(
+                    out["plugins"]["storage"]["devices"]["/dev/sda"]["selector"]["serial"],
+                    "S1"
+                );
             }
         }
     }

@@ -35,7 +35,10 @@ impl Candidate {
             s.push_str(&format!("  {}", id.to_string_lossy()));
         }
         if let Some(why) = &self.blocked {
-            s = format!("{}  [{why}]", clip(&s, 78usize.saturating_sub(why.len() + 4)));
+            s = format!(
+                "{}  [{why}]",
+                clip(&s, 78usize.saturating_sub(why.len() + 4))
+            );
         }
         clip(&s, 78)
     }

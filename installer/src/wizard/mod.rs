@@ -41,7 +41,11 @@ pub enum Outcome {
     Written { path: PathBuf },
     /// The state was written and the operator confirmed installing it onto
     /// `disk` (erasing it) now.
-    Install { path: PathBuf, key: String, disk: PathBuf },
+    Install {
+        path: PathBuf,
+        key: String,
+        disk: PathBuf,
+    },
 }
 
 /// The file to edit: its JSON document (kept verbatim) and its typed form.
@@ -51,10 +55,14 @@ struct Base {
 }
 
 fn load_base(path: &Path) -> Result<Base> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file = path.display().to_string();
     let state = opdbus_state::parse::parse_only(&text).map_err(|d| {
-        anyhow::anyhow!("{}\nfix the file (or start without --from) and run the wizard again", d.render(&file))
+        anyhow::anyhow!(
+            "{}\nfix the file (or start without --from) and run the wizard again",
+            d.render(&file)
+        )
     })?;
     let doc: Value = serde_json::from_str(&text).with_context(|| format!("parsing {file}"))?;
     Ok(Base { doc, state })
@@ -71,7 +79,8 @@ fn selector_for(base: Option<&Base>, a: &Answers, disks: &[Candidate]) -> Option
             .and_then(|s| s.devices.get(&a.device_key))
             .and_then(|d| d.selector.as_ref());
         if let Some(sel) = existing {
-            if crate::inventory::select(&a.device_key, sel, &infos).is_ok_and(|d| d.name == a.disk) {
+            if crate::inventory::select(&a.device_key, sel, &infos).is_ok_and(|d| d.name == a.disk)
+            {
                 return None;
             }
         }
@@ -102,7 +111,11 @@ fn preview(doc: &Value, a: &Answers, disks: &[Candidate]) -> String {
             if sizes.contains_key(k) {
                 continue;
             }
-            if let Some(found) = d.selector.as_ref().and_then(|sel| crate::inventory::select(k, sel, &infos).ok()) {
+            if let Some(found) = d
+                .selector
+                .as_ref()
+                .and_then(|sel| crate::inventory::select(k, sel, &infos).ok())
+            {
                 sizes.insert(k.clone(), found.size);
             }
         }
@@ -123,15 +136,20 @@ fn summary(a: &Answers) -> String {
         NetMode::Dhcp => format!("DHCP on {}", a.net.nic),
         NetMode::Static => format!("{} gw {} on {}", a.net.address, a.net.gateway, a.net.nic),
     };
-    let bridge = if a.net.bridge.is_empty() || matches!(a.net.mode, NetMode::Keep | NetMode::Unmanaged) {
-        String::new()
-    } else {
-        format!(" via bridge {}", a.net.bridge)
-    };
+    let bridge =
+        if a.net.bridge.is_empty() || matches!(a.net.mode, NetMode::Keep | NetMode::Unmanaged) {
+            String::new()
+        } else {
+            format!(" via bridge {}", a.net.bridge)
+        };
     format!(
         "Host {}{} | {} {} | firmware {} | {} {} {}\nNetwork: {net}{bridge} | admin: {}",
         a.hostname,
-        if a.domain.is_empty() { String::new() } else { format!(".{}", a.domain) },
+        if a.domain.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", a.domain)
+        },
         edit::distribution_name(a.distribution),
         a.suite,
         edit::firmware_name(a.firmware),
@@ -146,7 +164,9 @@ fn summary(a: &Answers) -> String {
 pub fn run(opts: &Options) -> Result<Outcome> {
     let theme = ui::theme();
     let theme = theme.as_ref();
-    let disks = ui::spin("Reading disks", || machine::candidates(&opts.sys, &opts.dev));
+    let disks = ui::spin("Reading disks", || {
+        machine::candidates(&opts.sys, &opts.dev)
+    });
     let nics = machine::nics(&opts.sys);
     if !disks.iter().any(Candidate::selectable) {
         let seen: Vec<String> = disks.iter().map(Candidate::line).collect();
@@ -156,17 +176,34 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         );
     }
     let base = opts.from.as_deref().map(load_base).transpose()?;
-    let orig = base.as_ref().map(|b| Answers::from_state(&b.state, &disks, &nics));
-    let keep_key = orig.as_ref().filter(|o| o.layout == Layout::Keep).map(|o| o.device_key.clone());
-    let can_keep_net = orig.as_ref().is_some_and(|o| o.net.mode != NetMode::Unmanaged);
-    let mut a = orig.clone().unwrap_or_else(|| Answers::fresh(&disks, &nics));
-    if !disks.iter().any(|c| c.disk.name == a.disk && c.selectable()) {
-        a.disk = disks.iter().find(|c| c.selectable()).map(|c| c.disk.name.clone()).unwrap_or_default();
+    let orig = base
+        .as_ref()
+        .map(|b| Answers::from_state(&b.state, &disks, &nics));
+    let keep_key = orig
+        .as_ref()
+        .filter(|o| o.layout == Layout::Keep)
+        .map(|o| o.device_key.clone());
+    let can_keep_net = orig
+        .as_ref()
+        .is_some_and(|o| o.net.mode != NetMode::Unmanaged);
+    let mut a = orig
+        .clone()
+        .unwrap_or_else(|| Answers::fresh(&disks, &nics));
+    if !disks
+        .iter()
+        .any(|c| c.disk.name == a.disk && c.selectable())
+    {
+        a.disk = disks
+            .iter()
+            .find(|c| c.selectable())
+            .map(|c| c.disk.name.clone())
+            .unwrap_or_default();
     }
     loop {
         ui::disk(theme, &mut a, &disks)?;
         ui::system(theme, &mut a)?;
-        let preview_of = |a: &Answers| preview(&build(base.as_ref(), orig.as_ref(), a, &disks), a, &disks);
+        let preview_of =
+            |a: &Answers| preview(&build(base.as_ref(), orig.as_ref(), a, &disks), a, &disks);
         ui::layout(theme, &mut a, keep_key.as_deref(), &preview_of)?;
         ui::identity(theme, &mut a, &opts.zoneinfo)?;
         ui::network(theme, &mut a, &nics, can_keep_net)?;
@@ -206,7 +243,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 let install = next == ui::Next::Install
                     && ui::confirm(
                         theme,
-                        &format!("Everything on {} will be erased. Install now?", disk.display()),
+                        &format!(
+                            "Everything on {} will be erased. Install now?",
+                            disk.display()
+                        ),
                         false,
                     )?;
                 output::write_atomic(&opts.output, &text)?;

@@ -40,7 +40,10 @@ mod tests {
         write_atomic(&p, "{\"version\": 1}\n").expect("overwrite");
         let md = std::fs::metadata(&p).expect("stat");
         assert_eq!(md.permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(&p).expect("read"), "{\"version\": 1}\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "{\"version\": 1}\n"
+        );
         assert_eq!(std::fs::read_dir(t.path()).expect("ls").count(), 1);
     }
 }

@@ -39,7 +39,11 @@ pub fn render_plan(plan: &DiskPlan) -> String {
             );
             if let Some(f) = &p.filesystem {
                 for sv in &f.subvolumes {
-                    let c = sv.compression.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+                    let c = sv
+                        .compression
+                        .as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
                     let _ = writeln!(out, "      subvolume {}{c}", sv.name);
                 }
             }
@@ -74,7 +78,10 @@ pub fn render_state_summary(state: &State) -> String {
                 PartitionType::Swap => "swap",
                 PartitionType::BiosBoot => "bios_boot",
             };
-            let fs = p.filesystem.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_default();
+            let fs = p
+                .filesystem
+                .map(|f| format!("{f:?}").to_lowercase())
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  {:<14} {:>9}  {kind:<9} {fs} {}",
@@ -86,7 +93,12 @@ pub fn render_state_summary(state: &State) -> String {
     }
     for (part, svs) in &s.btrfs_subvolumes {
         for sv in svs {
-            let _ = writeln!(out, "  {part} subvolume {} {}", sv.name, sv.mount.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "  {part} subvolume {} {}",
+                sv.name,
+                sv.mount.as_deref().unwrap_or("")
+            );
         }
     }
     out

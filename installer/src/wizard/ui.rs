@@ -17,7 +17,10 @@ use super::machine::Candidate;
 /// Plain output: serial or Linux console, dumb terminals, NO_COLOR.
 pub fn plain_terminal() -> bool {
     std::env::var_os("NO_COLOR").is_some()
-        || matches!(std::env::var("TERM").as_deref(), Ok("linux") | Ok("dumb") | Ok("vt100") | Ok("vt220") | Err(_))
+        || matches!(
+            std::env::var("TERM").as_deref(),
+            Ok("linux") | Ok("dumb") | Ok("vt100") | Ok("vt220") | Err(_)
+        )
 }
 
 pub fn theme() -> Box<dyn Theme> {
@@ -49,7 +52,12 @@ pub fn heading(text: &str) {
     eprintln!("== {text} ==");
 }
 
-fn input(theme: &dyn Theme, prompt: &str, default: &str, check: impl Fn(&str) -> Result<(), String>) -> Result<String> {
+fn input(
+    theme: &dyn Theme,
+    prompt: &str,
+    default: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<String> {
     let mut q = Input::<String>::with_theme(theme).with_prompt(prompt);
     if !default.is_empty() {
         q = q.default(default.to_string());
@@ -62,20 +70,27 @@ fn input(theme: &dyn Theme, prompt: &str, default: &str, check: impl Fn(&str) ->
 }
 
 /// An optional value: Enter keeps `default`, `-` clears it.
-fn optional(theme: &dyn Theme, prompt: &str, default: &str, check: impl Fn(&str) -> Result<(), String>) -> Result<String> {
+fn optional(
+    theme: &dyn Theme,
+    prompt: &str,
+    default: &str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<String> {
     let prompt = if default.is_empty() {
         format!("{prompt} (Enter for none)")
     } else {
         format!("{prompt} (- for none)")
     };
-    let mut q = Input::<String>::with_theme(theme).with_prompt(&prompt).allow_empty(true);
+    let mut q = Input::<String>::with_theme(theme)
+        .with_prompt(&prompt)
+        .allow_empty(true);
     if !default.is_empty() {
         q = q.default(default.to_string());
     }
     let v: String = q
         .validate_with(|s: &String| {
             let s = s.trim();
-            if s == "-" {
+            if s == "-" || s.is_empty() {
                 Ok(())
             } else {
                 check(s)
@@ -84,7 +99,11 @@ fn optional(theme: &dyn Theme, prompt: &str, default: &str, check: impl Fn(&str)
         .interact_text()
         .with_context(|| format!("reading the answer to {prompt:?}"))?;
     let v = v.trim();
-    Ok(if v == "-" { String::new() } else { v.to_string() })
+    Ok(if v == "-" {
+        String::new()
+    } else {
+        v.to_string()
+    })
 }
 
 fn select(theme: &dyn Theme, prompt: &str, items: &[String], default: usize) -> Result<usize> {
@@ -109,12 +128,18 @@ pub fn confirm(theme: &dyn Theme, prompt: &str, default: bool) -> Result<bool> {
 pub fn disk(theme: &dyn Theme, a: &mut Answers, disks: &[Candidate]) -> Result<()> {
     heading("Target disk (the chosen disk will be erased)");
     let items: Vec<String> = disks.iter().map(Candidate::line).collect();
-    let mut default = disks.iter().position(|c| c.disk.name == a.disk).unwrap_or(0);
+    let mut default = disks
+        .iter()
+        .position(|c| c.disk.name == a.disk)
+        .unwrap_or(0);
     loop {
         let i = select(theme, "Install on", &items, default)?;
         match &disks[i].blocked {
             Some(why) => {
-                eprintln!("error: /dev/{} cannot be used ({why}); choose another disk", disks[i].disk.name);
+                eprintln!(
+                    "error: /dev/{} cannot be used ({why}); choose another disk",
+                    disks[i].disk.name
+                );
                 default = i;
             }
             None => {
@@ -128,7 +153,10 @@ pub fn disk(theme: &dyn Theme, a: &mut Answers, disks: &[Candidate]) -> Result<(
 /// Distribution, suite and firmware.
 pub fn system(theme: &dyn Theme, a: &mut Answers) -> Result<()> {
     heading("System");
-    let mut items: Vec<String> = checks::DISTRIBUTIONS.iter().map(|d| d.0.to_string()).collect();
+    let mut items: Vec<String> = checks::DISTRIBUTIONS
+        .iter()
+        .map(|d| d.0.to_string())
+        .collect();
     let mut default = checks::DISTRIBUTIONS
         .iter()
         .position(|(_, d, s)| *d == a.distribution && *s == a.suite);
@@ -164,7 +192,10 @@ pub fn layout(
     if keep_key.is_some() {
         options.push((Layout::Keep, "Keep the layout of the file".into()));
     }
-    options.push((Layout::Btrfs, "btrfs with subvolumes @ /, @home, @var_log, @op-dbus".into()));
+    options.push((
+        Layout::Btrfs,
+        "btrfs with subvolumes @ /, @home, @var_log, @op-dbus".into(),
+    ));
     options.push((Layout::Ext4, "plain ext4 root".into()));
     let items: Vec<String> = options.iter().map(|o| o.1.clone()).collect();
     loop {
@@ -186,7 +217,9 @@ pub fn identity(theme: &dyn Theme, a: &mut Answers, zoneinfo: &Path) -> Result<(
     heading("Identity and locale");
     a.hostname = input(theme, "Hostname", &a.hostname, checks::hostname)?;
     a.domain = optional(theme, "Domain", &a.domain, checks::domain)?;
-    a.timezone = input(theme, "Timezone", &a.timezone, |s| checks::timezone(s, zoneinfo))?;
+    a.timezone = input(theme, "Timezone", &a.timezone, |s| {
+        checks::timezone(s, zoneinfo)
+    })?;
     a.locale = input(theme, "Locale", &a.locale, checks::locale)?;
     a.keyboard = input(theme, "Keyboard", &a.keyboard, checks::keyboard)?;
     Ok(())
@@ -198,7 +231,10 @@ pub fn network(theme: &dyn Theme, a: &mut Answers, nics: &[String], can_keep: bo
     let mut modes = vec![
         (NetMode::Dhcp, "DHCP"),
         (NetMode::Static, "Static address"),
-        (NetMode::Unmanaged, "Leave unconfigured (no network section)"),
+        (
+            NetMode::Unmanaged,
+            "Leave unconfigured (no network section)",
+        ),
     ];
     if can_keep {
         modes.insert(0, (NetMode::Keep, "Keep the network section of the file"));
@@ -215,7 +251,13 @@ pub fn network(theme: &dyn Theme, a: &mut Answers, nics: &[String], can_keep: bo
     }
     let labels: Vec<String> = items
         .iter()
-        .map(|n| if nics.contains(n) { n.clone() } else { format!("{n} (not present on this machine)") })
+        .map(|n| {
+            if nics.contains(n) {
+                n.clone()
+            } else {
+                format!("{n} (not present on this machine)")
+            }
+        })
         .chain(std::iter::once("Other (type a name)".to_string()))
         .collect();
     let default = items.iter().position(|n| *n == a.net.nic).unwrap_or(0);
@@ -225,9 +267,13 @@ pub fn network(theme: &dyn Theme, a: &mut Answers, nics: &[String], can_keep: bo
         None => input(theme, "Interface name", &a.net.nic, checks::ifname)?,
     };
     if a.net.mode == NetMode::Static {
-        a.net.address = input(theme, "Address/prefix", &a.net.address, |s| checks::cidr(s).map(|_| ()))?;
+        a.net.address = input(theme, "Address/prefix", &a.net.address, |s| {
+            checks::cidr(s).map(|_| ())
+        })?;
         let addr = a.net.address.clone();
-        a.net.gateway = optional(theme, "Gateway", &a.net.gateway, |s| checks::gateway(s, &addr))?;
+        a.net.gateway = optional(theme, "Gateway", &a.net.gateway, |s| {
+            checks::gateway(s, &addr)
+        })?;
         a.net.dns = optional(theme, "DNS servers", &a.net.dns, checks::dns)?;
     } else {
         a.net.address.clear();
@@ -260,7 +306,10 @@ pub fn root_password(theme: &dyn Theme, a: &mut Answers, editing: bool) -> Resul
     }
     let pw = Password::with_theme(theme)
         .with_prompt("Root password")
-        .with_confirmation("Repeat the root password", "error: the passwords do not match")
+        .with_confirmation(
+            "Repeat the root password",
+            "error: the passwords do not match",
+        )
         .interact()
         .context("reading the root password")?;
     let hash = spin("Hashing the password", || {
@@ -274,7 +323,12 @@ pub fn root_password(theme: &dyn Theme, a: &mut Answers, editing: bool) -> Resul
 /// The administrator account and its SSH key.
 pub fn admin(theme: &dyn Theme, a: &mut Answers) -> Result<()> {
     heading("Administrator");
-    a.admin = optional(theme, "Admin user (group sudo)", &a.admin, checks::user_name)?;
+    a.admin = optional(
+        theme,
+        "Admin user (group sudo)",
+        &a.admin,
+        checks::user_name,
+    )?;
     if a.admin.is_empty() {
         return Ok(());
     }

@@ -93,7 +93,9 @@ fn default_suite() -> String {
     "bookworm".into()
 }
 fn default_plugins() -> Vec<String> {
-    ["lxc", "netmaker", "ovs", "systemd"].map(String::from).to_vec()
+    ["lxc", "netmaker", "ovs", "systemd"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_subvolumes() -> BTreeMap<String, LayoutSubvolume> {
     [

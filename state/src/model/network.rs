@@ -34,7 +34,9 @@ pub struct Network {
     pub prune: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum InterfaceType {
     #[default]
@@ -96,7 +98,11 @@ pub struct Interface {
     #[serde(default)]
     pub state: LinkState,
     /// Static addresses in CIDR form, IPv4 or IPv6.
-    #[serde(default, alias = "addresses", skip_serializing_if = "OneOrMany::is_empty")]
+    #[serde(
+        default,
+        alias = "addresses",
+        skip_serializing_if = "OneOrMany::is_empty"
+    )]
     pub address: OneOrMany<String>,
     /// IPv4 default gateway (must lie in one of the interface's subnets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +136,11 @@ pub struct Interface {
     #[serde(default, alias = "vlan_id", skip_serializing_if = "Option::is_none")]
     pub id: Option<u16>,
     /// The link a VLAN sits on.
-    #[serde(default, alias = "vlan_raw_device", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "vlan_raw_device",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub base: Option<String>,
     /// The other end of a veth pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]

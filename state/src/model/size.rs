@@ -40,7 +40,11 @@ impl FromStr for Size {
         let upper = t.to_ascii_uppercase();
         let core = upper
             .strip_suffix("IB")
-            .or_else(|| upper.strip_suffix('B').filter(|c| !c.is_empty() && c.chars().last().is_some_and(|l| l.is_ascii_alphabetic())))
+            .or_else(|| {
+                upper.strip_suffix('B').filter(|c| {
+                    !c.is_empty() && c.chars().last().is_some_and(|l| l.is_ascii_alphabetic())
+                })
+            })
             .unwrap_or(&upper);
         let (num, mult) = match core.chars().last() {
             Some(c) if c.is_ascii_alphabetic() => {
@@ -54,7 +58,11 @@ impl FromStr for Size {
             return Err(err());
         }
         let bytes = if let Some((int, frac)) = num.split_once('.') {
-            let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+            let int: u64 = if int.is_empty() {
+                0
+            } else {
+                int.parse().map_err(|_| err())?
+            };
             if frac.is_empty() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err());
             }

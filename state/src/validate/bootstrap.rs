@@ -105,7 +105,9 @@ fn valid_timezone(s: &str) -> bool {
             !part.is_empty()
                 && part != "."
                 && part != ".."
-                && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
         })
         && s.as_bytes()[0].is_ascii_alphabetic()
 }
@@ -125,20 +127,29 @@ fn valid_locale(s: &str) -> bool {
         Some((l, c)) => (l, Some(c)),
         None => (rest, None),
     };
-    if codeset.is_some_and(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')) {
+    if codeset
+        .is_some_and(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
         return false;
     }
     let (lang, terr) = match lang_terr.split_once('_') {
         Some((l, t)) => (l, Some(t)),
         None => (lang_terr, None),
     };
-    let lang_ok = lang == "C" || ((2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase()));
-    let terr_ok = terr.is_none_or(|t| (2..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+    let lang_ok = lang == "C"
+        || ((2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_lowercase()));
+    let terr_ok = terr.is_none_or(|t| {
+        (2..=3).contains(&t.len())
+            && t.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    });
     lang_ok && terr_ok
 }
 
 fn valid_package(p: &str) -> bool {
     p.len() >= 2
         && p.as_bytes()[0].is_ascii_alphanumeric()
-        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':'))
+        && p.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':')
+        })
 }

@@ -50,12 +50,22 @@ pub(crate) struct Cx {
 }
 
 impl Cx {
-    pub fn error(&mut self, pointer: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.out
             .push(Diagnostic::new(Severity::Error, pointer, message).with_hint(hint));
     }
 
-    pub fn warn(&mut self, pointer: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+    pub fn warn(
+        &mut self,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.out
             .push(Diagnostic::new(Severity::Warning, pointer, message).with_hint(hint));
     }

@@ -31,7 +31,11 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
         for (section, map) in [("interfaces", &net.interfaces), ("bonds", &net.bonds)] {
             for (name, i) in map {
                 let ptr = pointer(&["plugins", "network", section, name]);
-                let kind = if section == "bonds" { InterfaceType::Bond } else { i.kind };
+                let kind = if section == "bonds" {
+                    InterfaceType::Bond
+                } else {
+                    i.kind
+                };
                 let mut v4 = Vec::new();
                 let mut v6 = Vec::new();
                 for (k, a) in i.address.iter().enumerate() {
@@ -134,11 +138,15 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     // Declared twice (in both forms, or as an interface and a bond).
     for d in &decls {
         if let Some(first) = where_declared.get(d.name) {
-            let both = first.starts_with("/plugins/network") != d.ptr.starts_with("/plugins/network");
+            let both =
+                first.starts_with("/plugins/network") != d.ptr.starts_with("/plugins/network");
             cx.error(
                 d.ptr.clone(),
                 if both {
-                    format!("interface {} is declared in both plugins.network and plugins.net", d.name)
+                    format!(
+                        "interface {} is declared in both plugins.network and plugins.net",
+                        d.name
+                    )
                 } else {
                     format!("interface {} is declared twice", d.name)
                 },
@@ -183,7 +191,11 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             InterfaceType::OvsBridge => "OVS bridge",
             _ => "bridge",
         };
-        let members = if d.kind == InterfaceType::Bond { &d.slaves } else { &d.ports };
+        let members = if d.kind == InterfaceType::Bond {
+            &d.slaves
+        } else {
+            &d.ports
+        };
         if d.kind != InterfaceType::Bond && !d.slaves.is_empty() {
             // slaves on a non-bond are ignored by normalization; say so.
             cx.error(
@@ -242,7 +254,11 @@ fn check_gateway(cx: &mut Cx, ptr: String, gw: &str, nets: &[IpNet], dhcp: bool,
             cx.error(
                 ptr,
                 format!("invalid {family} gateway {gw:?}"),
-                if v6 { "write an IPv6 address such as 2001:db8::1" } else { "write an IPv4 address such as 192.168.1.1" },
+                if v6 {
+                    "write an IPv6 address such as 2001:db8::1"
+                } else {
+                    "write an IPv4 address such as 192.168.1.1"
+                },
             );
             return;
         }
@@ -279,14 +295,21 @@ fn check_block(cx: &mut Cx, ptr: &str, block: &IpBlock, v6: bool) {
                 Ok(n) => nets.push(n),
                 Err(_) => cx.error(
                     child(&aptr, "prefix"),
-                    format!("invalid prefix length {} for {family} address {}", a.prefix, a.ip),
+                    format!(
+                        "invalid prefix length {} for {family} address {}",
+                        a.prefix, a.ip
+                    ),
                     if v6 { "use 0 to 128" } else { "use 0 to 32" },
                 ),
             },
             _ => cx.error(
                 child(&aptr, "ip"),
                 format!("invalid {family} address {:?}", a.ip),
-                if v6 { "write an IPv6 address such as 2001:db8::10" } else { "write an IPv4 address such as 10.0.1.10" },
+                if v6 {
+                    "write an IPv6 address such as 2001:db8::10"
+                } else {
+                    "write an IPv4 address such as 10.0.1.10"
+                },
             ),
         }
     }
@@ -303,7 +326,11 @@ fn check_mtu(cx: &mut Cx, ptr: &str, mtu: Option<u32>, v6: bool) {
         cx.error(
             child(ptr, "mtu"),
             format!("invalid MTU {mtu}"),
-            if v6 { "use 1280 to 65535 (IPv6 needs at least 1280)" } else { "use 68 to 65535; Ethernet is usually 1500, jumbo frames 9000" },
+            if v6 {
+                "use 1280 to 65535 (IPv6 needs at least 1280)"
+            } else {
+                "use 68 to 65535; Ethernet is usually 1500, jumbo frames 9000"
+            },
         );
     }
 }
@@ -344,5 +371,8 @@ fn check_routes(cx: &mut Cx, ptr: &str, routes: &[Route]) {
 
 fn valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }

@@ -41,7 +41,9 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             let number = p.number.unwrap_or(i as u32 + 1);
             let pptr = child(&child(&dptr, "partitions"), i);
             let path = partition_path(dev, number);
-            let fs = p.filesystem.or_else(|| storage.filesystems.get(&path).map(|f| f.kind));
+            let fs = p
+                .filesystem
+                .or_else(|| storage.filesystems.get(&path).map(|f| f.kind));
             if p.kind == PartitionType::Efi && fs.is_some_and(|f| f != FsType::Vfat) {
                 let fptr = if p.filesystem.is_some() {
                     child(&pptr, "filesystem")
@@ -58,7 +60,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
         }
     }
 
-    for (path, _) in &storage.filesystems {
+    for path in storage.filesystems.keys() {
         if !parts.contains_key(path) {
             cx.error(
                 pointer(&["plugins", "storage", "filesystems", path]),
@@ -74,7 +76,14 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
         for (i, p) in device.partitions.iter().enumerate() {
             if let Some(m) = &p.mount {
                 let number = p.number.unwrap_or(i as u32 + 1);
-                let pptr = pointer(&["plugins", "storage", "devices", dev, "partitions", &i.to_string()]);
+                let pptr = pointer(&[
+                    "plugins",
+                    "storage",
+                    "devices",
+                    dev,
+                    "partitions",
+                    &i.to_string(),
+                ]);
                 mounts.push(MountDecl {
                     point: m.clone(),
                     part: partition_path(dev, number),
@@ -103,7 +112,10 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                 cx.error(
                     sptr.clone(),
                     format!("subvolumes on {path}, which has {what}"),
-                    format!("subvolumes need btrfs: set \"filesystem\": \"btrfs\" at {}", info.ptr),
+                    format!(
+                        "subvolumes need btrfs: set \"filesystem\": \"btrfs\" at {}",
+                        info.ptr
+                    ),
                 );
             }
             Some(_) => {}
@@ -115,7 +127,10 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                 cx.error(
                     child(&svptr, "name"),
                     format!("duplicate subvolume name {:?} on {path}", sv.name),
-                    format!("it is already declared at {}; give each subvolume its own name", child(&sptr, first)),
+                    format!(
+                        "it is already declared at {}; give each subvolume its own name",
+                        child(&sptr, first)
+                    ),
                 );
             }
             if let Some(c) = &sv.compression {
@@ -153,7 +168,10 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             if !known {
                 cx.error(
                     child(&mptr, "subvol"),
-                    format!("mount {point} names no subvolume: {sv} is not declared on {}", m.device),
+                    format!(
+                        "mount {point} names no subvolume: {sv} is not declared on {}",
+                        m.device
+                    ),
                     format!(
                         "add {{\"name\": \"{sv}\"}} to plugins.storage.btrfs_subvolumes[\"{}\"]",
                         m.device
@@ -203,7 +221,10 @@ fn layout(cx: &mut Cx, dptr: &str, device: &crate::model::Device) {
     if msdos && parts.len() > 4 {
         cx.error(
             child(&child(dptr, "partitions"), 4),
-            format!("{} partitions on an msdos table, which holds at most 4 primary partitions", parts.len()),
+            format!(
+                "{} partitions on an msdos table, which holds at most 4 primary partitions",
+                parts.len()
+            ),
             "use \"partition_table\": \"gpt\" or merge partitions",
         );
     }
@@ -214,14 +235,25 @@ fn layout(cx: &mut Cx, dptr: &str, device: &crate::model::Device) {
             cx.error(
                 child(&pptr, "number"),
                 format!("invalid partition number {number}"),
-                if msdos { "msdos primary partitions are numbered 1 to 4" } else { "partition numbers start at 1" },
+                if msdos {
+                    "msdos primary partitions are numbered 1 to 4"
+                } else {
+                    "partition numbers start at 1"
+                },
             );
         }
         if let Some(first) = numbers.insert(number, i) {
             cx.error(
-                if p.number.is_some() { child(&pptr, "number") } else { pptr.clone() },
+                if p.number.is_some() {
+                    child(&pptr, "number")
+                } else {
+                    pptr.clone()
+                },
                 format!("duplicate partition number {number}"),
-                format!("partition {} already has it; give each partition its own number", child(&child(dptr, "partitions"), first)),
+                format!(
+                    "partition {} already has it; give each partition its own number",
+                    child(&child(dptr, "partitions"), first)
+                ),
             );
         }
         if p.size == Size::Remaining && i + 1 != parts.len() {
@@ -275,7 +307,11 @@ fn layout(cx: &mut Cx, dptr: &str, device: &crate::model::Device) {
                     if end > max {
                         cx.error(
                             child(&pptr, "size"),
-                            format!("partition {number} ends at {}, beyond the disk's max_size {}", human(end), human(max)),
+                            format!(
+                                "partition {number} ends at {}, beyond the disk's max_size {}",
+                                human(end),
+                                human(max)
+                            ),
                             "shrink the partition or raise selector.max_size",
                         );
                     }
@@ -283,7 +319,10 @@ fn layout(cx: &mut Cx, dptr: &str, device: &crate::model::Device) {
                 if msdos && end > MSDOS_LIMIT {
                     cx.error(
                         child(&pptr, "size"),
-                        format!("partition {number} ends at {}, beyond 2T, the limit of an msdos table", human(end)),
+                        format!(
+                            "partition {number} ends at {}, beyond 2T, the limit of an msdos table",
+                            human(end)
+                        ),
                         "use \"partition_table\": \"gpt\"",
                     );
                 }
@@ -315,10 +354,15 @@ fn layout(cx: &mut Cx, dptr: &str, device: &crate::model::Device) {
 
 /// `512M`, `120.5G`: exact when the unit divides the size, else one decimal.
 fn human(b: u64) -> String {
-    const UNITS: [(u64, char); 4] = [(1 << 40, 'T'), (1 << 30, 'G'), (1 << 20, 'M'), (1 << 10, 'K')];
+    const UNITS: [(u64, char); 4] = [
+        (1 << 40, 'T'),
+        (1 << 30, 'G'),
+        (1 << 20, 'M'),
+        (1 << 10, 'K'),
+    ];
     for (u, c) in UNITS {
         if b >= u {
-            return if b % u == 0 {
+            return if b & (u - 1) == 0 {
                 format!("{}{c}", b / u)
             } else {
                 format!("{:.1}{c}", b as f64 / u as f64)
@@ -344,14 +388,19 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
     let target = match &b.device {
         Some(d) => {
             if !devices.is_some_and(|m| m.contains_key(d)) {
-                let names: Vec<&str> = devices.map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+                let names: Vec<&str> = devices
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
                 cx.error(
                     "/bootstrap/device",
                     format!("bootstrap.device {d} names no device"),
                     if names.is_empty() {
                         "declare the disk in plugins.storage.devices".to_string()
                     } else {
-                        format!("use a name from plugins.storage.devices: {}", names.join(", "))
+                        format!(
+                            "use a name from plugins.storage.devices: {}",
+                            names.join(", ")
+                        )
                     },
                 );
                 return;
@@ -363,7 +412,10 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
             Some(m) if m.len() > 1 => {
                 cx.error(
                     "/bootstrap",
-                    format!("bootstrap.device is missing and plugins.storage has {} devices", m.len()),
+                    format!(
+                        "bootstrap.device is missing and plugins.storage has {} devices",
+                        m.len()
+                    ),
                     "set bootstrap.device to the disk the system boots from",
                 );
                 return;
@@ -371,10 +423,15 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
             _ => return,
         },
     };
-    let Some(device) = devices.and_then(|m| m.get(&target)) else { return };
+    let Some(device) = devices.and_then(|m| m.get(&target)) else {
+        return;
+    };
     if b.firmware.uefi()
         && device.partition_table == PartitionTable::Gpt
-        && !device.partitions.iter().any(|p| p.kind == PartitionType::Efi)
+        && !device
+            .partitions
+            .iter()
+            .any(|p| p.kind == PartitionType::Efi)
     {
         cx.error(
             pointer(&["plugins", "storage", "devices", &target, "partitions"]),
@@ -384,7 +441,10 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
     }
     if b.firmware.bios()
         && device.partition_table == PartitionTable::Gpt
-        && !device.partitions.iter().any(|p| p.kind == PartitionType::BiosBoot)
+        && !device
+            .partitions
+            .iter()
+            .any(|p| p.kind == PartitionType::BiosBoot)
     {
         cx.error(
             pointer(&["plugins", "storage", "devices", &target, "partitions"]),
@@ -420,8 +480,7 @@ fn compress_option(options: &str) -> Option<&str> {
     options
         .split(',')
         .map(str::trim)
-        .filter(|o| o.starts_with("compress=") || o.starts_with("compress-force="))
-        .next_back()
+        .rfind(|o| o.starts_with("compress=") || o.starts_with("compress-force="))
 }
 
 fn check_mount_table(cx: &mut Cx, mounts: &[MountDecl]) {
@@ -449,14 +508,29 @@ fn check_mount_table(cx: &mut Cx, mounts: &[MountDecl]) {
                 if m.point == "/" {
                     cx.error(
                         m.ptr.clone(),
-                        format!("two roots: / is mounted from {} and from {}", source(first), source(m)),
-                        format!("keep one root filesystem; the other is declared at {}", first.ptr),
+                        format!(
+                            "two roots: / is mounted from {} and from {}",
+                            source(first),
+                            source(m)
+                        ),
+                        format!(
+                            "keep one root filesystem; the other is declared at {}",
+                            first.ptr
+                        ),
                     );
                 } else {
                     cx.error(
                         m.ptr.clone(),
-                        format!("mount point {} is used twice: by {} and by {}", m.point, source(first), source(m)),
-                        format!("give each filesystem its own mount point; the other is declared at {}", first.ptr),
+                        format!(
+                            "mount point {} is used twice: by {} and by {}",
+                            m.point,
+                            source(first),
+                            source(m)
+                        ),
+                        format!(
+                            "give each filesystem its own mount point; the other is declared at {}",
+                            first.ptr
+                        ),
                     );
                 }
             }
@@ -465,7 +539,9 @@ fn check_mount_table(cx: &mut Cx, mounts: &[MountDecl]) {
     // compress= per filesystem.
     let mut compress: HashMap<&str, (&str, &MountDecl)> = HashMap::new();
     for m in mounts {
-        let Some(value) = m.options.as_deref().and_then(compress_option) else { continue };
+        let Some(value) = m.options.as_deref().and_then(compress_option) else {
+            continue;
+        };
         match compress.get(m.part.as_str()) {
             None => {
                 compress.insert(&m.part, (value, m));

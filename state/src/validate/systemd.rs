@@ -5,15 +5,26 @@
 use super::Cx;
 use crate::diag::pointer;
 use crate::model::State;
-use crate::normalize::{service_unit_name, timer_unit_name, timer_target, UNIT_SUFFIXES};
+use crate::normalize::{service_unit_name, timer_target, timer_unit_name, UNIT_SUFFIXES};
 
 const SECTIONS: &[&str] = &[
-    "Unit", "Service", "Socket", "Timer", "Mount", "Automount", "Swap", "Path", "Slice", "Scope",
+    "Unit",
+    "Service",
+    "Socket",
+    "Timer",
+    "Mount",
+    "Automount",
+    "Swap",
+    "Path",
+    "Slice",
+    "Scope",
     "Install",
 ];
 
 pub(super) fn check(cx: &mut Cx, state: &State) {
-    let Some(sd) = &state.plugins.systemd else { return };
+    let Some(sd) = &state.plugins.systemd else {
+        return;
+    };
     let declared = |unit: &str| {
         sd.services.keys().any(|s| service_unit_name(s) == unit)
             || sd.units.contains_key(unit)
@@ -84,5 +95,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
 }
 
 fn has_suffix(name: &str) -> bool {
-    UNIT_SUFFIXES.iter().any(|s| name.ends_with(s) && name.len() > s.len())
+    UNIT_SUFFIXES
+        .iter()
+        .any(|s| name.ends_with(s) && name.len() > s.len())
 }

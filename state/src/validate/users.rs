@@ -10,12 +10,59 @@ use crate::model::State;
 
 /// Groups a Debian system has without being declared.
 const SYSTEM_GROUPS: &[&str] = &[
-    "root", "daemon", "bin", "sys", "adm", "tty", "disk", "lp", "mail", "news", "uucp", "man",
-    "proxy", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio", "dip",
-    "www-data", "backup", "operator", "list", "irc", "src", "gnats", "shadow", "utmp", "video",
-    "sasl", "plugdev", "staff", "games", "users", "nogroup", "systemd-journal", "systemd-network",
-    "systemd-resolve", "systemd-timesync", "input", "sgx", "kvm", "render", "netdev", "crontab",
-    "messagebus", "_ssh", "ssh", "wheel",
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "adm",
+    "tty",
+    "disk",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "man",
+    "proxy",
+    "kmem",
+    "dialout",
+    "fax",
+    "voice",
+    "cdrom",
+    "floppy",
+    "tape",
+    "sudo",
+    "audio",
+    "dip",
+    "www-data",
+    "backup",
+    "operator",
+    "list",
+    "irc",
+    "src",
+    "gnats",
+    "shadow",
+    "utmp",
+    "video",
+    "sasl",
+    "plugdev",
+    "staff",
+    "games",
+    "users",
+    "nogroup",
+    "systemd-journal",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "input",
+    "sgx",
+    "kvm",
+    "render",
+    "netdev",
+    "crontab",
+    "messagebus",
+    "_ssh",
+    "ssh",
+    "wheel",
 ];
 
 const SSH_KEY_TYPES: &[&str] = &[
@@ -37,7 +84,11 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
         for (k, key) in b.root_ssh_authorized_keys.iter().enumerate() {
             check_ssh_key(cx, child("/bootstrap/root_ssh_authorized_keys", k), key);
         }
-        let root_account = state.plugins.users.as_ref().and_then(|u| u.accounts.get("root"));
+        let root_account = state
+            .plugins
+            .users
+            .as_ref()
+            .and_then(|u| u.accounts.get("root"));
         let password = b
             .root_password_hash
             .as_deref()
@@ -53,7 +104,9 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             );
         }
     }
-    let Some(users) = &state.plugins.users else { return };
+    let Some(users) = &state.plugins.users else {
+        return;
+    };
 
     let mut gids: HashMap<u32, String> = HashMap::new();
     for (name, g) in &users.groups {
@@ -91,7 +144,9 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             if let Some(own) = own.filter(|own| *own != gid) {
                 cx.error(
                     child(&aptr, "gid"),
-                    format!("gid {gid} of account {name} differs from gid {own} of its group {name}"),
+                    format!(
+                        "gid {gid} of account {name} differs from gid {own} of its group {name}"
+                    ),
                     "use the same gid in both places, or leave one out",
                 );
             } else if !gids.contains_key(&gid) {
@@ -139,7 +194,9 @@ fn check_hash(cx: &mut Cx, ptr: impl Into<String>, hash: &str) {
     if h.starts_with('$') && fields.len() >= 4 {
         let known = matches!(fields[1], "y" | "gy" | "7" | "6" | "5" | "2b" | "2y");
         let tail_ok = fields.last().is_some_and(|t| {
-            !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
         });
         if known && tail_ok {
             return;
@@ -192,7 +249,7 @@ fn check_ssh_key(cx: &mut Cx, ptr: String, line: &str) {
 /// Standard base64 with padding; `None` on any invalid character or length.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.is_empty() || b.len() % 4 != 0 {
+    if b.is_empty() || b.len() & 3 != 0 {
         return None;
     }
     let val = |c: u8| -> Option<u32> {
@@ -251,11 +308,24 @@ mod tests {
     #[test]
     fn hashes() {
         let mut cx = Cx::default();
-        for ok in ["!", "*", "!$6$salt$abc", "$y$j9T$salt$hash./", "$6$rounds=5000$salt$h", "$2b$12$abcdefghijklmnopqrstuv"] {
+        for ok in [
+            "!",
+            "*",
+            "!$6$salt$abc",
+            "$y$j9T$salt$hash./",
+            "$6$rounds=5000$salt$h",
+            "$2b$12$abcdefghijklmnopqrstuv",
+        ] {
             check_hash(&mut cx, "/p", ok);
             assert!(cx.out.is_empty(), "{ok}: {:?}", cx.out);
         }
-        for bad in ["hunter2", "", "$1$salt$hash", "$6$salt", "$6$salt$ has space"] {
+        for bad in [
+            "hunter2",
+            "",
+            "$1$salt$hash",
+            "$6$salt",
+            "$6$salt$ has space",
+        ] {
             let mut cx = Cx::default();
             check_hash(&mut cx, "/p", bad);
             assert_eq!(cx.out.len(), 1, "{bad}");

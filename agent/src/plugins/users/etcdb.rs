@@ -85,13 +85,18 @@ impl Table {
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.lines.retain(|l| !matches!(l, Line::Entry(f) if f[0] == name));
+        self.lines
+            .retain(|l| !matches!(l, Line::Entry(f) if f[0] == name));
     }
 }
 
 /// A comma-separated member list as a vector (empty string = no members).
 pub fn members(field: &str) -> Vec<String> {
-    field.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
+    field
+        .split(',')
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The four databases of one root.
@@ -134,11 +139,15 @@ impl EtcDb {
     }
 
     pub fn uid_used(&self, uid: u32) -> bool {
-        self.passwd.entries().any(|f| f[2].parse::<u32>().ok() == Some(uid))
+        self.passwd
+            .entries()
+            .any(|f| f[2].parse::<u32>().ok() == Some(uid))
     }
 
     pub fn gid_used(&self, gid: u32) -> bool {
-        self.group.entries().any(|f| f[2].parse::<u32>().ok() == Some(gid))
+        self.group
+            .entries()
+            .any(|f| f[2].parse::<u32>().ok() == Some(gid))
     }
 
     /// Supplementary groups of `user` (groups listing it as a member).
@@ -186,7 +195,10 @@ impl EtcDb {
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> anyhow::Result<()> {
     use std::io::Write;
     let dir = path.parent().context("path without a parent directory")?;
-    let name = path.file_name().context("path without a file name")?.to_string_lossy();
+    let name = path
+        .file_name()
+        .context("path without a file name")?
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.opdbus-tmp"));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

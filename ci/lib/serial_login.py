@@ -43,18 +43,19 @@ def main():
     send(user)
     read_until(b"Password: ")
     send(password)
-    # A prompt we control, so output can be cut out exactly.
-    send("export PS1='OPDBUS-PROMPT# '; stty -echo; export TERM=dumb")
+    read_until(b"# ")
+    # A prompt we control, so output can be cut out exactly. The quotes keep
+    # the echoed command line from containing the marker itself.
+    send("stty -echo; export TERM=dumb PS1='OPDBUS''-PROMPT# '")
     read_until(b"OPDBUS-PROMPT# ")
-    read_until(b"OPDBUS-PROMPT# ") if b"OPDBUS-PROMPT# " in buf else None
     for i, cmd in enumerate(cmds):
         end = f"OPDBUS-END-{i}"
-        send(f"{cmd}; echo {end} $?")
+        send(f"{cmd}; echo \"OPDBUS-E\"\"ND-{i}\" $?")
         out = read_until(f"{end} ".encode())
         rest = read_until(b"\n")
         text = out.decode(errors="replace")
         text = text[: text.rfind(end)]
-        lines = [l for l in text.replace("\r", "").split("\n") if "OPDBUS-PROMPT#" not in l]
+        lines = text.replace("\r", "").replace("OPDBUS-PROMPT# ", "").split("\n")
         print(f"=== {cmd} (exit {rest.decode().strip()})")
         print("\n".join(lines).strip())
         sys.stdout.flush()

@@ -15,7 +15,7 @@ use opdbus_installer::disk::{execute, ExecOptions, Firmware, TargetMap};
 const SHELL: &str = r#"
 set -eu
 img=$1
-sgdisk -Z -n 1:1M:+512M -t 1:EF00 -c 1:esp -n 2:0:0 -t 2:8300 -c 2:linux "$img" >/dev/null
+sgdisk -o -n 1:1M:+512M -t 1:EF00 -c 1:esp -n 2:0:0 -t 2:8300 -c 2:linux "$img" >/dev/null
 lo=$(losetup --find --show --partscan "$img")
 trap 'umount "$mnt" 2>/dev/null || true; losetup -d "$lo"; rmdir "$mnt"' EXIT
 partx -u "$lo" 2>/dev/null || partx -a "$lo" 2>/dev/null || true

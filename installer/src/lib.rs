@@ -10,5 +10,6 @@ pub mod layout;
 pub mod live;
 pub mod payload;
 pub mod plan;
+pub mod proxmox;
 pub mod target;
 pub mod wizard;

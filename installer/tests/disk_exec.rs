@@ -440,11 +440,22 @@ fn msdos_with_swap_and_ext4() {
     for (i, kind) in [(0, "swap"), (1, "ext4")] {
         let p = &plan.devices[0].partitions[i];
         let node = mt.partition_device(&p.key).unwrap();
-        let out = Task::new("blkid").args(["-p", "-o", "export"]).arg(node).read().unwrap();
+        let out = Task::new("blkid")
+            .args(["-p", "-o", "export"])
+            .arg(node)
+            .read()
+            .unwrap();
         let uuid = &p.filesystem.as_ref().unwrap().uuid;
-        assert!(out.contains(&format!("UUID={uuid}")) && out.contains(&format!("TYPE={kind}")), "{out}");
+        assert!(
+            out.contains(&format!("UUID={uuid}")) && out.contains(&format!("TYPE={kind}")),
+            "{out}"
+        );
     }
-    let out = Task::new("findmnt").args(["-rn", "-o", "FSTYPE"]).arg(&root).read().unwrap();
+    let out = Task::new("findmnt")
+        .args(["-rn", "-o", "FSTYPE"])
+        .arg(&root)
+        .read()
+        .unwrap();
     assert_eq!(out.trim(), "ext4");
     mt.close().unwrap();
     assert_clean(&img, dir.path());

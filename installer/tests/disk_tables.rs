@@ -195,9 +195,6 @@ fn esp_is_formatted_written_and_passes_fsck() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&fsck.stdout).into_owned();
-    if !fsck.status.success() {
-        let _ = std::fs::copy(&copy, "/tmp/esp-debug.fat");
-    }
     assert!(fsck.status.success(), "fsck.fat -n failed: {out}");
     assert!(out.contains("files"), "{out}");
     let out = Task::new("blkid")

@@ -106,7 +106,7 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
         });
     }
     let lang = format!("LANG={}", desired.locale);
-    if !current.locale.iter().any(|a| *a == lang) {
+    if !current.locale.contains(&lang) {
         let mut assignments = vec![lang];
         assignments.extend(
             current
@@ -152,11 +152,22 @@ impl Plugin for HostPlugin {
     ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move {
             let conn = ctx.bus().await?;
+            let (h, t, l) = futures::try_join!(
+                Hostname::new(&conn),
+                Timedate::new(&conn),
+                Locale::new(&conn)
+            )?;
+            let (hostname, timezone, locale, keymap) = futures::try_join!(
+                h.static_hostname(),
+                t.timezone(),
+                l.locale(),
+                l.vconsole_keymap()
+            )?;
             Ok(Current {
-                hostname: Hostname::new(&conn).await?.static_hostname().await?,
-                timezone: Timedate::new(&conn).await?.timezone().await?,
-                locale: Locale::new(&conn).await?.locale().await?,
-                keymap: Locale::new(&conn).await?.vconsole_keymap().await?,
+                hostname,
+                timezone,
+                locale,
+                keymap,
             })
         }
         .boxed()

@@ -335,7 +335,7 @@ impl Plugin for SystemdPlugin {
     ) -> BoxFuture<'a, anyhow::Result<Current>> {
         async move {
             let mut cur = Current::default();
-            for (unit, _) in &desired.files {
+            for unit in desired.files.keys() {
                 let path = ctx.host_path(UNIT_DIR).join(unit);
                 let content = match std::fs::read_to_string(&path) {
                     Ok(c) => Some(c),
@@ -348,13 +348,19 @@ impl Plugin for SystemdPlugin {
                 return Ok(cur);
             }
             let sd = adapter(ctx).await?;
-            for unit in desired.units.keys() {
-                let st = sd
-                    .unit(unit)
-                    .await
-                    .with_context(|| format!("querying unit '{unit}'"))?;
+            // One LoadUnit + property reads per unit, all units concurrently.
+            let statuses = futures::future::try_join_all(desired.units.keys().map(|unit| {
+                let sd = &sd;
+                async move {
+                    sd.unit(unit)
+                        .await
+                        .with_context(|| format!("querying unit '{unit}'"))
+                }
+            }))
+            .await?;
+            for st in statuses {
                 cur.units.insert(
-                    unit.clone(),
+                    st.name,
                     UnitCurrent {
                         load_state: st.load_state,
                         active_state: st.active_state,

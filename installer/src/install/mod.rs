@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use opdbus_state::model::{Bootloader, HostLayout, PayloadKind, State};
+use opdbus_state::model::{Bootloader, Distribution, PayloadKind, State};
 use serde::Serialize;
 
 use crate::bootloader::{self, BootConfig};
@@ -236,6 +236,23 @@ fn populate(
         ex.sha256
     ));
 
+    if let Some(b) = bootstrap.filter(|b| b.distribution == Distribution::Proxmox) {
+        progress.phase("proxmox", "Proxmox VE repository, key, pinning, proxmox-ve");
+        let mut po = crate::proxmox::ProxmoxOptions::new(&b.suite, &b.hostname);
+        po.domain = b.domain.clone();
+        po.address = static_address(state);
+        po.repo_url = b.mirror.clone().filter(|m| m.contains("proxmox"));
+        let key = PathBuf::from(format!(
+            "/usr/share/op-dbus/proxmox-release-{}.gpg",
+            b.suite
+        ));
+        po.keyring = key.exists().then_some(key);
+        // PVE checks /etc/hosts for the node's address: write it first.
+        target::write_identity(&root, &b.hostname, b.domain.as_deref(), po.address)?;
+        let r = crate::proxmox::install_proxmox(&root, &po)?;
+        progress.note(&format!("{} ({:?})", r.repo_line, r.packages));
+    }
+
     progress.phase("configure", "fstab, identity, locale, accounts, network");
     configure(state, state_text, plan, &root, opts)?;
 
@@ -278,13 +295,12 @@ fn configure(
         .as_ref()
         .context("an install needs a bootstrap section")?;
     let net = state.network_spec();
-    let static_addr = net.interfaces.iter().find_map(|i| {
-        i.addresses
-            .iter()
-            .find(|a| a.addr().is_ipv4())
-            .map(|a| a.addr())
-    });
-    target::write_identity(root, &b.hostname, b.domain.as_deref(), static_addr)?;
+    target::write_identity(
+        root,
+        &b.hostname,
+        b.domain.as_deref(),
+        static_address(state),
+    )?;
     target::write_timezone(root, &b.timezone)?;
     target::write_locale(root, &b.locale)?;
     if target::locale_needs_generation(&b.locale) && root.exists("/usr/sbin/locale-gen") {
@@ -305,6 +321,16 @@ fn configure(
     root.write("/etc/op-dbus/state.json", state_text, 0o600)?;
     let _ = opts;
     Ok(())
+}
+
+/// The node's first static IPv4 address (hosts file, Proxmox VE).
+fn static_address(state: &State) -> Option<std::net::IpAddr> {
+    state.network_spec().interfaces.iter().find_map(|i| {
+        i.addresses
+            .iter()
+            .find(|a| a.addr().is_ipv4())
+            .map(|a| a.addr())
+    })
 }
 
 /// DHCP everywhere except links the state enslaves; a static address when
@@ -357,11 +383,7 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
     let text =
         std::fs::read(&policy).with_context(|| format!("reading template {}", policy.display()))?;
     root.write("/usr/share/dbus-1/system.d/org.opdbus.conf", text, 0o644)?;
-    let layout = state
-        .plugins
-        .opdbus
-        .clone()
-        .unwrap_or_else(HostLayout::default);
+    let layout = state.plugins.opdbus.clone().unwrap_or_default();
     let plugin_toml = std::fs::read_to_string(t.join("layout/plugin.toml"))
         .context("reading template layout/plugin.toml")?;
     create_host_layout(root, &layout, &plugin_toml)?;

@@ -126,16 +126,19 @@ pub async fn apply_one(
         }
         NetAction::SetUp { link } => Ok(nl.set_up(link).await.map(|_| None)?),
         NetAction::SetDown { link } => Ok(nl.set_down(link).await.map(|_| None)?),
-        NetAction::AddAddress { link, addr } => match nl.add_address(link, *addr).await {
-            Err(e) if e.is_already_exists() => Ok(Some("already there".into())),
-            Err(e) if e.is_missing() && nl.link(link).await.ok().flatten().is_none() => {
-                Err(anyhow::anyhow!(
-                    "adding address {addr} to {link}: the link does not exist \
+        NetAction::AddAddress { link, addr } => {
+            wait_for_link(nl, link).await;
+            match nl.add_address(link, *addr).await {
+                Err(e) if e.is_already_exists() => Ok(Some("already there".into())),
+                Err(e) if e.is_missing() && nl.link(link).await.ok().flatten().is_none() => {
+                    Err(anyhow::anyhow!(
+                        "adding address {addr} to {link}: the link does not exist \
                  (an OVS bridge's device appears only while ovs-vswitchd runs)"
-                ))
+                    ))
+                }
+                r => r.map(|_| None).map_err(Into::into),
             }
-            r => r.map(|_| None).map_err(Into::into),
-        },
+        }
         NetAction::SetRoute { route } => Ok(nl.replace_route(route).await.map(|_| None)?),
         NetAction::SetDns { dns } => {
             let index = match &dns.link {
@@ -348,4 +351,16 @@ pub async fn rollback_pending(ctx: &Context) -> anyhow::Result<Option<String>> {
     Ok(Some(format!(
         "rolled back an unconfirmed network change ({n} change(s) undone)"
     )))
+}
+
+/// Some links appear asynchronously (an OVS internal port once ovs-vswitchd
+/// has processed the transaction, a link udev renames): wait a bounded time
+/// for `name` before acting on it.
+async fn wait_for_link(nl: &Netlink, name: &str) {
+    for _ in 0..50 {
+        if matches!(nl.link(name).await, Ok(Some(_))) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -129,7 +129,12 @@ impl Checkpoint {
         let mut gone: Vec<String> = Vec::new();
         for l in &now.links {
             if before.link(&l.name).is_none() && made.contains(&l.name) && !gone.contains(&l.name) {
-                t.note(nl.delete_link(&l.name).await.map_err(Into::into));
+                // Deleting a bond or bridge can take its VLANs with it: a
+                // link that is already gone is what the rollback wants.
+                t.note(match nl.delete_link(&l.name).await {
+                    Err(e) if e.is_missing() => Ok(()),
+                    r => r.map_err(Into::into),
+                });
                 gone.push(l.name.clone());
                 if let Some(p) = &l.veth_peer {
                     gone.push(p.clone());

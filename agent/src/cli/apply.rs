@@ -25,6 +25,10 @@ pub struct Args {
     /// Print the run report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Apply only these plugins (repeatable), e.g. `--plugin users --root /mnt`
+    /// as the installer does before first boot.
+    #[arg(long = "plugin", value_name = "P")]
+    pub plugins: Vec<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -37,7 +41,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
     };
     let ctx = args.target.context(global, options);
-    let report = runtime()?.block_on(Engine::standard().apply(&ctx, &state));
+    let mut engine = Engine::standard();
+    if !args.plugins.is_empty() {
+        engine.retain(&args.plugins)?;
+    }
+    let report = runtime()?.block_on(engine.apply(&ctx, &state));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

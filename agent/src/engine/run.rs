@@ -72,6 +72,20 @@ impl Engine {
         self
     }
 
+    /// Keeps only the named plugins (`apply --plugin`), in the fixed order;
+    /// an unknown name is an error listing the known ones.
+    pub fn retain(&mut self, names: &[String]) -> anyhow::Result<()> {
+        let known = self.plugin_names();
+        if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            anyhow::bail!(
+                "no plugin named {bad:?}; the plugins are {}",
+                known.join(", ")
+            );
+        }
+        self.plugins.retain(|p| names.iter().any(|n| n == p.name()));
+        Ok(())
+    }
+
     /// Names in run order.
     pub fn plugin_names(&self) -> Vec<&'static str> {
         self.plugins.iter().map(|p| p.name()).collect()

@@ -11,6 +11,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use opdbus_common::Task;
 use opdbus_state::model::{Bootloader, Distribution, PayloadKind, State};
 use serde::Serialize;
 
@@ -387,6 +388,20 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
     let plugin_toml = std::fs::read_to_string(t.join("layout/plugin.toml"))
         .context("reading template layout/plugin.toml")?;
     create_host_layout(root, &layout, &plugin_toml)?;
+    if state.plugins.users.is_some() {
+        // Accounts and SSH keys exist before first boot: the agent's own
+        // users plugin, run against the target root (audited in the
+        // target's chain like any later change).
+        Task::new(&opts.agent_binary)
+            .arg("apply")
+            .arg(root.path("/etc/op-dbus/state.json"))
+            .args(["--plugin", "users", "--root"])
+            .arg(root.dir())
+            .arg("--state-dir")
+            .arg(root.path("/var/lib/op-dbus"))
+            .run()
+            .context("creating the state's users in the target before first boot")?;
+    }
     Ok(())
 }
 

@@ -19,9 +19,10 @@ def main():
     s.settimeout(1.0)
     buf = b""
 
-    def read_until(token):
+    def read_until(token, limit=None):
         nonlocal buf
-        while time.time() < deadline:
+        end = deadline if limit is None else min(deadline, time.time() + limit)
+        while time.time() < end:
             i = buf.find(token)
             if i >= 0:
                 out, buf = buf[: i + len(token)], buf[i + len(token):]
@@ -60,6 +61,12 @@ def main():
         print("\n".join(lines).strip())
         sys.stdout.flush()
     send("systemctl poweroff")
+    # Keep the connection open until the guest has taken the command: bytes
+    # still queued in the chardev are dropped when the client goes away.
+    try:
+        read_until(b"Power", limit=60)
+    except SystemExit:
+        pass
     return 0
 
 

@@ -45,6 +45,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let first_boot = FirstBoot::new(&global.state_dir, &args.target.root);
     let rt = runtime()?;
     let mut code = ExitCode::SUCCESS;
+    // A network change that was waiting for `confirm` when the agent (or the
+    // machine) went down is rolled back before anything else.
+    if let Some(msg) = rt.block_on(crate::plugins::network::rollback_pending(&ctx))? {
+        tracing::warn!("{msg}");
+    }
     if args.force || !first_boot.is_done() {
         tracing::info!(state = %args.state.display(), "first reconcile");
         Status::running(Some(state.hash.clone())).write(&global.state_dir)?;
@@ -59,6 +64,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
     } else {
         tracing::info!(marker = %first_boot.marker_path().display(), "first reconcile already ran for this installation");
+        // Links, addresses, routes and OVS ports made over netlink do not
+        // survive a reboot: the network is re-applied at every boot.
+        let mut boot = Engine::standard();
+        boot.retain(&["network".to_string()])?;
+        let report = rt.block_on(boot.apply(&ctx, &state));
+        super::apply::print_report(&report);
+        if !report.ok {
+            code = ExitCode::from(1);
+        }
     }
     if args.once {
         return Ok(code);

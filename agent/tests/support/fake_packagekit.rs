@@ -109,7 +109,7 @@ impl Transaction {
         let emitter = emitter.to_owned();
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
             for signal in signals {
                 let sent = match signal {
                     Emit::Package(info, id, summary) => {

@@ -7,17 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::disk::layout::UuidSource;
 use crate::disk::{execute, ExecOptions};
-use crate::plan::{install_plan, parse_disk_arg, resolve_targets};
+use crate::plan::install_plan;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The state file.
     pub state: PathBuf,
-    /// Map a device key of the state to a block device or image file.
-    #[arg(long = "disk", value_name = "NAME=TARGET", value_parser = parse_disk_arg)]
-    pub disks: Vec<(String, PathBuf)>,
     /// Allow wiping what is on the targets.
     #[arg(long)]
     pub yes: bool,
@@ -27,12 +23,8 @@ pub struct Args {
     /// Leave the installed system's tree mounted here.
     #[arg(long)]
     pub mount_at: Option<PathBuf>,
-    #[arg(long, hide = true)]
-    pub uuid_seed: Option<u64>,
-    #[arg(long, hide = true, default_value = "/sys")]
-    pub sys: PathBuf,
-    #[arg(long, hide = true, default_value = "/dev")]
-    pub dev: PathBuf,
+    #[command(flatten)]
+    pub map: super::plan::DiskMap,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -40,11 +32,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for w in &loaded.warnings {
         eprintln!("{}", w.render(&loaded.file));
     }
-    let targets = resolve_targets(&loaded.state, &args.disks, &args.sys, &args.dev)?;
-    let uuids = args
-        .uuid_seed
-        .map_or(UuidSource::Random, UuidSource::Seeded);
-    let plan = install_plan(&loaded.state, targets, uuids)?;
+    let targets = args.map.targets(&loaded.state)?;
+    let plan = install_plan(&loaded.state, targets, args.map.uuids())?;
     if args.dry_run {
         print!("{}", super::plan::render(&plan));
     }

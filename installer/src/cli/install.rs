@@ -6,17 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::disk::layout::UuidSource;
 use crate::install::{install, BaseSource, InstallOptions};
-use crate::plan::parse_disk_arg;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The state file.
     pub state: PathBuf,
-    /// Map a device key of the state to a block device or image file.
-    #[arg(long = "disk", value_name = "NAME=TARGET", value_parser = parse_disk_arg)]
-    pub disks: Vec<(String, PathBuf)>,
     /// Base system from this rootfs tar.zst (FILE.sha256 beside it).
     #[arg(long, conflicts_with = "debootstrap")]
     pub payload: Option<PathBuf>,
@@ -44,12 +39,8 @@ pub struct Args {
     /// The templates folder (default: /usr/share/op-dbus/templates, else ./templates).
     #[arg(long)]
     pub templates: Option<PathBuf>,
-    #[arg(long, hide = true)]
-    pub uuid_seed: Option<u64>,
-    #[arg(long, hide = true, default_value = "/sys")]
-    pub sys: PathBuf,
-    #[arg(long, hide = true, default_value = "/dev")]
-    pub dev: PathBuf,
+    #[command(flatten)]
+    pub map: super::plan::DiskMap,
 }
 
 impl Args {
@@ -64,7 +55,7 @@ impl Args {
         };
         Ok(InstallOptions {
             state_path: self.state.clone(),
-            disks: self.disks.clone(),
+            disks: self.map.disks.clone(),
             source,
             consent: self.yes,
             report: self.report.clone(),
@@ -76,11 +67,9 @@ impl Args {
             },
             templates: self.templates.clone().unwrap_or_else(default_templates),
             proc_cmdline: std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
-            sys: self.sys.clone(),
-            dev: self.dev.clone(),
-            uuids: self
-                .uuid_seed
-                .map_or(UuidSource::Random, UuidSource::Seeded),
+            sys: self.map.sys.clone(),
+            dev: self.map.dev.clone(),
+            uuids: self.map.uuids(),
         })
     }
 }

@@ -7,18 +7,27 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::disk::layout::UuidSource;
+use crate::disk::TargetMap;
 use crate::plan::{install_plan, parse_disk_arg, resolve_targets, InstallPlan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The state file.
     pub state: PathBuf,
-    /// Map a device key of the state to a block device or image file.
-    #[arg(long = "disk", value_name = "NAME=TARGET", value_parser = parse_disk_arg)]
-    pub disks: Vec<(String, PathBuf)>,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub map: DiskMap,
+}
+
+/// How the state's device keys map to this machine's disks; shared by
+/// `plan`, `disk` and `install`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiskMap {
+    /// Map a device key of the state to a block device or image file.
+    #[arg(long = "disk", value_name = "NAME=TARGET", value_parser = parse_disk_arg)]
+    pub disks: Vec<(String, PathBuf)>,
     /// Derive UUIDs from this seed instead of at random (reproducible plans).
     #[arg(long, hide = true)]
     pub uuid_seed: Option<u64>,
@@ -28,16 +37,25 @@ pub struct Args {
     pub dev: PathBuf,
 }
 
+impl DiskMap {
+    /// Every device key of `state` resolved to a target.
+    pub fn targets(&self, state: &opdbus_state::State) -> Result<TargetMap> {
+        resolve_targets(state, &self.disks, &self.sys, &self.dev)
+    }
+
+    pub fn uuids(&self) -> UuidSource {
+        self.uuid_seed
+            .map_or(UuidSource::Random, UuidSource::Seeded)
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let loaded = opdbus_state::load(&args.state)?;
     for w in &loaded.warnings {
         eprintln!("{}", w.render(&loaded.file));
     }
-    let targets = resolve_targets(&loaded.state, &args.disks, &args.sys, &args.dev)?;
-    let uuids = args
-        .uuid_seed
-        .map_or(UuidSource::Random, UuidSource::Seeded);
-    let plan = install_plan(&loaded.state, targets, uuids)?;
+    let targets = args.map.targets(&loaded.state)?;
+    let plan = install_plan(&loaded.state, targets, args.map.uuids())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

@@ -7,69 +7,22 @@
 #[path = "support/netns.rs"]
 mod netns;
 
+#[path = "support/ovsdb_server.rs"]
+mod ovsdb_server;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use netns::NetNs;
 use opdbus_agent::engine::{ApplyOptions, Context, DesiredState, Engine, RetryPolicy, RunReport};
 use opdbus_agent::ovsdb::{Client, MonitorRequest, VSWITCH_DB};
 use opdbus_agent::plugins::network::NetworkPlugin;
 use opdbus_common::Task;
+use ovsdb_server::OvsdbServer;
 use serde_json::{json, Value};
 
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-
-/// A private ovsdb-server in a temp dir; SIGTERM on drop.
-struct OvsdbServer {
-    dir: tempfile::TempDir,
-    pid: Option<i32>,
-}
-
 impl OvsdbServer {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("netovsdb")
-            .tempdir()
-            .unwrap();
-        let mut server = OvsdbServer { dir, pid: None };
-        let d = server.dir.path().to_path_buf();
-        Task::new("ovsdb-tool")
-            .arg("create")
-            .arg(d.join("conf.db"))
-            .arg(SCHEMA)
-            .run()
-            .expect("ovsdb-tool create (package openvswitch-switch)");
-        Task::new("ovsdb-server")
-            .arg(d.join("conf.db"))
-            .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-            .arg(format!("--unixctl={}", d.join("ovsdb.ctl").display()))
-            .arg(format!("--pidfile={}", d.join("ovsdb.pid").display()))
-            .arg(format!("--log-file={}", d.join("ovsdb.log").display()))
-            .arg("--detach")
-            .run()
-            .expect("starting ovsdb-server");
-        let pid = std::fs::read_to_string(d.join("ovsdb.pid")).expect("pidfile");
-        server.pid = Some(pid.trim().parse().expect("pid"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.socket().exists() {
-            assert!(
-                Instant::now() < deadline,
-                "ovsdb-server socket did not appear"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("db.sock")
-    }
-
-    fn addr(&self) -> String {
-        format!("unix:{}", self.socket().display())
-    }
-
     fn vsctl(&self, args: &[&str]) -> String {
         Task::new("ovs-vsctl")
             .arg(format!("--db={}", self.addr()))
@@ -80,17 +33,6 @@ impl OvsdbServer {
             .expect("ovs-vsctl")
             .trim()
             .to_string()
-    }
-}
-
-impl Drop for OvsdbServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
     }
 }
 

@@ -2,8 +2,11 @@
 //! killed on drop); results are read back with ovs-vsctl, not with our client.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/ovsdb_server.rs"]
+mod ovsdb_server;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opdbus_agent::ovsdb::vswitch::{self, BridgeSpec, PortKind, PortSpec};
@@ -11,56 +14,9 @@ use opdbus_agent::ovsdb::{
     Client, Condition, Datum, MonitorRequest, Operation, OvsdbError, Row, WaitUntil, VSWITCH_DB,
 };
 use opdbus_common::Task;
-
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-
-/// A private ovsdb-server; killed (SIGTERM) and its directory removed on drop.
-struct OvsdbServer {
-    dir: tempfile::TempDir,
-    pid: Option<i32>,
-}
+use ovsdb_server::OvsdbServer;
 
 impl OvsdbServer {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("ovsdb").tempdir().unwrap();
-        let mut server = OvsdbServer { dir, pid: None };
-        let d = server.dir.path().to_path_buf();
-        Task::new("ovsdb-tool")
-            .arg("create")
-            .arg(d.join("conf.db"))
-            .arg(SCHEMA)
-            .run()
-            .expect("ovsdb-tool create (package openvswitch-switch)");
-        Task::new("ovsdb-server")
-            .arg(d.join("conf.db"))
-            .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-            .arg(format!("--unixctl={}", d.join("ovsdb.ctl").display()))
-            .arg(format!("--pidfile={}", d.join("ovsdb.pid").display()))
-            .arg(format!("--log-file={}", d.join("ovsdb.log").display()))
-            .arg("--detach")
-            .run()
-            .expect("starting ovsdb-server");
-        let pid = std::fs::read_to_string(d.join("ovsdb.pid")).expect("pidfile");
-        server.pid = Some(pid.trim().parse().expect("pid"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.socket().exists() {
-            assert!(
-                Instant::now() < deadline,
-                "ovsdb-server socket did not appear"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("db.sock")
-    }
-
-    fn addr(&self) -> String {
-        format!("unix:{}", self.socket().display())
-    }
-
     async fn client(&self) -> Client {
         Client::connect(&self.addr()).await.expect("connecting")
     }
@@ -82,17 +38,6 @@ fn vsctl_at(sock: &Path, args: &[&str]) -> String {
         .trim()
         .trim_matches('"')
         .to_string()
-}
-
-impl Drop for OvsdbServer {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
 }
 
 fn lines(s: &str) -> Vec<String> {

@@ -67,10 +67,15 @@ impl Machine {
         self.path("out/state.json")
     }
 
-    /// Starts the wizard in an 80x25 pty with TERM=linux.
+    /// Starts the wizard in an 80x25 pty with TERM=linux. SIGINT is reset
+    /// to its default first: a harness started in the background by a
+    /// non-interactive shell (`cmd &`) hands its children SIGINT ignored,
+    /// and Ctrl-C would then do nothing.
     fn spawn(&self, extra: &[&str]) -> PtySession {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
+        let mut cmd = Command::new("env");
+        cmd.arg("--default-signal=INT")
+            .arg("sh")
+            .arg("-c")
             .arg("stty rows 25 cols 80 && exec \"$0\" \"$@\"")
             .arg(env!("CARGO_BIN_EXE_op-dbus-install"))
             .arg("wizard")

@@ -153,17 +153,16 @@ pub fn build_or_reuse(spec: &LiveSpec, dir: &Path) -> anyhow::Result<LiveImage> 
     let image = LiveImage::in_dir(&entry, false);
     copy_boot_file(&root.join("boot"), "vmlinuz-", &image.vmlinuz)?;
     copy_boot_file(&root.join("boot"), "initrd.img-", &image.initrd)?;
+    // The kernel and initrd boot from the medium, not from the squashfs:
+    // empty /boot here rather than asking mksquashfs to exclude it
+    // (`-wildcards -e 'boot/*'` took it from 3 s to 99 s on this tree).
+    let boot = root.join("boot");
+    fs::remove_dir_all(&boot).with_context(|| format!("emptying {}", boot.display()))?;
+    fs::create_dir(&boot).with_context(|| format!("recreating {}", boot.display()))?;
     Task::new("mksquashfs")
         .arg(&root)
         .arg(&image.squashfs)
-        .args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-            "-wildcards",
-            "-e",
-            "boot/*",
-        ])
+        .args(["-noappend", "-quiet", "-no-progress"])
         .args(SQUASHFS_ARGS)
         .run()
         .with_context(|| {

@@ -2,6 +2,7 @@
 //! not started), like `cloud-init status --wait`. `--result-line` prints the
 //! `OPDBUS-RESULT {json}` line the serial-console unit shows.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,14 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         None => r#"{"status":"not-started"}"#.to_string(),
     };
     if args.result_line {
-        println!("OPDBUS-RESULT {json}");
+        // One write(2) for the whole line, newline included: the console is
+        // shared with journald's forwarding, and `println!` issues the JSON
+        // and the newline as separate writes once the line outgrows stdout's
+        // buffer, letting another unit's line land in between.
+        let line = format!("OPDBUS-RESULT {json}\n");
+        let mut out = std::io::stdout().lock();
+        out.write_all(line.as_bytes())?;
+        out.flush()?;
     } else if args.json {
         println!("{json}");
     } else {

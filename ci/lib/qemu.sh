@@ -23,7 +23,7 @@ qemu_start() {
     serial=(-chardev "socket,id=ser0,path=$QEMU_SERIAL_SOCK,server=on,wait=off,logfile=$log,logappend=on"
             -serial chardev:ser0)
   fi
-  qemu-system-x86_64 -accel tcg -machine q35 -m 1536 -smp 2 \
+  qemu-system-x86_64 -accel tcg -machine q35 -m 1536 -smp "${QEMU_SMP:-2}" \
     -display none -monitor none "${serial[@]}" -no-reboot \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
     "${fwargs[@]}" "$@" &

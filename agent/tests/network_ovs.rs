@@ -22,20 +22,6 @@ use opdbus_common::Task;
 use ovsdb_server::OvsdbServer;
 use serde_json::{json, Value};
 
-impl OvsdbServer {
-    fn vsctl(&self, args: &[&str]) -> String {
-        Task::new("ovs-vsctl")
-            .arg(format!("--db={}", self.addr()))
-            .arg("--no-wait")
-            .arg("--timeout=10")
-            .args(args)
-            .read()
-            .expect("ovs-vsctl")
-            .trim()
-            .to_string()
-    }
-}
-
 fn context(dir: &Path) -> Context {
     Context::new(dir.join("state"))
         .with_root(dir.join("root"))

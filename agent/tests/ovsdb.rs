@@ -6,38 +6,18 @@
 mod ovsdb_server;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use opdbus_agent::ovsdb::vswitch::{self, BridgeSpec, PortKind, PortSpec};
 use opdbus_agent::ovsdb::{
     Client, Condition, Datum, MonitorRequest, Operation, OvsdbError, Row, WaitUntil, VSWITCH_DB,
 };
-use opdbus_common::Task;
-use ovsdb_server::OvsdbServer;
+use ovsdb_server::{vsctl_at, OvsdbServer};
 
 impl OvsdbServer {
     async fn client(&self) -> Client {
         Client::connect(&self.addr()).await.expect("connecting")
     }
-
-    /// ovs-vsctl against this server; output trimmed, quotes removed.
-    fn vsctl(&self, args: &[&str]) -> String {
-        vsctl_at(&self.socket(), args)
-    }
-}
-
-fn vsctl_at(sock: &Path, args: &[&str]) -> String {
-    Task::new("ovs-vsctl")
-        .arg(format!("--db=unix:{}", sock.display()))
-        .arg("--no-wait")
-        .arg("--timeout=10")
-        .args(args)
-        .read()
-        .expect("ovs-vsctl")
-        .trim()
-        .trim_matches('"')
-        .to_string()
 }
 
 fn lines(s: &str) -> Vec<String> {

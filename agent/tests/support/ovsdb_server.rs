@@ -1,7 +1,7 @@
 //! A private, unprivileged ovsdb-server for tests: its own database and
 //! socket in a temp dir, SIGTERM on drop (ENVIRONMENT.md shows the flags).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use opdbus_common::Task;
@@ -57,6 +57,26 @@ impl OvsdbServer {
     pub fn addr(&self) -> String {
         format!("unix:{}", self.socket().display())
     }
+
+    /// `ovs-vsctl` against this server; see [`vsctl_at`].
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        vsctl_at(&self.socket(), args)
+    }
+}
+
+/// `ovs-vsctl --no-wait` against the server listening on `sock`: output
+/// trimmed, surrounding quotes removed (an empty string prints as `""`).
+pub fn vsctl_at(sock: &Path, args: &[&str]) -> String {
+    Task::new("ovs-vsctl")
+        .arg(format!("--db=unix:{}", sock.display()))
+        .arg("--no-wait")
+        .arg("--timeout=10")
+        .args(args)
+        .read()
+        .expect("ovs-vsctl")
+        .trim()
+        .trim_matches('"')
+        .to_string()
 }
 
 impl Drop for OvsdbServer {

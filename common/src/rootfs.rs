@@ -335,6 +335,7 @@ pub fn is_plain_name(name: &OsStr) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -136,3 +136,37 @@ pub fn ends_hash(path: &Path) -> Option<String> {
     h.update(&buf);
     Some(hex::encode(h.finalize()))
 }
+
+/// Writes `bytes` at `offset` of the image (no truncation).
+pub fn put(img: &Path, offset: u64, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Makes a filesystem with `mkfs` (and its `args`) in a scratch file of
+/// `size` bytes, then copies the file into the image at `offset`: a real
+/// filesystem inside a partition's range, without root.
+pub fn mkfs_into(img: &Path, offset: u64, size: u64, mkfs: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = sparse_image(dir.path(), "fs.img", size);
+    opdbus_common::Task::new(mkfs)
+        .args(args.iter().copied())
+        .arg(&scratch)
+        .run()
+        .unwrap();
+    opdbus_common::Task::new("dd")
+        .arg(format!("if={}", scratch.display()))
+        .arg(format!("of={}", img.display()))
+        .args([
+            "bs=1M",
+            "conv=notrunc,sparse",
+            "oflag=seek_bytes",
+            "status=none",
+        ])
+        .arg(format!("seek={offset}"))
+        .run()
+        .unwrap();
+}

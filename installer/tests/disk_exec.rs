@@ -412,6 +412,7 @@ fn msdos_with_swap_and_ext4() {
             partitions: vec![
                 PartitionSpec {
                     number: None,
+                    start: None,
                     size: SizeSpec::parse("256M").unwrap(),
                     role: PartRole::Swap,
                     label: None,
@@ -419,6 +420,7 @@ fn msdos_with_swap_and_ext4() {
                 },
                 PartitionSpec {
                     number: None,
+                    start: None,
                     size: SizeSpec::Remaining,
                     role: PartRole::Linux,
                     label: None,

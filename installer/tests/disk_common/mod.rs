@@ -41,6 +41,7 @@ pub fn server_spec(firmware: Firmware, seed: u64) -> LayoutSpec {
             partitions: vec![
                 PartitionSpec {
                     number: Some(1),
+                    start: None,
                     size: SizeSpec::parse("512M").unwrap(),
                     role: PartRole::Efi,
                     label: None,
@@ -55,6 +56,7 @@ pub fn server_spec(firmware: Firmware, seed: u64) -> LayoutSpec {
                 },
                 PartitionSpec {
                     number: Some(2),
+                    start: None,
                     size: SizeSpec::Remaining,
                     role: PartRole::Linux,
                     label: None,

@@ -555,3 +555,35 @@ fn unknown_contents_need_consent_and_are_reported() {
         );
     }
 }
+
+#[test]
+fn data_on_a_disk_without_a_table_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "luks.img", 2 * GIB);
+    put(&img, 0, b"LUKS\xba\xbe\0\x02");
+    let plan = plan_for(&server_spec(Firmware::Uefi, 21), 2 * GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    assert_eq!(
+        inspect(&plan, &targets).unwrap()[0].table,
+        ItemStatus::Conflicting
+    );
+    let before = image_hash(&img);
+    let err = execute(&plan, &targets, &ExecOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/dev/sda (LUKS signature at 0x0) would be overwritten"),
+        "{err}"
+    );
+    let dry = ExecOptions {
+        dry_run: true,
+        ..ExecOptions::default()
+    };
+    let text = execute(&plan, &targets, &dry).unwrap().report.to_string();
+    assert!(
+        text.contains(
+            "would replace: partition table of /dev/sda (found LUKS signature at 0x0; replacing it needs --yes)"
+        ),
+        "{text}"
+    );
+    assert_eq!(image_hash(&img), before);
+}

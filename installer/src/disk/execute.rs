@@ -319,21 +319,28 @@ fn inspect_with(
         let mut file = open_read(path)?;
         let found = partition::read_table(&mut file)
             .with_context(|| format!("reading the partition table of {}", path.display()))?;
-        let table = if found == FoundTable::None {
-            ItemStatus::Missing
-        } else if found.matches(dev) {
-            ItemStatus::Present
+        // No table: a whole-disk filesystem, LUKS or LVM (or any data) is
+        // still something a new table overwrites.
+        let whole = if found == FoundTable::None {
+            let size = partition::device_size(&mut file)
+                .with_context(|| format!("reading the size of {}", path.display()))?;
+            fs::examine(&mut file, 0, size)
+                .with_context(|| format!("examining {}", path.display()))?
         } else {
-            ItemStatus::Conflicting
+            Contents::Empty
         };
-        let table_found = match (&found, table) {
-            (FoundTable::Gpt { .. }, ItemStatus::Conflicting) => {
-                Some("a gpt table with other partitions".to_string())
-            }
-            (FoundTable::Msdos { .. }, ItemStatus::Conflicting) => {
-                Some("an msdos table with other partitions".to_string())
-            }
-            _ => None,
+        let (table, table_found) = match &found {
+            FoundTable::None if whole == Contents::Empty => (ItemStatus::Missing, None),
+            FoundTable::None => (ItemStatus::Conflicting, Some(whole.to_string())),
+            f if f.matches(dev) => (ItemStatus::Present, None),
+            FoundTable::Gpt { .. } => (
+                ItemStatus::Conflicting,
+                Some("a gpt table with other partitions".to_string()),
+            ),
+            FoundTable::Msdos { .. } => (
+                ItemStatus::Conflicting,
+                Some("an msdos table with other partitions".to_string()),
+            ),
         };
         let mut filesystems = BTreeMap::new();
         let mut contents = BTreeMap::new();
@@ -440,7 +447,10 @@ pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Resu
     // Consent: writing a partition table or replacing what is on a partition.
     for (dev, ins) in plan.devices.iter().zip(&inspections) {
         let what = if ins.table != ItemStatus::Present {
-            Some(format!("the partition table of {}", dev.key))
+            Some(match &ins.table_found {
+                Some(found) => format!("{} ({found})", dev.key),
+                None => format!("the partition table of {}", dev.key),
+            })
         } else {
             dev.partitions
                 .iter()

@@ -193,16 +193,17 @@ mod tests {
     fn rejects_sizes_larger_than_any_disk() {
         assert_eq!("1048576T".parse(), Ok(Size::Bytes(1 << 60)));
         for bad in ["1048577T", "18446744073709551615", "1152921504606846977"] {
-            let err = bad.parse::<Size>().unwrap_err();
+            let err = bad.parse::<Size>().expect_err(bad);
             assert!(
                 err.to_string().contains("larger than any disk"),
                 "{bad}: {err}"
             );
         }
-        let err = serde_json::from_str::<Size>("18446744073709551615").unwrap_err();
+        let err =
+            serde_json::from_str::<Size>("18446744073709551615").expect_err("u64::MAX accepted");
         assert!(err.to_string().contains("larger than any disk"), "{err}");
         assert_eq!(
-            serde_json::from_str::<Size>("1152921504606846976").unwrap(),
+            serde_json::from_str::<Size>("1152921504606846976").expect("1 EiB"),
             Size::Bytes(1 << 60)
         );
     }

@@ -10,8 +10,8 @@ use opdbus_state::model::{Bootstrap, FsType, PartitionTable, PartitionType, Size
 use serde::Serialize;
 
 use crate::disk::layout::{
-    partition_path, DeviceSpec, Firmware, FsSpec, LayoutSpec, PartitionSpec, SizeSpec, SubvolSpec,
-    UuidSource,
+    partition_path, partition_pointer, DeviceSpec, Firmware, FsSpec, LayoutSpec, PartitionSpec,
+    SizeSpec, SubvolSpec, UuidSource,
 };
 use crate::disk::plan::{DiskPlan, FsKind, PartRole, TableKind};
 use crate::disk::TargetMap;
@@ -132,8 +132,17 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
                 }
                 fs
             });
+            let start = match p.start {
+                None => None,
+                Some(Size::Bytes(b)) => Some(b),
+                Some(Size::Remaining) => bail!(
+                    "{}/start: a partition cannot start at \"remaining\"; give a byte offset such as \"1M\", or leave start out",
+                    partition_pointer(key, i)
+                ),
+            };
             partitions.push(PartitionSpec {
                 number: p.number,
+                start,
                 size: match p.size {
                     Size::Bytes(b) => SizeSpec::Bytes(b),
                     Size::Remaining => SizeSpec::Remaining,

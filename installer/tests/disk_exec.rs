@@ -324,7 +324,8 @@ fn refusals_leave_the_image_unchanged() {
     assert!(err.to_string().contains("unmount it first"), "{err}");
     assert_eq!(image_hash(&img), before);
 
-    // No consent for a conflicting layout.
+    // No consent for a conflicting layout (a BIOS boot partition in front).
+    let other = plan_for(&server_spec(Firmware::Both, 201), 20 * GIB);
     let err = execute(&other, &targets, &ExecOptions::default()).unwrap_err();
     assert!(
         matches!(safety(&err), SafetyError::NoConsent { .. }),
@@ -411,6 +412,7 @@ fn msdos_with_swap_and_ext4() {
             partitions: vec![
                 PartitionSpec {
                     number: None,
+                    start: None,
                     size: SizeSpec::parse("256M").unwrap(),
                     role: PartRole::Swap,
                     label: None,
@@ -418,6 +420,7 @@ fn msdos_with_swap_and_ext4() {
                 },
                 PartitionSpec {
                     number: None,
+                    start: None,
                     size: SizeSpec::Remaining,
                     role: PartRole::Linux,
                     label: None,
@@ -461,5 +464,164 @@ fn msdos_with_swap_and_ext4() {
     assert_clean(&img, dir.path());
     let ex = execute(&plan, &targets, &ExecOptions::default()).unwrap();
     assert!(ex.report.nothing_to_do(), "{}", ex.report);
+    assert_clean(&img, dir.path());
+}
+
+fn fs_uuid(plan: &opdbus_installer::disk::DiskPlan, i: usize) -> String {
+    plan.devices[0].partitions[i]
+        .filesystem
+        .as_ref()
+        .unwrap()
+        .uuid
+        .clone()
+}
+
+fn on_disk_uuid(img: &Path, plan: &opdbus_installer::disk::DiskPlan, i: usize) -> String {
+    let p = &plan.devices[0].partitions[i];
+    let mut f = std::fs::File::open(img).unwrap();
+    opdbus_installer::disk::fs::probe(&mut f, p.start, p.size)
+        .unwrap()
+        .unwrap()
+        .uuid
+}
+
+#[test]
+#[ignore = "privileged: loop devices"]
+fn rerun_with_random_uuids_keeps_and_adopts_filesystems() {
+    use opdbus_installer::disk::{fstab, UuidSource};
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "rr.img", 4 * GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    let random_plan = || {
+        let mut spec = server_spec(Firmware::Uefi, 0);
+        spec.uuids = UuidSource::Random;
+        plan_for(&spec, 4 * GIB)
+    };
+    let root = dir.path().join("t");
+    let first = random_plan();
+    let opts = ExecOptions {
+        consent: true,
+        mount_at: Some(root.clone()),
+        ..ExecOptions::default()
+    };
+    let mt = execute(&first, &targets, &opts).unwrap().mounted.unwrap();
+    std::fs::write(root.join("home/keep"), b"data").unwrap();
+    mt.close().unwrap();
+    assert_clean(&img, dir.path());
+    let (esp, btrfs) = (on_disk_uuid(&img, &first, 0), on_disk_uuid(&img, &first, 1));
+
+    // A second run plans fresh random UUIDs: nothing is replaced, without --yes.
+    let second = random_plan();
+    assert_ne!(fs_uuid(&second, 1), btrfs);
+    let before = image_hash(&img);
+    let ex = execute(&second, &targets, &ExecOptions::default()).unwrap();
+    assert!(ex.report.nothing_to_do(), "{}", ex.report);
+    assert_eq!(image_hash(&img), before, "a re-run changed the image");
+    assert_clean(&img, dir.path());
+    // The executed plan carries the on-disk UUIDs, in partitions, mounts, fstab.
+    assert_eq!(
+        (fs_uuid(&ex.plan, 0), fs_uuid(&ex.plan, 1)),
+        (esp.clone(), btrfs.clone())
+    );
+    assert!(ex
+        .plan
+        .mounts
+        .iter()
+        .all(|m| m.uuid == esp || m.uuid == btrfs));
+    let tab = fstab(&ex.plan);
+    assert!(tab.contains(&format!("UUID={btrfs} / btrfs")), "{tab}");
+    assert!(tab.contains(&format!("UUID={esp} /boot/efi vfat")), "{tab}");
+
+    // Mounted again: the subvolumes and their files are the first run's.
+    let ex = execute(
+        &second,
+        &targets,
+        &ExecOptions {
+            mount_at: Some(root.clone()),
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(ex.report.nothing_to_do(), "{}", ex.report);
+    let mt = ex.mounted.unwrap();
+    assert_eq!(std::fs::read(root.join("home/keep")).unwrap(), b"data");
+    mt.close().unwrap();
+    assert_clean(&img, dir.path());
+
+    // --reformat replaces them, and only with consent.
+    let reformat = ExecOptions {
+        reformat: true,
+        ..ExecOptions::default()
+    };
+    let err = execute(&second, &targets, &reformat).unwrap_err();
+    assert!(
+        matches!(safety(&err), SafetyError::NoConsent { .. }),
+        "{err:#}"
+    );
+    let ex = execute(
+        &second,
+        &targets,
+        &ExecOptions {
+            consent: true,
+            ..reformat
+        },
+    )
+    .unwrap();
+    let text = ex.report.to_string();
+    assert!(
+        text.contains(&format!(
+            "replaced: btrfs filesystem on /dev/sda2 (found btrfs filesystem UUID {btrfs})"
+        )),
+        "{text}"
+    );
+    assert_eq!(on_disk_uuid(&img, &second, 1), fs_uuid(&second, 1));
+    assert_eq!(on_disk_uuid(&img, &second, 0), fs_uuid(&second, 0));
+    assert_clean(&img, dir.path());
+}
+
+#[test]
+#[ignore = "privileged: loop devices"]
+fn only_an_empty_partition_is_formatted_without_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_for(&server_spec(Firmware::Uefi, 500), 4 * GIB);
+    let p2 = plan.devices[0].partitions[1].clone();
+    let table = |img: &Path| {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .unwrap();
+        partition::write_table(&mut f, &plan.devices[0]).unwrap();
+    };
+
+    // A minix root where the plan wants btrfs: refused, untouched.
+    let img = sparse_image(dir.path(), "minix.img", 4 * GIB);
+    table(&img);
+    mkfs_into(&img, p2.start, 64 * MIB, "mkfs.minix", &["-3"]);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    let before = image_hash(&img);
+    let err = execute(&plan, &targets, &ExecOptions::default()).unwrap_err();
+    assert!(
+        matches!(safety(&err), SafetyError::NoConsent { .. }),
+        "{err:#}"
+    );
+    assert!(err.to_string().contains("minix signature"), "{err}");
+    assert_eq!(image_hash(&img), before);
+    assert_clean(&img, dir.path());
+
+    // The plan's table with empty partitions: formatted without consent.
+    let img = sparse_image(dir.path(), "empty.img", 4 * GIB);
+    table(&img);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    let ex = execute(&plan, &targets, &ExecOptions::default()).unwrap();
+    let text = ex.report.to_string();
+    assert!(
+        text.contains("present: partition table of /dev/sda")
+            && text.contains("created: vfat filesystem on /dev/sda1")
+            && text.contains("created: btrfs filesystem on /dev/sda2")
+            && text.contains("created: subvolume @home on /dev/sda2"),
+        "{text}"
+    );
+    assert_eq!(on_disk_uuid(&img, &plan, 1), fs_uuid(&plan, 1));
     assert_clean(&img, dir.path());
 }

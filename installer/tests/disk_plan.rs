@@ -148,6 +148,7 @@ fn other_layout_errors() {
         0,
         PartitionSpec {
             number: Some(3),
+            start: None,
             size: SizeSpec::Bytes(MIB),
             role: PartRole::BiosBoot,
             label: None,
@@ -241,6 +242,7 @@ fn swap_and_ext4_get_fstab_lines() {
         partitions: vec![
             PartitionSpec {
                 number: None,
+                start: None,
                 size: SizeSpec::parse("2G").unwrap(),
                 role: PartRole::Swap,
                 label: None,
@@ -255,6 +257,7 @@ fn swap_and_ext4_get_fstab_lines() {
             },
             PartitionSpec {
                 number: None,
+                start: None,
                 size: SizeSpec::Remaining,
                 role: PartRole::Linux,
                 label: None,
@@ -308,4 +311,137 @@ fn plan_round_trips_through_json() {
     assert!(text.contains("\"role\": \"bios_boot\""), "{text}");
     let back: DiskPlan = serde_json::from_str(&text).unwrap();
     assert_eq!(back, plan);
+}
+
+fn sizes20() -> BTreeMap<String, u64> {
+    BTreeMap::from([("/dev/sda".to_string(), 20 * GIB)])
+}
+
+#[test]
+fn a_size_of_u64_max_is_an_error_naming_the_partition() {
+    let mut spec = server_spec(Firmware::Uefi, 1);
+    spec.devices[0].partitions[0].size = SizeSpec::Bytes(u64::MAX);
+    let err = plan_layout(&spec, &sizes20()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/plugins/storage/devices/~1dev~1sda/partitions/0/size: 18446744073709551615 bytes is \
+         larger than any disk; give a size such as \"512M\" or \"20G\""
+    );
+}
+
+#[test]
+fn sizes_that_overflow_when_added_are_an_error() {
+    let mut spec = server_spec(Firmware::Uefi, 1);
+    spec.devices[0].partitions[0].size = SizeSpec::Bytes(1 << 63);
+    spec.devices[0].partitions.insert(
+        1,
+        PartitionSpec {
+            number: Some(3),
+            start: None,
+            size: SizeSpec::Bytes(1 << 63),
+            role: PartRole::Linux,
+            label: None,
+            filesystem: None,
+        },
+    );
+    spec.devices[0].partitions[2].number = Some(2);
+    let err = plan_layout(&spec, &sizes20()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/plugins/storage/devices/~1dev~1sda/partitions/1/size: this partition would end past \
+         the largest byte offset there is (2^64); shrink it or the partitions before it"
+    );
+}
+
+/// `state-examples/default.json` (BIOS boot 1M, ESP 512M, btrfs remaining on
+/// /dev/vda) with `edit` applied to its root partition, planned on a 20 GiB
+/// sparse file.
+fn plan_default_with_root(
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> anyhow::Result<opdbus_installer::plan::InstallPlan> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/default.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    edit(&mut v["plugins"]["storage"]["devices"]["/dev/vda"]["partitions"][2]);
+    // Not validated: the planner must hold on its own.
+    let state =
+        opdbus_state::parse::parse_only(&v.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = tempfile::tempdir()?;
+    let img = sparse_image(dir.path(), "vda.img", 20 * GIB);
+    let targets = opdbus_installer::disk::TargetMap::from([("/dev/vda".to_string(), img)]);
+    opdbus_installer::plan::install_plan(
+        &state,
+        targets,
+        opdbus_installer::disk::UuidSource::Seeded(3),
+    )
+}
+
+#[test]
+fn start_is_honoured() {
+    let plan = plan_default_with_root(|p| p["start"] = "600M".into()).unwrap();
+    // `validate` accepts it too.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/default.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["plugins"]["storage"]["devices"]["/dev/vda"]["partitions"][2]["start"] = "600M".into();
+    opdbus_state::parse_str(&v.to_string(), "default.json").unwrap();
+    let parts = &plan.disk.devices[0].partitions;
+    assert_eq!(parts[1].end(), 514 * MIB);
+    assert_eq!(parts[2].start, 600 * MIB);
+    assert_eq!(
+        parts[2].end(),
+        20 * GIB - MIB,
+        "remaining runs to the GPT backup"
+    );
+}
+
+#[test]
+fn start_inside_the_previous_partition_is_an_error() {
+    let err = plan_default_with_root(|p| p["start"] = "513M".into()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "/plugins/storage/devices/~1dev~1vda/partitions/2/start: start 537919488 lies inside \
+         partition 2, which ends at 538968064; start at 538968064 or later, or leave start out"
+    );
+}
+
+#[test]
+fn start_off_a_mib_boundary_is_an_error() {
+    let err = plan_default_with_root(|p| p["start"] = (600 * MIB + 1000).into()).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "/plugins/storage/devices/~1dev~1vda/partitions/2/start: start 629146600 is not a \
+         multiple of 1 MiB (1048576); partitions start on 1 MiB boundaries, e.g. 630194176"
+    );
+}
+
+#[test]
+fn start_beyond_the_disk_is_an_error() {
+    let err = plan_default_with_root(|p| p["start"] = "30G".into()).unwrap_err();
+    assert!(
+        format!("{err:#}")
+            .contains("/dev/vda: the layout needs 32213320192 bytes but the disk has 21474836480"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn start_on_the_first_partition_and_the_added_bios_boot_partition() {
+    let mut spec = server_spec(Firmware::Both, 1);
+    spec.devices[0].partitions[0].start = Some(MIB);
+    let err = plan_layout(&spec, &sizes20()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/plugins/storage/devices/~1dev~1sda/partitions/0/start: start 1048576 lies inside \
+         partition 3 (the 1 MiB BIOS boot partition added for BIOS firmware), which ends at \
+         2097152; start at 2097152 or later, or leave start out"
+    );
+    spec.devices[0].partitions[0].start = Some(4 * MIB);
+    let plan = plan_layout(&spec, &sizes20()).unwrap();
+    let p = &plan.devices[0].partitions;
+    assert_eq!(
+        (p[0].start, p[1].start, p[2].start),
+        (MIB, 4 * MIB, 516 * MIB)
+    );
 }

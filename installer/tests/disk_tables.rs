@@ -231,11 +231,71 @@ fn inspect_reports_table_and_filesystems() {
     assert_eq!(ins[0].filesystems[&1], ItemStatus::Present);
     assert_eq!(ins[0].filesystems[&2], ItemStatus::Missing);
 
-    // Another plan (other UUIDs, same ranges): the ESP conflicts.
+    // Another plan (other UUIDs, same ranges): the ESP is kept and its
+    // on-disk UUID adopted, in the partition and in the mount.
     let other = plan_for(&server_spec(Firmware::Uefi, 16), 2 * GIB);
     let ins = inspect(&other, &targets).unwrap();
     assert_eq!(ins[0].table, ItemStatus::Present);
-    assert_eq!(ins[0].filesystems[&1], ItemStatus::Conflicting);
+    assert_eq!(ins[0].filesystems[&1], ItemStatus::Present);
+    let dry = ExecOptions {
+        dry_run: true,
+        ..ExecOptions::default()
+    };
+    let ex = execute(&other, &targets, &dry).unwrap();
+    let on_disk = &p.filesystem.as_ref().unwrap().uuid;
+    let esp_of = |plan: &opdbus_installer::disk::DiskPlan| {
+        plan.devices[0].partitions[0]
+            .filesystem
+            .as_ref()
+            .unwrap()
+            .uuid
+            .clone()
+    };
+    assert_ne!(&esp_of(&other), on_disk);
+    assert_eq!(&esp_of(&ex.plan), on_disk);
+    let m = ex
+        .plan
+        .mounts
+        .iter()
+        .find(|m| m.path == Path::new("/boot/efi"))
+        .unwrap();
+    assert_eq!(&m.uuid, on_disk);
+    assert!(
+        ex.report.to_string().contains(&format!(
+            "present: vfat filesystem on /dev/sda1 (kept, UUID {on_disk})"
+        )),
+        "{}",
+        ex.report
+    );
+    // --reformat: a filesystem of the planned kind is replaced (with consent).
+    let reformat = ExecOptions {
+        dry_run: true,
+        reformat: true,
+        ..ExecOptions::default()
+    };
+    let text = execute(&other, &targets, &reformat)
+        .unwrap()
+        .report
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "would replace: vfat filesystem on /dev/sda1 (found vfat filesystem UUID {on_disk}; replacing it needs --yes)"
+        )),
+        "{text}"
+    );
+    let err = execute(
+        &other,
+        &targets,
+        &ExecOptions {
+            reformat: true,
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(safety(&err), SafetyError::NoConsent { .. }),
+        "{err:#}"
+    );
     // Another layout: the table conflicts.
     let other = plan_for(&server_spec(Firmware::Both, 15), 2 * GIB);
     assert_eq!(
@@ -363,4 +423,167 @@ fn mountinfo_parsing() {
     assert_eq!(m[1].source, "/dev/vda1");
     assert_eq!(blockdev::partition_name("loop0", 2), "loop0p2");
     assert_eq!(blockdev::partition_name("sda", 2), "sda2");
+}
+
+/// Seed 000's server with the root partition left without a filesystem:
+/// only the ESP is formatted, in userspace, so no loop device is needed.
+fn esp_only_plan(seed: u64) -> opdbus_installer::disk::DiskPlan {
+    let mut spec = server_spec(Firmware::Uefi, seed);
+    spec.devices[0].partitions[1].filesystem = None;
+    plan_for(&spec, 2 * GIB)
+}
+
+#[test]
+fn fat16_esp_is_kept_without_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "f16.img", 2 * GIB);
+    let plan = esp_only_plan(19);
+    write_plan_table(&img, &plan);
+    let p = &plan.devices[0].partitions[0];
+    mkfs_into(
+        &img,
+        p.start,
+        p.size,
+        "mkfs.fat",
+        &["-F", "16", "-i", "12345678"],
+    );
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    assert_eq!(
+        inspect(&plan, &targets).unwrap()[0].filesystems[&1],
+        ItemStatus::Present
+    );
+    let before = image_hash(&img);
+    let ex = execute(&plan, &targets, &ExecOptions::default()).unwrap();
+    assert!(ex.report.nothing_to_do(), "{}", ex.report);
+    assert_eq!(image_hash(&img), before, "the FAT16 ESP was reformatted");
+}
+
+#[test]
+fn unknown_contents_need_consent_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_for(&server_spec(Firmware::Uefi, 20), 2 * GIB);
+    let p2 = plan.devices[0].partitions[1].clone();
+    let (s, size) = (p2.start, p2.size);
+    type Setup = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Setup, String)> = vec![
+        (
+            "minix",
+            Box::new(move |img| mkfs_into(img, s, 64 * MIB, "mkfs.minix", &["-3"])),
+            "minix signature at 0x400".into(),
+        ),
+        (
+            "xfs",
+            Box::new(move |img| put(img, s, b"XFSB\0\0\x10\0")),
+            "xfs signature at 0x0".into(),
+        ),
+        (
+            "luks",
+            Box::new(move |img| put(img, s, b"LUKS\xba\xbe\0\x02")),
+            "LUKS signature at 0x0".into(),
+        ),
+        (
+            "lvm",
+            Box::new(move |img| {
+                put(img, s + 512, b"LABELONE");
+                put(img, s + 512 + 24, b"LVM2 001");
+            }),
+            "LVM2 physical volume signature at 0x200".into(),
+        ),
+        (
+            "ntfs",
+            Box::new(move |img| put(img, s + 3, b"NTFS    ")),
+            "ntfs signature at 0x3".into(),
+        ),
+        (
+            "ext4",
+            Box::new(move |img| mkfs_into(img, s, 64 * MIB, "mkfs.ext4", &["-q", "-F"])),
+            "ext4 filesystem".into(),
+        ),
+        (
+            "marker",
+            Box::new(move |img| put(img, s + 0x12345, b"data")),
+            "unknown data at 0x12345".into(),
+        ),
+        (
+            "tail marker",
+            Box::new(move |img| put(img, s + size - 100, b"x")),
+            format!("unknown data at {:#x}", size - 100),
+        ),
+        (
+            "btrfs mirror",
+            Box::new(move |img| put(img, s + 64 * MIB + 0x40, b"_BHRfS_M")),
+            format!("unknown data at {:#x}", 64 * MIB + 0x40),
+        ),
+    ];
+    for (name, setup, found) in cases {
+        let img = sparse_image(dir.path(), &format!("{name}.img"), 2 * GIB);
+        write_plan_table(&img, &plan);
+        setup(&img);
+        let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+        let ins = inspect(&plan, &targets).unwrap();
+        assert_eq!(ins[0].filesystems[&1], ItemStatus::Missing, "{name}: ESP");
+        assert_eq!(
+            ins[0].filesystems[&2],
+            ItemStatus::Conflicting,
+            "{name}: a partition with data is not missing"
+        );
+        let before = image_hash(&img);
+        let err = execute(&plan, &targets, &ExecOptions::default()).unwrap_err();
+        assert!(
+            matches!(safety(&err), SafetyError::NoConsent { .. }),
+            "{name}: {err:#}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/dev/sda2") && msg.contains(&found),
+            "{name}: {msg}"
+        );
+        assert_eq!(image_hash(&img), before, "{name}: image changed");
+
+        let dry = ExecOptions {
+            dry_run: true,
+            ..ExecOptions::default()
+        };
+        let text = execute(&plan, &targets, &dry).unwrap().report.to_string();
+        let want = format!("would replace: btrfs filesystem on /dev/sda2 (found {found}");
+        assert!(text.contains(&want), "{name}: {text}");
+        assert!(text.contains("needs --yes"), "{name}: {text}");
+        assert_eq!(
+            image_hash(&img),
+            before,
+            "{name}: dry run changed the image"
+        );
+    }
+}
+
+#[test]
+fn data_on_a_disk_without_a_table_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = sparse_image(dir.path(), "luks.img", 2 * GIB);
+    put(&img, 0, b"LUKS\xba\xbe\0\x02");
+    let plan = plan_for(&server_spec(Firmware::Uefi, 21), 2 * GIB);
+    let targets = TargetMap::from([("/dev/sda".to_string(), img.clone())]);
+    assert_eq!(
+        inspect(&plan, &targets).unwrap()[0].table,
+        ItemStatus::Conflicting
+    );
+    let before = image_hash(&img);
+    let err = execute(&plan, &targets, &ExecOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/dev/sda (LUKS signature at 0x0) would be overwritten"),
+        "{err}"
+    );
+    let dry = ExecOptions {
+        dry_run: true,
+        ..ExecOptions::default()
+    };
+    let text = execute(&plan, &targets, &dry).unwrap().report.to_string();
+    assert!(
+        text.contains(
+            "would replace: partition table of /dev/sda (found LUKS signature at 0x0; replacing it needs --yes)"
+        ),
+        "{text}"
+    );
+    assert_eq!(image_hash(&img), before);
 }

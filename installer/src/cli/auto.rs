@@ -136,6 +136,7 @@ fn install(state: &Path, disk: &str) -> anyhow::Result<()> {
         disks: Vec::new(),
         source: None,
         consent: true,
+        reformat: false,
         report: None,
         json_progress: false,
         mount_at: PathBuf::from("/run/opdbus/target"),

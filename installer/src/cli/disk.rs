@@ -17,6 +17,10 @@ pub struct Args {
     /// Allow wiping what is on the targets.
     #[arg(long)]
     pub yes: bool,
+    /// Replace filesystems of the planned type too (needs --yes); by default
+    /// they are kept and their UUIDs used.
+    #[arg(long)]
+    pub reformat: bool,
     /// Print the plan and what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -33,10 +37,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("{}", w.render(&loaded.file));
     }
     let targets = args.map.targets(&loaded.state)?;
-    let plan = install_plan(&loaded.state, targets, args.map.uuids())?;
-    if args.dry_run {
-        print!("{}", super::plan::render(&plan));
-    }
+    let mut plan = install_plan(&loaded.state, targets, args.map.uuids())?;
     // Without --mount-at the tree is still mounted (to create subvolumes and
     // check them) in a private temporary folder, then released.
     let tmp = tempfile::tempdir()?;
@@ -49,11 +50,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &plan.targets,
         &ExecOptions {
             consent: args.yes,
+            reformat: args.reformat,
             dry_run: args.dry_run,
             mount_at: Some(mount_at),
             ..Default::default()
         },
     )?;
+    if args.dry_run {
+        // The plan as it would run: kept filesystems with their UUIDs.
+        plan.disk = exec.plan.clone();
+        plan.fstab = crate::disk::fstab(&plan.disk);
+        print!("{}", super::plan::render(&plan));
+    }
     print!("{}", exec.report);
     if let Some(m) = exec.mounted {
         if let Some(dir) = &args.mount_at {

@@ -24,6 +24,10 @@ pub struct Args {
     /// Allow wiping the target disks.
     #[arg(long)]
     pub yes: bool,
+    /// Replace filesystems of the planned type too (needs --yes); by default
+    /// they are kept and their UUIDs used.
+    #[arg(long)]
+    pub reformat: bool,
     /// Also write the install report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -58,6 +62,7 @@ impl Args {
             disks: self.map.disks.clone(),
             source,
             consent: self.yes,
+            reformat: self.reformat,
             report: self.report.clone(),
             json_progress: self.json_progress,
             mount_at: self.mount_at.clone(),

@@ -1,6 +1,9 @@
 //! The executor: checks every target, inspects what is already on it (table,
 //! filesystems, subvolumes: Present / Missing / Conflicting), then does only
-//! what is missing. On failure, guards are released in reverse order and a
+//! what is missing. A filesystem of the planned kind is kept and adopted
+//! (its on-disk UUID replaces the planned one); only a provably empty
+//! partition counts as missing, anything else on it is a conflict that needs
+//! consent. On failure, guards are released in reverse order and a
 //! partition table written by this run is wiped.
 
 use std::collections::BTreeMap;
@@ -15,7 +18,7 @@ use serde::Serialize;
 use super::blockdev::{self, SafetyError, TargetInfo, TargetKind};
 use super::btrfs::{self, SubvolState};
 use super::esp::{self, Esp, EspError, EspLocation};
-use super::fs;
+use super::fs::{self, Contents};
 use super::loopdev::LoopGuard;
 use super::mount::{MountGuard, MountStack};
 use super::partition::{self, FoundTable};
@@ -29,6 +32,9 @@ pub type TargetMap = BTreeMap<String, PathBuf>;
 pub struct ExecOptions {
     /// Allows overwriting partition tables and filesystems (`--yes`).
     pub consent: bool,
+    /// Replaces filesystems of the planned kind too, instead of adopting them
+    /// (`--reformat`; replacing still needs `consent`).
+    pub reformat: bool,
     /// Inspect and report only; write nothing.
     pub dry_run: bool,
     /// Mount the installed system's tree here and keep it mounted (returned
@@ -42,6 +48,7 @@ impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
             consent: false,
+            reformat: false,
             dry_run: false,
             mount_at: None,
             node_timeout: Duration::from_secs(10),
@@ -103,6 +110,10 @@ pub struct ItemReport {
     pub item: Item,
     pub status: ItemStatus,
     pub action: Action,
+    /// What inspection found where the item goes, when it is not what the
+    /// plan says (a conflict, or an adopted filesystem's UUID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
 }
 
 /// What an execution found and did.
@@ -127,10 +138,21 @@ impl ExecReport {
     }
 
     fn push(&mut self, item: Item, status: ItemStatus, action: Action) {
+        self.push_found(item, status, action, None);
+    }
+
+    fn push_found(
+        &mut self,
+        item: Item,
+        status: ItemStatus,
+        action: Action,
+        found: Option<String>,
+    ) {
         self.items.push(ItemReport {
             item,
             status,
             action,
+            found,
         });
     }
 }
@@ -149,7 +171,18 @@ impl std::fmt::Display for ExecReport {
                 (Action::Replace, true) => "would replace",
                 (Action::Check, _) => "would check",
             };
-            writeln!(f, "{verb}: {}", i.item)?;
+            match (&i.found, i.action, self.dry_run) {
+                (Some(found), Action::Replace, true) => writeln!(
+                    f,
+                    "{verb}: {} (found {found}; replacing it needs --yes)",
+                    i.item
+                )?,
+                (Some(found), Action::Replace, false) => {
+                    writeln!(f, "{verb}: {} (found {found})", i.item)?
+                }
+                (Some(found), _, _) => writeln!(f, "{verb}: {} ({found})", i.item)?,
+                (None, _, _) => writeln!(f, "{verb}: {}", i.item)?,
+            }
         }
         Ok(())
     }
@@ -225,6 +258,10 @@ impl MountedTarget {
 #[derive(Debug)]
 pub struct Execution {
     pub report: ExecReport,
+    /// The plan as executed: filesystems that were kept carry their on-disk
+    /// UUIDs (also in the mounts), so fstab and the bootloader must use this
+    /// plan, not the one given.
+    pub plan: DiskPlan,
     /// Present when `mount_at` was given and this was not a dry run.
     pub mounted: Option<MountedTarget>,
 }
@@ -234,8 +271,22 @@ pub struct Execution {
 pub struct DeviceInspection {
     pub target: TargetInfo,
     pub table: ItemStatus,
+    /// What the table found is, when it is not the plan's (for the report).
+    pub table_found: Option<String>,
     /// Per partition number with a filesystem.
     pub filesystems: BTreeMap<u32, ItemStatus>,
+    /// What each partition with a planned filesystem holds (only when the
+    /// table is the plan's; otherwise the partitions are new).
+    pub contents: BTreeMap<u32, Contents>,
+    /// The report's `found` text per partition number: what a conflict is,
+    /// or the UUID of a kept filesystem when it is not the planned one.
+    pub found: BTreeMap<u32, String>,
+}
+
+impl DeviceInspection {
+    fn found(&self, p: &PartitionPlan) -> Option<String> {
+        self.found.get(&p.number).cloned()
+    }
 }
 
 fn open_read(path: &Path) -> Result<File> {
@@ -243,8 +294,18 @@ fn open_read(path: &Path) -> Result<File> {
 }
 
 /// Checks the target of every device and looks at what is on it. Writes
-/// nothing.
+/// nothing. A filesystem of the planned kind counts as present (whatever its
+/// UUID), an empty partition as missing, anything else as conflicting.
 pub fn inspect(plan: &DiskPlan, targets: &TargetMap) -> Result<Vec<DeviceInspection>> {
+    inspect_with(plan, targets, false)
+}
+
+/// [`inspect`]; with `reformat`, filesystems of the planned kind conflict too.
+fn inspect_with(
+    plan: &DiskPlan,
+    targets: &TargetMap,
+    reformat: bool,
+) -> Result<Vec<DeviceInspection>> {
     let mut out = Vec::new();
     for dev in &plan.devices {
         let Some(path) = targets.get(&dev.key) else {
@@ -258,35 +319,63 @@ pub fn inspect(plan: &DiskPlan, targets: &TargetMap) -> Result<Vec<DeviceInspect
         let mut file = open_read(path)?;
         let found = partition::read_table(&mut file)
             .with_context(|| format!("reading the partition table of {}", path.display()))?;
-        let table = if found == FoundTable::None {
-            ItemStatus::Missing
-        } else if found.matches(dev) {
-            ItemStatus::Present
+        // No table: a whole-disk filesystem, LUKS or LVM (or any data) is
+        // still something a new table overwrites.
+        let whole = if found == FoundTable::None {
+            let size = partition::device_size(&mut file)
+                .with_context(|| format!("reading the size of {}", path.display()))?;
+            fs::examine(&mut file, 0, size)
+                .with_context(|| format!("examining {}", path.display()))?
         } else {
-            ItemStatus::Conflicting
+            Contents::Empty
+        };
+        let (table, table_found) = match &found {
+            FoundTable::None if whole == Contents::Empty => (ItemStatus::Missing, None),
+            FoundTable::None => (ItemStatus::Conflicting, Some(whole.to_string())),
+            f if f.matches(dev) => (ItemStatus::Present, None),
+            FoundTable::Gpt { .. } => (
+                ItemStatus::Conflicting,
+                Some("a gpt table with other partitions".to_string()),
+            ),
+            FoundTable::Msdos { .. } => (
+                ItemStatus::Conflicting,
+                Some("an msdos table with other partitions".to_string()),
+            ),
         };
         let mut filesystems = BTreeMap::new();
+        let mut contents = BTreeMap::new();
+        let mut found_text = BTreeMap::new();
         for p in &dev.partitions {
             let Some(want) = &p.filesystem else { continue };
-            let status = if table != ItemStatus::Present {
-                ItemStatus::Missing
-            } else {
-                match fs::probe(&mut file, p.start, p.size)
-                    .with_context(|| format!("probing {} on {}", p.key, path.display()))?
-                {
-                    None => ItemStatus::Missing,
-                    Some(f) if f.kind == want.kind && f.uuid.eq_ignore_ascii_case(&want.uuid) => {
-                        ItemStatus::Present
+            if table != ItemStatus::Present {
+                filesystems.insert(p.number, ItemStatus::Missing);
+                continue;
+            }
+            let c = fs::examine(&mut file, p.start, p.size)
+                .with_context(|| format!("examining {} on {}", p.key, path.display()))?;
+            let status = match &c {
+                Contents::Empty => ItemStatus::Missing,
+                Contents::Filesystem(f) if f.kind == want.kind && !reformat => {
+                    if !f.uuid.eq_ignore_ascii_case(&want.uuid) {
+                        found_text.insert(p.number, format!("kept, UUID {}", f.uuid));
                     }
-                    Some(_) => ItemStatus::Conflicting,
+                    ItemStatus::Present
+                }
+                _ => {
+                    found_text.insert(p.number, c.to_string());
+                    ItemStatus::Conflicting
                 }
             };
             filesystems.insert(p.number, status);
+            contents.insert(p.number, c);
         }
         out.push(DeviceInspection {
             target,
             table,
+            table_found,
             filesystems,
+            contents,
+            found: found_text,
         });
     }
     Ok(out)
@@ -322,20 +411,57 @@ impl Held {
     }
 }
 
-/// Runs the disk phase: safety checks, inspection, then only the missing
-/// items. See [`ExecOptions`] for consent, dry run and mounting.
-pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Result<Execution> {
-    let inspections = inspect(plan, targets)?;
+/// The plan with every kept filesystem's on-disk UUID in place of the
+/// planned one, in its partition and in its mounts.
+fn adopt(plan: &DiskPlan, inspections: &[DeviceInspection]) -> DiskPlan {
+    let mut out = plan.clone();
+    let mut adopted: BTreeMap<String, String> = BTreeMap::new();
+    for (dev, ins) in out.devices.iter_mut().zip(inspections) {
+        for p in &mut dev.partitions {
+            let (Some(fsp), Some(Contents::Filesystem(f))) =
+                (p.filesystem.as_mut(), ins.contents.get(&p.number))
+            else {
+                continue;
+            };
+            if ins.filesystems.get(&p.number) == Some(&ItemStatus::Present) {
+                fsp.uuid = f.uuid.clone();
+                adopted.insert(p.key.clone(), f.uuid.clone());
+            }
+        }
+    }
+    for m in &mut out.mounts {
+        if let Some(u) = adopted.get(&m.partition) {
+            m.uuid = u.clone();
+        }
+    }
+    out
+}
 
-    // Consent: writing a partition table or replacing a filesystem.
+/// Runs the disk phase: safety checks, inspection, then only the missing
+/// items. See [`ExecOptions`] for consent, dry run and mounting. The
+/// returned [`Execution::plan`] has the UUIDs of the filesystems kept.
+pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Result<Execution> {
+    let inspections = inspect_with(plan, targets, opts.reformat)?;
+    let plan = &adopt(plan, &inspections);
+
+    // Consent: writing a partition table or replacing what is on a partition.
     for (dev, ins) in plan.devices.iter().zip(&inspections) {
         let what = if ins.table != ItemStatus::Present {
-            Some(format!("the partition table of {}", dev.key))
+            Some(match &ins.table_found {
+                Some(found) => format!("{} ({found})", dev.key),
+                None => format!("the partition table of {}", dev.key),
+            })
         } else {
             dev.partitions
                 .iter()
                 .find(|p| ins.filesystems.get(&p.number) == Some(&ItemStatus::Conflicting))
-                .map(|p| format!("the filesystem on {}", p.key))
+                .map(|p| {
+                    let found = ins
+                        .contents
+                        .get(&p.number)
+                        .map_or_else(|| "data".to_string(), ToString::to_string);
+                    format!("{} ({found})", p.key)
+                })
         };
         if let (Some(what), false, false) = (what, opts.consent, opts.dry_run) {
             return Err(SafetyError::NoConsent {
@@ -349,6 +475,7 @@ pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Resu
     if opts.dry_run {
         return Ok(Execution {
             report: dry_report(plan, &inspections),
+            plan: plan.clone(),
             mounted: None,
         });
     }
@@ -384,7 +511,11 @@ pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Resu
                     None
                 }
             };
-            Ok(Execution { report, mounted })
+            Ok(Execution {
+                report,
+                plan: plan.clone(),
+                mounted,
+            })
         }
         Err(e) => {
             drop(held);
@@ -427,23 +558,25 @@ fn dry_report(plan: &DiskPlan, inspections: &[DeviceInspection]) -> ExecReport {
         items: Vec::new(),
     };
     for (dev, ins) in plan.devices.iter().zip(inspections) {
-        report.push(
+        report.push_found(
             Item::PartitionTable {
                 device: dev.key.clone(),
             },
             ins.table,
             action_for(ins.table),
+            ins.table_found.clone(),
         );
         for p in &dev.partitions {
             let Some(fsp) = &p.filesystem else { continue };
             let st = ins.filesystems[&p.number];
-            report.push(
+            report.push_found(
                 Item::Filesystem {
                     partition: p.key.clone(),
                     fstype: fsp.kind,
                 },
                 st,
                 action_for(st),
+                ins.found(p),
             );
             let sub = if st == ItemStatus::Present {
                 ItemStatus::Unchecked
@@ -494,12 +627,13 @@ fn apply_device(
     let path = &ins.target.path;
     let is_block = matches!(ins.target.kind, TargetKind::BlockDevice { .. });
 
-    report.push(
+    report.push_found(
         Item::PartitionTable {
             device: dev.key.clone(),
         },
         ins.table,
         action_for(ins.table),
+        ins.table_found.clone(),
     );
     if ins.table != ItemStatus::Present {
         let mut opts_rw = OpenOptions::new();
@@ -559,13 +693,14 @@ fn apply_device(
     for p in &dev.partitions {
         let Some(fsp) = &p.filesystem else { continue };
         let st = ins.filesystems[&p.number];
-        report.push(
+        report.push_found(
             Item::Filesystem {
                 partition: p.key.clone(),
                 fstype: fsp.kind,
             },
             st,
             action_for(st),
+            ins.found(p),
         );
         if st != ItemStatus::Present {
             make_fs(path, p, held)?;

@@ -1,6 +1,8 @@
 //! Pure layout: turns a [`LayoutSpec`] (sizes such as `512M` or `remaining`,
-//! roles, filesystems, subvolumes, mounts) plus the real disk sizes into a
-//! [`DiskPlan`] with 1 MiB aligned byte ranges, type GUIDs and chosen UUIDs.
+//! optional starts, roles, filesystems, subvolumes, mounts) plus the real
+//! disk sizes into a [`DiskPlan`] with 1 MiB aligned byte ranges, type GUIDs
+//! and chosen UUIDs. All offset arithmetic is checked; errors name the
+//! partition by its JSON pointer in the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -96,6 +98,11 @@ pub struct DeviceSpec {
 pub struct PartitionSpec {
     /// Partition number; defaults to the position (1-based).
     pub number: Option<u32>,
+    /// First byte (a multiple of 1 MiB, at or after the previous partition's
+    /// end); by default right after the previous partition (1 MiB for the
+    /// first).
+    #[serde(default)]
+    pub start: Option<u64>,
     pub size: SizeSpec,
     pub role: PartRole,
     /// GPT partition name; defaults to the role.
@@ -165,6 +172,32 @@ pub enum LayoutError {
     SubvolumeOnNonBtrfs { name: String },
     #[error("subvolume '{name}' is listed before its parent '{parent}'; list parents first")]
     SubvolumeParentMissing { name: String, parent: String },
+    #[error(
+        "{pointer}: {size} bytes is larger than any disk; give a size such as \"512M\" or \"20G\""
+    )]
+    SizeTooLarge { pointer: String, size: u64 },
+    #[error("{pointer}: this partition would end past the largest byte offset there is (2^64); shrink it or the partitions before it")]
+    EndOverflows { pointer: String },
+    #[error("{pointer}: start {start} is not a multiple of 1 MiB (1048576); partitions start on 1 MiB boundaries, e.g. {suggest}")]
+    StartMisaligned {
+        pointer: String,
+        start: u64,
+        suggest: u64,
+    },
+    #[error("{pointer}: start {start} lies inside {before}, which ends at {end}; start at {end} or later, or leave start out")]
+    StartOverlaps {
+        pointer: String,
+        start: u64,
+        before: String,
+        end: u64,
+    },
+}
+
+/// The JSON pointer of a partition in the state:
+/// `/plugins/storage/devices/~1dev~1sda/partitions/0`.
+pub fn partition_pointer(device: &str, index: usize) -> String {
+    let key = device.replace('~', "~0").replace('/', "~1");
+    format!("/plugins/storage/devices/{key}/partitions/{index}")
 }
 
 /// Partition device name for a disk key: `/dev/sda` + 2 = `/dev/sda2`,
@@ -177,8 +210,9 @@ pub fn partition_path(disk: &str, number: u32) -> String {
     }
 }
 
-fn align_up(v: u64) -> u64 {
-    v.div_ceil(MIB) * MIB
+/// `v` rounded up to a MiB boundary; `None` when that does not fit in u64.
+fn align_up(v: u64) -> Option<u64> {
+    v.checked_next_multiple_of(MIB)
 }
 
 fn align_down(v: u64) -> u64 {
@@ -268,16 +302,18 @@ fn plan_device(
 
     // Numbers: explicit or positional; BIOS boot gets the next free number so
     // the state's names (`/dev/sda2`) keep pointing at the same partitions.
-    let mut numbered: Vec<(u32, &PartitionSpec)> = Vec::new();
+    // (number, index in the spec, spec); the BIOS boot partition added for
+    // BIOS firmware has no index.
+    let mut numbered: Vec<(u32, Option<usize>, &PartitionSpec)> = Vec::new();
     let mut used = BTreeSet::new();
     for (i, p) in dev.partitions.iter().enumerate() {
         let n = p.number.unwrap_or(i as u32 + 1);
         if !used.insert(n) {
             return Err(LayoutError::DuplicateNumber { device, number: n });
         }
-        numbered.push((n, p));
+        numbered.push((n, Some(i), p));
     }
-    for (i, (n, p)) in numbered.iter().enumerate() {
+    for (i, (n, _, p)) in numbered.iter().enumerate() {
         if p.size == SizeSpec::Remaining && i + 1 != numbered.len() {
             return Err(LayoutError::RemainingNotLast { device, number: *n });
         }
@@ -287,6 +323,7 @@ fn plan_device(
         && !dev.partitions.iter().any(|p| p.role == PartRole::BiosBoot);
     let bios_spec = PartitionSpec {
         number: None,
+        start: None,
         size: SizeSpec::Bytes(MIB),
         role: PartRole::BiosBoot,
         label: Some("bios_boot".into()),
@@ -294,10 +331,12 @@ fn plan_device(
     };
     if needs_bios_boot {
         let n = used.iter().next_back().copied().unwrap_or(0) + 1;
-        numbered.insert(0, (n, &bios_spec));
+        numbered.insert(0, (n, None, &bios_spec));
     }
 
-    if let Some(gap) = (1..=numbered.len() as u32).find(|n| !numbered.iter().any(|(m, _)| m == n)) {
+    if let Some(gap) =
+        (1..=numbered.len() as u32).find(|n| !numbered.iter().any(|(m, _, _)| m == n))
+    {
         return Err(LayoutError::NumberGap {
             device,
             number: gap,
@@ -307,7 +346,10 @@ fn plan_device(
         if numbered.len() > 4 {
             return Err(LayoutError::TooManyMbrPartitions { device });
         }
-        if let Some((_, p)) = numbered.iter().find(|(_, p)| p.role.mbr_type().is_none()) {
+        if let Some((_, _, p)) = numbered
+            .iter()
+            .find(|(_, _, p)| p.role.mbr_type().is_none())
+        {
             return Err(LayoutError::RoleNeedsGpt {
                 device,
                 role: p.role,
@@ -322,15 +364,56 @@ fn plan_device(
         TableKind::Gpt => align_down(disk_size.saturating_sub(GPT_BACKUP_BYTES)),
         TableKind::Msdos => align_down(disk_size),
     };
-    let fixed: u64 = numbered
-        .iter()
-        .map(|(_, p)| match p.size {
-            SizeSpec::Bytes(b) => align_up(b),
-            SizeSpec::Remaining => MIB,
-        })
-        .sum();
-    let needed_end = MIB + fixed;
-    if needed_end > usable_end {
+    // Place every partition (a `remaining` one at its minimum, 1 MiB) with
+    // checked arithmetic, then compare the end with the disk.
+    let mut placed: Vec<(u64, Option<u64>)> = Vec::new();
+    let mut cursor = MIB;
+    let mut before = "the partition table (the first MiB)".to_string();
+    for (n, index, p) in &numbered {
+        let pointer = |field: &str| match index {
+            Some(i) => format!("{}/{field}", partition_pointer(&dev.key, *i)),
+            None => format!("{}: the BIOS boot partition", dev.key),
+        };
+        let start = match p.start {
+            None => cursor,
+            Some(s) if s % MIB != 0 => {
+                return Err(LayoutError::StartMisaligned {
+                    pointer: pointer("start"),
+                    start: s,
+                    suggest: align_up(s).unwrap_or(align_down(s)),
+                })
+            }
+            Some(s) if s < cursor => {
+                return Err(LayoutError::StartOverlaps {
+                    pointer: pointer("start"),
+                    start: s,
+                    before,
+                    end: cursor,
+                })
+            }
+            Some(s) => s,
+        };
+        let size = match p.size {
+            SizeSpec::Bytes(b) => Some(align_up(b).ok_or_else(|| LayoutError::SizeTooLarge {
+                pointer: pointer("size"),
+                size: b,
+            })?),
+            SizeSpec::Remaining => None,
+        };
+        cursor =
+            start
+                .checked_add(size.unwrap_or(MIB))
+                .ok_or_else(|| LayoutError::EndOverflows {
+                    pointer: pointer("size"),
+                })?;
+        before = if index.is_some() {
+            format!("partition {n}")
+        } else {
+            format!("partition {n} (the 1 MiB BIOS boot partition added for BIOS firmware)")
+        };
+        placed.push((start, size));
+    }
+    if cursor > usable_end {
         let tail = if dev.table == TableKind::Gpt {
             GPT_BACKUP_BYTES
         } else {
@@ -338,18 +421,15 @@ fn plan_device(
         };
         return Err(LayoutError::TooSmall {
             device,
-            needed: needed_end + tail,
+            needed: cursor.saturating_add(tail),
             available: disk_size,
         });
     }
 
     let mut partitions = Vec::new();
-    let mut cursor = MIB;
-    for (n, p) in numbered {
-        let size = match p.size {
-            SizeSpec::Bytes(b) => align_up(b),
-            SizeSpec::Remaining => usable_end - cursor,
-        };
+    for ((n, _, p), (start, size)) in numbered.into_iter().zip(placed) {
+        // `remaining` takes the rest; the check above keeps start < usable_end.
+        let size = size.unwrap_or(usable_end - start);
         let filesystem = match &p.filesystem {
             None => None,
             Some(fs) => Some(plan_fs(fs, uuids)?),
@@ -366,7 +446,7 @@ fn plan_device(
         partitions.push(PartitionPlan {
             number: n,
             key: partition_path(&dev.key, n),
-            start: cursor,
+            start,
             size,
             role: p.role,
             type_guid: p.role.gpt_type(),
@@ -381,7 +461,6 @@ fn plan_device(
             label,
             filesystem,
         });
-        cursor += size;
     }
     let (disk_guid, disk_signature) = match dev.table {
         TableKind::Gpt => (Some(uuids.next()), None),

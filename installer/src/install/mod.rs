@@ -42,6 +42,9 @@ pub struct InstallOptions {
     pub source: Option<BaseSource>,
     /// Wipe permission (`--yes`, or `opdbus.auto`).
     pub consent: bool,
+    /// Replace filesystems of the planned kind instead of keeping them
+    /// (`--reformat`).
+    pub reformat: bool,
     pub report: Option<PathBuf>,
     pub json_progress: bool,
     /// Where the target is mounted while installing.
@@ -93,7 +96,7 @@ fn run(opts: &InstallOptions, progress: &mut Progress) -> Result<InstallReport> 
 
     progress.phase("plan", "resolving disks and layout");
     let targets: TargetMap = resolve_targets(&state, &opts.disks, &opts.sys, &opts.dev)?;
-    let plan = install_plan(&state, targets.clone(), opts.uuids)?;
+    let mut plan = install_plan(&state, targets.clone(), opts.uuids)?;
     for (k, t) in &plan.targets {
         progress.note(&format!("{k} -> {}", t.display()));
     }
@@ -107,6 +110,7 @@ fn run(opts: &InstallOptions, progress: &mut Progress) -> Result<InstallReport> 
         &plan.targets,
         &ExecOptions {
             consent: opts.consent,
+            reformat: opts.reformat,
             dry_run: false,
             mount_at: Some(opts.mount_at.clone()),
             ..Default::default()
@@ -115,6 +119,9 @@ fn run(opts: &InstallOptions, progress: &mut Progress) -> Result<InstallReport> 
     for line in exec.report.to_string().lines() {
         progress.note(line);
     }
+    // Kept filesystems keep their UUIDs: fstab and the bootloader use them.
+    plan.disk = exec.plan;
+    plan.fstab = crate::disk::fstab(&plan.disk);
     let mounted = exec
         .mounted
         .context("the disk phase returned no mounted target")?;

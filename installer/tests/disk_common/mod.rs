@@ -41,6 +41,7 @@ pub fn server_spec(firmware: Firmware, seed: u64) -> LayoutSpec {
             partitions: vec![
                 PartitionSpec {
                     number: Some(1),
+                    start: None,
                     size: SizeSpec::parse("512M").unwrap(),
                     role: PartRole::Efi,
                     label: None,
@@ -55,6 +56,7 @@ pub fn server_spec(firmware: Firmware, seed: u64) -> LayoutSpec {
                 },
                 PartitionSpec {
                     number: Some(2),
+                    start: None,
                     size: SizeSpec::Remaining,
                     role: PartRole::Linux,
                     label: None,
@@ -135,4 +137,38 @@ pub fn ends_hash(path: &Path) -> Option<String> {
     f.read_exact(&mut buf).ok()?;
     h.update(&buf);
     Some(hex::encode(h.finalize()))
+}
+
+/// Writes `bytes` at `offset` of the image (no truncation).
+pub fn put(img: &Path, offset: u64, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Makes a filesystem with `mkfs` (and its `args`) in a scratch file of
+/// `size` bytes, then copies the file into the image at `offset`: a real
+/// filesystem inside a partition's range, without root.
+pub fn mkfs_into(img: &Path, offset: u64, size: u64, mkfs: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = sparse_image(dir.path(), "fs.img", size);
+    opdbus_common::Task::new(mkfs)
+        .args(args.iter().copied())
+        .arg(&scratch)
+        .run()
+        .unwrap();
+    opdbus_common::Task::new("dd")
+        .arg(format!("if={}", scratch.display()))
+        .arg(format!("of={}", img.display()))
+        .args([
+            "bs=1M",
+            "conv=notrunc,sparse",
+            "oflag=seek_bytes",
+            "status=none",
+        ])
+        .arg(format!("seek={offset}"))
+        .run()
+        .unwrap();
 }

@@ -17,8 +17,26 @@ pub enum Size {
 
 /// Why a size string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid size {0:?}: use a number with a unit K, M, G or T (powers of 1024), such as \"512M\" or \"2G\", or \"remaining\"")]
-pub struct SizeError(pub String);
+pub enum SizeError {
+    #[error("invalid size {0:?}: use a number with a unit K, M, G or T (powers of 1024), such as \"512M\" or \"2G\", or \"remaining\"")]
+    Invalid(String),
+    #[error("size {0:?} is larger than any disk: at most 1048576T (1 EiB)")]
+    TooLarge(String),
+}
+
+impl Size {
+    /// The largest size accepted: 1 EiB. Far beyond any disk, and small
+    /// enough that a few of them add up without overflowing u64.
+    pub const MAX_BYTES: u64 = 1 << 60;
+
+    fn checked(bytes: u64, text: &str) -> Result<Size, SizeError> {
+        match bytes {
+            0 => Err(SizeError::Invalid(text.to_string())),
+            b if b > Size::MAX_BYTES => Err(SizeError::TooLarge(text.to_string())),
+            b => Ok(Size::Bytes(b)),
+        }
+    }
+}
 
 const UNITS: [(char, u64); 5] = [
     ('B', 1),
@@ -31,7 +49,7 @@ const UNITS: [(char, u64); 5] = [
 impl FromStr for Size {
     type Err = SizeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || SizeError(s.to_string());
+        let err = || SizeError::Invalid(s.to_string());
         let t = s.trim();
         if t.eq_ignore_ascii_case("remaining") {
             return Ok(Size::Remaining);
@@ -69,18 +87,23 @@ impl FromStr for Size {
             let scale = 10u64.pow(frac.len() as u32);
             let frac: u64 = frac.parse().map_err(|_| err())?;
             int.checked_mul(mult)
-                .and_then(|a| frac.checked_mul(mult).map(|b| a + b / scale))
-                .ok_or_else(err)?
+                .and_then(|a| {
+                    frac.checked_mul(mult)
+                        .and_then(|b| a.checked_add(b / scale))
+                })
+                .ok_or_else(|| SizeError::TooLarge(s.to_string()))?
         } else {
-            num.parse::<u64>()
-                .map_err(|_| err())?
-                .checked_mul(mult)
-                .ok_or_else(err)?
+            let n: u64 = num.parse().map_err(|_| {
+                if num.bytes().all(|b| b.is_ascii_digit()) {
+                    SizeError::TooLarge(s.to_string())
+                } else {
+                    err()
+                }
+            })?;
+            n.checked_mul(mult)
+                .ok_or_else(|| SizeError::TooLarge(s.to_string()))?
         };
-        if bytes == 0 {
-            return Err(err());
-        }
-        Ok(Size::Bytes(bytes))
+        Size::checked(bytes, s)
     }
 }
 
@@ -115,14 +138,11 @@ impl<'de> Deserialize<'de> for Size {
                 f.write_str("a size such as \"512M\", \"2G\" or \"remaining\"")
             }
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
-                if n == 0 {
-                    return Err(E::custom(SizeError("0".into())));
-                }
-                Ok(Size::Bytes(n))
+                Size::checked(n, &n.to_string()).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
                 u64::try_from(n)
-                    .map_err(|_| E::custom(SizeError(n.to_string())))
+                    .map_err(|_| E::custom(SizeError::Invalid(n.to_string())))
                     .and_then(|n| self.visit_u64(n))
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
@@ -167,6 +187,25 @@ mod tests {
         for bad in ["", "M", "-1G", "0", "2X", "1.G", "G2", "99999999999T"] {
             assert!(bad.parse::<Size>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn rejects_sizes_larger_than_any_disk() {
+        assert_eq!("1048576T".parse(), Ok(Size::Bytes(1 << 60)));
+        for bad in ["1048577T", "18446744073709551615", "1152921504606846977"] {
+            let err = bad.parse::<Size>().expect_err(bad);
+            assert!(
+                err.to_string().contains("larger than any disk"),
+                "{bad}: {err}"
+            );
+        }
+        let err =
+            serde_json::from_str::<Size>("18446744073709551615").expect_err("u64::MAX accepted");
+        assert!(err.to_string().contains("larger than any disk"), "{err}");
+        assert_eq!(
+            serde_json::from_str::<Size>("1152921504606846976").expect("1 EiB"),
+            Size::Bytes(1 << 60)
+        );
     }
 
     #[test]

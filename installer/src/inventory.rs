@@ -341,7 +341,12 @@ mod tests {
                 path: Some(p.to_string_lossy().into_owned()),
                 ..Default::default()
             };
-            assert_eq!(select("k", &sel, &d).unwrap().name, "sda", "{}", p.display());
+            assert_eq!(
+                select("k", &sel, &d).unwrap().name,
+                "sda",
+                "{}",
+                p.display()
+            );
         }
         let sel = DiskSelector {
             path: Some(t.path().join("dev/sdb").to_string_lossy().into_owned()),

@@ -114,3 +114,31 @@ fn missing_agent_and_templates_are_noticed_before_the_disk() {
         &["the template", "op-dbus-agent.service", "--templates"],
     );
 }
+
+#[test]
+fn a_payload_that_cannot_boot_is_noticed_before_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = good(dir.path());
+    // Not a zstd stream (its checksum file is well formed).
+    refused(dir.path(), &c, &["listing payload", "zstd-compressed tar"]);
+    let tree = base_tree(dir.path());
+    std::fs::remove_file(tree.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi")).unwrap();
+    c.payload = payload(dir.path(), "no-efi.tar.zst", &tree);
+    refused(
+        dir.path(),
+        &c,
+        &[
+            "lacks systemd-boot's EFI binary (systemd-boot-efi)",
+            "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        ],
+    );
+    for f in std::fs::read_dir(tree.join("boot")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    c.payload = payload(dir.path(), "no-kernel.tar.zst", &tree);
+    refused(
+        dir.path(),
+        &c,
+        &["lacks a kernel (linux-image)", "/boot/vmlinuz-*"],
+    );
+}

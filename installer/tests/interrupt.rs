@@ -169,33 +169,7 @@ fn sigterm_during_install_unmounts_wipes_and_exits_143() {
         .unwrap()
         .set_len(4 * GIB)
         .unwrap();
-    // A minimal base system: what the configure step edits.
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    let units = tree.join("usr/lib/systemd/system");
-    std::fs::create_dir_all(&units).unwrap();
-    std::fs::write(units.join("systemd-networkd.service"), "[Unit]\n").unwrap();
-    let payload = dir.path().join("base.tar.zst");
-    opdbus_common::Task::new("tar")
-        .arg("--zstd")
-        .arg("-cf")
-        .arg(&payload)
-        .arg("-C")
-        .arg(&tree)
-        .arg(".")
-        .run()
-        .unwrap();
-    let sha = opdbus_common::Task::new("sha256sum")
-        .arg(&payload)
-        .read()
-        .unwrap();
-    std::fs::write(
-        dir.path().join("base.tar.zst.sha256"),
-        format!("{}  base.tar.zst\n", &sha[..64]),
-    )
-    .unwrap();
+    let payload = payload(dir.path(), "base.tar.zst", &base_tree(dir.path()));
     let marker = dir.path().join("agent-started");
     let agent = dir.path().join("op-dbus-agent");
     stalling_script(&agent, &marker);

@@ -6,9 +6,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use opdbus_state::model::State;
+use opdbus_state::model::{Bootloader, Distribution, State};
 
 use super::{BaseSource, InstallOptions};
+use crate::bootloader;
 use crate::payload::{self, BuildTool};
 
 /// The templates `handoff` copies into the target, relative to the templates
@@ -94,6 +95,92 @@ pub fn preflight(state: &State, source: &BaseSource, opts: &InstallOptions) -> R
             "the template",
             "pass --templates DIR (the repository's templates/ folder)",
         )?;
+    }
+    if let BaseSource::Payload(p) = source {
+        payload_has_what_boots(state, p)?;
+    }
+    Ok(())
+}
+
+/// What the bootloader phase will read from the extracted payload, for a
+/// Debian install (Proxmox VE brings its kernel and boot packages later).
+fn boot_files(state: &State) -> Vec<(&'static str, String)> {
+    let Some(b) = state.bootstrap.as_ref() else {
+        return Vec::new();
+    };
+    if b.distribution != Distribution::Debian {
+        return Vec::new();
+    }
+    let mut out = vec![
+        ("a kernel (linux-image)", "boot/vmlinuz-".to_string()),
+        (
+            "an initramfs (initramfs-tools)",
+            "boot/initrd.img-".to_string(),
+        ),
+    ];
+    if b.firmware.uefi() && b.bootloader != Bootloader::Grub {
+        out.push((
+            "systemd-boot's EFI binary (systemd-boot-efi)",
+            bootloader::EFI_BINARY.trim_start_matches('/').to_string(),
+        ));
+    }
+    if b.firmware.bios() || b.bootloader == Bootloader::Grub {
+        out.push((
+            "GRUB's BIOS modules (grub-pc-bin)",
+            bootloader::GRUB_BIOS_MODULES
+                .trim_start_matches('/')
+                .to_string(),
+        ));
+    }
+    out
+}
+
+/// Removes from `wanted` every path the tar.zst in `f` lists (a prefix
+/// ending in `-` matches any name that starts with it).
+fn strike_listed(f: File, wanted: &mut Vec<(&'static str, String)>) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(f)?);
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let path = entry.path()?;
+        let name = path.to_string_lossy();
+        let name = name.trim_start_matches("./").trim_start_matches('/');
+        wanted.retain(|(_, want)| {
+            if want.ends_with('-') {
+                !name.starts_with(want.as_str())
+            } else {
+                name != want
+            }
+        });
+        if wanted.is_empty() || crate::interrupt::interrupted().is_some() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Lists the payload (decompressing it, writing nothing) and checks that it
+/// holds every file in [`boot_files`]: a payload that cannot boot is refused
+/// before the disk is partitioned, not after it is filled.
+fn payload_has_what_boots(state: &State, payload: &Path) -> Result<()> {
+    let mut wanted = boot_files(state);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let f =
+        File::open(payload).with_context(|| format!("opening payload {}", payload.display()))?;
+    strike_listed(f, &mut wanted).with_context(|| {
+        format!(
+            "listing payload {} (a zstd-compressed tar) before writing the disk; rebuild it or copy it again",
+            payload.display()
+        )
+    })?;
+    crate::interrupt::check()?;
+    if let Some((what, path)) = wanted.first() {
+        bail!(
+            "payload {} lacks {what}: no /{path}{} in it, and the bootloader step needs it; rebuild it with `op-dbus-install payload` or add the package",
+            payload.display(),
+            if path.ends_with('-') { "*" } else { "" }
+        );
     }
     Ok(())
 }

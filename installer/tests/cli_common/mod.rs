@@ -103,3 +103,48 @@ impl Drop for TestLoop {
         let _ = Task::new("losetup").args(["-d", &self.0]).run();
     }
 }
+
+/// Packs `tree` into `dir/NAME` (tar.zst) with its `NAME.sha256` beside it.
+pub fn payload(dir: &Path, name: &str, tree: &Path) -> PathBuf {
+    let p = dir.join(name);
+    Task::new("tar")
+        .arg("--zstd")
+        .arg("-cf")
+        .arg(&p)
+        .arg("-C")
+        .arg(tree)
+        .arg(".")
+        .run()
+        .unwrap();
+    let sum = Task::new("sha256sum").arg(&p).read().unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.sha256")),
+        format!("{}  {name}\n", &sum[..64]),
+    )
+    .unwrap();
+    p
+}
+
+/// A minimal base system: what configure edits and the bootloader step
+/// looks for (empty kernel, initrd, systemd-boot binary, GRUB modules).
+pub fn base_tree(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    let files: [(&str, &str); 7] = [
+        ("etc/shadow", "root:*:19000:0:99999:7:::\n"),
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        (
+            "usr/lib/systemd/system/systemd-networkd.service",
+            "[Unit]\n",
+        ),
+        ("boot/vmlinuz-6.1.0-1-amd64", ""),
+        ("boot/initrd.img-6.1.0-1-amd64", ""),
+        ("usr/lib/systemd/boot/efi/systemd-bootx64.efi", ""),
+        ("usr/lib/grub/i386-pc/modinfo.sh", ""),
+    ];
+    for (rel, text) in files {
+        let p = tree.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    tree
+}

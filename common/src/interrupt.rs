@@ -2,6 +2,7 @@
 //! (`sigwait`) records the first signal and stops the commands [`Task`] is
 //! running; the program checks [`interrupted`] at its next safe point,
 //! releases its guards (mounts, loop devices) and exits 128 + signal.
+//! Unsafe: one `pre_exec` hook that unblocks the signals in children.
 //!
 //! [`Task`]: crate::Task
 
@@ -130,12 +131,31 @@ pub(crate) fn spawn_tracked(
     }
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
+    unblock_in_child(cmd);
     let mut running = lock();
     let child = cmd.spawn()?;
     if interrupted().is_none() {
         running.push(child.id() as i32);
     }
     Ok(child)
+}
+
+/// The child starts with SIGINT and SIGTERM unblocked again: it inherits
+/// the signal mask, and `std::process` does not reset it (a blocked SIGTERM
+/// made every stopped command wait for SIGKILL).
+#[allow(unsafe_code)]
+fn unblock_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // pthread_sigmask on a set built beforehand; sigprocmask is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        let set = signals();
+        cmd.pre_exec(move || {
+            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// Forgets a command once it has been waited for.

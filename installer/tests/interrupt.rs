@@ -139,6 +139,7 @@ fn sigint_during_mkfs_of_disk_cleans_up_and_exits_130() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let (code, err) = finish(child);
     let took = t0.elapsed();
+    eprintln!("{}", err.lines().last().unwrap_or(""));
     eprintln!("stopped {:.2} s after SIGINT", took.as_secs_f64());
     // The stalled command went at SIGTERM, not at the SIGKILL 5 s later.
     assert!(took < Duration::from_secs(3), "stopping took {took:?}");
@@ -203,6 +204,7 @@ fn sigterm_during_install_unmounts_wipes_and_exits_143() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let (code, err) = finish(child);
     let took = t0.elapsed();
+    eprintln!("{}", err.lines().last().unwrap_or(""));
     eprintln!("stopped {:.2} s after SIGTERM", took.as_secs_f64());
     // The stalled command went at SIGTERM, not at the SIGKILL 5 s later.
     assert!(took < Duration::from_secs(3), "stopping took {took:?}");

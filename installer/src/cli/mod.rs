@@ -72,7 +72,16 @@ fn interruptible(run: impl FnOnce() -> anyhow::Result<ExitCode>) -> anyhow::Resu
     let result = run();
     match (result, crate::interrupt::interrupted()) {
         (Err(e), Some(i)) => {
-            eprintln!("op-dbus-install: {i}: {e:#}");
+            // The chain ends in the signal when a safe point stopped the run;
+            // otherwise (a stopped command failed) say why it failed.
+            if e.root_cause()
+                .downcast_ref::<crate::interrupt::Interrupted>()
+                .is_some()
+            {
+                eprintln!("op-dbus-install: {e:#}");
+            } else {
+                eprintln!("op-dbus-install: {i}: {e:#}");
+            }
             Ok(ExitCode::from(i.exit_code()))
         }
         (result, _) => result,

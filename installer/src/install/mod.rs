@@ -1,4 +1,5 @@
-//! The whole install, phase by phase: validate, plan, disk, base system,
+//! The whole install, phase by phase: validate, plan (with the preflight
+//! checks that need no write), disk, base system,
 //! configuration, hand-off to the agent, bootloader, report, clean finish.
 //! Every phase after the partition table is written leaves the disk
 //! unbootable on failure (the table is wiped) rather than half-good.

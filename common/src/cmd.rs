@@ -105,22 +105,27 @@ impl Task {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = self.cmd.spawn().map_err(|source| TaskError::Spawn {
+        let mut child =
+            crate::interrupt::spawn_tracked(&mut self.cmd).map_err(|source| TaskError::Spawn {
+                cmdline: cmdline.clone(),
+                source,
+            })?;
+        let pid = child.id();
+        if let (Some(data), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
+            if let Err(source) = pipe.write_all(&data) {
+                drop(pipe);
+                let _ = child.kill();
+                let _ = child.wait();
+                crate::interrupt::untrack(pid);
+                return Err(TaskError::Stdin { cmdline, source });
+            }
+        }
+        let out = child.wait_with_output();
+        crate::interrupt::untrack(pid);
+        let out = out.map_err(|source| TaskError::Spawn {
             cmdline: cmdline.clone(),
             source,
         })?;
-        if let (Some(data), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
-            pipe.write_all(&data).map_err(|source| TaskError::Stdin {
-                cmdline: cmdline.clone(),
-                source,
-            })?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| TaskError::Spawn {
-                cmdline: cmdline.clone(),
-                source,
-            })?;
         if !out.status.success() {
             return Err(TaskError::Failed {
                 cmdline,
@@ -147,14 +152,18 @@ impl Task {
     pub fn run_inherit(mut self) -> Result<(), TaskError> {
         let cmdline = self.cmdline();
         tracing::debug!(command = %cmdline, "running");
-        let status = self
-            .cmd
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|source| TaskError::Spawn {
+        self.cmd.stdin(Stdio::null());
+        let mut child =
+            crate::interrupt::spawn_tracked(&mut self.cmd).map_err(|source| TaskError::Spawn {
                 cmdline: cmdline.clone(),
                 source,
             })?;
+        let status = child.wait();
+        crate::interrupt::untrack(child.id());
+        let status = status.map_err(|source| TaskError::Spawn {
+            cmdline: cmdline.clone(),
+            source,
+        })?;
         if !status.success() {
             return Err(TaskError::Failed {
                 cmdline,

@@ -108,9 +108,10 @@ pub fn disks(sys: &Path, dev: &Path) -> Vec<DiskInfo> {
             continue;
         }
         let path = dev.join(&name);
+        let canon = canonical(&path);
         let mut links: Vec<PathBuf> = by_id
             .iter()
-            .filter(|(_, t)| t.file_name().is_some_and(|n| n.to_string_lossy() == name))
+            .filter(|(_, t)| *t == canon)
             .map(|(l, _)| l.clone())
             .collect();
         links.sort();
@@ -129,6 +130,11 @@ pub fn disks(sys: &Path, dev: &Path) -> Vec<DiskInfo> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// `p` with every symlink resolved; `p` itself when it does not exist.
+fn canonical(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn size_text(s: &Option<Size>) -> String {
@@ -165,13 +171,10 @@ fn matches(d: &DiskInfo, sel: &DiskSelector) -> bool {
         _ => None,
     };
     if let Some(p) = &sel.path {
-        let pp = Path::new(p);
-        let canon = fs::canonicalize(pp).ok();
-        let hit = pp == d.path
-            || d.by_id.iter().any(|l| l == pp)
-            || canon
-                .as_deref()
-                .is_some_and(|c| c.file_name() == d.path.file_name());
+        // The whole path after resolving symlinks (`/dev/disk/by-id/…`),
+        // never the base name: `/srv/images/sda` is not `/dev/sda`.
+        let want = canonical(Path::new(p));
+        let hit = canonical(&d.path) == want || d.by_id.iter().any(|l| canonical(l) == want);
         if !hit {
             return false;
         }
@@ -309,6 +312,47 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(select("/dev/sda", &small, &d).unwrap().name, "sda");
+    }
+
+    #[test]
+    fn paths_match_exactly_never_by_base_name() {
+        let (t, d) = machine();
+        let other = t.path().join("other");
+        fs::create_dir_all(&other).unwrap();
+        for name in ["sda", "sdb", "vda"] {
+            fs::write(other.join(name), "image").unwrap();
+            let sel = DiskSelector {
+                path: Some(other.join(name).to_string_lossy().into_owned()),
+                ..Default::default()
+            };
+            let e = select(name, &sel, &d).unwrap_err();
+            assert!(matches!(e, SelectError::NoMatch { .. }), "{name}: {e}");
+        }
+        // A by-id link outside /dev pointing at another folder's sda is not sda.
+        let by_id = t.path().join("dev/disk/by-id/ata-Other");
+        std::os::unix::fs::symlink(other.join("sda"), &by_id).unwrap();
+        let d = disks(&t.path().join("sys"), &t.path().join("dev"));
+        assert_eq!(d[0].by_id.len(), 1, "{:?}", d[0].by_id);
+        // The disk's own path, and a symlink to it anywhere, do match.
+        let link = t.path().join("link-to-sda");
+        std::os::unix::fs::symlink(t.path().join("dev/sda"), &link).unwrap();
+        for p in [t.path().join("dev/sda"), link, d[0].by_id[0].clone()] {
+            let sel = DiskSelector {
+                path: Some(p.to_string_lossy().into_owned()),
+                ..Default::default()
+            };
+            assert_eq!(
+                select("k", &sel, &d).unwrap().name,
+                "sda",
+                "{}",
+                p.display()
+            );
+        }
+        let sel = DiskSelector {
+            path: Some(t.path().join("dev/sdb").to_string_lossy().into_owned()),
+            ..Default::default()
+        };
+        assert_eq!(select("k", &sel, &d).unwrap().name, "sdb");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod bootloader;
 pub mod cli;
 pub mod disk;
 pub mod install;
+pub mod interrupt;
 pub mod inventory;
 pub mod layout;
 pub mod live;

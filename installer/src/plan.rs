@@ -232,7 +232,16 @@ pub fn resolve_targets(
     dev: &Path,
 ) -> Result<TargetMap> {
     let storage = storage(state)?;
-    let given: BTreeMap<&str, &PathBuf> = disk_args.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut given: BTreeMap<&str, &PathBuf> = BTreeMap::new();
+    for (k, v) in disk_args {
+        if let Some(first) = given.insert(k.as_str(), v) {
+            bail!(
+                "--disk {k}= is given twice ({} and {}); map each device key once",
+                first.display(),
+                v.display()
+            );
+        }
+    }
     for k in given.keys() {
         if !storage.devices.contains_key(*k) {
             let known: Vec<&str> = storage.devices.keys().map(String::as_str).collect();
@@ -261,7 +270,31 @@ pub fn resolve_targets(
         let found = inventory::select(key, &selector, disks)?;
         out.insert(key.clone(), found.path.clone());
     }
+    refuse_shared_targets(&out)?;
     Ok(out)
+}
+
+/// Two device keys on one disk would write both layouts over each other:
+/// compare resolved paths, device numbers and inodes (a loop device and its
+/// image are one disk too).
+fn refuse_shared_targets(targets: &TargetMap) -> Result<()> {
+    use crate::disk::blockdev::target_identities;
+    let ids: Vec<(&String, &PathBuf, Vec<_>)> = targets
+        .iter()
+        .map(|(k, t)| (k, t, target_identities(t)))
+        .collect();
+    for (i, (k1, t1, id1)) in ids.iter().enumerate() {
+        for (k2, t2, id2) in &ids[i + 1..] {
+            if id1.iter().any(|a| id2.contains(a)) {
+                bail!(
+                    "devices {k1} and {k2} both map to one disk ({} and {}); give each device key its own disk or image",
+                    t1.display(),
+                    t2.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Size in bytes of a block device or image file.

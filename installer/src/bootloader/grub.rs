@@ -9,9 +9,12 @@ use anyhow::{Context, Result};
 use super::{installed_kernels, BootConfig};
 use crate::target::{Chroot, Root};
 
+/// A file of GRUB's BIOS modules (grub-pc-bin) that must be in the target.
+pub const GRUB_BIOS_MODULES: &str = "/usr/lib/grub/i386-pc/modinfo.sh";
+
 /// Installs GRUB's boot code on `disk` and writes `/boot/grub/grub.cfg`.
 pub fn install_grub_bios(root: &Root, disk: &Path, boot: &BootConfig) -> Result<()> {
-    if !root.exists("/usr/lib/grub/i386-pc/modinfo.sh") {
+    if !root.exists(GRUB_BIOS_MODULES) {
         anyhow::bail!("the target has no GRUB BIOS modules; the payload must include grub-pc-bin");
     }
     let kernels = installed_kernels(root)?;

@@ -7,8 +7,8 @@ mod grub;
 mod systemd_boot;
 
 pub use cmdline::{console_args, kernel_cmdline};
-pub use grub::{grub_cfg, install_grub_bios};
-pub use systemd_boot::{install_systemd_boot, SystemdBootReport};
+pub use grub::{grub_cfg, install_grub_bios, GRUB_BIOS_MODULES};
+pub use systemd_boot::{install_systemd_boot, SystemdBootReport, EFI_BINARY};
 
 use std::path::Path;
 

@@ -8,7 +8,8 @@ use super::{installed_kernels, read, BootConfig};
 use crate::disk::esp::Esp;
 use crate::target::Root;
 
-const EFI_BINARY: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// systemd-boot's EFI binary (systemd-boot-efi), read from the target.
+pub const EFI_BINARY: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
 /// What was written to the ESP.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

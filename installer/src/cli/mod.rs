@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 pub mod auto;
@@ -55,10 +56,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => validate::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Plan(a) => plan::run(a),
-        Command::Disk(a) => disk::run(a),
+        Command::Disk(a) => interruptible(|| disk::run(a)),
         Command::Payload(a) => payload::run(a),
-        Command::Install(a) => install::run(a),
+        Command::Install(a) => interruptible(|| install::run(a)),
         Command::Wizard(a) => wizard::run(a),
-        Command::Auto(a) => auto::run(a),
+        Command::Auto(a) => interruptible(|| auto::run(a)),
+    }
+}
+
+/// Runs a command that writes disks with SIGINT/SIGTERM handled: the run
+/// stops at its next safe point, releases mounts and loop devices, wipes a
+/// partition table it wrote, and exits 130 (SIGINT) or 143 (SIGTERM).
+fn interruptible(run: impl FnOnce() -> anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    crate::interrupt::install().context("handling SIGINT and SIGTERM")?;
+    let result = run();
+    match (result, crate::interrupt::interrupted()) {
+        (Err(e), Some(i)) => {
+            // The chain ends in the signal when a safe point stopped the run;
+            // otherwise (a stopped command failed) say why it failed.
+            if e.root_cause()
+                .downcast_ref::<crate::interrupt::Interrupted>()
+                .is_some()
+            {
+                eprintln!("op-dbus-install: {e:#}");
+            } else {
+                eprintln!("op-dbus-install: {i}: {e:#}");
+            }
+            Ok(ExitCode::from(i.exit_code()))
+        }
+        (result, _) => result,
     }
 }

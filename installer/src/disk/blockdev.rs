@@ -57,6 +57,8 @@ pub enum SafetyError {
         device: String,
         holders: String,
     },
+    #[error("refusing {path}: the image is attached to /dev/{device} and in use there; detach it with `losetup -d /dev/{device}` first")]
+    LoopAttached { path: PathBuf, device: String },
     #[error("target {path} has {available} bytes but the plan needs {needed}; use a bigger disk or image")]
     TooSmall {
         path: PathBuf,
@@ -227,21 +229,75 @@ pub fn running_system_disks() -> Result<BTreeSet<String>, SafetyError> {
     Ok(disks_at_mountpoint(&mounts()?, "/"))
 }
 
-/// Loop devices (kernel names) whose backing file is `image`.
+/// Loop devices (kernel names) whose backing file is `image`: the same path
+/// after resolving symlinks, or the same file (device and inode, so a hard
+/// link or a bind-mounted copy of the path counts too).
 pub fn loops_backing(image: &Path) -> Vec<String> {
     let Ok(canon) = std::fs::canonicalize(image) else {
         return Vec::new();
     };
+    let inode = std::fs::metadata(image).ok().map(|m| (m.dev(), m.ino()));
     let Ok(rd) = std::fs::read_dir("/sys/block") else {
         return Vec::new();
     };
-    rd.filter_map(|e| e.ok())
+    let mut out: Vec<String> = rd
+        .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let back = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-            (Path::new(back.trim()) == canon).then_some(name)
+            let back = Path::new(back.trim_end_matches('\n'));
+            let same_file = inode.is_some()
+                && std::fs::metadata(back).ok().map(|m| (m.dev(), m.ino())) == inode;
+            (back == canon || same_file).then_some(name)
         })
-        .collect()
+        .collect();
+    out.sort();
+    out
+}
+
+/// What a target path is underneath its name: two targets are the same disk
+/// when their identities share an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetIdentity {
+    /// A block device number (`major:minor`).
+    Block(u64),
+    /// A file: filesystem device and inode.
+    File { dev: u64, ino: u64 },
+    /// A path that cannot be looked at (yet), after resolving symlinks.
+    Path(PathBuf),
+}
+
+/// Every identity of `path`: its canonical path, its device number or inode,
+/// and for a loop device also its backing file's inode.
+pub fn target_identities(path: &Path) -> Vec<TargetIdentity> {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = vec![TargetIdentity::Path(canon)];
+    let Ok(md) = std::fs::metadata(path) else {
+        return out;
+    };
+    if md.file_type().is_block_device() {
+        out.push(TargetIdentity::Block(md.rdev()));
+        let (maj, min) = (
+            nix::sys::stat::major(md.rdev()),
+            nix::sys::stat::minor(md.rdev()),
+        );
+        let backing = name_of_devno(maj, min)
+            .and_then(|n| std::fs::read_to_string(sys_block(&n).join("loop/backing_file")).ok());
+        if let Some(b) = backing {
+            if let Ok(bm) = std::fs::metadata(b.trim_end_matches('\n')) {
+                out.push(TargetIdentity::File {
+                    dev: bm.dev(),
+                    ino: bm.ino(),
+                });
+            }
+        }
+    } else {
+        out.push(TargetIdentity::File {
+            dev: md.dev(),
+            ino: md.ino(),
+        });
+    }
+    out
 }
 
 /// Checks everything that must hold before writing `path`: exists, is a
@@ -363,7 +419,17 @@ pub fn check_target(path: &Path, needed: u64) -> Result<TargetInfo, SafetyError>
             });
         }
     }
-    // 6. Size.
+    // 6. An image already attached to a loop device: someone else's disk
+    //    now, and writes through two paths would interleave.
+    if kind == TargetKind::ImageFile {
+        if let Some(device) = disks.first() {
+            return Err(SafetyError::LoopAttached {
+                path: path.to_path_buf(),
+                device: device.clone(),
+            });
+        }
+    }
+    // 7. Size.
     if size < needed {
         return Err(SafetyError::TooSmall {
             path: path.to_path_buf(),

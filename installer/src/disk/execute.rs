@@ -607,10 +607,12 @@ fn apply(
     report: &mut ExecReport,
 ) -> Result<()> {
     for (dev, ins) in plan.devices.iter().zip(inspections) {
+        crate::interrupt::check()?;
         apply_device(dev, ins, opts, held, written, report)
             .with_context(|| format!("preparing {} ({})", dev.key, ins.target.path.display()))?;
     }
     if let Some(root) = &opts.mount_at {
+        crate::interrupt::check()?;
         mount_tree(plan, root, held)?;
     }
     Ok(())
@@ -692,6 +694,7 @@ fn apply_device(
 
     for p in &dev.partitions {
         let Some(fsp) = &p.filesystem else { continue };
+        crate::interrupt::check()?;
         let st = ins.filesystems[&p.number];
         report.push_found(
             Item::Filesystem {

@@ -1,10 +1,13 @@
-//! The whole install, phase by phase: validate, plan, disk, base system,
+//! The whole install, phase by phase: validate, plan (with the preflight
+//! checks that need no write), disk, base system,
 //! configuration, hand-off to the agent, bootloader, report, clean finish.
 //! Every phase after the partition table is written leaves the disk
 //! unbootable on failure (the table is wiped) rather than half-good.
 
+mod preflight;
 mod progress;
 
+pub use preflight::{preflight, TEMPLATE_FILES};
 pub use progress::{PhaseTime, Progress};
 
 use std::fs::OpenOptions;
@@ -94,15 +97,17 @@ fn run(opts: &InstallOptions, progress: &mut Progress) -> Result<InstallReport> 
     let state_text = std::fs::read(&opts.state_path)
         .with_context(|| format!("reading {}", opts.state_path.display()))?;
 
-    progress.phase("plan", "resolving disks and layout");
+    progress.step("plan", "resolving disks and layout")?;
     let targets: TargetMap = resolve_targets(&state, &opts.disks, &opts.sys, &opts.dev)?;
     let mut plan = install_plan(&state, targets.clone(), opts.uuids)?;
     for (k, t) in &plan.targets {
         progress.note(&format!("{k} -> {}", t.display()));
     }
     let source = base_source(&state, opts)?;
+    // Before the first write: a typo must cost a message, not a disk.
+    preflight(&state, &source, opts)?;
 
-    progress.phase("disk", "partitioning, formatting, mounting");
+    progress.step("disk", "partitioning, formatting, mounting")?;
     std::fs::create_dir_all(&opts.mount_at)
         .with_context(|| format!("creating {}", opts.mount_at.display()))?;
     let exec = execute(
@@ -205,7 +210,7 @@ fn populate(
     let root = Root::new(mounted.root());
     let bootstrap = state.bootstrap.as_ref();
 
-    progress.phase("base", "laying down the base system");
+    progress.step("base", "laying down the base system")?;
     let payload_path = match source {
         BaseSource::Payload(p) => p.clone(),
         BaseSource::Debootstrap { cache } => {
@@ -245,7 +250,7 @@ fn populate(
     ));
 
     if let Some(b) = bootstrap.filter(|b| b.distribution == Distribution::Proxmox) {
-        progress.phase("proxmox", "Proxmox VE repository, key, pinning, proxmox-ve");
+        progress.step("proxmox", "Proxmox VE repository, key, pinning, proxmox-ve")?;
         let mut po = crate::proxmox::ProxmoxOptions::new(&b.suite, &b.hostname);
         po.domain = b.domain.clone();
         po.address = static_address(state);
@@ -261,19 +266,19 @@ fn populate(
         progress.note(&format!("{} ({:?})", r.repo_line, r.packages));
     }
 
-    progress.phase("configure", "fstab, identity, locale, accounts, network");
+    progress.step("configure", "fstab, identity, locale, accounts, network")?;
     configure(state, state_text, plan, &root, opts)?;
 
-    progress.phase("handoff", "agent, units, D-Bus policy, host layout");
+    progress.step("handoff", "agent, units, D-Bus policy, host layout")?;
     handoff(state, &root, opts)?;
 
-    progress.phase("bootloader", "making the disk bootable");
+    progress.step("bootloader", "making the disk bootable")?;
     let (kernels, loaders) = install_bootloaders(state, plan, mounted, &root, opts)?;
     for l in &loaders {
         progress.note(l);
     }
 
-    progress.phase("report", "/var/log/op-dbus/install.json");
+    progress.step("report", "/var/log/op-dbus/install.json")?;
     let report = serde_json::json!({
         "installer_version": env!("CARGO_PKG_VERSION"),
         "plan": plan,

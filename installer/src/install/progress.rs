@@ -44,6 +44,14 @@ impl Progress {
         self.current = Some((name.to_string(), Instant::now()));
     }
 
+    /// Like [`Progress::phase`], at a safe point: after SIGINT/SIGTERM the
+    /// next phase does not start and the caller unwinds (and cleans up).
+    pub fn step(&mut self, name: &str, what: &str) -> Result<(), crate::interrupt::Interrupted> {
+        crate::interrupt::check()?;
+        self.phase(name, what);
+        Ok(())
+    }
+
     /// A detail inside the current phase.
     pub fn note(&self, message: &str) {
         eprintln!("    {message}");

@@ -221,6 +221,40 @@ async fn authorized_keys_hard_link_is_not_read() {
     );
 }
 
+/// authorized_keys a FIFO: reading it would block the agent forever; it is
+/// not read, and the write replaces it with the key file.
+#[tokio::test]
+#[ignore = "privileged: a fake root with a home owned by uid 1000"]
+async fn authorized_keys_fifo_does_not_hang_the_query() {
+    let f = fake();
+    let home = f.root.join("home/alice");
+    user_dir(&home);
+    user_dir(&home.join(".ssh"));
+    nix::unistd::mkfifo(
+        &home.join(".ssh/authorized_keys"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let desired: opdbus_state::model::Users = serde_json::from_value(serde_json::json!({
+        "accounts": {"alice": {"uid": 1000, "ssh_authorized_keys": [KEY]}}
+    }))
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = f.root.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(opdbus_agent::plugins::users::query(&root, &desired).is_ok());
+    });
+    let answered = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(answered, Ok(true), "query hung on a FIFO (or failed)");
+
+    let report = apply_keys(&f.root, &f.base.join("state")).await;
+    assert!(report.ok, "{:#?}", report);
+    assert_eq!(
+        std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap(),
+        format!("{KEY}\n")
+    );
+}
+
 /// ~/.ssh a symlink to a directory alice must not write: refused, the
 /// directory untouched (content, owner, mode).
 #[tokio::test]

@@ -108,7 +108,7 @@ pub struct FieldError {
     pub file: &'static str,
     pub entry: String,
     pub field: &'static str,
-    #[source]
+    /// Why (a rule, not an underlying error: part of the message).
     pub problem: FieldProblem,
 }
 
@@ -284,7 +284,8 @@ impl EtcDb {
             ),
         ];
         for (name, names, table, old, ..) in files {
-            check_table(name, names, table, old)?;
+            check_table(name, names, table, old)
+                .with_context(|| format!("updating the accounts of {}", root.path().display()))?;
         }
         for (name, _, table, old, mode, gid) in files {
             let path = format!("/etc/{name}");

@@ -207,25 +207,7 @@ impl RootDir {
         let (parent, name) = split(abs.as_ref())?;
         self.create_dir_all(&parent, 0o755)?;
         let pfd = self.open_dir(&parent)?;
-        let (tmp, mut f) = create_temp(&pfd, name, mode)?;
-        let written = (|| {
-            f.write_all(data)?;
-            fchmod(f.as_fd(), Mode::from_bits_truncate(mode)).map_err(io_err)?;
-            if let Some((uid, gid)) = owner {
-                fchown(
-                    f.as_fd(),
-                    Some(Uid::from_raw(uid)),
-                    Some(Gid::from_raw(gid)),
-                )
-                .map_err(io_err)?;
-            }
-            f.sync_all()?;
-            renameat(pfd.as_fd(), tmp.as_os_str(), pfd.as_fd(), name).map_err(io_err)
-        })();
-        if written.is_err() {
-            let _ = unlinkat(pfd.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
-        }
-        written
+        write_atomic_at(&pfd, name, data, mode, owner)
     }
 
     /// Replaces whatever file or symlink is at `abs` with a symlink to `target`.
@@ -291,6 +273,44 @@ fn temp_name(name: &OsStr) -> PathBuf {
     s.push(name);
     s.push(format!(".{:016x}.tmp", u64::from_le_bytes(bytes)));
     PathBuf::from(s)
+}
+
+/// Replaces `name` in the open directory `dir` as [`RootDir::write_atomic`]
+/// does (random temp name, `O_EXCL|O_NOFOLLOW`, exact mode, owner set
+/// through the fd, synced, renamed within `dir`): for directories opened
+/// and checked by the caller, such as a user's `~/.ssh`.
+pub fn write_atomic_at(
+    dir: &OwnedFd,
+    name: &OsStr,
+    data: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    if !is_plain_name(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{}' is not a file name", Path::new(name).display()),
+        ));
+    }
+    let (tmp, mut f) = create_temp(dir, name, mode)?;
+    let written = (|| {
+        f.write_all(data)?;
+        fchmod(f.as_fd(), Mode::from_bits_truncate(mode)).map_err(io_err)?;
+        if let Some((uid, gid)) = owner {
+            fchown(
+                f.as_fd(),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+            )
+            .map_err(io_err)?;
+        }
+        f.sync_all()?;
+        renameat(dir.as_fd(), tmp.as_os_str(), dir.as_fd(), name).map_err(io_err)
+    })();
+    if written.is_err() {
+        let _ = unlinkat(dir.as_fd(), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    written
 }
 
 /// Creates a fresh file next to `name` in `dir` that no one else can have

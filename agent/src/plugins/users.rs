@@ -1,12 +1,15 @@
 //! users plugin: accounts, groups, supplementary groups, shells, home
 //! directories, password hashes and SSH authorized keys, written straight into
 //! the account files under the context root (testable, works in a target root).
+//! Every write stays beneath that root (`opdbus_common::rootfs::RootDir`), and
+//! writes into homes go through directory fds checked to be the user's
+//! (`home`).
 
 mod etcdb;
+mod home;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -14,8 +17,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
-pub use etcdb::EtcDb;
-use etcdb::{members, write_atomic};
+use etcdb::members;
+pub use etcdb::{EtcDb, FieldError};
+use home::Owner;
+use opdbus_common::rootfs::RootDir;
 
 use crate::engine::{ActionResult, Context, Plugin, PluginAction};
 use opdbus_state::model::{Presence, Users};
@@ -428,29 +433,15 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     out
 }
 
-fn keys_at(home: &Path) -> Option<KeysCurrent> {
-    let dir = home.join(".ssh");
-    let file = dir.join("authorized_keys");
-    let dm = std::fs::metadata(&dir).ok()?;
-    let fm = std::fs::metadata(&file).ok()?;
-    let text = std::fs::read_to_string(&file).ok()?;
-    Some(KeysCurrent {
-        keys: text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect(),
-        dir_mode: dm.permissions().mode() & 0o7777,
-        file_mode: fm.permissions().mode() & 0o7777,
-        dir_owner: (dm.uid(), dm.gid()),
-        file_owner: (fm.uid(), fm.gid()),
-    })
+/// Opens the managed root; every file of the plugin is reached through it.
+fn open_root(root: &Path) -> anyhow::Result<RootDir> {
+    RootDir::open(root).with_context(|| format!("opening the root directory {}", root.display()))
 }
 
 /// Reads what `desired` names from the databases and home directories under `root`.
 pub fn query(root: &Path, desired: &Desired) -> anyhow::Result<Current> {
-    let db = EtcDb::load(root)?;
+    let root = open_root(root)?;
+    let db = EtcDb::load(&root)?;
     let mut cur = Current::default();
     let mut group_names: BTreeSet<&String> = desired.groups.keys().collect();
     for (name, a) in &desired.accounts {
@@ -467,22 +458,21 @@ pub fn query(root: &Path, desired: &Desired) -> anyhow::Result<Current> {
                 groups: db.groups_of(name).into_iter().collect(),
             };
             let home = a.home.clone().unwrap_or_else(|| acct.home.clone());
-            let home = root.join(home.trim_start_matches('/'));
             cur.homes.insert(
                 name.clone(),
                 HomeCurrent {
-                    home_exists: home.is_dir(),
-                    keys: keys_at(&home),
+                    home_exists: home::home_exists(&root, &home),
+                    keys: home::keys_current(&root, &home, acct.uid),
                 },
             );
             cur.accounts.insert(name.clone(), acct);
         } else if a.state == Presence::Present {
-            let home = root.join(default_home(name, a).trim_start_matches('/'));
+            let home = default_home(name, a);
             cur.homes.insert(
                 name.clone(),
                 HomeCurrent {
-                    home_exists: home.is_dir(),
-                    keys: keys_at(&home),
+                    home_exists: home::home_exists(&root, &home),
+                    keys: home::keys_current(&root, &home, a.uid.unwrap_or(u32::MAX)),
                 },
             );
         }
@@ -698,57 +688,26 @@ fn apply_db(db: &mut EtcDb, a: &Action) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_home(root: &Path, db: &EtcDb, user: &str, path: &str) -> anyhow::Result<()> {
+/// The owner a home of `user` gets: the account as now in `db`.
+fn owner_of(db: &EtcDb, user: &str) -> anyhow::Result<Owner> {
     let (uid, gid) = db
         .uid_of(user)
         .with_context(|| format!("user '{user}' does not exist"))?;
-    let dir = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("setting the mode of {}", dir.display()))?;
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-        .with_context(|| format!("setting the owner of {}", dir.display()))
+    Ok(Owner { uid, gid })
 }
 
-fn set_keys(root: &Path, db: &EtcDb, user: &str, keys: &[String]) -> anyhow::Result<()> {
-    let (uid, gid) = db
-        .uid_of(user)
-        .with_context(|| format!("user '{user}' does not exist"))?;
+fn set_keys(root: &RootDir, db: &EtcDb, user: &str, keys: &[String]) -> anyhow::Result<()> {
+    let owner = owner_of(db, user)?;
     let home = &db.passwd.get(user).context("user vanished")?[5];
-    let home = root.join(home.trim_start_matches('/'));
-    anyhow::ensure!(
-        home.is_dir(),
-        "home directory {} of '{user}' does not exist: set users.accounts.{user}.home",
-        home.display()
-    );
-    let ssh = home.join(".ssh");
-    if ssh.is_symlink() {
-        anyhow::bail!(
-            "{} is a symlink: refusing to write keys through it",
-            ssh.display()
-        );
-    }
-    std::fs::create_dir_all(&ssh).with_context(|| format!("creating {}", ssh.display()))?;
-    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("setting the mode of {}", ssh.display()))?;
-    std::os::unix::fs::chown(&ssh, Some(uid), Some(gid))
-        .with_context(|| format!("setting the owner of {}", ssh.display()))?;
-    let mut text = keys.join("\n");
-    text.push('\n');
-    write_atomic(
-        &ssh.join("authorized_keys"),
-        text.as_bytes(),
-        0o600,
-        uid,
-        gid,
-    )
+    home::set_keys(root, home, owner, keys)
 }
 
 /// Applies `actions` to the files under `root`: database actions in memory,
 /// one atomic rewrite per changed file, then homes and keys.
 pub fn apply(root: &Path, actions: &[Action]) -> Vec<ActionResult> {
-    let before = match EtcDb::load(root) {
-        Ok(db) => db,
+    let loaded = open_root(root).and_then(|r| EtcDb::load(&r).map(|db| (r, db)));
+    let (root, before) = match loaded {
+        Ok(x) => x,
         Err(e) => {
             let msg = format!("{e:#}");
             return actions
@@ -762,7 +721,7 @@ pub fn apply(root: &Path, actions: &[Action]) -> Vec<ActionResult> {
         .iter()
         .map(|a| apply_db(&mut db, a).map(|()| None))
         .collect();
-    if let Err(e) = db.write(&before) {
+    if let Err(e) = db.write(&root, &before) {
         let msg = format!("{e:#}");
         for r in results.iter_mut() {
             if r.is_ok() {
@@ -773,8 +732,10 @@ pub fn apply(root: &Path, actions: &[Action]) -> Vec<ActionResult> {
     }
     for (a, r) in actions.iter().zip(results.iter_mut()) {
         let done = match a {
-            Action::CreateHome { user, path } => create_home(root, &db, user, path),
-            Action::SetAuthorizedKeys { user, keys } => set_keys(root, &db, user, keys),
+            Action::CreateHome { user, path } => {
+                owner_of(&db, user).and_then(|o| home::create_home(&root, path, o))
+            }
+            Action::SetAuthorizedKeys { user, keys } => set_keys(&root, &db, user, keys),
             _ => continue,
         };
         *r = done.map(|()| None);

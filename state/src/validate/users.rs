@@ -1,12 +1,14 @@
 //! `plugins.users` and root's credentials in `bootstrap`: uid/gid
 //! collisions, unknown supplementary groups, plaintext where a crypt(3) hash
-//! is required, malformed SSH public keys, a root nobody can log in as.
+//! is required, malformed SSH public keys, a root nobody can log in as, and
+//! values that cannot be one field of the account databases (a comment with a
+//! line break would add a line of its own to /etc/passwd).
 
 use std::collections::HashMap;
 
 use super::Cx;
 use crate::diag::{child, pointer};
-use crate::model::State;
+use crate::model::{key_line_problem, name_problem, path_problem, text_problem, State};
 
 /// Groups a Debian system has without being declared.
 const SYSTEM_GROUPS: &[&str] = &[
@@ -82,7 +84,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             check_hash(cx, "/bootstrap/root_password_hash", h);
         }
         for (k, key) in b.root_ssh_authorized_keys.iter().enumerate() {
-            check_ssh_key(cx, child("/bootstrap/root_ssh_authorized_keys", k), key);
+            check_key_line(cx, child("/bootstrap/root_ssh_authorized_keys", k), key);
         }
         let root_account = state
             .plugins
@@ -110,6 +112,12 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
 
     let mut gids: HashMap<u32, String> = HashMap::new();
     for (name, g) in &users.groups {
+        check_name(
+            cx,
+            key_pointer(&["plugins", "users", "groups"], name),
+            "group",
+            name,
+        );
         let Some(gid) = g.gid else { continue };
         let ptr = pointer(&["plugins", "users", "groups", name, "gid"]);
         if let Some(other) = gids.get(&gid) {
@@ -127,6 +135,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     let mut private_gids: HashMap<u32, &str> = HashMap::new();
     for (name, a) in &users.accounts {
         let aptr = pointer(&["plugins", "users", "accounts", name]);
+        check_fields(cx, &aptr, name, a);
         if let Some(uid) = a.uid {
             match uids.get(&uid) {
                 Some(other) => cx.error(
@@ -164,6 +173,15 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             }
         }
         for (k, g) in a.groups.iter().enumerate() {
+            if name_problem(g).is_some() {
+                check_name(
+                    cx,
+                    child(&child(&aptr, "groups"), k),
+                    "supplementary group",
+                    g,
+                );
+                continue;
+            }
             let known = users.groups.contains_key(g)
                 || users.accounts.contains_key(g)
                 || SYSTEM_GROUPS.contains(&g.as_str());
@@ -179,13 +197,82 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             check_hash(cx, child(&aptr, "password_hash"), h);
         }
         for (k, key) in a.ssh_authorized_keys.iter().enumerate() {
-            check_ssh_key(cx, child(&child(&aptr, "ssh_authorized_keys"), k), key);
+            check_key_line(cx, child(&child(&aptr, "ssh_authorized_keys"), k), key);
         }
+    }
+}
+
+/// The pointer to the entry `key` of the object at `base`; the object itself
+/// when the key holds control characters (a pointer is printed verbatim, and
+/// a line break would split the diagnostic; the message shows the key quoted).
+fn key_pointer(base: &[&str], key: &str) -> String {
+    if key.chars().any(char::is_control) {
+        pointer(base)
+    } else {
+        child(&pointer(base), key)
+    }
+}
+
+/// A user or group name by `useradd`'s rules.
+fn check_name(cx: &mut Cx, ptr: String, what: &str, name: &str) {
+    if let Some(p) = name_problem(name) {
+        cx.error(
+            ptr,
+            format!("{what} name {name:?} {p}"),
+            "user and group names follow useradd: [a-z_][a-z0-9_-]*[$]?, at most 32 characters",
+        );
+    }
+}
+
+/// The name, comment, home and shell of one account: each becomes one field
+/// of /etc/passwd.
+fn check_fields(cx: &mut Cx, aptr: &str, name: &str, a: &crate::model::Account) {
+    check_name(
+        cx,
+        key_pointer(&["plugins", "users", "accounts"], name),
+        "account",
+        name,
+    );
+    if let Some(p) = a.comment.as_deref().and_then(text_problem) {
+        cx.error(
+            child(aptr, "comment"),
+            format!("comment of account {name} {p}"),
+            "the comment is one field of /etc/passwd: remove ':', line breaks and control characters",
+        );
+    }
+    for (field, value) in [("home", &a.home), ("shell", &a.shell)] {
+        if let Some(p) = value.as_deref().and_then(path_problem) {
+            cx.error(
+                child(aptr, field),
+                format!("{field} of account {name} {p}"),
+                "use an absolute path without '..', ':', line breaks or control characters",
+            );
+        }
+    }
+}
+
+/// One element of an authorized-keys list: exactly one line, then a key.
+fn check_key_line(cx: &mut Cx, ptr: String, line: &str) {
+    match key_line_problem(line) {
+        Some(p) => cx.error(
+            ptr,
+            format!("SSH key {p}"),
+            "put each key in its own array element, one line each",
+        ),
+        None => check_ssh_key(cx, ptr, line),
     }
 }
 
 /// `!`/`*` (locked, optionally followed by a hash) or `$id$...` of a known scheme.
 fn check_hash(cx: &mut Cx, ptr: impl Into<String>, hash: &str) {
+    if let Some(p) = text_problem(hash) {
+        cx.error(
+            ptr,
+            format!("password hash {p}"),
+            "a crypt(3) hash is one field of /etc/shadow; generate one with `mkpasswd -m yescrypt`",
+        );
+        return;
+    }
     let h = hash.trim_start_matches('!');
     if h.is_empty() && !hash.is_empty() || h == "*" {
         return;

@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -253,6 +253,25 @@ impl RootDir {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    /// Sets the mode of the directory `abs` itself (a final symlink is
+    /// refused) exactly, whatever the umask was when it was made.
+    pub fn set_dir_mode(&self, abs: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        let fd = self.open_dir_nofollow(abs)?;
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(io_err)
+    }
+
+    /// The names in directory `abs` (without `.` and `..`), sorted.
+    pub fn read_dir(&self, abs: impl AsRef<Path>) -> io::Result<Vec<std::ffi::OsString>> {
+        let fd = self.open_dir(abs)?;
+        // The fd's own /proc entry names exactly the directory opened.
+        let dir = Path::new("/proc/self/fd").join(fd.as_raw_fd().to_string());
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
     }
 
     /// The owner (uid, gid) and mode of `abs` itself.

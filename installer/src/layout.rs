@@ -32,7 +32,14 @@ pub fn create_host_layout(
         ..Default::default()
     };
     for (name, sv) in &layout.subvolumes {
-        make_volume(root, &base, name, sv.compression.clone(), on_btrfs, &mut report)?;
+        make_volume(
+            root,
+            &base,
+            name,
+            sv.compression.clone(),
+            on_btrfs,
+            &mut report,
+        )?;
     }
     if layout.sockets {
         for sub in ["sockets/containers", "sockets/plugins", "sockets/api"] {
@@ -136,10 +143,7 @@ mod tests {
             "@plugins",
             "@templates",
         ] {
-            assert!(
-                root.is_dir(&format!("/var/lib/op-dbus/{sv}")),
-                "{sv}"
-            );
+            assert!(root.is_dir(&format!("/var/lib/op-dbus/{sv}")), "{sv}");
         }
         let toml = root
             .read_to_string("/var/lib/op-dbus/@plugins/ovs/plugin.toml")

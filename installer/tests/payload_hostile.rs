@@ -49,7 +49,11 @@ impl Sentinel {
         assert_eq!(names, ["victim"], "something was written into the host dir");
         assert_eq!(fs::read(&self.victim).unwrap(), b"host data\n");
         let m = fs::symlink_metadata(&self.victim).unwrap();
-        assert_eq!(m.nlink(), 1, "the host file was hard-linked into the target");
+        assert_eq!(
+            m.nlink(),
+            1,
+            "the host file was hard-linked into the target"
+        );
         assert_eq!(m.mode() & 0o7777, 0o644, "the host file's mode changed");
     }
 }
@@ -84,7 +88,13 @@ fn owned(h: &mut tar::Header) {
     h.set_mtime(1_600_000_000);
 }
 
-fn append(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, link: &str, data: &[u8]) {
+fn append(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    name: &str,
+    link: &str,
+    data: &[u8],
+) {
     let h = raw(kind, name, link, data.len() as u64);
     b.append(&h, data).unwrap();
 }
@@ -117,7 +127,13 @@ fn symlink_then_hard_link_does_not_remove_the_host_file() {
     let target = work.path().join("t");
     let p = payload(work.path(), |b| {
         append(b, tar::EntryType::Regular, "file", "", b"payload\n");
-        append(b, tar::EntryType::Symlink, "x", host.dir.to_str().unwrap(), b"");
+        append(
+            b,
+            tar::EntryType::Symlink,
+            "x",
+            host.dir.to_str().unwrap(),
+            b"",
+        );
         append(b, tar::EntryType::Link, "x/victim", "file", b"");
     });
     let _ = extract(&p, &target);
@@ -131,7 +147,13 @@ fn a_tampered_payload_writes_nothing() {
     let target = work.path().join("t");
     let p = payload(work.path(), |b| {
         append(b, tar::EntryType::Regular, "file", "", b"payload\n");
-        append(b, tar::EntryType::Symlink, "x", host.dir.to_str().unwrap(), b"");
+        append(
+            b,
+            tar::EntryType::Symlink,
+            "x",
+            host.dir.to_str().unwrap(),
+            b"",
+        );
         append(b, tar::EntryType::Link, "x/victim", "file", b"");
     });
     fs::write(sidecar_path(&p), sha256sum_line(&"0".repeat(64), &p)).unwrap();
@@ -144,7 +166,10 @@ fn a_tampered_payload_writes_nothing() {
     let written: Vec<_> = fs::read_dir(&target)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
-    assert!(written.is_empty(), "entries written before the checksum: {written:?}");
+    assert!(
+        written.is_empty(),
+        "entries written before the checksum: {written:?}"
+    );
     host.assert_untouched();
 }
 
@@ -155,8 +180,20 @@ fn symlink_then_file_below_it_stays_in_the_target() {
     let target = work.path().join("t");
     let p = payload(work.path(), |b| {
         // The link's target exists inside the target too (made first).
-        append(b, tar::EntryType::Directory, &format!("{}/", rel(&host.dir)), "", b"");
-        append(b, tar::EntryType::Symlink, "x", host.dir.to_str().unwrap(), b"");
+        append(
+            b,
+            tar::EntryType::Directory,
+            &format!("{}/", rel(&host.dir)),
+            "",
+            b"",
+        );
+        append(
+            b,
+            tar::EntryType::Symlink,
+            "x",
+            host.dir.to_str().unwrap(),
+            b"",
+        );
         append(b, tar::EntryType::Regular, "x/victim", "", b"planted\n");
         append(b, tar::EntryType::Regular, "x/planted", "", b"planted\n");
         append(b, tar::EntryType::Directory, "x/sub/", "", b"");
@@ -178,11 +215,27 @@ fn dot_dot_entries_are_refused() {
     let target = work.path().join("t");
     let up = format!("a/{}{}", "../".repeat(16), rel(&host.dir));
     for (kind, name, link) in [
-        (tar::EntryType::Regular, format!("{up}/planted"), String::new()),
-        (tar::EntryType::Regular, format!("{up}/victim"), String::new()),
+        (
+            tar::EntryType::Regular,
+            format!("{up}/planted"),
+            String::new(),
+        ),
+        (
+            tar::EntryType::Regular,
+            format!("{up}/victim"),
+            String::new(),
+        ),
         (tar::EntryType::Symlink, format!("{up}/planted"), "x".into()),
-        (tar::EntryType::Directory, format!("{up}/sub/"), String::new()),
-        (tar::EntryType::Link, "stolen".into(), format!("{up}/victim")),
+        (
+            tar::EntryType::Directory,
+            format!("{up}/sub/"),
+            String::new(),
+        ),
+        (
+            tar::EntryType::Link,
+            "stolen".into(),
+            format!("{up}/victim"),
+        ),
     ] {
         let p = payload(work.path(), |b| {
             append(b, tar::EntryType::Directory, "a/", "", b"");
@@ -201,7 +254,13 @@ fn absolute_hard_link_targets_resolve_inside_the_target() {
     let work = tempfile::tempdir().unwrap();
     let target = work.path().join("t");
     let p = payload(work.path(), |b| {
-        append(b, tar::EntryType::Link, "stolen", host.victim.to_str().unwrap(), b"");
+        append(
+            b,
+            tar::EntryType::Link,
+            "stolen",
+            host.victim.to_str().unwrap(),
+            b"",
+        );
     });
     // The link's target does not exist inside the target: an error, and
     // the host file is not linked in (it could be chmod'ed through it).
@@ -211,7 +270,13 @@ fn absolute_hard_link_targets_resolve_inside_the_target() {
 
     // Through a symlink planted first, too.
     let p = payload(work.path(), |b| {
-        append(b, tar::EntryType::Symlink, "h", host.dir.to_str().unwrap(), b"");
+        append(
+            b,
+            tar::EntryType::Symlink,
+            "h",
+            host.dir.to_str().unwrap(),
+            b"",
+        );
         append(b, tar::EntryType::Link, "stolen", "h/victim", b"");
     });
     assert!(extract(&p, &target).is_err());
@@ -225,7 +290,13 @@ fn a_directory_replaced_by_a_symlink_is_not_followed_out() {
     let target = work.path().join("t");
     let p = payload(work.path(), |b| {
         append(b, tar::EntryType::Directory, "d/", "", b"");
-        append(b, tar::EntryType::Symlink, "d", host.dir.to_str().unwrap(), b"");
+        append(
+            b,
+            tar::EntryType::Symlink,
+            "d",
+            host.dir.to_str().unwrap(),
+            b"",
+        );
         append(b, tar::EntryType::Regular, "d/planted", "", b"planted\n");
         append(b, tar::EntryType::Regular, "d/victim", "", b"planted\n");
     });
@@ -302,7 +373,10 @@ fn a_zstd_bomb_is_refused_before_writing() {
     let err = extract(&path, &target).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ExtractError::TooBig { .. }), "{err:?}");
-    assert!(msg.contains("zeros") && msg.contains("1073741824 bytes"), "{msg}");
+    assert!(
+        msg.contains("zeros") && msg.contains("1073741824 bytes"),
+        "{msg}"
+    );
     assert!(fs::symlink_metadata(target.join("zeros")).is_err());
 }
 

@@ -36,7 +36,10 @@ impl HostDir {
             .into_iter()
             .map(|p| {
                 let data = fs::read(&p).unwrap_or_default();
-                (p.strip_prefix(&self.path).unwrap().display().to_string(), data)
+                (
+                    p.strip_prefix(&self.path).unwrap().display().to_string(),
+                    data,
+                )
             })
             .collect();
         v.sort();
@@ -68,8 +71,16 @@ fn configure_everything(root: &Root) -> Vec<anyhow::Result<()>> {
         Box::new(|| target::reset_machine_id(root)),
         Box::new(|| target::set_root_password_hash(root, "$y$j9T$new$hash")),
         Box::new(|| target::write_root_authorized_keys(root, &["ssh-ed25519 AAAA test".into()])),
-        Box::new(|| target::write_first_boot_network(root, &FirstBootNetwork::Dhcp { except: vec![] })),
-        Box::new(|| root.write("/etc/systemd/system/op-dbus-agent.service", "[Unit]\n", 0o644)),
+        Box::new(|| {
+            target::write_first_boot_network(root, &FirstBootNetwork::Dhcp { except: vec![] })
+        }),
+        Box::new(|| {
+            root.write(
+                "/etc/systemd/system/op-dbus-agent.service",
+                "[Unit]\n",
+                0o644,
+            )
+        }),
         Box::new(|| target::enable_unit(root, "op-dbus-agent.service", "multi-user.target")),
         Box::new(|| root.write("/etc/op-dbus/state.json", "{}", 0o600)),
         Box::new(|| {
@@ -125,7 +136,10 @@ fn etc_symlinked_to_the_host_keeps_every_write_in_the_target() {
         before,
         (host.listing(), host_var.listing(), host_root.listing())
     );
-    assert_eq!(fs::read_to_string(inside.join("hostname")).unwrap(), "node1\n");
+    assert_eq!(
+        fs::read_to_string(inside.join("hostname")).unwrap(),
+        "node1\n"
+    );
     assert!(fs::read_to_string(inside.join("shadow"))
         .unwrap()
         .starts_with("root:$y$j9T$new$hash:"));

@@ -28,8 +28,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{
-    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags,
-    Mode, SFlag, UtimensatFlags,
+    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode,
+    SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -633,8 +633,11 @@ impl Budget {
             Some(b) => (b, "the limit given".to_string()),
             None => {
                 let st = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(io::Error::from)?;
-                let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
-                (free, "the free space of the target's filesystem".to_string())
+                let free = st.blocks_available().saturating_mul(st.fragment_size());
+                (
+                    free,
+                    "the free space of the target's filesystem".to_string(),
+                )
             }
         };
         // Only a payload file has a known size to measure the ratio against.
@@ -767,10 +770,7 @@ impl<'a> Unpacker<'a> {
             .sort_by(|a, b| b.path.as_os_str().cmp(a.path.as_os_str()));
         for d in std::mem::take(&mut self.dirs) {
             self.apply_dir(&d).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("directory {}: {e}", d.path.display()),
-                )
+                io::Error::new(e.kind(), format!("directory {}: {e}", d.path.display()))
             })?;
         }
         Ok(entries)
@@ -829,7 +829,11 @@ impl<'a> Unpacker<'a> {
         Ok((fd, name))
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, name: &[u8]) -> Result<(), Failure> {
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &[u8],
+    ) -> Result<(), Failure> {
         let path = self.clean(name, "path")?;
         let header = entry.header().clone();
         let kind = header.entry_type();
@@ -919,12 +923,26 @@ impl<'a> Unpacker<'a> {
                     });
                 }
                 let (pfd, fname) = self.parent_of(&path)?;
-                replace(pfd, fname, |fd, n| symlinkat(OsStr::from_bytes(&link), fd, n))?;
-                fchownat(pfd.as_fd(), fname, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(errno)?;
+                replace(pfd, fname, |fd, n| {
+                    symlinkat(OsStr::from_bytes(&link), fd, n)
+                })?;
+                fchownat(
+                    pfd.as_fd(),
+                    fname,
+                    owner.0,
+                    owner.1,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)?;
                 set_xattrs_at(pfd, fname, &xattrs)?;
-                utimensat(pfd.as_fd(), fname, &ts, &ts, UtimensatFlags::NoFollowSymlink)
-                    .map_err(errno)?;
+                utimensat(
+                    pfd.as_fd(),
+                    fname,
+                    &ts,
+                    &ts,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(errno)?;
             }
             tar::EntryType::Link => {
                 let link = entry.link_name_bytes().unwrap_or_default().into_owned();
@@ -964,8 +982,14 @@ impl<'a> Unpacker<'a> {
                 replace(pfd, fname, |fd, n| {
                     mknodat(fd, n, sflag, Mode::from_bits_truncate(mode), dev)
                 })?;
-                fchownat(pfd.as_fd(), fname, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(errno)?;
+                fchownat(
+                    pfd.as_fd(),
+                    fname,
+                    owner.0,
+                    owner.1,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)?;
                 fchmodat(
                     pfd.as_fd(),
                     fname,
@@ -974,14 +998,23 @@ impl<'a> Unpacker<'a> {
                 )
                 .map_err(errno)?;
                 set_xattrs_at(pfd, fname, &xattrs)?;
-                utimensat(pfd.as_fd(), fname, &ts, &ts, UtimensatFlags::NoFollowSymlink)
-                    .map_err(errno)?;
+                utimensat(
+                    pfd.as_fd(),
+                    fname,
+                    &ts,
+                    &ts,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(errno)?;
             }
             tar::EntryType::XGlobalHeader => {}
             other => {
                 return Err(Failure::Refused {
                     entry: String::new(),
-                    reason: format!("has tar entry type {:?}, which a base system does not use", other),
+                    reason: format!(
+                        "has tar entry type {:?}, which a base system does not use",
+                        other
+                    ),
                 })
             }
         }
@@ -1042,7 +1075,12 @@ impl<'a> Unpacker<'a> {
             }
             Err(e) => return Err(e),
         };
-        fchown(fd.as_fd(), Some(Uid::from_raw(d.uid)), Some(Gid::from_raw(d.gid))).map_err(errno)?;
+        fchown(
+            fd.as_fd(),
+            Some(Uid::from_raw(d.uid)),
+            Some(Gid::from_raw(d.gid)),
+        )
+        .map_err(errno)?;
         fchmod(fd.as_fd(), Mode::from_bits_truncate(d.mode)).map_err(errno)?;
         let file = File::from(fd);
         for (k, v) in &d.xattrs {
@@ -1083,7 +1121,10 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(OsString, V
     for ext in exts {
         let ext = ext?;
         if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-            out.push((OsStr::from_bytes(key).to_os_string(), ext.value_bytes().to_vec()));
+            out.push((
+                OsStr::from_bytes(key).to_os_string(),
+                ext.value_bytes().to_vec(),
+            ));
         }
     }
     Ok(out)

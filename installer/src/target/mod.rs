@@ -97,9 +97,9 @@ impl Root {
 
     /// Replaces whatever file or symlink is at `abs` with a symlink to `target`.
     pub fn symlink(&self, target: &str, abs: &str) -> Result<()> {
-        self.dir.symlink(target, abs).with_context(|| {
-            format!("linking {} -> {target}", self.display_path(abs).display())
-        })
+        self.dir
+            .symlink(target, abs)
+            .with_context(|| format!("linking {} -> {target}", self.display_path(abs).display()))
     }
 
     /// Removes a file or symlink; a missing one is fine.

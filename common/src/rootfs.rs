@@ -426,4 +426,29 @@ mod tests {
         root.remove_file("/etc/localtime").unwrap();
         assert!(!root.exists("/etc/localtime"));
     }
+
+    #[test]
+    fn dir_mode_and_listing_do_not_follow_out() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("secret"), b"").unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(host.path(), tree.path().join("h")).unwrap();
+        let root = RootDir::open(tree.path()).unwrap();
+        root.create_dir_all("/root/.ssh", 0o755).unwrap();
+        root.set_dir_mode("/root/.ssh", 0o700).unwrap();
+        let m = std::fs::metadata(tree.path().join("root/.ssh")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+        // A final symlink is refused, the host directory keeps its mode.
+        let before = std::fs::metadata(host.path()).unwrap().permissions().mode();
+        assert!(root.set_dir_mode("/h", 0o777).is_err());
+        assert_eq!(
+            std::fs::metadata(host.path()).unwrap().permissions().mode(),
+            before
+        );
+        // The link resolves inside the tree, where it dangles.
+        assert!(root.read_dir("/h").is_err());
+        root.write_atomic("/boot/b", b"", 0o644, None).unwrap();
+        root.write_atomic("/boot/a", b"", 0o644, None).unwrap();
+        assert_eq!(root.read_dir("/boot").unwrap(), ["a", "b"]);
+    }
 }

@@ -430,3 +430,52 @@ fn overlong_paths_are_refused() {
     let err = extract(&p, &work.path().join("t")).unwrap_err();
     assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
 }
+
+/// A tmpfs mounted for one test; unmounted on drop, also when it fails.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+#[ignore = "privileged: mounts a 12 MiB tmpfs as the target"]
+fn a_payload_larger_than_the_free_space_stops_before_filling_it() {
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("t");
+    fs::create_dir(&target).unwrap();
+    nix::mount::mount(
+        Some("opdbus-test"),
+        &target,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=12m"),
+    )
+    .unwrap();
+    let _guard = Tmpfs(target.clone());
+    let p = payload(work.path(), |b| {
+        for i in 0..4 {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            owned(&mut h);
+            h.set_size(8 << 20);
+            b.append_data(&mut h, format!("f{i}"), &vec![0u8; 8 << 20][..])
+                .unwrap();
+        }
+    });
+    let err = extract(&p, &target).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ExtractError::TooBig { .. }), "{err:?}");
+    assert!(msg.contains("free space of the target's filesystem"), "{msg}");
+    assert!(msg.contains("entry 'f1' has 8388608 bytes"), "{msg}");
+    assert!(err.target_written());
+    // Refused at f1's header: f0 alone was written, the filesystem is not full.
+    let names: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["f0"]);
+}

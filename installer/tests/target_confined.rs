@@ -172,3 +172,36 @@ fn final_symlinks_in_the_target_are_replaced_not_written_through() {
         "node1\n"
     );
 }
+
+fn mounted_on(dir: &Path) -> bool {
+    let dir = dir.to_str().unwrap();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir))
+}
+
+#[test]
+#[ignore = "privileged: bind-mounts /dev, /proc, /sys and /run into a temp dir"]
+fn chroot_mounts_only_on_real_directories_of_the_target() {
+    let host = HostDir::new();
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().canonicalize().unwrap();
+    symlink(&host.path, tree.join("proc")).unwrap();
+    let root = Root::open(&tree).unwrap();
+    // proc -> host dir: refused, and the binds made before it are released.
+    let err = format!("{:#}", target::Chroot::enter(&root).unwrap_err());
+    assert!(err.contains("not a symlink"), "{err}");
+    assert!(!mounted_on(&host.path), "bind-mounted onto the host dir");
+    assert!(!mounted_on(&tree.join("dev")), "dev left mounted");
+
+    fs::remove_file(tree.join("proc")).unwrap();
+    let chroot = target::Chroot::enter(&root).unwrap();
+    for d in ["dev", "proc", "sys", "run"] {
+        assert!(mounted_on(&tree.join(d)), "{d} not mounted");
+    }
+    chroot.close().unwrap();
+    for d in ["dev", "proc", "sys", "run"] {
+        assert!(!mounted_on(&tree.join(d)), "{d} left mounted");
+    }
+}

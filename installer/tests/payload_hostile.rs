@@ -469,7 +469,10 @@ fn a_payload_larger_than_the_free_space_stops_before_filling_it() {
     let err = extract(&p, &target).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ExtractError::TooBig { .. }), "{err:?}");
-    assert!(msg.contains("free space of the target's filesystem"), "{msg}");
+    assert!(
+        msg.contains("free space of the target's filesystem"),
+        "{msg}"
+    );
     assert!(msg.contains("entry 'f1' has 8388608 bytes"), "{msg}");
     assert!(err.target_written());
     // Refused at f1's header: f0 alone was written, the filesystem is not full.

@@ -810,22 +810,21 @@ impl<'a> Unpacker<'a> {
     fn parent_of<'p>(&mut self, path: &'p Path) -> io::Result<(&OwnedFd, &'p OsStr)> {
         let name = path.file_name().unwrap_or_default();
         let parent = path.parent().unwrap_or(Path::new(""));
-        let hit = matches!(&self.parent, Some((p, _)) if p == parent);
-        if !hit {
-            let fd = match self.root.open_dir(parent) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
-                    self.root.create_dir_all(parent, 0o755)?;
-                    self.root.open_dir(parent)?
-                }
-                Err(e) => return Err(e),
-            };
-            self.parent = Some((parent.to_path_buf(), fd));
-        }
-        let fd = match &self.parent {
-            Some((_, fd)) => fd,
-            None => unreachable!("the parent was just set"),
+        let cached = match self.parent.take() {
+            Some((p, fd)) if p == parent => (p, fd),
+            _ => {
+                let fd = match self.root.open_dir(parent) {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => {
+                        self.root.create_dir_all(parent, 0o755)?;
+                        self.root.open_dir(parent)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                (parent.to_path_buf(), fd)
+            }
         };
+        let (_, fd) = self.parent.insert(cached);
         Ok((fd, name))
     }
 

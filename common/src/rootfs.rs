@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -237,6 +237,25 @@ impl RootDir {
         }
     }
 
+    /// Sets the mode of the directory `abs` itself (a final symlink is
+    /// refused) exactly, whatever the umask was when it was made.
+    pub fn set_dir_mode(&self, abs: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        let fd = self.open_dir_nofollow(abs)?;
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(io_err)
+    }
+
+    /// The names in directory `abs` (without `.` and `..`), sorted.
+    pub fn read_dir(&self, abs: impl AsRef<Path>) -> io::Result<Vec<std::ffi::OsString>> {
+        let fd = self.open_dir(abs)?;
+        // The fd's own /proc entry names exactly the directory opened.
+        let dir = Path::new("/proc/self/fd").join(fd.as_raw_fd().to_string());
+        let mut names = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
     /// The owner (uid, gid) and mode of `abs` itself.
     pub fn owner_of(&self, abs: impl AsRef<Path>) -> io::Result<(u32, u32, u32)> {
         let st = self.symlink_metadata(abs)?;
@@ -426,5 +445,30 @@ mod tests {
         root.remove_file("/etc/localtime").unwrap();
         root.remove_file("/etc/localtime").unwrap();
         assert!(!root.exists("/etc/localtime"));
+    }
+
+    #[test]
+    fn dir_mode_and_listing_do_not_follow_out() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("secret"), b"").unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(host.path(), tree.path().join("h")).unwrap();
+        let root = RootDir::open(tree.path()).unwrap();
+        root.create_dir_all("/root/.ssh", 0o755).unwrap();
+        root.set_dir_mode("/root/.ssh", 0o700).unwrap();
+        let m = std::fs::metadata(tree.path().join("root/.ssh")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+        // A final symlink is refused, the host directory keeps its mode.
+        let before = std::fs::metadata(host.path()).unwrap().permissions().mode();
+        assert!(root.set_dir_mode("/h", 0o777).is_err());
+        assert_eq!(
+            std::fs::metadata(host.path()).unwrap().permissions().mode(),
+            before
+        );
+        // The link resolves inside the tree, where it dangles.
+        assert!(root.read_dir("/h").is_err());
+        root.write_atomic("/boot/b", b"", 0o644, None).unwrap();
+        root.write_atomic("/boot/a", b"", 0o644, None).unwrap();
+        assert_eq!(root.read_dir("/boot").unwrap(), ["a", "b"]);
     }
 }

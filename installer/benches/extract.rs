@@ -214,6 +214,8 @@ fn synthetic_payload(dir: &Path) -> PathBuf {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(1_700_000_000);
         h.set_size(data.len() as u64);
         b.append_data(&mut h, format!("usr/d{}/f{i}", i % 400), &data[..])
@@ -222,6 +224,8 @@ fn synthetic_payload(dir: &Path) -> PathBuf {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
             h.set_mtime(1_700_000_000);
             b.append_link(&mut h, format!("usr/d{}/l{i}", i % 400), format!("f{i}"))
                 .unwrap();

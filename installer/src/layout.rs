@@ -2,10 +2,6 @@
 //! /var/lib/op-dbus with their compression property (plain directories when
 //! the target root is not btrfs), the sockets folders and plugin skeletons.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use opdbus_state::model::HostLayout;
 
@@ -28,61 +24,73 @@ pub fn create_host_layout(
     layout: &HostLayout,
     plugin_template: &str,
 ) -> Result<LayoutReport> {
-    let base = root.path(&layout.root);
-    fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let on_btrfs = is_btrfs(&base)?;
+    let base = layout.root.trim_end_matches('/').to_string();
+    root.create_dir_all(&base, 0o755)?;
+    let on_btrfs = is_btrfs(root, &base)?;
     let mut report = LayoutReport {
         on_btrfs,
         ..Default::default()
     };
     for (name, sv) in &layout.subvolumes {
-        make_volume(&base, name, sv.compression.clone(), on_btrfs, &mut report)?;
+        make_volume(
+            root,
+            &base,
+            name,
+            sv.compression.clone(),
+            on_btrfs,
+            &mut report,
+        )?;
     }
     if layout.sockets {
         for sub in ["sockets/containers", "sockets/plugins", "sockets/api"] {
-            let dir = base.join(sub);
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            root.create_dir_all(&format!("{base}/{sub}"), 0o755)?;
             report.directories.push(format!("{}/{sub}", layout.root));
         }
-        fs::set_permissions(base.join("sockets"), fs::Permissions::from_mode(0o770))
+        root.set_dir_mode(&format!("{base}/sockets"), 0o770)
             .context("setting the mode of the sockets folder")?;
     }
-    let plugins = base.join("@plugins");
+    let plugins = format!("{base}/@plugins");
     if !layout.plugins.is_empty() {
-        fs::create_dir_all(&plugins).with_context(|| format!("creating {}", plugins.display()))?;
+        root.create_dir_all(&plugins, 0o755)?;
     }
     for name in &layout.plugins {
-        make_volume(&plugins, name, None, on_btrfs, &mut report)?;
-        let dir = plugins.join(name);
+        make_volume(root, &plugins, name, None, on_btrfs, &mut report)?;
+        let dir = format!("{plugins}/{name}");
         for sub in ["state", "cache"] {
-            fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("creating {}/{sub}", dir.display()))?;
+            root.create_dir_all(&format!("{dir}/{sub}"), 0o755)?;
         }
-        let toml = dir.join("plugin.toml");
-        if !toml.exists() {
-            fs::write(&toml, plugin_template.replace("@NAME@", name))
-                .with_context(|| format!("writing {}", toml.display()))?;
+        let toml = format!("{dir}/plugin.toml");
+        if !root.exists(&toml) {
+            root.write(&toml, plugin_template.replace("@NAME@", name), 0o644)?;
         }
     }
     for name in layout.templates.keys() {
-        let dir = base.join("@templates");
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        make_volume(&dir, name, None, on_btrfs, &mut report)?;
+        let dir = format!("{base}/@templates");
+        root.create_dir_all(&dir, 0o755)?;
+        make_volume(root, &dir, name, None, on_btrfs, &mut report)?;
     }
     Ok(report)
 }
 
+/// A subvolume (or plain directory) `name` in the target directory
+/// `parent`, which is opened beneath the root and handed to the btrfs
+/// calls as its `/proc/self/fd` path, so a symlink cannot redirect them.
 fn make_volume(
-    parent: &Path,
+    root: &Root,
+    parent: &str,
     name: &str,
     compression: Option<String>,
     on_btrfs: bool,
     report: &mut LayoutReport,
 ) -> Result<()> {
-    let path = parent.join(name);
-    let shown = path.display().to_string();
+    if !opdbus_common::rootfs::is_plain_name(std::ffi::OsStr::new(name)) {
+        anyhow::bail!("layout volume name {name:?} is not a plain name (no '/', '.' or '..')");
+    }
+    let abs = format!("{parent}/{name}");
+    let shown = root.display_path(&abs).display().to_string();
     if on_btrfs {
-        match subvolume_state(parent, name) {
+        let dir = root.open_dir(parent)?;
+        match subvolume_state(&dir.path(), name) {
             SubvolState::Present => return Ok(()),
             SubvolState::NotASubvolume => anyhow::bail!(
                 "{shown} exists but is not a btrfs subvolume; move it away so the layout can be created"
@@ -94,18 +102,20 @@ fn make_volume(
             compression,
             nodatacow: false,
         };
-        create_subvolume(parent, &plan).with_context(|| format!("creating subvolume {shown}"))?;
+        create_subvolume(&dir.path(), &plan)
+            .with_context(|| format!("creating subvolume {shown}"))?;
         report.subvolumes.push(shown);
-    } else if !path.exists() {
-        fs::create_dir_all(&path).with_context(|| format!("creating {shown}"))?;
+    } else if !root.exists(&abs) {
+        root.create_dir_all(&abs, 0o755)?;
         report.directories.push(shown);
     }
     Ok(())
 }
 
-fn is_btrfs(path: &Path) -> Result<bool> {
-    let st = nix::sys::statfs::statfs(path)
-        .with_context(|| format!("inspecting the filesystem of {}", path.display()))?;
+fn is_btrfs(root: &Root, abs: &str) -> Result<bool> {
+    let dir = root.open_dir(abs)?;
+    let st = nix::sys::statfs::fstatfs(dir.fd())
+        .with_context(|| format!("inspecting the filesystem of {}", dir.shown().display()))?;
     Ok(st.filesystem_type() == nix::sys::statfs::BTRFS_SUPER_MAGIC)
 }
 
@@ -117,8 +127,8 @@ mod tests {
     #[test]
     fn plain_directories_when_not_btrfs() {
         let t = tempfile::tempdir().unwrap();
-        let root = Root::new(t.path());
-        if is_btrfs(t.path()).unwrap() {
+        let root = Root::open(t.path()).unwrap();
+        if is_btrfs(&root, "/").unwrap() {
             return; // the subvolume path is covered by the privileged install test
         }
         let layout = HostLayout::default();
@@ -133,16 +143,13 @@ mod tests {
             "@plugins",
             "@templates",
         ] {
-            assert!(
-                root.path(&format!("/var/lib/op-dbus/{sv}")).is_dir(),
-                "{sv}"
-            );
+            assert!(root.is_dir(&format!("/var/lib/op-dbus/{sv}")), "{sv}");
         }
         let toml = root
             .read_to_string("/var/lib/op-dbus/@plugins/ovs/plugin.toml")
             .unwrap();
         assert_eq!(toml, "name = \"ovs\"\n");
-        assert!(root.path("/var/lib/op-dbus/sockets/api").is_dir());
+        assert!(root.is_dir("/var/lib/op-dbus/sockets/api"));
         // Idempotent: a second run creates nothing.
         let again = create_host_layout(&root, &layout, "x").unwrap();
         assert!(

@@ -309,7 +309,7 @@ pub fn install_proxmox(root: &Root, opts: &ProxmoxOptions) -> Result<ProxmoxRepo
     root.write(PREFERENCES_PATH, preferences(&origin), 0o644)
         .with_context(|| format!("writing apt pinning to {PREFERENCES_PATH}"))?;
 
-    let chroot = Chroot::enter(root.dir()).context("entering the target to install Proxmox VE")?;
+    let chroot = Chroot::enter(root).context("entering the target to install Proxmox VE")?;
     let no_daemons = NoDaemons::install(root)?;
     let outcome = install_packages(&chroot, opts, repo_url);
     no_daemons.remove()?;
@@ -480,7 +480,7 @@ fn disable_enterprise_repo(root: &Root) -> Result<Option<String>> {
 /// maintainer scripts never start services (on a live system /run is bound
 /// into the chroot and would reach the live system's init).
 struct NoDaemons {
-    path: Option<PathBuf>,
+    root: Option<Root>,
 }
 
 impl NoDaemons {
@@ -488,20 +488,18 @@ impl NoDaemons {
 
     fn install(root: &Root) -> Result<Self> {
         if root.exists(Self::PATH) {
-            return Ok(NoDaemons { path: None });
+            return Ok(NoDaemons { root: None });
         }
         root.write(Self::PATH, "#!/bin/sh\nexit 101\n", 0o755)
             .context("writing policy-rc.d to keep services stopped")?;
         Ok(NoDaemons {
-            path: Some(root.path(Self::PATH)),
+            root: Some(root.clone()),
         })
     }
 
     fn remove(mut self) -> Result<()> {
-        match self.path.take() {
-            Some(p) => {
-                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))
-            }
+        match self.root.take() {
+            Some(root) => root.remove_file(Self::PATH),
             None => Ok(()),
         }
     }
@@ -509,9 +507,9 @@ impl NoDaemons {
 
 impl Drop for NoDaemons {
     fn drop(&mut self) {
-        if let Some(p) = self.path.take() {
-            if let Err(e) = std::fs::remove_file(&p) {
-                tracing::warn!("removing {}: {e}", p.display());
+        if let Some(root) = self.root.take() {
+            if let Err(e) = root.remove_file(Self::PATH) {
+                tracing::warn!("{e:#}");
             }
         }
     }
@@ -596,7 +594,7 @@ mod tests {
     #[test]
     fn default_install_without_a_key_says_where_to_get_it() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path());
+        let root = Root::open(dir.path()).unwrap();
         let mut opts = ProxmoxOptions::new("bookworm", "pve1");
         opts.address = Some("192.0.2.10".parse().unwrap());
         let msg = format!("{:#}", install_proxmox(&root, &opts).unwrap_err());
@@ -611,7 +609,7 @@ mod tests {
     #[test]
     fn missing_address_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path());
+        let root = Root::open(dir.path()).unwrap();
         let opts = ProxmoxOptions::new("bookworm", "pve1");
         let msg = install_proxmox(&root, &opts).unwrap_err().to_string();
         assert_eq!(

@@ -179,7 +179,11 @@ fn a_flipped_byte_is_reported_as_corruption_against_the_sidecar() {
     )
     .unwrap_err();
     assert!(matches!(err, ExtractError::Corrupt { .. }), "{err:?}");
-    assert!(err.target_written());
+    assert!(
+        !err.target_written(),
+        "a payload file is verified before anything is written"
+    );
+    assert!(!dir.path().join("t").exists());
     assert_eq!(
         err.to_string(),
         format!(
@@ -219,7 +223,46 @@ fn a_valid_stream_with_the_wrong_expected_digest_is_corrupt_too() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    // The files were written before the digest was known.
+    // A payload file is hashed first: nothing was written.
+    assert!(!err.target_written());
+    assert!(!dir.path().join("t").exists());
+}
+
+#[test]
+fn a_stream_is_checked_at_its_end() {
+    // A FIFO cannot be hashed before extraction: its digest is checked at
+    // the end and the error asks for a wipe.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.tar.zst");
+    let actual = noisy_payload(&file);
+    let fifo = dir.path().join("fifo.tar.zst");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (src, dst) = (file.clone(), fifo.clone());
+    let writer = std::thread::spawn(move || {
+        let data = fs::read(&src).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&dst)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+    });
+    let err = extract_payload(
+        &fifo,
+        &ExpectedSha256::Value {
+            sha256: "0".repeat(64),
+            origin: "state.json".into(),
+        },
+        &dir.path().join("t"),
+        false,
+    )
+    .unwrap_err();
+    writer.join().unwrap();
+    match &err {
+        ExtractError::Corrupt { actual: a, .. } => assert_eq!(a, &actual),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(err.target_written());
     assert!(dir.path().join("t/blob3").exists());
 }
 

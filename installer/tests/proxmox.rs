@@ -204,16 +204,16 @@ fn proxmox_ve_installs_from_a_signed_repository_and_refuses_a_wrong_key() {
         .run()
         .expect("extracting the cached payload");
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
-    let root = Root::new(&target);
+    let root = Root::open(&target).unwrap();
     let suite = os_codename(&root);
 
     // Hermetic: the base's Debian mirror is left out of apt-get update.
-    let _ = fs::remove_file(root.path("/etc/apt/sources.list"));
-    for e in fs::read_dir(root.path("/etc/apt/sources.list.d")).unwrap() {
+    let _ = fs::remove_file(root.display_path("/etc/apt/sources.list"));
+    for e in fs::read_dir(root.display_path("/etc/apt/sources.list.d")).unwrap() {
         fs::remove_file(e.unwrap().path()).unwrap();
     }
 
-    let repo = root.path("/srv/repo");
+    let repo = root.display_path("/srv/repo");
     let release = build_repository(scratch.path(), &repo, &suite);
     let good = SigningKey::generate(
         scratch.path().join("gnupg-good"),
@@ -246,7 +246,7 @@ fn proxmox_ve_installs_from_a_signed_repository_and_refuses_a_wrong_key() {
         "{sources}"
     );
     assert_eq!(
-        fs::read(root.path("/usr/share/keyrings/proxmox-archive-keyring.gpg")).unwrap(),
+        fs::read(root.display_path("/usr/share/keyrings/proxmox-archive-keyring.gpg")).unwrap(),
         fs::read(&keyring).unwrap()
     );
     let pref = root.read_to_string(PREFERENCES_PATH).unwrap();
@@ -268,7 +268,7 @@ fn proxmox_ve_installs_from_a_signed_repository_and_refuses_a_wrong_key() {
     let status = Task::new("dpkg-query")
         .arg(format!(
             "--admindir={}",
-            root.path("/var/lib/dpkg").display()
+            root.display_path("/var/lib/dpkg").display()
         ))
         .args(["-W", "-f", "${Version} ${db:Status-Status}", "proxmox-ve"])
         .read()

@@ -20,7 +20,9 @@ pub fn install_grub_bios(root: &Root, disk: &Path, boot: &BootConfig) -> Result<
     let kernels = installed_kernels(root)?;
     let versions: Vec<String> = kernels.into_iter().map(|k| k.version).collect();
     root.write("/boot/grub/grub.cfg", grub_cfg(boot, &versions), 0o644)?;
-    let chroot = Chroot::enter(root.dir())?;
+    // grub-install writes below /boot of the chroot: a real directory.
+    root.open_dir("/boot")?;
+    let chroot = Chroot::enter(root)?;
     chroot
         .task("grub-install")
         .args([

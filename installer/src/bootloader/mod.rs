@@ -10,9 +10,7 @@ pub use cmdline::{console_args, kernel_cmdline};
 pub use grub::{grub_cfg, install_grub_bios, GRUB_BIOS_MODULES};
 pub use systemd_boot::{install_systemd_boot, SystemdBootReport, EFI_BINARY};
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::target::Root;
 
@@ -38,12 +36,11 @@ pub struct Kernel {
 
 /// Kernels in `/boot` that have an initramfs, newest first.
 pub fn installed_kernels(root: &Root) -> Result<Vec<Kernel>> {
-    let boot = root.path("/boot");
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&boot).with_context(|| format!("reading {}", boot.display()))? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+    for name in root.read_dir("/boot")? {
+        let name = name.to_string_lossy().into_owned();
         if let Some(v) = name.strip_prefix("vmlinuz-") {
-            if boot.join(format!("initrd.img-{v}")).exists() {
+            if root.exists(&format!("/boot/initrd.img-{v}")) {
                 out.push(Kernel {
                     version: v.to_string(),
                 });
@@ -54,7 +51,7 @@ pub fn installed_kernels(root: &Root) -> Result<Vec<Kernel>> {
     if out.is_empty() {
         anyhow::bail!(
             "no kernel with an initramfs in {} (vmlinuz-* and initrd.img-*); the payload must include linux-image and initramfs-tools",
-            boot.display()
+            root.display_path("/boot").display()
         );
     }
     Ok(out)
@@ -70,10 +67,6 @@ fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     split(a).cmp(&split(b))
 }
 
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -82,7 +75,7 @@ mod tests {
     #[test]
     fn newest_kernel_first() {
         let t = tempfile::tempdir().unwrap();
-        let r = Root::new(t.path());
+        let r = Root::open(t.path()).unwrap();
         for v in ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-11-amd64"] {
             r.write(&format!("/boot/vmlinuz-{v}"), "k", 0o644).unwrap();
         }
@@ -99,7 +92,7 @@ mod tests {
     #[test]
     fn no_kernel_is_an_error() {
         let t = tempfile::tempdir().unwrap();
-        let r = Root::new(t.path());
+        let r = Root::open(t.path()).unwrap();
         r.write("/boot/config", "", 0o644).unwrap();
         assert!(installed_kernels(&r)
             .unwrap_err()

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 
-use super::{installed_kernels, read, BootConfig};
+use super::{installed_kernels, BootConfig};
 use crate::disk::esp::Esp;
 use crate::target::Root;
 
@@ -24,7 +24,7 @@ pub fn install_systemd_boot(
     root: &Root,
     boot: &BootConfig,
 ) -> Result<SystemdBootReport> {
-    let efi = read(&root.path(EFI_BINARY)).context(
+    let efi = root.read(EFI_BINARY).context(
         "the target has no systemd-boot EFI binary; the payload must include systemd-boot-efi",
     )?;
     for dir in ["EFI/systemd", "EFI/BOOT", "loader/entries", "opdbus"] {
@@ -43,8 +43,8 @@ pub fn install_systemd_boot(
         let dir = format!("opdbus/{v}");
         esp.mkdir_all(&dir)
             .with_context(|| format!("creating {dir} on the ESP"))?;
-        let linux = read(&root.path(&format!("/boot/vmlinuz-{v}")))?;
-        let initrd = read(&root.path(&format!("/boot/initrd.img-{v}")))?;
+        let linux = root.read(&format!("/boot/vmlinuz-{v}"))?;
+        let initrd = root.read(&format!("/boot/initrd.img-{v}"))?;
         esp.write_file(&format!("{dir}/linux"), &linux)
             .with_context(|| format!("copying kernel {v} to the ESP"))?;
         esp.write_file(&format!("{dir}/initrd"), &initrd)

@@ -207,7 +207,7 @@ fn populate(
     opts: &InstallOptions,
     progress: &mut Progress,
 ) -> Result<Populated> {
-    let root = Root::new(mounted.root());
+    let root = Root::open(mounted.root())?;
     let bootstrap = state.bootstrap.as_ref();
 
     progress.step("base", "laying down the base system")?;
@@ -317,7 +317,7 @@ fn configure(
     target::write_timezone(root, &b.timezone)?;
     target::write_locale(root, &b.locale)?;
     if target::locale_needs_generation(&b.locale) && root.exists("/usr/sbin/locale-gen") {
-        let chroot = target::Chroot::enter(root.dir())?;
+        let chroot = target::Chroot::enter(root)?;
         chroot
             .task("/usr/sbin/locale-gen")
             .run()
@@ -406,11 +406,11 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
         // target's chain like any later change).
         Task::new(&opts.agent_binary)
             .arg("apply")
-            .arg(root.path("/etc/op-dbus/state.json"))
+            .arg(root.display_path("/etc/op-dbus/state.json"))
             .args(["--plugin", "users", "--root"])
             .arg(root.dir())
             .arg("--state-dir")
-            .arg(root.path("/var/lib/op-dbus"))
+            .arg(root.display_path("/var/lib/op-dbus"))
             .run()
             .context("creating the state's users in the target before first boot")?;
     }

@@ -1,6 +1,7 @@
 //! The offline base-system payload: a `tar.zst` of a bootstrapped Debian root
 //! plus its `FILE.sha256`. [`build`] makes it on a build host (mmdebstrap,
-//! cached by spec), [`extract`] streams it into the target root in one pass.
+//! cached by spec), [`extract`] verifies it and streams it into the target root in one pass,
+//! beneath the target's directory fd.
 
 pub mod build;
 pub mod extract;
@@ -10,7 +11,10 @@ pub mod spec;
 use std::path::{Path, PathBuf};
 
 pub use build::{build_payload, BuildError, BuildTool, PayloadInfo};
-pub use extract::{extract_payload, ExpectedSha256, ExtractError, ExtractReport};
+pub use extract::{
+    extract_payload, extract_payload_with, ExpectedSha256, ExtractError, ExtractLimits,
+    ExtractReport,
+};
 pub use mirror::{host_mirror, Mirror, MirrorError};
 pub use spec::{Distribution, PayloadSpec, BASE_PACKAGES};
 

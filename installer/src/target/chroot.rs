@@ -1,12 +1,16 @@
 //! Running a tool inside the target: bind-mounts /dev, /proc, /sys (and
 //! /run) into it for the duration and unmounts them in reverse order, on
-//! success and on every error path.
+//! success and on every error path. The mount points are real directories
+//! of the target, opened beneath its root: a payload's `dev -> /somewhere`
+//! cannot move a bind mount onto the host.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use opdbus_common::Task;
+
+use super::Root;
 
 /// Bind mounts that make a chroot usable; released on drop.
 #[derive(Debug)]
@@ -16,24 +20,27 @@ pub struct Chroot {
 }
 
 impl Chroot {
-    pub fn enter(root: &Path) -> Result<Self> {
+    pub fn enter(root: &Root) -> Result<Self> {
         let mut c = Chroot {
-            root: root.to_path_buf(),
+            root: root.dir().to_path_buf(),
             mounted: Vec::new(),
         };
         for dir in ["dev", "proc", "sys", "run"] {
-            let target = root.join(dir);
-            std::fs::create_dir_all(&target)
-                .with_context(|| format!("creating {}", target.display()))?;
+            let abs = format!("/{dir}");
+            root.create_dir_all(&abs, 0o755)?;
+            let point = root.open_dir(&abs)?;
+            let target = point.shown().to_path_buf();
             let src = Path::new("/").join(dir);
+            // Mounted on the directory held open, not on a path looked up again.
             mount(
                 Some(&src),
-                &target,
+                &point.path(),
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
             )
             .with_context(|| format!("bind-mounting {} on {}", src.display(), target.display()))?;
+            c.mounted.push(target.clone());
             // Recursive binds must not propagate unmounts back to the host.
             mount(
                 None::<&str>,
@@ -43,7 +50,6 @@ impl Chroot {
                 None::<&str>,
             )
             .with_context(|| format!("making {} a slave mount", target.display()))?;
-            c.mounted.push(target);
         }
         Ok(c)
     }
@@ -61,7 +67,7 @@ impl Chroot {
     fn release(&mut self) -> Result<()> {
         let mut first = Ok(());
         while let Some(dir) = self.mounted.pop() {
-            if let Err(e) = umount2(&dir, MntFlags::MNT_DETACH) {
+            if let Err(e) = umount2(&dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
                 if first.is_ok() {
                     first = Err(e).with_context(|| format!("unmounting {}", dir.display()));
                 }

@@ -2,7 +2,7 @@
 //! timezone, locale, keyboard, machine-id, root password, the first-boot
 //! network, and the state the agent applies. All written through [`Root`].
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::Root;
 
@@ -99,8 +99,7 @@ pub fn write_keyboard(root: &Root, keymap: &str) -> Result<()> {
 /// (and `ConditionFirstBoot=` holds then), so no two installs share an id.
 pub fn reset_machine_id(root: &Root) -> Result<()> {
     root.write("/etc/machine-id", "", 0o444)?;
-    let dbus = root.path("/var/lib/dbus/machine-id");
-    if dbus.symlink_metadata().is_ok() {
+    if root.exists("/var/lib/dbus/machine-id") {
         root.symlink("/etc/machine-id", "/var/lib/dbus/machine-id")?;
     }
     Ok(())
@@ -129,11 +128,9 @@ pub fn set_root_password_hash(root: &Root, hash: &str) -> Result<()> {
     if !found {
         bail!("the target's /etc/shadow has no root entry; the base system is incomplete");
     }
-    root.write("/etc/shadow", lines.join("\n") + "\n", 0o640)?;
     // Debian: root:shadow 0640. The group id of shadow is read from the target.
     let gid = group_id(root, "shadow").unwrap_or(0);
-    std::os::unix::fs::chown(root.path("/etc/shadow"), Some(0), Some(gid))
-        .context("setting the owner of /etc/shadow")
+    root.write_owned("/etc/shadow", lines.join("\n") + "\n", 0o640, 0, gid)
 }
 
 /// Root's `~/.ssh/authorized_keys` (0600, directory 0700).
@@ -141,10 +138,8 @@ pub fn write_root_authorized_keys(root: &Root, keys: &[String]) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
-    let dir = root.path("/root/.ssh");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("setting mode of {}", dir.display()))?;
+    root.create_dir_all("/root/.ssh", 0o700)?;
+    root.set_dir_mode("/root/.ssh", 0o700)?;
     root.write("/root/.ssh/authorized_keys", keys.join("\n") + "\n", 0o600)
 }
 
@@ -234,7 +229,7 @@ mod tests {
 
     fn root() -> (tempfile::TempDir, Root) {
         let t = tempfile::tempdir().unwrap();
-        let r = Root::new(t.path());
+        let r = Root::open(t.path()).unwrap();
         (t, r)
     }
 
@@ -276,7 +271,7 @@ mod tests {
             .unwrap();
         write_timezone(&r, "Europe/Berlin").unwrap();
         assert_eq!(
-            std::fs::read_link(r.path("/etc/localtime"))
+            std::fs::read_link(r.display_path("/etc/localtime"))
                 .unwrap()
                 .to_str(),
             Some("/usr/share/zoneinfo/Europe/Berlin")
@@ -305,7 +300,7 @@ mod tests {
             r.read_to_string("/etc/shadow").unwrap(),
             "root:$y$j9T$abc$def:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
         );
-        let mode = std::fs::metadata(r.path("/etc/shadow"))
+        let mode = std::fs::metadata(r.display_path("/etc/shadow"))
             .unwrap()
             .permissions()
             .mode();
@@ -348,7 +343,7 @@ mod tests {
         assert!(net.contains("Name=en* eth*\nName=!ens4\n"), "{net}");
         assert!(net.contains("DHCP=yes"), "{net}");
         assert!(r
-            .path("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
+            .display_path("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
             .symlink_metadata()
             .is_ok());
     }

@@ -713,10 +713,9 @@ fn shown(bytes: &[u8]) -> String {
     }
 }
 
-/// Hook for an interrupt request (SIGINT/SIGTERM), checked before every
-/// entry. The install's signal handling plugs in here.
-fn interrupted() -> bool {
-    false
+/// An interrupt request (SIGINT/SIGTERM), checked before every entry.
+fn interrupted() -> Option<crate::interrupt::Interrupted> {
+    crate::interrupt::interrupted()
 }
 
 impl<'a> Unpacker<'a> {
@@ -738,11 +737,8 @@ impl<'a> Unpacker<'a> {
         let mut archive = tar::Archive::new(stream);
         let mut entries = 0u64;
         for entry in archive.entries()? {
-            if interrupted() {
-                return Err(Failure::Io(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "interrupted",
-                )));
+            if let Some(i) = interrupted() {
+                return Err(Failure::Io(io::Error::other(i)));
             }
             let mut entry = entry?;
             entries += 1;

@@ -1,11 +1,15 @@
 //! Getting the state's bytes from where `opdbus.state=` points: a file, a
 //! file on a labelled filesystem (mounted read-only for the read), or an
-//! http(s) URL retried with backoff while the network comes up.
+//! http(s) URL retried with backoff while the network comes up. Every source
+//! is read with a size cap; plain http and redirects to another origin need
+//! the `opdbus.state_sha256` pin, and a pin is always checked here.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use opdbus_common::{Task, TaskError};
+use opdbus_state::MAX_STATE_BYTES;
+use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 use super::cmdline::StateSource;
@@ -43,6 +47,38 @@ pub enum FetchError {
         waited: Duration,
         last: String,
     },
+    #[error(
+        "{url} is plain http and opdbus.state_sha256 is not set, so anyone on the network \
+         could choose what this install writes: add opdbus.state_sha256=SHA256 (the first \
+         field of `sha256sum state.json`) to the kernel command line, or serve the state over https"
+    )]
+    UnpinnedHttp { url: String },
+    #[error(
+        "{url} redirects to {location}, another origin (scheme, host or port), and \
+         opdbus.state_sha256 is not set: add opdbus.state_sha256=SHA256 (the first field of \
+         `sha256sum state.json`) to the kernel command line, or point opdbus.state at the final URL"
+    )]
+    CrossOriginRedirect { url: String, location: String },
+    #[error("{url} answered {status} without a usable Location header: check the server")]
+    BadRedirect { url: String, status: u16 },
+    #[error(
+        "{url} redirects more than {MAX_REDIRECTS} times: point opdbus.state at the final URL"
+    )]
+    TooManyRedirects { url: String },
+    #[error(
+        "the state from {source_name} is larger than {} MiB, the limit for a state file: \
+         check that opdbus.state points at a state.json",
+        MAX_STATE_BYTES >> 20
+    )]
+    TooLarge { source_name: String },
+    #[error(
+        "the state file {} is not a regular file (a directory, device or FIFO): \
+         point opdbus.state at a state.json",
+        path.display()
+    )]
+    NotRegular { path: PathBuf },
+    #[error("{url} is not a valid URL: check opdbus.state on the kernel command line")]
+    BadUrl { url: String },
     #[error("building the HTTP client")]
     Client(#[source] reqwest::Error),
     #[error(
@@ -78,21 +114,27 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Reads the state bytes from `source`; `notify` receives one line per
-/// retry (the caller prints it on the console).
+/// Reads the state bytes from `source` and checks them against `sha256`
+/// (the `opdbus.state_sha256` pin, hex) when given; `notify` receives one
+/// line per retry (the caller prints it on the console).
 pub fn fetch_state(
     source: &StateSource,
+    sha256: Option<&str>,
     policy: &RetryPolicy,
     notify: &mut dyn FnMut(&str),
 ) -> Result<Vec<u8>, FetchError> {
-    match source {
-        StateSource::Path(path) => read_file(path),
+    let bytes = match source {
+        StateSource::Path(path) => read_file(path)?,
         StateSource::Label { label, path } => {
             let device = find_label(label)?;
-            read_from_device(&device, label, path)
+            read_from_device(&device, label, path)?
         }
-        StateSource::Url(url) => fetch_url(url, policy, notify),
+        StateSource::Url(url) => fetch_url(url, sha256, policy, notify)?,
+    };
+    if let Some(expected) = sha256 {
+        check_sha256(&bytes, expected, &source.to_string())?;
     }
+    Ok(bytes)
 }
 
 /// Hex SHA-256 of `bytes`.
@@ -114,11 +156,48 @@ pub fn check_sha256(bytes: &[u8], expected: &str, source_name: &str) -> Result<(
     }
 }
 
+/// Reads a regular file of at most `MAX_STATE_BYTES`. Opened non-blocking,
+/// so a FIFO is refused instead of waited on.
 fn read_file(path: &Path) -> Result<Vec<u8>, FetchError> {
-    std::fs::read(path).map_err(|source| FetchError::Read {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| FetchError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(FetchError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    read_capped(file).map_err(|e| match e {
+        Capped::TooLarge => FetchError::TooLarge {
+            source_name: path.display().to_string(),
+        },
+        Capped::Io(source) => err(source),
     })
+}
+
+enum Capped {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Reads `r` to its end, refusing more than `MAX_STATE_BYTES`.
+fn read_capped(r: impl std::io::Read) -> Result<Vec<u8>, Capped> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(Capped::Io)?;
+    if out.len() as u64 > MAX_STATE_BYTES {
+        return Err(Capped::TooLarge);
+    }
+    Ok(out)
 }
 
 /// The block device carrying filesystem label `label`: the udev link when
@@ -188,16 +267,37 @@ pub fn read_from_device(device: &Path, label: &str, path: &Path) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// GETs `url`, retrying connection errors and 5xx answers with exponential
-/// backoff until `policy.total` has passed. A 4xx answer fails at once.
+/// How many redirects one attempt follows.
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// How one attempt ended when it did not return the body.
+enum Attempt {
+    /// Worth retrying (network, 5xx, timeout); the text says why.
+    Retry(String),
+    /// Retrying cannot help.
+    Fatal(FetchError),
+}
+
+/// GETs `url`, retrying connection errors, timeouts and 5xx answers with
+/// exponential backoff until `policy.total` has passed. A 4xx answer, an
+/// oversized body or a refused redirect fails at once. Without `sha256`,
+/// plain http is refused and redirects stay on the URL's origin; with it,
+/// the caller checks the body against it.
 pub fn fetch_url(
     url: &str,
+    sha256: Option<&str>,
     policy: &RetryPolicy,
     notify: &mut dyn FnMut(&str),
 ) -> Result<Vec<u8>, FetchError> {
+    let pinned = sha256.is_some();
+    let start_url = Url::parse(url).map_err(|_| FetchError::BadUrl { url: url.into() })?;
+    if !pinned && start_url.scheme() != "https" {
+        return Err(FetchError::UnpinnedHttp { url: url.into() });
+    }
     let client = reqwest::blocking::Client::builder()
         .timeout(policy.request_timeout)
         .connect_timeout(policy.request_timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(FetchError::Client)?;
     let start = Instant::now();
@@ -205,19 +305,10 @@ pub fn fetch_url(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let last = match client.get(url).send() {
-            Ok(resp) if resp.status().is_success() => match resp.bytes() {
-                Ok(b) => return Ok(b.to_vec()),
-                Err(e) => format!("reading the body: {e}"),
-            },
-            Ok(resp) if resp.status().is_client_error() => {
-                return Err(FetchError::Status {
-                    url: url.into(),
-                    status: resp.status().as_u16(),
-                })
-            }
-            Ok(resp) => format!("server answered {}", resp.status()),
-            Err(e) => error_chain(&e),
+        let last = match attempt(&client, &start_url, pinned, policy.request_timeout) {
+            Ok(body) => return Ok(body),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Retry(why)) => why,
         };
         let elapsed = start.elapsed();
         if elapsed + delay > policy.total {
@@ -236,6 +327,109 @@ pub fn fetch_url(
         ));
         std::thread::sleep(delay);
         delay = (delay * 2).min(policy.max_delay);
+    }
+}
+
+/// (scheme, host, port): what a redirect must keep without a pin.
+fn origin(u: &Url) -> (&str, Option<&str>, Option<u16>) {
+    (u.scheme(), u.host_str(), u.port_or_known_default())
+}
+
+/// One GET of `url`, following at most `MAX_REDIRECTS` redirects, reading
+/// at most `MAX_STATE_BYTES` and giving up after `timeout` in total.
+fn attempt(
+    client: &reqwest::blocking::Client,
+    url: &Url,
+    pinned: bool,
+    timeout: Duration,
+) -> Result<Vec<u8>, Attempt> {
+    let deadline = Instant::now() + timeout;
+    let mut current = url.clone();
+    let mut redirects = 0;
+    let resp = loop {
+        let resp = client
+            .get(current.clone())
+            .send()
+            .map_err(|e| Attempt::Retry(error_chain(&e)))?;
+        let status = resp.status();
+        if !status.is_redirection() {
+            break resp;
+        }
+        let next = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| current.join(l).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                Attempt::Fatal(FetchError::BadRedirect {
+                    url: current.to_string(),
+                    status: status.as_u16(),
+                })
+            })?;
+        if !pinned && origin(&next) != origin(url) {
+            return Err(Attempt::Fatal(FetchError::CrossOriginRedirect {
+                url: url.to_string(),
+                location: next.to_string(),
+            }));
+        }
+        redirects += 1;
+        if redirects > MAX_REDIRECTS {
+            return Err(Attempt::Fatal(FetchError::TooManyRedirects {
+                url: url.to_string(),
+            }));
+        }
+        current = next;
+    };
+    let status = resp.status();
+    if status.is_client_error() || (!status.is_success() && !status.is_server_error()) {
+        return Err(Attempt::Fatal(FetchError::Status {
+            url: current.to_string(),
+            status: status.as_u16(),
+        }));
+    }
+    if !status.is_success() {
+        return Err(Attempt::Retry(format!("server answered {status}")));
+    }
+    let too_large = || {
+        Attempt::Fatal(FetchError::TooLarge {
+            source_name: current.to_string(),
+        })
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_STATE_BYTES) {
+        return Err(too_large());
+    }
+    let body = Deadline {
+        inner: resp,
+        deadline,
+        timeout,
+    };
+    read_capped(body).map_err(|e| match e {
+        Capped::TooLarge => too_large(),
+        Capped::Io(e) => Attempt::Retry(format!("reading the body: {}", error_chain(&e))),
+    })
+}
+
+/// A reader that fails once `deadline` has passed: each read of a reqwest
+/// body has its own timeout, so a server trickling bytes would never end.
+struct Deadline<R> {
+    inner: R,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl<R: std::io::Read> std::io::Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the whole answer took longer than {} s",
+                    self.timeout.as_secs_f32()
+                ),
+            ));
+        }
+        self.inner.read(buf)
     }
 }
 
@@ -292,11 +486,310 @@ mod tests {
         }
     }
 
+    /// Runs `handler` on each connection to a fresh 127.0.0.1 listener (at
+    /// most `max` connections, and none after 30 s: the server stops itself);
+    /// returns the base URL. The handler gets the connection number and the
+    /// request head.
+    fn serve_with(
+        max: u32,
+        handler: impl Fn(u32, &str, &mut std::net::TcpStream) + Send + 'static,
+    ) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut n = 0;
+            while n < max && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => head.extend_from_slice(&buf[..k]),
+                            }
+                        }
+                        handler(n, &String::from_utf8_lossy(&head), &mut stream);
+                        n += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn answer(stream: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]) {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(body);
+    }
+
+    const STATE: &[u8] = b"{\"version\":1}";
+
+    fn failed(r: Result<Vec<u8>, FetchError>) -> FetchError {
+        r.map_or_else(
+            |e| e,
+            |b| panic!("expected a failure, fetched {} bytes", b.len()),
+        )
+    }
+
+    #[test]
+    fn plain_http_without_a_pin_is_refused_before_connecting() {
+        let count = Arc::new(AtomicU32::new(0));
+        let c = count.clone();
+        let base = serve_with(1, move |_, _, s| {
+            c.fetch_add(1, Ordering::SeqCst);
+            answer(s, "200 OK", "", STATE)
+        });
+        let url = format!("{base}/s.json");
+        let source = StateSource::Url(url.clone());
+        let err = failed(fetch_state(&source, None, &fast(), &mut |_| {}));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{url} is plain http and opdbus.state_sha256 is not set, so anyone on the network \
+                 could choose what this install writes: add opdbus.state_sha256=SHA256 (the first \
+                 field of `sha256sum state.json`) to the kernel command line, or serve the state \
+                 over https"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count.load(Ordering::SeqCst), 0, "the server was asked");
+    }
+
+    #[test]
+    fn pinned_http_checks_the_body() {
+        let base = serve_with(2, |_, _, s| answer(s, "200 OK", "", STATE));
+        let source = StateSource::Url(format!("{base}/s.json"));
+        let good = sha256_hex(STATE);
+        let got = fetch_state(&source, Some(&good), &fast(), &mut |_| {}).unwrap();
+        assert_eq!(got, STATE);
+        let bad = "0".repeat(64);
+        let err = failed(fetch_state(&source, Some(&bad), &fast(), &mut |_| {}));
+        assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "has sha256 {good}, but opdbus.state_sha256 is {bad}"
+            )),
+            "{err}"
+        );
+    }
+
+    /// A server that redirects every request to `to`.
+    fn redirector(to: String) -> String {
+        serve_with(4, move |_, _, s| {
+            answer(s, "302 Found", &format!("Location: {to}\r\n"), b"")
+        })
+    }
+
+    fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn redirect_to_another_origin_needs_a_pin() {
+        let evil = serve_with(2, |_, _, s| {
+            answer(s, "200 OK", "", b"{\"version\":1,\"x\":1}")
+        });
+        let evil_url = format!("{evil}/s.json");
+        let base = redirector(evil_url.clone());
+        let start = Url::parse(&format!("{base}/s.json")).unwrap();
+        // Unpinned (as an https URL would be): refused, whatever the target says.
+        let err = match attempt(&client(), &start, false, Duration::from_secs(2)) {
+            Err(Attempt::Fatal(e)) => e,
+            Err(Attempt::Retry(why)) => panic!("retry: {why}"),
+            Ok(b) => panic!("followed the redirect, got {} bytes", b.len()),
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{start} redirects to {evil_url}, another origin (scheme, host or port), and \
+                 opdbus.state_sha256 is not set: add opdbus.state_sha256=SHA256 (the first field \
+                 of `sha256sum state.json`) to the kernel command line, or point opdbus.state at \
+                 the final URL"
+            )
+        );
+        // Pinned: followed, and the body must have the pinned sum.
+        let sum = sha256_hex(b"{\"version\":1,\"x\":1}");
+        let got = fetch_url(start.as_str(), Some(&sum), &fast(), &mut |_| {}).unwrap();
+        assert_eq!(got, b"{\"version\":1,\"x\":1}");
+    }
+
+    #[test]
+    fn redirect_on_the_same_origin_is_followed_and_bounded() {
+        let base = serve_with(3, |n, head, s| {
+            if n == 0 {
+                assert!(head.starts_with("GET /old.json "), "{head}");
+                answer(s, "301 Moved", "Location: /new.json\r\n", b"")
+            } else {
+                assert!(head.starts_with("GET /new.json "), "{head}");
+                answer(s, "200 OK", "", STATE)
+            }
+        });
+        let start = Url::parse(&format!("{base}/old.json")).unwrap();
+        match attempt(&client(), &start, false, Duration::from_secs(2)) {
+            Ok(b) => assert_eq!(b, STATE),
+            Err(_) => panic!("same-origin redirect not followed"),
+        }
+        // A loop on one origin ends after MAX_REDIRECTS.
+        let looping = serve_with(MAX_REDIRECTS + 1, |_, _, s| {
+            answer(s, "302 Found", "Location: /again\r\n", b"")
+        });
+        let err = failed(fetch_url(
+            &format!("{looping}/again"),
+            Some(&sha256_hex(STATE)),
+            &fast(),
+            &mut |_| {},
+        ));
+        assert!(matches!(err, FetchError::TooManyRedirects { .. }), "{err}");
+    }
+
+    #[test]
+    fn origin_includes_scheme_and_port() {
+        let o = |s: &str| {
+            let u = Url::parse(s).unwrap();
+            let (a, b, c) = origin(&u);
+            (a.to_string(), b.map(str::to_string), c)
+        };
+        assert_eq!(o("https://cfg.example/a"), o("https://cfg.example:443/b?x"));
+        assert_ne!(o("https://cfg.example/a"), o("http://cfg.example/a"));
+        assert_ne!(o("https://cfg.example/a"), o("https://cfg.example:8443/a"));
+        assert_ne!(o("https://cfg.example/a"), o("https://evil.example/a"));
+    }
+
+    #[test]
+    fn endless_body_stops_at_the_cap() {
+        let written = Arc::new(AtomicU32::new(0));
+        let w = written.clone();
+        let base = serve_with(1, move |_, _, s| {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![b' '; 1 << 20];
+            // At most 64 MiB, so a client without a cap ends too.
+            for _ in 0..64 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let url = format!("{base}/s.json");
+        let err = failed(fetch_url(
+            &url,
+            Some(&sha256_hex(STATE)),
+            &fast(),
+            &mut |_| {},
+        ));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the state from {url} is larger than 4 MiB, the limit for a state file: check \
+                 that opdbus.state points at a state.json"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let mib = written.load(Ordering::SeqCst);
+        // The cap plus what the socket buffers hold, not the 64 MiB offered.
+        assert!(mib < 16, "the server wrote {mib} MiB");
+        // A Content-Length beyond the cap is refused before the body is read.
+        let big = serve_with(1, |_, _, s| {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n");
+            let _ = s.write_all(&[b' '; 4096]);
+        });
+        let err = failed(fetch_url(
+            &format!("{big}/s.json"),
+            Some(&sha256_hex(STATE)),
+            &fast(),
+            &mut |_| {},
+        ));
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn slow_body_times_out() {
+        let base = serve_with(10, |_, _, s| {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+            );
+            // One byte every 100 ms: each read is quick, the whole body takes 10 s.
+            for _ in 0..100 {
+                if s.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let policy = RetryPolicy {
+            total: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(800),
+            ..fast()
+        };
+        let start = Instant::now();
+        let err = failed(fetch_url(
+            &format!("{base}/s.json"),
+            Some(&sha256_hex(STATE)),
+            &policy,
+            &mut |_| {},
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(matches!(err, FetchError::GaveUp { .. }), "{err}");
+        assert!(err.to_string().contains("took longer than 0.8 s"), "{err}");
+    }
+
+    #[test]
+    fn path_source_reads_only_bounded_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for p in [&fifo, &zero] {
+            let err = failed(fetch_state(
+                &StateSource::Path(p.clone()),
+                None,
+                &fast(),
+                &mut |_| {},
+            ));
+            assert!(
+                matches!(err, FetchError::NotRegular { .. }),
+                "{}: {err}",
+                p.display()
+            );
+        }
+        let big = dir.path().join("big.json");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_STATE_BYTES + 1)
+            .unwrap();
+        let err = failed(fetch_state(
+            &StateSource::Path(big),
+            None,
+            &fast(),
+            &mut |_| {},
+        ));
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+    }
+
     #[test]
     fn url_is_fetched_after_server_errors() {
         let (base, count) = serve(vec![(503, "busy"), (502, "bad"), (200, "{\"version\":1}")]);
         let mut lines = Vec::new();
-        let body = fetch_url(&format!("{base}/s.json"), &fast(), &mut |l| {
+        let sum = sha256_hex(b"{\"version\":1}");
+        let body = fetch_url(&format!("{base}/s.json"), Some(&sum), &fast(), &mut |l| {
             lines.push(l.to_string())
         })
         .unwrap();
@@ -314,7 +807,13 @@ mod tests {
     #[test]
     fn not_found_fails_without_retrying() {
         let (base, count) = serve(vec![(404, "no")]);
-        let err = fetch_url(&format!("{base}/missing.json"), &fast(), &mut |_| {}).unwrap_err();
+        let err = fetch_url(
+            &format!("{base}/missing.json"),
+            Some(&"0".repeat(64)),
+            &fast(),
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert_eq!(count.load(Ordering::SeqCst), 1);
         assert_eq!(
             err.to_string(),
@@ -336,7 +835,8 @@ mod tests {
         };
         let mut retries = 0;
         let url = format!("http://127.0.0.1:{port}/s.json");
-        let err = fetch_url(&url, &policy, &mut |_| retries += 1).unwrap_err();
+        let err =
+            fetch_url(&url, Some(&"0".repeat(64)), &policy, &mut |_| retries += 1).unwrap_err();
         let msg = err.to_string();
         assert!(retries >= 2, "{retries}");
         assert!(
@@ -379,10 +879,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.json");
         std::fs::write(&p, "{}").unwrap();
-        let got = fetch_state(&StateSource::Path(p), &fast(), &mut |_| {}).unwrap();
+        let got = fetch_state(&StateSource::Path(p), None, &fast(), &mut |_| {}).unwrap();
         assert_eq!(got, b"{}");
         let err = fetch_state(
             &StateSource::Path(dir.path().join("nope.json")),
+            None,
             &fast(),
             &mut |_| {},
         )
@@ -439,7 +940,7 @@ mod tests {
             label: label.clone(),
             path: "/site/state.json".into(),
         };
-        let got = fetch_state(&source, &fast(), &mut |_| {}).unwrap();
+        let got = fetch_state(&source, None, &fast(), &mut |_| {}).unwrap();
         assert_eq!(got, b"{\"version\":1}");
         // Nothing stays mounted from the device.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -448,7 +949,7 @@ mod tests {
             label,
             path: "/site/other.json".into(),
         };
-        let err = fetch_state(&missing, &fast(), &mut |_| {}).unwrap_err();
+        let err = fetch_state(&missing, None, &fast(), &mut |_| {}).unwrap_err();
         assert!(
             err.to_string().starts_with("reading the state file label:"),
             "{err}"

@@ -336,7 +336,8 @@ fn origin(u: &Url) -> (&str, Option<&str>, Option<u16>) {
 }
 
 /// One GET of `url`, following at most `MAX_REDIRECTS` redirects, reading
-/// at most `MAX_STATE_BYTES` and giving up after `timeout` in total.
+/// at most `MAX_STATE_BYTES` and giving up once `timeout` has passed (checked
+/// before each request and each read; each of those has `timeout` itself).
 fn attempt(
     client: &reqwest::blocking::Client,
     url: &Url,
@@ -347,6 +348,12 @@ fn attempt(
     let mut current = url.clone();
     let mut redirects = 0;
     let resp = loop {
+        if Instant::now() > deadline {
+            return Err(Attempt::Retry(format!(
+                "the redirects took longer than {} s",
+                timeout.as_secs_f32()
+            )));
+        }
         let resp = client
             .get(current.clone())
             .send()

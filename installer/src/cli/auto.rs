@@ -73,10 +73,13 @@ fn run_inner(args: &Args) -> anyhow::Result<ExitCode> {
         total: Duration::from_secs(args.network_timeout),
         ..RetryPolicy::default()
     };
-    let pin = live_args.state_sha256.as_deref();
-    let bytes = live::fetch_state(&source, pin, &policy, &mut |line| say(line))
+    let pins = live::Pins {
+        sha256: live_args.state_sha256.as_deref(),
+        cert_sha256: live_args.state_cert_sha256.as_deref(),
+    };
+    let bytes = live::fetch_state(&source, pins, &policy, &mut |line| say(line))
         .with_context(|| format!("getting the state from {source}"))?;
-    if pin.is_some() {
+    if pins.sha256.is_some() {
         say("OPDBUS-LIVE: state sha256 matches opdbus.state_sha256");
     }
     let state = validate(&bytes, &source.to_string())?;

@@ -5,6 +5,7 @@
 //! the `opdbus.state_sha256` pin, and a pin is always checked here.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opdbus_common::{Task, TaskError};
@@ -50,7 +51,8 @@ pub enum FetchError {
     #[error(
         "{url} is plain http and opdbus.state_sha256 is not set, so anyone on the network \
          could choose what this install writes: add opdbus.state_sha256=SHA256 (the first \
-         field of `sha256sum state.json`) to the kernel command line, or serve the state over https"
+         field of `sha256sum state.json`) to the kernel command line, or serve the state over \
+         https"
     )]
     UnpinnedHttp { url: String },
     #[error(
@@ -77,8 +79,26 @@ pub enum FetchError {
         path.display()
     )]
     NotRegular { path: PathBuf },
+    #[error(
+        "opdbus.state_cert_sha256 pins an https certificate, but {url} is not https: \
+         use the https:// URL, or drop opdbus.state_cert_sha256 and set opdbus.state_sha256"
+    )]
+    CertPinNeedsHttps { url: String },
+    #[error(
+        "the server of {url} presented a certificate with sha256 {actual}, but \
+         opdbus.state_cert_sha256 is {expected}: the certificate changed or someone is in \
+         between; check with `openssl s_client -connect HOST:PORT | openssl x509 -noout \
+         -fingerprint -sha256`"
+    )]
+    CertMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{url} is not a valid URL: check opdbus.state on the kernel command line")]
     BadUrl { url: String },
+    #[error("setting up TLS for opdbus.state_cert_sha256")]
+    Tls(#[source] rustls::Error),
     #[error("building the HTTP client")]
     Client(#[source] reqwest::Error),
     #[error(
@@ -114,22 +134,33 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Reads the state bytes from `source` and checks them against `sha256`
-/// (the `opdbus.state_sha256` pin, hex) when given; `notify` receives one
-/// line per retry (the caller prints it on the console).
+/// What the kernel command line pins (lower-case hex SHA-256 each).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pins<'a> {
+    /// `opdbus.state_sha256`: the state's bytes, whatever the source.
+    pub sha256: Option<&'a str>,
+    /// `opdbus.state_cert_sha256`: the https server's certificate (DER);
+    /// it replaces the CA check for that URL.
+    pub cert_sha256: Option<&'a str>,
+}
+
+/// Reads the state bytes from `source` and checks them against
+/// `pins.sha256` when given; `notify` receives one line per retry (the
+/// caller prints it on the console).
 pub fn fetch_state(
     source: &StateSource,
-    sha256: Option<&str>,
+    pins: Pins<'_>,
     policy: &RetryPolicy,
     notify: &mut dyn FnMut(&str),
 ) -> Result<Vec<u8>, FetchError> {
+    let sha256 = pins.sha256;
     let bytes = match source {
         StateSource::Path(path) => read_file(path)?,
         StateSource::Label { label, path } => {
             let device = find_label(label)?;
             read_from_device(&device, label, path)?
         }
-        StateSource::Url(url) => fetch_url(url, sha256, policy, notify)?,
+        StateSource::Url(url) => fetch_url(url, pins, policy, notify)?,
     };
     if let Some(expected) = sha256 {
         check_sha256(&bytes, expected, &source.to_string())?;
@@ -280,26 +311,35 @@ enum Attempt {
 
 /// GETs `url`, retrying connection errors, timeouts and 5xx answers with
 /// exponential backoff until `policy.total` has passed. A 4xx answer, an
-/// oversized body or a refused redirect fails at once. Without `sha256`,
-/// plain http is refused and redirects stay on the URL's origin; with it,
-/// the caller checks the body against it.
+/// oversized body, a refused redirect or a certificate that is not the
+/// pinned one fails at once. Without `pins.sha256`, plain http is refused
+/// and redirects stay on the URL's origin; with it, the caller checks the
+/// body against it. With `pins.cert_sha256`, the server must present that
+/// certificate (instead of one signed by a known CA).
 pub fn fetch_url(
     url: &str,
-    sha256: Option<&str>,
+    pins: Pins<'_>,
     policy: &RetryPolicy,
     notify: &mut dyn FnMut(&str),
 ) -> Result<Vec<u8>, FetchError> {
-    let pinned = sha256.is_some();
+    let pinned = pins.sha256.is_some();
     let start_url = Url::parse(url).map_err(|_| FetchError::BadUrl { url: url.into() })?;
-    if !pinned && start_url.scheme() != "https" {
+    let https = start_url.scheme() == "https";
+    if pins.cert_sha256.is_some() && !https {
+        return Err(FetchError::CertPinNeedsHttps { url: url.into() });
+    }
+    if !pinned && !https {
         return Err(FetchError::UnpinnedHttp { url: url.into() });
     }
-    let client = reqwest::blocking::Client::builder()
+    let mut builder = reqwest::blocking::Client::builder()
         .timeout(policy.request_timeout)
         .connect_timeout(policy.request_timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(FetchError::Client)?;
+        .redirect(reqwest::redirect::Policy::none());
+    let cert_pin = pins.cert_sha256.map(|p| Arc::new(CertPin::new(p)));
+    if let Some(pin) = &cert_pin {
+        builder = builder.use_preconfigured_tls(pin.client_config().map_err(FetchError::Tls)?);
+    }
+    let client = builder.build().map_err(FetchError::Client)?;
     let start = Instant::now();
     let mut delay = policy.first_delay;
     let mut attempts = 0u32;
@@ -308,7 +348,16 @@ pub fn fetch_url(
         let last = match attempt(&client, &start_url, pinned, policy.request_timeout) {
             Ok(body) => return Ok(body),
             Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Retry(why)) => why,
+            Err(Attempt::Retry(why)) => {
+                if let Some(actual) = cert_pin.as_ref().and_then(|p| p.mismatch()) {
+                    return Err(FetchError::CertMismatch {
+                        url: url.into(),
+                        expected: pins.cert_sha256.unwrap_or_default().into(),
+                        actual,
+                    });
+                }
+                why
+            }
         };
         let elapsed = start.elapsed();
         if elapsed + delay > policy.total {
@@ -327,6 +376,97 @@ pub fn fetch_url(
         ));
         std::thread::sleep(delay);
         delay = (delay * 2).min(policy.max_delay);
+    }
+}
+
+/// Accepts exactly one server certificate, by the SHA-256 of its DER;
+/// handshake signatures are still verified. Remembers a mismatch so the
+/// caller can report it instead of retrying.
+#[derive(Debug)]
+struct CertPin {
+    expected: String,
+    seen: Mutex<Option<String>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl CertPin {
+    fn new(expected: &str) -> Self {
+        CertPin {
+            expected: expected.to_ascii_lowercase(),
+            seen: Mutex::new(None),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+
+    fn client_config(self: &Arc<Self>) -> Result<rustls::ClientConfig, rustls::Error> {
+        Ok(
+            rustls::ClientConfig::builder_with_provider(self.provider.clone())
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(self.clone())
+                .with_no_client_auth(),
+        )
+    }
+
+    /// The fingerprint of a certificate that did not match, if one came.
+    fn mismatch(&self) -> Option<String> {
+        self.seen.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertPin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let actual = sha256_hex(end_entity.as_ref());
+        if actual == self.expected {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(actual);
+        }
+        Err(rustls::Error::General(
+            "the certificate is not the one opdbus.state_cert_sha256 pins".into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -540,6 +680,13 @@ mod tests {
 
     const STATE: &[u8] = b"{\"version\":1}";
 
+    fn body_pin(sha256: &str) -> Pins<'_> {
+        Pins {
+            sha256: Some(sha256),
+            cert_sha256: None,
+        }
+    }
+
     fn failed(r: Result<Vec<u8>, FetchError>) -> FetchError {
         r.map_or_else(
             |e| e,
@@ -557,7 +704,7 @@ mod tests {
         });
         let url = format!("{base}/s.json");
         let source = StateSource::Url(url.clone());
-        let err = failed(fetch_state(&source, None, &fast(), &mut |_| {}));
+        let err = failed(fetch_state(&source, Pins::default(), &fast(), &mut |_| {}));
         assert_eq!(
             err.to_string(),
             format!(
@@ -576,10 +723,10 @@ mod tests {
         let base = serve_with(2, |_, _, s| answer(s, "200 OK", "", STATE));
         let source = StateSource::Url(format!("{base}/s.json"));
         let good = sha256_hex(STATE);
-        let got = fetch_state(&source, Some(&good), &fast(), &mut |_| {}).unwrap();
+        let got = fetch_state(&source, body_pin(&good), &fast(), &mut |_| {}).unwrap();
         assert_eq!(got, STATE);
         let bad = "0".repeat(64);
-        let err = failed(fetch_state(&source, Some(&bad), &fast(), &mut |_| {}));
+        let err = failed(fetch_state(&source, body_pin(&bad), &fast(), &mut |_| {}));
         assert!(matches!(err, FetchError::Sha256Mismatch { .. }), "{err}");
         assert!(
             err.to_string().contains(&format!(
@@ -628,7 +775,7 @@ mod tests {
         );
         // Pinned: followed, and the body must have the pinned sum.
         let sum = sha256_hex(b"{\"version\":1,\"x\":1}");
-        let got = fetch_url(start.as_str(), Some(&sum), &fast(), &mut |_| {}).unwrap();
+        let got = fetch_url(start.as_str(), body_pin(&sum), &fast(), &mut |_| {}).unwrap();
         assert_eq!(got, b"{\"version\":1,\"x\":1}");
     }
 
@@ -654,7 +801,7 @@ mod tests {
         });
         let err = failed(fetch_url(
             &format!("{looping}/again"),
-            Some(&sha256_hex(STATE)),
+            body_pin(&sha256_hex(STATE)),
             &fast(),
             &mut |_| {},
         ));
@@ -692,7 +839,7 @@ mod tests {
         let url = format!("{base}/s.json");
         let err = failed(fetch_url(
             &url,
-            Some(&sha256_hex(STATE)),
+            body_pin(&sha256_hex(STATE)),
             &fast(),
             &mut |_| {},
         ));
@@ -714,7 +861,7 @@ mod tests {
         });
         let err = failed(fetch_url(
             &format!("{big}/s.json"),
-            Some(&sha256_hex(STATE)),
+            body_pin(&sha256_hex(STATE)),
             &fast(),
             &mut |_| {},
         ));
@@ -744,7 +891,7 @@ mod tests {
         let start = Instant::now();
         let err = failed(fetch_url(
             &format!("{base}/s.json"),
-            Some(&sha256_hex(STATE)),
+            body_pin(&sha256_hex(STATE)),
             &policy,
             &mut |_| {},
         ));
@@ -757,6 +904,128 @@ mod tests {
         assert!(err.to_string().contains("took longer than 0.8 s"), "{err}");
     }
 
+    /// A self-signed certificate for 127.0.0.1 made by `openssl`; returns
+    /// the https base URL of a server (at most `max` connections, 30 s)
+    /// answering STATE, and the certificate's SHA-256.
+    fn serve_tls(dir: &Path, max: u32) -> (String, String) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        Task::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args([
+                "-subj",
+                "/CN=opdbus-test",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .run()
+            .unwrap();
+        let cert = CertificateDer::from_pem_file(&cert).unwrap();
+        let fingerprint = sha256_hex(cert.as_ref());
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap(),
+        );
+        // Not serve_with: that reads the request head in clear.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut n = 0;
+            while n < max && Instant::now() < deadline {
+                let Ok((tcp, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                n += 1;
+                tcp.set_nonblocking(false).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = [0u8; 4096];
+                if tls.read(&mut buf).is_err() {
+                    continue; // the client refused the certificate
+                }
+                answer_tls(&mut tls);
+            }
+        });
+        (format!("https://{addr}"), fingerprint)
+    }
+
+    fn answer_tls(s: &mut impl Write) {
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            STATE.len()
+        );
+        let _ = s.write_all(STATE);
+        let _ = s.flush();
+    }
+
+    #[test]
+    fn pinned_certificate_replaces_the_ca_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, fingerprint) = serve_tls(dir.path(), 20);
+        let url = format!("{base}/s.json");
+        let pins = Pins {
+            sha256: None,
+            cert_sha256: Some(&fingerprint),
+        };
+        let got = fetch_url(&url, pins, &fast(), &mut |_| {}).unwrap();
+        assert_eq!(got, STATE);
+        // Another certificate: refused at once, naming both fingerprints.
+        let wrong = "ab".repeat(32);
+        let mut retries = 0;
+        let err = failed(fetch_url(
+            &url,
+            Pins {
+                sha256: None,
+                cert_sha256: Some(&wrong),
+            },
+            &fast(),
+            &mut |_| retries += 1,
+        ));
+        assert_eq!(retries, 0);
+        assert!(matches!(err, FetchError::CertMismatch { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the server of {url} presented a certificate with sha256 {fingerprint}, but \
+                 opdbus.state_cert_sha256 is {wrong}: "
+            )),
+            "{err}"
+        );
+        // Without the pin, the CA check stands: a self-signed server is not trusted.
+        let policy = RetryPolicy {
+            total: Duration::from_millis(300),
+            ..fast()
+        };
+        let err = failed(fetch_url(&url, Pins::default(), &policy, &mut |_| {}));
+        assert!(matches!(err, FetchError::GaveUp { .. }), "{err}");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        // A certificate pin is for https only.
+        let err = failed(fetch_url(
+            &url.replacen("https", "http", 1),
+            pins,
+            &fast(),
+            &mut |_| {},
+        ));
+        assert!(matches!(err, FetchError::CertPinNeedsHttps { .. }), "{err}");
+    }
+
     #[test]
     fn path_source_reads_only_bounded_regular_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -767,7 +1036,7 @@ mod tests {
         for p in [&fifo, &zero] {
             let err = failed(fetch_state(
                 &StateSource::Path(p.clone()),
-                None,
+                Pins::default(),
                 &fast(),
                 &mut |_| {},
             ));
@@ -784,7 +1053,7 @@ mod tests {
             .unwrap();
         let err = failed(fetch_state(
             &StateSource::Path(big),
-            None,
+            Pins::default(),
             &fast(),
             &mut |_| {},
         ));
@@ -796,9 +1065,12 @@ mod tests {
         let (base, count) = serve(vec![(503, "busy"), (502, "bad"), (200, "{\"version\":1}")]);
         let mut lines = Vec::new();
         let sum = sha256_hex(b"{\"version\":1}");
-        let body = fetch_url(&format!("{base}/s.json"), Some(&sum), &fast(), &mut |l| {
-            lines.push(l.to_string())
-        })
+        let body = fetch_url(
+            &format!("{base}/s.json"),
+            body_pin(&sum),
+            &fast(),
+            &mut |l| lines.push(l.to_string()),
+        )
         .unwrap();
         assert_eq!(body, b"{\"version\":1}");
         assert_eq!(count.load(Ordering::SeqCst), 3);
@@ -816,7 +1088,7 @@ mod tests {
         let (base, count) = serve(vec![(404, "no")]);
         let err = fetch_url(
             &format!("{base}/missing.json"),
-            Some(&"0".repeat(64)),
+            body_pin(&"0".repeat(64)),
             &fast(),
             &mut |_| {},
         )
@@ -842,8 +1114,10 @@ mod tests {
         };
         let mut retries = 0;
         let url = format!("http://127.0.0.1:{port}/s.json");
-        let err =
-            fetch_url(&url, Some(&"0".repeat(64)), &policy, &mut |_| retries += 1).unwrap_err();
+        let err = fetch_url(&url, body_pin(&"0".repeat(64)), &policy, &mut |_| {
+            retries += 1
+        })
+        .unwrap_err();
         let msg = err.to_string();
         assert!(retries >= 2, "{retries}");
         assert!(
@@ -886,11 +1160,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.json");
         std::fs::write(&p, "{}").unwrap();
-        let got = fetch_state(&StateSource::Path(p), None, &fast(), &mut |_| {}).unwrap();
+        let got =
+            fetch_state(&StateSource::Path(p), Pins::default(), &fast(), &mut |_| {}).unwrap();
         assert_eq!(got, b"{}");
         let err = fetch_state(
             &StateSource::Path(dir.path().join("nope.json")),
-            None,
+            Pins::default(),
             &fast(),
             &mut |_| {},
         )
@@ -947,7 +1222,7 @@ mod tests {
             label: label.clone(),
             path: "/site/state.json".into(),
         };
-        let got = fetch_state(&source, None, &fast(), &mut |_| {}).unwrap();
+        let got = fetch_state(&source, Pins::default(), &fast(), &mut |_| {}).unwrap();
         assert_eq!(got, b"{\"version\":1}");
         // Nothing stays mounted from the device.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -956,7 +1231,7 @@ mod tests {
             label,
             path: "/site/other.json".into(),
         };
-        let err = fetch_state(&missing, None, &fast(), &mut |_| {}).unwrap_err();
+        let err = fetch_state(&missing, Pins::default(), &fast(), &mut |_| {}).unwrap_err();
         assert!(
             err.to_string().starts_with("reading the state file label:"),
             "{err}"

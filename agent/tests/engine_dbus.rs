@@ -230,9 +230,11 @@ async fn host_settings_exact_calls_and_noop() {
     assert_eq!(again.plugins[0].outcome, PluginOutcome::Unchanged);
     assert_eq!(fake.calls().len(), 4);
 
-    // A time zone timedated rejects fails the plugin with the resource named.
+    // A time zone timedated rejects fails the plugin with the resource named
+    // (a real zone, so the validator passes it; the fake installs only
+    // Area/Location zones and UTC).
     let bad = state(
-        serde_json::json!({"version": 1, "bootstrap": {"hostname": "web1", "timezone": "Nowhere", "locale": "en_US.UTF-8", "keyboard": "de"}}),
+        serde_json::json!({"version": 1, "bootstrap": {"hostname": "web1", "timezone": "Japan", "locale": "en_US.UTF-8", "keyboard": "de"}}),
     );
     let report = engine
         .apply(

@@ -73,10 +73,13 @@ fn run_inner(args: &Args) -> anyhow::Result<ExitCode> {
         total: Duration::from_secs(args.network_timeout),
         ..RetryPolicy::default()
     };
-    let bytes = live::fetch_state(&source, &policy, &mut |line| say(line))
+    let pins = live::Pins {
+        sha256: live_args.state_sha256.as_deref(),
+        cert_sha256: live_args.state_cert_sha256.as_deref(),
+    };
+    let bytes = live::fetch_state(&source, pins, &policy, &mut |line| say(line))
         .with_context(|| format!("getting the state from {source}"))?;
-    if let Some(expected) = &live_args.state_sha256 {
-        live::check_sha256(&bytes, expected, &source.to_string())?;
+    if pins.sha256.is_some() {
         say("OPDBUS-LIVE: state sha256 matches opdbus.state_sha256");
     }
     let state = validate(&bytes, &source.to_string())?;
@@ -120,11 +123,41 @@ fn validate(bytes: &[u8], name: &str) -> anyhow::Result<opdbus_state::State> {
     Ok(loaded.state)
 }
 
+/// Saves the state (it carries the root password hash) 0600, exactly,
+/// whatever the umask: a fresh file renamed over the old one, never written
+/// through a link. Directories it creates are 0700.
 fn save(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        anyhow::bail!("--save-to {} does not name a file", path.display());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    create_private_dirs(dir)?;
+    let root = opdbus_common::rootfs::RootDir::open(dir)
+        .with_context(|| format!("opening {}", dir.display()))?;
+    root.write_atomic(name, bytes, 0o600, None)
+        .with_context(|| format!("saving the state to {}", path.display()))
+}
+
+/// Creates `dir` and its missing parents 0700 (exactly); directories that
+/// already exist keep their mode.
+fn create_private_dirs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
     }
-    std::fs::write(path, bytes).with_context(|| format!("saving the state to {}", path.display()))
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dirs(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting the mode of {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
 }
 
 /// The whole install onto `disk` (the state's one device key, resolved

@@ -1,5 +1,6 @@
-//! The live ISO's kernel command line: `opdbus.auto`, `opdbus.state=` and
-//! `opdbus.state_sha256=` (see CLI.md), parsed into a plain value. Pure.
+//! The live ISO's kernel command line: `opdbus.auto`, `opdbus.state=`,
+//! `opdbus.state_sha256=` and `opdbus.state_cert_sha256=` (see CLI.md),
+//! parsed into a plain value. Pure.
 
 use std::path::PathBuf;
 
@@ -32,6 +33,9 @@ pub struct LiveArgs {
     pub state: Option<StateSource>,
     /// Lower-case hex SHA-256 the state must have.
     pub state_sha256: Option<String>,
+    /// Lower-case hex SHA-256 of the https server's certificate (DER), as
+    /// `openssl x509 -noout -fingerprint -sha256` prints it (colons allowed).
+    pub state_cert_sha256: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,8 +46,8 @@ pub enum CmdlineError {
     BadSource { value: String },
     #[error("opdbus.state={value:?}: expected label:NAME:/PATH with a non-empty NAME and an absolute PATH")]
     BadLabel { value: String },
-    #[error("opdbus.state_sha256={value:?}: expected 64 hexadecimal digits")]
-    BadSha256 { value: String },
+    #[error("{key}={value:?}: expected 64 hexadecimal digits")]
+    BadSha256 { key: &'static str, value: String },
     #[error("{key} is given twice on the kernel command line")]
     Repeated { key: &'static str },
 }
@@ -100,21 +104,38 @@ pub fn parse_cmdline(text: &str) -> Result<LiveArgs, CmdlineError> {
                 args.state = Some(parse_source(value.unwrap_or(""))?);
             }
             "opdbus.state_sha256" => {
-                if args.state_sha256.is_some() {
-                    return Err(CmdlineError::Repeated {
-                        key: "opdbus.state_sha256",
-                    });
-                }
-                let v = value.unwrap_or("");
-                if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(CmdlineError::BadSha256 { value: v.into() });
-                }
-                args.state_sha256 = Some(v.to_ascii_lowercase());
+                set_sha256(&mut args.state_sha256, "opdbus.state_sha256", value)?
             }
+            "opdbus.state_cert_sha256" => set_sha256(
+                &mut args.state_cert_sha256,
+                "opdbus.state_cert_sha256",
+                value,
+            )?,
             _ => {}
         }
     }
     Ok(args)
+}
+
+/// Sets a SHA-256 argument once: 64 hex digits, colons between bytes allowed.
+fn set_sha256(
+    slot: &mut Option<String>,
+    key: &'static str,
+    value: Option<&str>,
+) -> Result<(), CmdlineError> {
+    if slot.is_some() {
+        return Err(CmdlineError::Repeated { key });
+    }
+    let v = value.unwrap_or("");
+    let hex: String = v.chars().filter(|&c| c != ':').collect();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CmdlineError::BadSha256 {
+            key,
+            value: v.into(),
+        });
+    }
+    *slot = Some(hex.to_ascii_lowercase());
+    Ok(())
 }
 
 /// Parses one `opdbus.state=` value.
@@ -171,6 +192,25 @@ mod tests {
             args.state_sha256.as_deref(),
             Some(SHA.to_ascii_lowercase().as_str())
         );
+    }
+
+    #[test]
+    fn certificate_pin_as_openssl_prints_it() {
+        let colons = SHA
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        let a = parse_cmdline(&format!(
+            "opdbus.state=https://cfg.example/s.json opdbus.state_cert_sha256={colons}"
+        ))
+        .unwrap();
+        assert_eq!(
+            a.state_cert_sha256.as_deref(),
+            Some(SHA.to_ascii_lowercase().as_str())
+        );
+        assert_eq!(a.state_sha256, None);
     }
 
     #[test]
@@ -237,6 +277,11 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "opdbus.state_sha256=\"abc\": expected 64 hexadecimal digits"
+        );
+        let e = parse_cmdline("opdbus.state_cert_sha256=zz").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "opdbus.state_cert_sha256=\"zz\": expected 64 hexadecimal digits"
         );
         let e = parse_cmdline("opdbus.state=/a opdbus.state=/b").unwrap_err();
         assert_eq!(

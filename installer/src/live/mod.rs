@@ -8,7 +8,7 @@ pub mod fetch;
 use std::collections::BTreeSet;
 
 pub use cmdline::{parse_cmdline, LiveArgs, StateSource};
-pub use fetch::{check_sha256, fetch_state, RetryPolicy};
+pub use fetch::{check_sha256, fetch_state, Pins, RetryPolicy};
 
 /// Where the ISO builder puts the state on the medium, as the live system sees it.
 pub const EMBEDDED_STATE: &str = "/run/live/medium/opdbus/state.json";

@@ -57,8 +57,9 @@ pub fn domain(s: &str) -> Result<(), String> {
     )
 }
 
-/// The validator's syntax check, then, when `zoneinfo` exists on this
-/// machine, that the zone is one of its files.
+/// The validator's check (syntax and its embedded tz list, the same as
+/// `validate`), then, when `zoneinfo` exists on this machine, that the zone
+/// is one of its files.
 pub fn timezone(s: &str, zoneinfo: &Path) -> Result<(), String> {
     finding(
         &with_bootstrap(|b| b.timezone = s.to_string()),
@@ -264,6 +265,8 @@ mod tests {
         let none = Path::new("/nonexistent-zoneinfo");
         assert!(timezone("Europe/Berlin", none).is_ok());
         assert!(timezone("../etc", none).is_err());
+        // Unknown zones are refused by the validator, with or without a zoneinfo.
+        assert!(timezone("Europe/Nowhere", none).is_err());
         assert!(user_name("admin").is_ok());
         assert!(user_name("Admin").is_err());
         assert!(user_name("root").is_err());

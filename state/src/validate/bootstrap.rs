@@ -1,5 +1,6 @@
-//! `bootstrap`: hostname and domain syntax, timezone and locale syntax, the
-//! kernel command line, the mirror URL and the payload source.
+//! `bootstrap`: hostname and domain syntax, timezone (syntax, then the zone
+//! list embedded from tzdata, so every machine judges a state alike), locale
+//! syntax, the kernel command line, the mirror URL and the payload source.
 
 use super::Cx;
 use crate::model::{Bootstrap, PayloadKind, State};
@@ -26,6 +27,15 @@ pub(super) fn check(cx: &mut Cx, b: &Bootstrap, _state: &State) {
             "/bootstrap/timezone",
             format!("timezone {:?} is not a valid tz database name", b.timezone),
             "use UTC or Area/Location, such as Europe/Berlin (see /usr/share/zoneinfo)",
+        );
+    } else if !known_timezone(&b.timezone) {
+        cx.error(
+            "/bootstrap/timezone",
+            format!(
+                "timezone {:?} is not in the tz database ({TZ_VERSION})",
+                b.timezone
+            ),
+            "use a name that `timedatectl list-timezones` prints, such as Europe/Berlin or UTC",
         );
     }
     if !valid_locale(&b.locale) {
@@ -112,6 +122,21 @@ fn valid_timezone(s: &str) -> bool {
         && s.as_bytes()[0].is_ascii_alphabetic()
 }
 
+/// Zone and Link names of the tz database, sorted, after `#` comment lines.
+const ZONES: &str = include_str!("zones.txt");
+/// The tzdata release `ZONES` was taken from.
+const TZ_VERSION: &str = "tzdata 2025b";
+
+fn zone_names() -> impl Iterator<Item = &'static str> {
+    ZONES
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn known_timezone(s: &str) -> bool {
+    zone_names().any(|z| z == s)
+}
+
 fn valid_locale(s: &str) -> bool {
     if matches!(s, "C" | "POSIX") {
         return true;
@@ -152,4 +177,82 @@ fn valid_package(p: &str) -> bool {
         && p.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_are_known() {
+        for z in [
+            "UTC",
+            "Etc/UTC",
+            "Europe/Berlin",
+            "America/Argentina/Buenos_Aires",
+            "US/Eastern",
+        ] {
+            assert!(known_timezone(z), "{z}");
+        }
+        for z in [
+            "Europe/Nowhere",
+            "posix/UTC",
+            "right/UTC",
+            "zone.tab",
+            "utc",
+        ] {
+            assert!(!known_timezone(z), "{z}");
+        }
+        let names: Vec<&str> = zone_names().collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted, "zones.txt is sorted and without repeats");
+        assert!(
+            ZONES.contains(&format!("of {TZ_VERSION} ")),
+            "TZ_VERSION matches zones.txt"
+        );
+    }
+
+    /// The embedded list equals this machine's tz database when both are the
+    /// same release (skipped otherwise); `UPDATE_ZONES=1` rewrites it from
+    /// this machine's `/usr/share/zoneinfo/tzdata.zi` (then update TZ_VERSION).
+    #[test]
+    fn zone_list_matches_the_host_tzdata() {
+        let Ok(zi) = std::fs::read_to_string("/usr/share/zoneinfo/tzdata.zi") else {
+            eprintln!("no /usr/share/zoneinfo/tzdata.zi: skipped");
+            return;
+        };
+        let version = zi
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# version "))
+            .unwrap_or("?")
+            .to_string();
+        let mut host: Vec<&str> = zi
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f.as_slice() {
+                    ["Z", name, ..] => Some(*name),
+                    ["L", _, name, ..] => Some(*name),
+                    _ => None,
+                }
+            })
+            .collect();
+        host.sort_unstable();
+        host.dedup();
+        if std::env::var_os("UPDATE_ZONES").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/validate/zones.txt");
+            let head: Vec<&str> = ZONES.lines().take_while(|l| l.starts_with('#')).collect();
+            let text = format!("{}\n{}\n", head.join("\n"), host.join("\n"));
+            std::fs::write(path, text).expect("writing zones.txt");
+            return;
+        }
+        if format!("tzdata {version}") != TZ_VERSION {
+            eprintln!("host tzdata {version}, list {TZ_VERSION}: skipped");
+            return;
+        }
+        assert_eq!(zone_names().collect::<Vec<_>>(), host);
+    }
 }

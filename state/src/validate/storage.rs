@@ -484,8 +484,10 @@ fn compress_option(options: &str) -> Option<&str> {
 }
 
 fn check_mount_table(cx: &mut Cx, mounts: &[MountDecl]) {
-    // point -> first declaration; a repeat of the same source is one mount.
-    let mut by_point: HashMap<&str, &MountDecl> = HashMap::new();
+    // point -> (first declaration, first one naming a subvolume). Repeats of
+    // one mount are one mount: the same partition, and the same subvolume or
+    // none (a partition's `mount` with subvolumes means its root subvolume).
+    let mut by_point: HashMap<&str, (&MountDecl, Option<&MountDecl>)> = HashMap::new();
     for m in mounts {
         if !m.point.starts_with('/') {
             cx.error(
@@ -495,45 +497,49 @@ fn check_mount_table(cx: &mut Cx, mounts: &[MountDecl]) {
             );
             continue;
         }
-        match by_point.get(m.point.as_str()) {
-            None => {
-                by_point.insert(&m.point, m);
-            }
-            Some(first) => {
-                let same = first.part == m.part
-                    && (first.subvol == m.subvol || first.subvol.is_none() || m.subvol.is_none());
-                if same {
+        let Some((first, with_subvol)) = by_point.get_mut(m.point.as_str()) else {
+            by_point.insert(&m.point, (m, m.subvol.as_ref().map(|_| m)));
+            continue;
+        };
+        let other = if first.part != m.part {
+            *first
+        } else {
+            match (*with_subvol, &m.subvol) {
+                (Some(sv), Some(name)) if sv.subvol.as_ref() != Some(name) => sv,
+                (None, Some(_)) => {
+                    *with_subvol = Some(m);
                     continue;
                 }
-                if m.point == "/" {
-                    cx.error(
-                        m.ptr.clone(),
-                        format!(
-                            "two roots: / is mounted from {} and from {}",
-                            source(first),
-                            source(m)
-                        ),
-                        format!(
-                            "keep one root filesystem; the other is declared at {}",
-                            first.ptr
-                        ),
-                    );
-                } else {
-                    cx.error(
-                        m.ptr.clone(),
-                        format!(
-                            "mount point {} is used twice: by {} and by {}",
-                            m.point,
-                            source(first),
-                            source(m)
-                        ),
-                        format!(
-                            "give each filesystem its own mount point; the other is declared at {}",
-                            first.ptr
-                        ),
-                    );
-                }
+                _ => continue,
             }
+        };
+        if m.point == "/" {
+            cx.error(
+                m.ptr.clone(),
+                format!(
+                    "two roots: / is mounted from {} and from {}",
+                    source(other),
+                    source(m)
+                ),
+                format!(
+                    "keep one root filesystem; the other is declared at {}",
+                    other.ptr
+                ),
+            );
+        } else {
+            cx.error(
+                m.ptr.clone(),
+                format!(
+                    "mount point {} is used twice: by {} and by {}",
+                    m.point,
+                    source(other),
+                    source(m)
+                ),
+                format!(
+                    "give each filesystem its own mount point; the other is declared at {}",
+                    other.ptr
+                ),
+            );
         }
     }
     // compress= per filesystem.

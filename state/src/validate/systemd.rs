@@ -1,6 +1,7 @@
 //! `plugins.systemd`: a unit named in both `services` and `units`, unit
 //! names without a type suffix, custom unit files without a section header,
-//! timers whose unit is declared nowhere.
+//! timers that activate themselves (an error) or a unit the state does not
+//! declare (a warning: a package may ship it).
 
 use super::Cx;
 use crate::diag::pointer;
@@ -84,11 +85,23 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             );
         }
         let target = timer_target(name, timer);
-        if target == timer_unit_name(name) || !declared(&target) {
+        let uptr = if timer.unit.is_some() {
+            format!("{ptr}/unit")
+        } else {
+            ptr.clone()
+        };
+        if target == timer_unit_name(name) {
             cx.error(
-                if timer.unit.is_some() { format!("{ptr}/unit") } else { ptr.clone() },
-                format!("timer {name} activates {target}, which is declared nowhere in plugins.systemd"),
-                "declare the unit in custom_units (or units/services), or set \"unit\" to a declared unit",
+                uptr,
+                format!("timer {name} activates itself"),
+                "set \"unit\" to the unit it should start, such as a .service",
+            );
+        } else if !declared(&target) {
+            // A package may ship the unit (apt-daily.service, logrotate.service).
+            cx.warn(
+                uptr,
+                format!("timer {name} activates {target}, which plugins.systemd does not declare"),
+                "fine if a package installs it; otherwise declare it in custom_units (or units/services)",
             );
         }
     }

@@ -331,6 +331,9 @@ fn configure(
     }
     target::write_root_authorized_keys(root, &b.root_ssh_authorized_keys)?;
     target::write_first_boot_network(root, &first_boot_network(&net))?;
+    // The state carries password hashes: a private directory, a 0600 file.
+    root.create_dir_all("/etc/op-dbus", 0o700)?;
+    root.set_dir_mode("/etc/op-dbus", 0o700)?;
     root.write("/etc/op-dbus/state.json", state_text, 0o600)?;
     let _ = opts;
     Ok(())

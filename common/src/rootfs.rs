@@ -151,13 +151,15 @@ impl RootDir {
         Ok(())
     }
 
-    /// Opens an existing regular file for reading (a final symlink is refused).
+    /// Opens an existing regular file for reading. Symlinks, the last one
+    /// included (`/etc/os-release -> ../usr/lib/os-release`), resolve inside
+    /// the tree; a FIFO or device is refused without blocking.
     pub fn open_read(&self, abs: impl AsRef<Path>) -> io::Result<File> {
         let rel = relative(abs.as_ref());
         let fd = openat2(
             self.fd.as_fd(),
             &rel,
-            Self::how(OFlag::O_RDONLY | OFlag::O_NOFOLLOW, 0),
+            Self::how(OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0),
         )
         .map_err(io_err)?;
         let f = File::from(fd);

@@ -132,3 +132,110 @@ fn run_once_respects_the_first_boot_marker() {
         "bbbb\n"
     );
 }
+
+/// A root with the account files the users plugin reads and writes.
+fn seed_users_root(root: &Path) {
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\nsudo:x:27:\n").unwrap();
+    std::fs::write(etc.join("gshadow"), "root:*::\nsudo:*::\n").unwrap();
+    std::fs::write(etc.join("machine-id"), "cccc\n").unwrap();
+}
+
+/// Every file under `dir` with its content, for "nothing changed" checks.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// States `validate` rejects: a key given twice and a plaintext password.
+const DUPLICATE_KEY: &str = r#"{
+  "version": 1,
+  "plugins": {"users": {"accounts": {
+    "admin": {"uid": 1000},
+    "admin": {"uid": 0, "password_hash": "!"}
+  }}}
+}"#;
+const PLAINTEXT: &str = r#"{
+  "version": 1,
+  "plugins": {"users": {"accounts": {
+    "admin": {"uid": 1000, "password_hash": "hunter2"}
+  }}}
+}"#;
+
+/// `diff`, `apply`, `apply --plugin users` and `run --once` refuse both
+/// states with `validate`'s lines and leave the root and the state dir as
+/// they were.
+#[test]
+fn every_entry_point_refuses_an_invalid_state() {
+    let cases = [
+        (
+            DUPLICATE_KEY,
+            "state.json:5:5: /plugins/users/accounts/admin: duplicate key \"admin\"",
+        ),
+        (
+            PLAINTEXT,
+            "state.json:4:45: /plugins/users/accounts/admin/password_hash: plaintext password",
+        ),
+    ];
+    let commands: [&[&str]; 5] = [
+        &["diff"],
+        &["diff", "--json"],
+        &["apply"],
+        &["apply", "--plugin", "users"],
+        &["run", "--once", "--state"],
+    ];
+    for (text, expected) in cases {
+        for cmd in commands {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            let state_dir = dir.path().join("var");
+            seed_users_root(&root);
+            let state = dir.path().join("state.json");
+            std::fs::write(&state, text).unwrap();
+            let before = snapshot(&root);
+            let out = agent(&state_dir)
+                .current_dir(dir.path())
+                .args(cmd)
+                .arg("state.json")
+                .arg("--root")
+                .arg(&root)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("{cmd:?} on {text}");
+            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+            assert!(
+                stderr.contains("state.json is not a valid state; nothing was changed"),
+                "{what}: {stderr}"
+            );
+            assert!(
+                stderr.lines().any(|l| l.starts_with(expected)),
+                "{what}: no line starting {expected:?} in\n{stderr}"
+            );
+            assert_eq!(snapshot(&root), before, "{what}: the root changed");
+            assert!(
+                !opdbus_agent::audit::db_path(&state_dir).exists(),
+                "{what}: an audit record was written"
+            );
+            assert!(!state_dir.join("first-boot.done").exists(), "{what}");
+        }
+    }
+}

@@ -239,3 +239,119 @@ fn every_entry_point_refuses_an_invalid_state() {
         }
     }
 }
+
+/// Every file under `dir` (recursively), directories included.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// A password hash applied under umask 022 appears in no output and no file
+/// of the state dir (a fingerprint does); the state dir is 0700 (tightened
+/// from 0755), its files 0600.
+#[test]
+#[ignore = "privileged: the users plugin writes /etc/shadow with its owner in a temp root"]
+fn secrets_stay_out_of_outputs_and_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let state_dir = dir.path().join("var");
+    seed_users_root(&root);
+    // Left wide by an older agent or an installer under umask 022.
+    std::fs::create_dir_all(state_dir.join("@timing")).unwrap();
+    for d in [&state_dir, &state_dir.join("@timing")] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let first = "$6$saltsalt$FirstSecretHashValue0123456789abcdef";
+    let second = "$6$saltsalt$SecondSecretHashValue0123456789abcdef";
+    let write_state = |hash: &str| {
+        std::fs::write(
+            dir.path().join("state.json"),
+            serde_json::json!({"version": 1, "plugins": {"users": {"accounts": {
+                "svc": {"uid": 1500, "system": true, "password_hash": hash}
+            }}}})
+            .to_string(),
+        )
+        .unwrap();
+    };
+    let mut outputs = String::new();
+    let mut sh = |args: &[&str]| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("umask 022; exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_op-dbus-agent"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        outputs.push_str(&String::from_utf8_lossy(&out.stdout));
+        outputs.push_str(&String::from_utf8_lossy(&out.stderr));
+        out.status.code()
+    };
+    write_state(first);
+    assert_eq!(sh(&["diff", "--json", "state.json"]), Some(0), "{outputs}");
+    assert_eq!(sh(&["apply", "--json", "state.json"]), Some(0), "{outputs}");
+    // A changed hash: the first reconcile (status file, marker) sets it.
+    write_state(second);
+    assert_eq!(sh(&["diff", "--json", "state.json"]), Some(0), "{outputs}");
+    assert_eq!(sh(&["run", "--once", "--state", "state.json"]), Some(0), "{outputs}");
+    assert_eq!(sh(&["query", "--state", "state.json"]), Some(0), "{outputs}");
+    for a in [&["audit", "export"][..], &["audit", "list", "--json"], &["audit", "list"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_op-dbus-agent"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(a)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        outputs.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(
+        std::fs::read_to_string(root.join("etc/shadow")).unwrap().contains(second),
+        "the hash was not applied"
+    );
+    for hash in [first, second] {
+        assert!(!outputs.contains(hash), "an output holds {hash}:\n{outputs}");
+        for f in walk(&state_dir).iter().filter(|p| p.is_file()) {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(
+                !bytes.windows(hash.len()).any(|w| w == hash.as_bytes()),
+                "{} holds {hash}",
+                f.display()
+            );
+        }
+    }
+    // The change stays visible: audit export shows both fingerprints.
+    for hash in [first, second] {
+        let fp = opdbus_agent::engine::secret::fingerprint(hash);
+        assert!(outputs.contains(&fp), "no {fp} in the outputs");
+    }
+    assert_eq!(mode(&state_dir), 0o700);
+    let files = walk(&state_dir);
+    assert!(files.iter().any(|p| p.ends_with("@timing/blockchain.db")));
+    assert!(files.iter().any(|p| p.ends_with("status.json")));
+    assert!(files.iter().any(|p| p.ends_with("first-boot.done")));
+    for p in &files {
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(p), want, "{}", p.display());
+    }
+}

@@ -6,6 +6,7 @@ pub mod confirm;
 pub mod context;
 pub mod desired;
 pub mod first_boot;
+pub mod ownership;
 pub mod plugin;
 pub mod report;
 pub mod run;

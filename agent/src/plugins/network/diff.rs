@@ -10,7 +10,8 @@ use super::model::{
 use crate::netlink::{LinkKind, RouteSpec};
 use crate::ovsdb::PortKind;
 
-/// Link kinds `prune` may delete (the ones the agent creates).
+/// Link kinds `prune` may delete (the ones the agent creates), and then only
+/// links the ownership registry says it created.
 const PRUNABLE: [LinkKind; 5] = [
     LinkKind::Bridge,
     LinkKind::Bond,
@@ -34,6 +35,26 @@ fn create_kind(k: &WantKind) -> Option<CreateKind> {
         WantKind::Dummy => CreateKind::Dummy,
         WantKind::Existing | WantKind::OvsBridge { .. } => return None,
     })
+}
+
+/// Links `prune` leaves alone because the agent did not create them (kinds
+/// it could delete, named nowhere in the state).
+pub fn not_owned(current: &Current, desired: &Desired) -> Vec<String> {
+    if !desired.prune {
+        return Vec::new();
+    }
+    let is_named = |n: &str| desired.link(n).is_some();
+    current
+        .links
+        .iter()
+        .filter(|c| {
+            PRUNABLE.contains(&c.kind)
+                && !is_named(&c.name)
+                && !c.veth_peer.as_deref().is_some_and(is_named)
+                && !current.owns(c)
+        })
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// Creation rank: leaves first, then bonds, VLANs, bridges.
@@ -172,7 +193,12 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                 .veth_peer
                 .as_deref()
                 .is_some_and(|p| delete.iter().any(|d| d.name == p));
-            if PRUNABLE.contains(&c.kind) && !is_named(&c.name) && !peer_named && !peer_going {
+            if PRUNABLE.contains(&c.kind)
+                && !is_named(&c.name)
+                && !peer_named
+                && !peer_going
+                && current.owns(c)
+            {
                 delete.push(c);
             }
         }

@@ -24,6 +24,11 @@ use opdbus_state::State;
 pub use apply::rollback_pending;
 pub use model::{Current, Desired, NetAction};
 
+/// Plugin name and kind under which created links are recorded in the
+/// ownership registry.
+pub const PLUGIN: &str = "network";
+pub const LINK: &str = "link";
+
 /// The `network` plugin (state sections `plugins.network` and `plugins.net`).
 #[derive(Default)]
 pub struct NetworkPlugin {
@@ -81,6 +86,9 @@ impl Plugin for NetworkPlugin {
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<NetAction> {
+        for name in diff::not_owned(current, desired) {
+            tracing::info!(link = %name, "prune: link {name} is not owned (op-dbus did not create it), left alone");
+        }
         diff::diff(current, desired)
     }
 

@@ -122,5 +122,6 @@ pub async fn read_current(ctx: &Context, nl: &Netlink, probe: &Probe) -> anyhow:
         dns,
         interfaces_file,
         networkd: dns::read_networkd(&ctx.root)?,
+        owned_links: ctx.ownership().owned(super::PLUGIN, super::LINK)?,
     })
 }

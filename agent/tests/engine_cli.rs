@@ -313,9 +313,21 @@ fn secrets_stay_out_of_outputs_and_the_state_dir() {
     // A changed hash: the first reconcile (status file, marker) sets it.
     write_state(second);
     assert_eq!(sh(&["diff", "--json", "state.json"]), Some(0), "{outputs}");
-    assert_eq!(sh(&["run", "--once", "--state", "state.json"]), Some(0), "{outputs}");
-    assert_eq!(sh(&["query", "--state", "state.json"]), Some(0), "{outputs}");
-    for a in [&["audit", "export"][..], &["audit", "list", "--json"], &["audit", "list"]] {
+    assert_eq!(
+        sh(&["run", "--once", "--state", "state.json"]),
+        Some(0),
+        "{outputs}"
+    );
+    assert_eq!(
+        sh(&["query", "--state", "state.json"]),
+        Some(0),
+        "{outputs}"
+    );
+    for a in [
+        &["audit", "export"][..],
+        &["audit", "list", "--json"],
+        &["audit", "list"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_op-dbus-agent"))
             .arg("--state-dir")
             .arg(&state_dir)
@@ -326,11 +338,16 @@ fn secrets_stay_out_of_outputs_and_the_state_dir() {
         outputs.push_str(&String::from_utf8_lossy(&out.stdout));
     }
     assert!(
-        std::fs::read_to_string(root.join("etc/shadow")).unwrap().contains(second),
+        std::fs::read_to_string(root.join("etc/shadow"))
+            .unwrap()
+            .contains(second),
         "the hash was not applied"
     );
     for hash in [first, second] {
-        assert!(!outputs.contains(hash), "an output holds {hash}:\n{outputs}");
+        assert!(
+            !outputs.contains(hash),
+            "an output holds {hash}:\n{outputs}"
+        );
         for f in walk(&state_dir).iter().filter(|p| p.is_file()) {
             let bytes = std::fs::read(f).unwrap();
             assert!(

@@ -526,7 +526,9 @@ fn prune_deletes_only_links_the_agent_created() {
     ns.ip(&["link", "add", "docker0", "type", "bridge"]);
     ns.ip(&["addr", "add", "172.17.0.1/16", "dev", "docker0"]);
     ns.ip(&["link", "set", "docker0", "up"]);
-    ns.ip(&["link", "add", "vethhost", "type", "veth", "peer", "name", "vethcont"]);
+    ns.ip(&[
+        "link", "add", "vethhost", "type", "veth", "peer", "name", "vethcont",
+    ]);
     let made = json!({"version": 1, "plugins": {"network": {"interfaces": {
         "tmpbr": {"type": "bridge"},
         "tv0": {"type": "veth", "peer": "tv1"}
@@ -544,10 +546,16 @@ fn prune_deletes_only_links_the_agent_created() {
     assert_ok(&report);
     let names = ns.link_names();
     for gone in ["tmpbr", "tv0", "tv1"] {
-        assert!(!names.iter().any(|n| n == gone), "{gone} was not pruned: {names:?}");
+        assert!(
+            !names.iter().any(|n| n == gone),
+            "{gone} was not pruned: {names:?}"
+        );
     }
     for kept in ["docker0", "vethhost", "vethcont"] {
-        assert!(names.iter().any(|n| n == kept), "{kept} was pruned: {names:?}");
+        assert!(
+            names.iter().any(|n| n == kept),
+            "{kept} was pruned: {names:?}"
+        );
     }
     assert!(ns.addrs("docker0").contains(&"172.17.0.1/16".to_string()));
     let owned = reg.owned("network", "link").unwrap();

@@ -139,7 +139,9 @@ fn check_unique_keys(text: &str) -> Result<(), Diagnostic> {
                 line: inner.line(),
                 // serde_json stops at the key's closing quote; point at its opening one.
                 column: inner.column().saturating_sub(key.len() + 1).max(1),
-                message: format!("duplicate key {key:?}: the object already has a member of that name"),
+                message: format!(
+                    "duplicate key {key:?}: the object already has a member of that name"
+                ),
                 hint: Some("keep one of them; tools disagree on which one counts".to_string()),
             })
         }

@@ -17,7 +17,9 @@ pub enum ReadError {
     Open(#[source] std::io::Error),
     #[error("not a regular file but a {0}; give the path of a state.json file")]
     NotRegular(&'static str),
-    #[error("larger than the limit of {limit} bytes (4 MiB); a state.json is a few KiB, check the path")]
+    #[error(
+        "larger than the limit of {limit} bytes (4 MiB); a state.json is a few KiB, check the path"
+    )]
     TooLarge { limit: u64 },
     #[error("cannot read the file")]
     Io(#[source] std::io::Error),

@@ -11,7 +11,9 @@ fn load_within(path: &Path, limit: Duration) -> Result<(), String> {
     let (tx, rx) = mpsc::channel();
     let p = path.to_path_buf();
     std::thread::spawn(move || {
-        let r = opdbus_state::load(&p).map(|_| ()).map_err(|f| f.lines().join("\n"));
+        let r = opdbus_state::load(&p)
+            .map(|_| ())
+            .map_err(|f| f.lines().join("\n"));
         let _ = tx.send(r);
     });
     rx.recv_timeout(limit)
@@ -26,7 +28,10 @@ fn symlink_to_dev_zero_is_refused_without_reading() {
     let started = Instant::now();
     let err = load_within(&link, Duration::from_secs(5)).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert!(err.contains("not a regular file but a character device"), "{err}");
+    assert!(
+        err.contains("not a regular file but a character device"),
+        "{err}"
+    );
     assert!(err.starts_with(&link.display().to_string()), "{err}");
 }
 
@@ -60,7 +65,10 @@ fn oversized_file_names_the_limit() {
     text.push_str("\"}}");
     std::fs::write(&big, text).unwrap();
     let err = load_within(&big, Duration::from_secs(5)).unwrap_err();
-    assert!(err.contains("larger than the limit of 4194304 bytes (4 MiB)"), "{err}");
+    assert!(
+        err.contains("larger than the limit of 4194304 bytes (4 MiB)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -38,7 +38,11 @@ impl FirstBoot {
 
     pub fn mark_done(&self) -> anyhow::Result<()> {
         let dir = self.marker.parent().unwrap_or(Path::new("."));
-        super::state_dir::write(dir, MARKER_FILE, format!("{}\n", self.machine_id).as_bytes())
-            .with_context(|| format!("writing the first-boot marker {}", self.marker.display()))
+        super::state_dir::write(
+            dir,
+            MARKER_FILE,
+            format!("{}\n", self.machine_id).as_bytes(),
+        )
+        .with_context(|| format!("writing the first-boot marker {}", self.marker.display()))
     }
 }

@@ -76,7 +76,13 @@ impl Ownership {
     }
 
     /// Records that `plugin` created `id` of `kind` (replacing an older record of it).
-    pub fn record(&self, plugin: &str, kind: &str, id: &str, index: Option<u32>) -> anyhow::Result<()> {
+    pub fn record(
+        &self,
+        plugin: &str,
+        kind: &str,
+        id: &str,
+        index: Option<u32>,
+    ) -> anyhow::Result<()> {
         let mut reg = self.load()?;
         reg.version = 1;
         reg.owned

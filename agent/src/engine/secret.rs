@@ -53,7 +53,9 @@ mod tests {
         let fp = fingerprint("$6$s$h");
         assert_eq!(v["accounts"]["a"]["password_hash"], fp.as_str());
         assert_eq!(v["other"], "$6$s$h");
-        assert!(is_fingerprint(v["list"][0]["password_hash"].as_str().unwrap_or("")));
+        assert!(is_fingerprint(
+            v["list"][0]["password_hash"].as_str().unwrap_or("")
+        ));
         let again = v.clone();
         redact_keys(&mut v, &["password_hash"]);
         assert_eq!(v, again);

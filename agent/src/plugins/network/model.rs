@@ -273,7 +273,11 @@ impl Current {
     /// Whether the agent created `l` (a veth counts when either end was recorded).
     pub fn owns(&self, l: &LinkNow) -> bool {
         let mine = |n: &LinkNow| self.owned_links.iter().any(|o| o.is(&n.name, n.index));
-        mine(l) || l.veth_peer.as_deref().and_then(|p| self.link(p)).is_some_and(mine)
+        mine(l)
+            || l.veth_peer
+                .as_deref()
+                .and_then(|p| self.link(p))
+                .is_some_and(mine)
     }
 }
 

@@ -108,6 +108,19 @@ impl Ownership {
         self.store(&reg)
     }
 
+    /// Drops every record of `kind` whose id starts with `prefix` (the ports
+    /// of a deleted bridge: `BRIDGE/`).
+    pub fn forget_under(&self, plugin: &str, kind: &str, prefix: &str) -> anyhow::Result<()> {
+        let mut reg = self.load()?;
+        let before = reg.owned.len();
+        reg.owned
+            .retain(|o| !(o.plugin == plugin && o.kind == kind && o.id.starts_with(prefix)));
+        if reg.owned.len() == before {
+            return Ok(());
+        }
+        self.store(&reg)
+    }
+
     /// What `plugin` created of `kind`.
     pub fn owned(&self, plugin: &str, kind: &str) -> anyhow::Result<Vec<Owned>> {
         Ok(self

@@ -58,6 +58,8 @@ pub async fn apply_one(
             ovsdb::vswitch::delete_port(&c, bridge, port)
                 .await
                 .with_context(|| format!("deleting OVS port {port} from {bridge}"))?;
+            ctx.ownership()
+                .forget(super::PLUGIN, super::OVS_PORT, &format!("{bridge}/{port}"))?;
             Ok(None)
         }
         NetAction::DeleteOvsBridge { name, ovsdb } => {
@@ -65,6 +67,9 @@ pub async fn apply_one(
             ovsdb::vswitch::delete_bridge(&c, name)
                 .await
                 .with_context(|| format!("deleting OVS bridge {name}"))?;
+            let reg = ctx.ownership();
+            reg.forget(super::PLUGIN, super::OVS_BRIDGE, name)?;
+            reg.forget_under(super::PLUGIN, super::OVS_PORT, &format!("{name}/"))?;
             Ok(None)
         }
         NetAction::DeleteLink { name } => {
@@ -125,6 +130,20 @@ pub async fn apply_one(
             let report = ovsdb::vswitch::ensure_bridge(&c, &spec)
                 .await
                 .with_context(|| format!("creating OVS bridge {name} in {addr}"))?;
+            let reg = ctx.ownership();
+            if report.created_bridge {
+                reg.record(super::PLUGIN, super::OVS_BRIDGE, name, None)
+                    .with_context(|| format!("recording that op-dbus created OVS bridge {name}"))?;
+            }
+            for port in &report.added_ports {
+                reg.record(
+                    super::PLUGIN,
+                    super::OVS_PORT,
+                    &format!("{name}/{port}"),
+                    None,
+                )
+                .with_context(|| format!("recording that op-dbus added port {port} to {name}"))?;
+            }
             ovsdb::vswitch::sync_vswitchd(&c, None)
                 .await
                 .context("bumping next_cfg for ovs-vswitchd")?;

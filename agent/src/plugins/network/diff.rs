@@ -44,7 +44,7 @@ pub fn not_owned(current: &Current, desired: &Desired) -> Vec<String> {
         return Vec::new();
     }
     let is_named = |n: &str| desired.link(n).is_some();
-    current
+    let mut out: Vec<String> = current
         .links
         .iter()
         .filter(|c| {
@@ -53,8 +53,29 @@ pub fn not_owned(current: &Current, desired: &Desired) -> Vec<String> {
                 && !c.veth_peer.as_deref().is_some_and(is_named)
                 && !current.owns(c)
         })
-        .map(|c| c.name.clone())
-        .collect()
+        .map(|c| format!("link {}", c.name))
+        .collect();
+    for b in current.ovs.iter().flatten() {
+        match desired.link(&b.name) {
+            None if !current.owns_ovs_bridge(&b.name) => {
+                out.push(format!("OVS bridge {}", b.name));
+            }
+            None => {}
+            Some(l) => {
+                let WantKind::OvsBridge { ports } = &l.kind else {
+                    continue;
+                };
+                for p in &b.ports {
+                    if !ports.iter().any(|w| w.name == p.name)
+                        && !current.owns_ovs_port(&b.name, &p.name)
+                    {
+                        out.push(format!("OVS port {}/{}", b.name, p.name));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Creation rank: leaves first, then bonds, VLANs, bridges.
@@ -264,11 +285,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                     ovs_ensure.push((l.name.clone(), ports.clone()));
                 }
                 if desired.prune {
-                    for p in b
-                        .ports
-                        .iter()
-                        .filter(|p| !ports.iter().any(|w| w.name == p.name))
-                    {
+                    for p in b.ports.iter().filter(|p| {
+                        !ports.iter().any(|w| w.name == p.name)
+                            && current.owns_ovs_port(&l.name, &p.name)
+                    }) {
                         out.push(NetAction::DeleteOvsPort {
                             bridge: l.name.clone(),
                             port: p.name.clone(),
@@ -280,7 +300,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
         }
     }
     if desired.prune {
-        for b in ovs_now.iter().filter(|b| desired.link(&b.name).is_none()) {
+        for b in ovs_now
+            .iter()
+            .filter(|b| desired.link(&b.name).is_none() && current.owns_ovs_bridge(&b.name))
+        {
             out.push(NetAction::DeleteOvsBridge {
                 name: b.name.clone(),
                 ovsdb: desired.ovsdb.clone(),

@@ -28,6 +28,9 @@ pub use model::{Current, Desired, NetAction};
 /// ownership registry.
 pub const PLUGIN: &str = "network";
 pub const LINK: &str = "link";
+pub const OVS_BRIDGE: &str = "ovs-bridge";
+/// Id `BRIDGE/PORT`.
+pub const OVS_PORT: &str = "ovs-port";
 
 /// The `network` plugin (state sections `plugins.network` and `plugins.net`).
 #[derive(Default)]
@@ -86,8 +89,8 @@ impl Plugin for NetworkPlugin {
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<NetAction> {
-        for name in diff::not_owned(current, desired) {
-            tracing::info!(link = %name, "prune: link {name} is not owned (op-dbus did not create it), left alone");
+        for what in diff::not_owned(current, desired) {
+            tracing::info!("prune: {what} is not owned (op-dbus did not create it), left alone");
         }
         diff::diff(current, desired)
     }

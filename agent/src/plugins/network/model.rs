@@ -263,11 +263,29 @@ pub struct Current {
     /// only these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned_links: Vec<crate::engine::ownership::Owned>,
+    /// OVS bridges and ports (`BRIDGE/PORT`) the agent created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_ovs: Vec<crate::engine::ownership::Owned>,
 }
 
 impl Current {
     pub fn link(&self, name: &str) -> Option<&LinkNow> {
         self.links.iter().find(|l| l.name == name)
+    }
+
+    /// Whether the agent created the OVS bridge `name`.
+    pub fn owns_ovs_bridge(&self, name: &str) -> bool {
+        self.owned_ovs
+            .iter()
+            .any(|o| o.kind == super::OVS_BRIDGE && o.id == name)
+    }
+
+    /// Whether the agent added `port` to the OVS bridge `bridge`.
+    pub fn owns_ovs_port(&self, bridge: &str, port: &str) -> bool {
+        let id = format!("{bridge}/{port}");
+        self.owned_ovs
+            .iter()
+            .any(|o| o.kind == super::OVS_PORT && o.id == id)
     }
 
     /// Whether the agent created `l` (a veth counts when either end was recorded).

@@ -276,6 +276,14 @@ fn secrets_stay_out_of_outputs_and_the_state_dir() {
     for d in [&state_dir, &state_dir.join("@timing")] {
         std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
+    // A registry no step of this run rewrites, left 0644.
+    let registry = state_dir.join("ownership.json");
+    std::fs::write(&registry, r#"{"version": 1, "owned": []}"#).unwrap();
+    std::fs::set_permissions(
+        &registry,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let first = "$6$saltsalt$FirstSecretHashValue0123456789abcdef";
     let second = "$6$saltsalt$SecondSecretHashValue0123456789abcdef";
     let write_state = |hash: &str| {

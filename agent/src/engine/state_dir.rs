@@ -43,6 +43,29 @@ pub fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
+/// Tightens an existing state dir left wide (by an older agent, or an
+/// installer under umask 022): the dir and `@timing` to 0700, the regular
+/// files directly in them to 0600. Nothing is created.
+pub fn secure_existing(dir: &Path) -> anyhow::Result<()> {
+    let timing = dir.join(crate::audit::TIMING_DIR);
+    for d in [dir, timing.as_path()] {
+        let entries = match std::fs::read_dir(d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", d.display())),
+        };
+        tighten(d, DIR_MODE).with_context(|| format!("setting mode 0700 on {}", d.display()))?;
+        for e in entries {
+            let e = e.with_context(|| format!("listing {}", d.display()))?;
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                tighten(&e.path(), FILE_MODE)
+                    .with_context(|| format!("setting mode 0600 on {}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Replaces `<dir>/<name>` atomically with `data`, mode 0600 (a random
 /// temp name with `O_EXCL|O_NOFOLLOW`, synced, renamed over the old file).
 pub fn write(dir: &Path, name: &str, data: &[u8]) -> anyhow::Result<()> {

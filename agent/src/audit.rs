@@ -2,11 +2,14 @@
 //! `<state_dir>/@timing/blockchain.db`. Each record's hash covers all its
 //! fields and its predecessor's hash, so edits, deletions and reordering show.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::engine::state_dir::{create_private_dir, tighten, FILE_MODE};
 
 /// Directory under the state dir that holds the database (name from the seed layout).
 pub const TIMING_DIR: &str = "@timing";
@@ -44,6 +47,12 @@ const COLUMNS: &str = "id, timestamp, operation, target, previous_hash, current_
 pub enum AuditError {
     #[error("creating the audit directory {path}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating {path} or setting its mode to 0600")]
+    Private {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -319,19 +328,40 @@ fn now_unix() -> i64 {
 impl AuditLog {
     /// Opens the log under `state_dir`, creating the directory, schema and
     /// genesis record when they do not exist yet.
+    /// The state dir and `@timing` are 0700, the database and its -wal,
+    /// -shm and -journal files 0600 whatever the umask (it records what the
+    /// agent changed on the host); wider modes found are tightened.
     pub fn open(state_dir: &Path) -> Result<AuditLog, AuditError> {
         let dir = state_dir.join(TIMING_DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| AuditError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        for d in [state_dir, dir.as_path()] {
+            create_private_dir(d).map_err(|source| AuditError::CreateDir {
+                path: d.to_path_buf(),
+                source,
+            })?;
+        }
         let path = dir.join(DB_FILE);
+        // Created 0600 before SQLite opens it; SQLite gives its -wal and -shm
+        // files the database's mode.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(FILE_MODE)
+            .open(&path)
+            .and_then(|_| tighten_db_files(&path))
+            .map_err(|source| AuditError::Private {
+                path: path.clone(),
+                source,
+            })?;
         let conn = Connection::open(&path).map_err(|source| AuditError::Sqlite {
             path: path.clone(),
             source,
         })?;
         let mut log = AuditLog { conn, path };
         log.init()?;
+        tighten_db_files(&log.path).map_err(|source| AuditError::Private {
+            path: log.path.clone(),
+            source,
+        })?;
         Ok(log)
     }
 
@@ -536,6 +566,17 @@ impl AuditLog {
             "records": records,
         }))
     }
+}
+
+/// Mode 0600 on the database and the files SQLite keeps next to it.
+fn tighten_db_files(db: &Path) -> std::io::Result<()> {
+    tighten(db, FILE_MODE)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = db.as_os_str().to_owned();
+        side.push(suffix);
+        tighten(Path::new(&side), FILE_MODE)?;
+    }
+    Ok(())
 }
 
 fn check_row(row: &RawRow, prev: Option<&(i64, String)>) -> Option<BreakReason> {

@@ -146,7 +146,7 @@ impl Agent {
         #[zbus(connection)] conn: &Connection,
     ) -> fdo::Result<String> {
         require_root(conn, &hdr).await?;
-        let desired = DesiredState::from_json(&state, "the ApplyState argument")
+        let desired = DesiredState::from_json(&state, "ApplyState")
             .map_err(|e| fdo::Error::InvalidArgs(format!("{e:#}")))?;
         let mut guard = self.state.lock().await;
         let report = self.engine.apply(&self.ctx, &desired).await;

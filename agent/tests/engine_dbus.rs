@@ -359,3 +359,59 @@ async fn service_answers_query_status_and_apply_on_the_bus() {
         matches!(bad, Err(zbus::Error::MethodError(ref n, _, _)) if n.as_str() == "org.freedesktop.DBus.Error.InvalidArgs")
     );
 }
+
+/// ApplyState runs `validate`'s checks first: a duplicate key and a
+/// plaintext password are refused with `validate`'s lines, nothing is called
+/// or recorded, and the held state stays the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_state_refuses_what_validate_rejects() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: org.opdbus answers only root");
+        return;
+    }
+    let s = setup().await;
+    let mut engine = systemd_engine();
+    engine.register(opdbus_agent::plugins::users::UsersPlugin);
+    let agent = Agent::new(Arc::new(engine), s.ctx.clone(), systemd_state());
+    let service_conn = s._bus.connect().await.unwrap();
+    agent.serve(&service_conn).await.unwrap();
+    let client = s._bus.connect().await.unwrap();
+    let duplicate = r#"{"version": 1, "plugins": {"systemd": {"services": {
+        "ssh": {"state": "enabled"}, "ssh": {"state": "stopped"}}}}}"#;
+    let plaintext = r#"{"version": 1, "plugins": {"users": {"accounts": {
+        "admin": {"uid": 1000, "password_hash": "hunter2"}}}}}"#;
+    for (text, expected) in [
+        (
+            duplicate,
+            "ApplyState:2:38: /plugins/systemd/services/ssh: duplicate key \"ssh\"",
+        ),
+        (
+            plaintext,
+            "ApplyState:2:49: /plugins/users/accounts/admin/password_hash: plaintext password",
+        ),
+    ] {
+        let reply = client
+            .call_method(
+                Some("org.opdbus"),
+                "/org/opdbus",
+                Some("org.opdbus"),
+                "ApplyState",
+                &(text.to_string(),),
+            )
+            .await;
+        match reply {
+            Err(zbus::Error::MethodError(name, Some(msg), _)) => {
+                assert_eq!(name.as_str(), "org.freedesktop.DBus.Error.InvalidArgs");
+                assert!(msg.contains("nothing was changed"), "{msg}");
+                assert!(
+                    msg.lines().any(|l| l.starts_with(expected)),
+                    "no line starting {expected:?} in\n{msg}"
+                );
+            }
+            other => panic!("ApplyState accepted {text}: {other:?}"),
+        }
+    }
+    assert_eq!(changes(&s.fake), Vec::<String>::new());
+    assert!(!opdbus_agent::audit::db_path(&s.ctx.state_dir).exists());
+    assert!(!s.dir.path().join("root/etc/shadow").exists());
+}

@@ -514,3 +514,52 @@ fn timing_apply_100_addresses_10_bridges_and_noop() {
         noop.as_secs_f64() * 1e3
     );
 }
+
+/// `prune` deletes only links the agent created: a bridge with an address
+/// and a veth pair made by hand (docker0 and friends) stay, with their
+/// address; a bridge and a veth pair the state created and then dropped go.
+#[test]
+#[ignore = "privileged: network namespace"]
+fn prune_deletes_only_links_the_agent_created() {
+    let ns = NetNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    ns.ip(&["link", "add", "docker0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "172.17.0.1/16", "dev", "docker0"]);
+    ns.ip(&["link", "set", "docker0", "up"]);
+    ns.ip(&[
+        "link", "add", "vethhost", "type", "veth", "peer", "name", "vethcont",
+    ]);
+    let made = json!({"version": 1, "plugins": {"network": {"interfaces": {
+        "tmpbr": {"type": "bridge"},
+        "tv0": {"type": "veth", "peer": "tv1"}
+    }}}});
+    assert_ok(&apply(&ns, dir.path(), &made, ApplyOptions::default()));
+    assert!(ns.link("tmpbr").is_some() && ns.link("tv1").is_some());
+    let reg = opdbus_agent::engine::ownership::Ownership::new(dir.path().join("state"));
+    assert_eq!(reg.owned("network", "link").unwrap().len(), 3);
+
+    let pruned = json!({"version": 1, "plugins": {"network": {
+        "prune": true,
+        "interfaces": {"keepbr": {"type": "bridge"}}
+    }}});
+    let report = apply(&ns, dir.path(), &pruned, ApplyOptions::default());
+    assert_ok(&report);
+    let names = ns.link_names();
+    for gone in ["tmpbr", "tv0", "tv1"] {
+        assert!(
+            !names.iter().any(|n| n == gone),
+            "{gone} was not pruned: {names:?}"
+        );
+    }
+    for kept in ["docker0", "vethhost", "vethcont"] {
+        assert!(
+            names.iter().any(|n| n == kept),
+            "{kept} was pruned: {names:?}"
+        );
+    }
+    assert!(ns.addrs("docker0").contains(&"172.17.0.1/16".to_string()));
+    let owned = reg.owned("network", "link").unwrap();
+    assert_eq!(owned.len(), 1, "{owned:?}");
+    assert_eq!(owned[0].id, "keepbr");
+    assert!(pending(&ns, dir.path(), &pruned).is_empty());
+}

@@ -162,9 +162,11 @@ fn creates_ovs_bridge_detects_drift_and_prunes() {
     let other = ovs_state(&srv.addr(), "ovsbr8", false);
     assert!(apply(&ns, dir.path(), &other).ok);
     assert_eq!(sorted_lines(&srv.vsctl(&["list-br"])), ["ovsbr7", "ovsbr8"]);
+    // ... but only one op-dbus created: a bridge made by hand stays.
+    srv.vsctl(&["add-br", "handbr"]);
     let pruned = ovs_state(&srv.addr(), "ovsbr8", true);
     assert!(apply(&ns, dir.path(), &pruned).ok);
-    assert_eq!(srv.vsctl(&["list-br"]), "ovsbr8");
+    assert_eq!(sorted_lines(&srv.vsctl(&["list-br"])), ["handbr", "ovsbr8"]);
 }
 
 #[test]

@@ -25,12 +25,10 @@ pub fn check_files<P: AsRef<Path>>(paths: &[P], strict: bool) -> Report {
     for path in paths {
         let path = path.as_ref();
         let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        match crate::read::read_state_text(path) {
             Ok(text) => report.merge(check_text(&text, &file, strict)),
             Err(e) => {
-                report
-                    .lines
-                    .push(format!("{file}: cannot read the file: {e}"));
+                report.lines.push(crate::parse::read_line(&file, &e));
                 report.ok = false;
             }
         }

@@ -1,6 +1,7 @@
 //! The state.json contract shared by the installer, the agent, the wizard and
 //! the ISO builder: the typed model, parsing with source positions, semantic
-//! validation and normalization. No I/O beyond reading a file.
+//! validation and normalization. No I/O beyond reading a file (bounded, see
+//! [`read`]).
 
 pub mod check;
 pub mod diag;
@@ -8,6 +9,7 @@ pub mod model;
 pub mod normalize;
 pub mod parse;
 pub mod position;
+pub mod read;
 pub mod validate;
 
 pub use check::{check_files, check_text, Report};
@@ -15,6 +17,7 @@ pub use diag::{Diagnostic, Severity};
 pub use model::State;
 pub use normalize::{IfaceKind, IfaceSpec, NetworkSpec, UnitTarget};
 pub use parse::{load, parse_str, Failure, Loaded};
+pub use read::{read_state_text, ReadError, MAX_STATE_BYTES};
 pub use validate::validate;
 
 /// The largest state file any entry point reads (local or remote): a

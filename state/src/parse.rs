@@ -1,13 +1,16 @@
 //! Reading state.json: serde errors with the JSON pointer of the offending
-//! value, then semantic validation with positions from `crate::position`.
+//! value, duplicate object keys refused, then semantic validation with
+//! positions from `crate::position`.
 
 use std::fmt;
 use std::path::Path;
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_path_to_error::Segment;
 
 use crate::diag::{push_token, Diagnostic, Severity};
 use crate::position::Positions;
+use crate::read::{read_state_text, ReadError};
 use crate::State;
 
 /// A parsed state that has no errors (it may carry warnings).
@@ -22,12 +25,12 @@ pub struct Loaded {
 /// Why a state file was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// The file could not be read.
+    /// The file could not be read (not a regular file, too large, ...).
     #[error("reading state file {file}")]
     Read {
         file: String,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
     },
     /// Syntax, type or semantic errors (warnings found alongside are included).
     #[error("{}", render_all(file, diagnostics))]
@@ -41,13 +44,19 @@ impl Failure {
     /// The diagnostics, one rendered line each (a read error is one line too).
     pub fn lines(&self) -> Vec<String> {
         match self {
-            Failure::Read { file, source } => {
-                vec![format!("{file}: cannot read the file: {source}")]
-            }
+            Failure::Read { file, source } => vec![read_line(file, source)],
             Failure::Invalid { file, diagnostics } => {
                 diagnostics.iter().map(|d| d.render(file)).collect()
             }
         }
+    }
+}
+
+/// `FILE: cannot read the file: why` (the io error's text included).
+pub fn read_line(file: &str, err: &ReadError) -> String {
+    match err {
+        ReadError::Open(e) | ReadError::Io(e) => format!("{file}: cannot read the file: {e}"),
+        other => format!("{file}: cannot read the file: {other}"),
     }
 }
 
@@ -56,10 +65,11 @@ fn render_all(file: &str, diagnostics: &[Diagnostic]) -> String {
     lines.join("\n")
 }
 
-/// Reads, parses and validates a state file.
+/// Reads (regular files only, at most [`crate::read::MAX_STATE_BYTES`]),
+/// parses and validates a state file.
 pub fn load(path: &Path) -> Result<Loaded, Failure> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| Failure::Read {
+    let text = read_state_text(path).map_err(|source| Failure::Read {
         file: file.clone(),
         source,
     })?;
@@ -89,7 +99,8 @@ pub fn parse_str(text: &str, file: &str) -> Result<Loaded, Failure> {
     })
 }
 
-/// Parses without semantic validation; a serde error becomes one diagnostic.
+/// Parses without semantic validation; a serde error or a duplicate object
+/// key becomes one diagnostic.
 pub fn parse_only(text: &str) -> Result<State, Diagnostic> {
     let mut de = serde_json::Deserializer::from_str(text);
     let state: State = serde_path_to_error::deserialize(&mut de).map_err(|err| {
@@ -99,7 +110,98 @@ pub fn parse_only(text: &str) -> Result<State, Diagnostic> {
     // Trailing characters after the document.
     de.end()
         .map_err(|err| serde_diagnostic(String::new(), &err))?;
+    check_unique_keys(text)?;
     Ok(state)
+}
+
+/// Refuses a key given twice in one object (maps keep only the last one, so
+/// `{"accounts": {"a": ..., "a": ...}}` would silently drop an account).
+fn check_unique_keys(text: &str) -> Result<(), Diagnostic> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, UniqueKeys>(&mut de) {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let mut pointer = to_pointer(err.path());
+            let inner = err.into_inner();
+            let full = inner.to_string();
+            let message = match full.rfind(" at line ") {
+                Some(i) => full[..i].to_string(),
+                None => full,
+            };
+            let key = message
+                .strip_prefix(DUPLICATE_KEY)
+                .unwrap_or(&message)
+                .to_string();
+            push_token(&mut pointer, &key);
+            Err(Diagnostic {
+                severity: Severity::Error,
+                pointer,
+                line: inner.line(),
+                // serde_json stops at the key's closing quote; point at its opening one.
+                column: inner.column().saturating_sub(key.len() + 1).max(1),
+                message: format!(
+                    "duplicate key {key:?}: the object already has a member of that name"
+                ),
+                hint: Some("keep one of them; tools disagree on which one counts".to_string()),
+            })
+        }
+    }
+}
+
+const DUPLICATE_KEY: &str = "duplicate key: ";
+
+/// Walks any JSON value and fails on the first object with a repeated key.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("{DUPLICATE_KEY}{key}")));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 /// Fills in line:column of diagnostics from their pointers.

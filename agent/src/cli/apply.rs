@@ -40,6 +40,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         no_rollback: args.no_rollback,
         confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
     };
+    if !args.dry_run {
+        crate::engine::state_dir::secure_existing(&global.state_dir)?;
+    }
     let ctx = args.target.context(global, options);
     let mut engine = Engine::standard();
     if !args.plugins.is_empty() {

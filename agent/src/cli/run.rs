@@ -40,6 +40,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    crate::engine::state_dir::secure_existing(&global.state_dir)?;
     let ctx = Arc::new(args.target.context(global, ApplyOptions::default()));
     let engine = Arc::new(Engine::standard());
     let first_boot = FirstBoot::new(&global.state_dir, &args.target.root);

@@ -20,11 +20,9 @@ fn ok(state_dir: &Path) -> PathBuf {
 
 /// Starts waiting for a confirmation; `what` is shown by `confirm`.
 pub fn begin(state_dir: &Path, what: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
+    super::state_dir::ensure(state_dir)?;
     let _ = std::fs::remove_file(ok(state_dir));
-    std::fs::write(pending(state_dir), what)
-        .with_context(|| format!("writing {}", pending(state_dir).display()))
+    super::state_dir::write(state_dir, PENDING_FILE, what.as_bytes())
 }
 
 /// Waits up to `timeout` for `confirm`; clears the handshake files either way.
@@ -54,7 +52,6 @@ pub fn confirm(state_dir: &Path) -> anyhow::Result<Option<String>> {
             return Err(e).with_context(|| format!("reading {}", pending(state_dir).display()))
         }
     };
-    std::fs::write(ok(state_dir), "ok\n")
-        .with_context(|| format!("writing {}", ok(state_dir).display()))?;
+    super::state_dir::write(state_dir, OK_FILE, b"ok\n")?;
     Ok(Some(what))
 }

@@ -119,6 +119,11 @@ impl Context {
         Ok(conn.clone())
     }
 
+    /// What the agent created ([`super::ownership`]), kept in the state dir.
+    pub fn ownership(&self) -> super::ownership::Ownership {
+        super::ownership::Ownership::new(&self.state_dir)
+    }
+
     /// `path` (absolute on the managed system) below [`Context::root`].
     pub fn host_path(&self, path: impl AsRef<Path>) -> PathBuf {
         let path = path.as_ref();

@@ -37,10 +37,12 @@ impl FirstBoot {
     }
 
     pub fn mark_done(&self) -> anyhow::Result<()> {
-        if let Some(dir) = self.marker.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(&self.marker, format!("{}\n", self.machine_id))
-            .with_context(|| format!("writing the first-boot marker {}", self.marker.display()))
+        let dir = self.marker.parent().unwrap_or(Path::new("."));
+        super::state_dir::write(
+            dir,
+            MARKER_FILE,
+            format!("{}\n", self.machine_id).as_bytes(),
+        )
+        .with_context(|| format!("writing the first-boot marker {}", self.marker.display()))
     }
 }

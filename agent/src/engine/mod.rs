@@ -6,13 +6,16 @@ pub mod confirm;
 pub mod context;
 pub mod desired;
 pub mod first_boot;
+pub mod ownership;
 pub mod plugin;
 pub mod report;
 pub mod run;
+pub mod secret;
+pub mod state_dir;
 pub mod status;
 
 pub use context::{ApplyOptions, Context, RetryPolicy};
-pub use desired::DesiredState;
+pub use desired::{DesiredState, InvalidState};
 pub use first_boot::FirstBoot;
 pub use plugin::{ActionResult, ActionView, DynPlugin, Plugin, PluginAction};
 pub use report::{ActionReport, PluginOutcome, PluginReport, RunReport};

@@ -56,6 +56,13 @@ pub trait Plugin: Send + Sync + 'static {
         ctx: &'a Context,
         actions: &'a [Self::Action],
     ) -> BoxFuture<'a, Vec<ActionResult>>;
+
+    /// Replaces every secret in `v` with its fingerprint
+    /// ([`super::secret::fingerprint`]); `v` is this plugin's current state,
+    /// one of its actions or an audit record's metadata, as JSON. The engine
+    /// calls it before anything leaves it (audit, `diff --json`, `query`,
+    /// D-Bus, `audit export`). Default: the plugin handles no secrets.
+    fn redact(&self, _v: &mut serde_json::Value) {}
 }
 
 /// An action with its type erased: what reports, `diff --json` and the audit log carry.
@@ -93,6 +100,18 @@ pub trait DynPlugin: Send + Sync {
         ctx: &'a Context,
         actions: &'a [ActionView],
     ) -> BoxFuture<'a, anyhow::Result<Vec<ActionResult>>>;
+    /// [`Plugin::redact`].
+    fn redact_json(&self, v: &mut serde_json::Value);
+}
+
+impl ActionView {
+    /// The view with `plugin`'s secrets in `detail` fingerprinted: what
+    /// leaves the engine. Only the unredacted view can be applied.
+    pub fn redacted(&self, plugin: &dyn DynPlugin) -> ActionView {
+        let mut out = self.clone();
+        plugin.redact_json(&mut out.detail);
+        out
+    }
 }
 
 fn view<A: PluginAction>(a: &A) -> anyhow::Result<ActionView> {
@@ -170,5 +189,9 @@ impl<P: Plugin> DynPlugin for P {
             Ok(results)
         }
         .boxed()
+    }
+
+    fn redact_json(&self, v: &mut serde_json::Value) {
+        Plugin::redact(self, v)
     }
 }

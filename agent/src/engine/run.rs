@@ -98,7 +98,8 @@ impl Engine {
             .map(|p| p.as_ref())
     }
 
-    /// Current state of what the state names, per plugin (only `only` if given).
+    /// Current state of what the state names, per plugin (only `only` if
+    /// given), secrets fingerprinted.
     pub async fn query(
         &self,
         ctx: &Context,
@@ -121,16 +122,18 @@ impl Engine {
             let Some(desired) = p.desired_json(&state.state)? else {
                 continue;
             };
-            let current = p
+            let mut current = p
                 .query_json(ctx, &desired)
                 .await
                 .with_context(|| format!("querying plugin '{}'", p.name()))?;
+            p.redact_json(&mut current);
             out.insert(p.name().to_string(), current);
         }
         Ok(out)
     }
 
-    /// The actions an apply would take, per plugin with a section in the state.
+    /// The actions an apply would take, per plugin with a section in the
+    /// state, secrets fingerprinted (for display; nothing applies these).
     pub async fn diff(
         &self,
         ctx: &Context,
@@ -145,7 +148,11 @@ impl Engine {
                 .query_json(ctx, &desired)
                 .await
                 .with_context(|| format!("querying plugin '{}'", p.name()))?;
-            let actions = p.diff_json(&current, &desired)?;
+            let actions = p
+                .diff_json(&current, &desired)?
+                .iter()
+                .map(|a| a.redacted(p.as_ref()))
+                .collect();
             out.push(PluginDiff {
                 plugin: p.name().to_string(),
                 actions,
@@ -217,7 +224,7 @@ impl<'a> AuditSink<'a> {
 
     fn record(
         &mut self,
-        plugin: &str,
+        plugin: &dyn DynPlugin,
         a: &ActionView,
         result: &str,
         repair: Option<&Repair<'_>>,
@@ -227,6 +234,7 @@ impl<'a> AuditSink<'a> {
                 format!("opening the audit log in {}", self.ctx.state_dir.display())
             })?);
         }
+        let a = &a.redacted(plugin);
         let (action, metadata) = match repair {
             Some(r) => (
                 "drift-repair".to_string(),
@@ -244,7 +252,7 @@ impl<'a> AuditSink<'a> {
         };
         let log = self.log.as_mut().context("audit log not open")?;
         log.append(NewEntry {
-            plugin: plugin.to_string(),
+            plugin: plugin.name().to_string(),
             action,
             resource: a.resource.clone(),
             result: result.to_string(),
@@ -348,7 +356,7 @@ async fn reconcile_inner(
                 Some(d) if result == "failed" => format!("failed: {d}"),
                 _ => result.clone(),
             };
-            audit.record(p.name(), a, &audit_result, repair)?;
+            audit.record(p, a, &audit_result, repair)?;
             report.actions.push(ActionReport {
                 action: a.action.clone(),
                 resource: a.resource.clone(),

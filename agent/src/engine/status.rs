@@ -83,15 +83,9 @@ impl Status {
         }
     }
 
-    /// Writes `<state-dir>/status.json` atomically (temp file + rename).
+    /// Writes `<state-dir>/status.json` atomically, 0600 (see [`super::state_dir`]).
     pub fn write(&self, state_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating the state dir {}", state_dir.display()))?;
-        let target = path(state_dir);
-        let tmp = state_dir.join(".status.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &target).with_context(|| format!("replacing {}", target.display()))
+        super::state_dir::write(state_dir, STATUS_FILE, &serde_json::to_vec_pretty(self)?)
     }
 
     /// Reads the status file; `None` when the agent has not written one yet.

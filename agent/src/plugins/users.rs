@@ -754,6 +754,11 @@ impl Plugin for UsersPlugin {
         "users"
     }
 
+    /// Password hashes (current accounts, create-user, set-password).
+    fn redact(&self, v: &mut serde_json::Value) {
+        crate::engine::secret::redact_keys(v, &["password_hash"]);
+    }
+
     fn desired(&self, state: &State) -> anyhow::Result<Option<Desired>> {
         Ok(state.plugins.users.clone())
     }

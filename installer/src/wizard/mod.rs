@@ -55,9 +55,9 @@ struct Base {
 }
 
 fn load_base(path: &Path) -> Result<Base> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file = path.display().to_string();
+    let text = opdbus_state::read_state_text(path)
+        .map_err(|e| anyhow::anyhow!("{}", opdbus_state::parse::read_line(&file, &e)))?;
     let state = opdbus_state::parse::parse_only(&text).map_err(|d| {
         anyhow::anyhow!(
             "{}\nfix the file (or start without --from) and run the wizard again",

@@ -58,6 +58,8 @@ pub async fn apply_one(
             ovsdb::vswitch::delete_port(&c, bridge, port)
                 .await
                 .with_context(|| format!("deleting OVS port {port} from {bridge}"))?;
+            ctx.ownership()
+                .forget(super::PLUGIN, super::OVS_PORT, &format!("{bridge}/{port}"))?;
             Ok(None)
         }
         NetAction::DeleteOvsBridge { name, ovsdb } => {
@@ -65,12 +67,23 @@ pub async fn apply_one(
             ovsdb::vswitch::delete_bridge(&c, name)
                 .await
                 .with_context(|| format!("deleting OVS bridge {name}"))?;
+            let reg = ctx.ownership();
+            reg.forget(super::PLUGIN, super::OVS_BRIDGE, name)?;
+            reg.forget_under(super::PLUGIN, super::OVS_PORT, &format!("{name}/"))?;
             Ok(None)
         }
-        NetAction::DeleteLink { name } => match nl.delete_link(name).await {
-            Err(e) if e.is_missing() => Ok(Some("already gone".into())),
-            r => r.map(|_| None).map_err(Into::into),
-        },
+        NetAction::DeleteLink { name } => {
+            // Deleting one end of a veth pair deletes the other.
+            let peer = nl.link(name).await?.and_then(|l| l.veth_peer);
+            let note = match nl.delete_link(name).await {
+                Err(e) if e.is_missing() => Some("already gone".into()),
+                r => r.map(|_| None)?,
+            };
+            for link in std::iter::once(name).chain(peer.as_ref()) {
+                ctx.ownership().forget(super::PLUGIN, super::LINK, link)?;
+            }
+            Ok(note)
+        }
         NetAction::CreateLink { name, kind } => {
             match kind {
                 CreateKind::Bridge => nl.create_bridge(name).await,
@@ -82,6 +95,16 @@ pub async fn apply_one(
                 CreateKind::Veth { peer } => nl.create_veth(name, peer).await,
                 CreateKind::Dummy => nl.create_dummy(name).await,
             }?;
+            let mut made = vec![name.as_str()];
+            if let CreateKind::Veth { peer } = kind {
+                made.push(peer.as_str());
+            }
+            for link in made {
+                let index = nl.index_of("recording a created link", link).await?;
+                ctx.ownership()
+                    .record(super::PLUGIN, super::LINK, link, Some(index))
+                    .with_context(|| format!("recording that op-dbus created link {link}"))?;
+            }
             Ok(None)
         }
         NetAction::SetMtu { link, mtu } => Ok(nl.set_mtu(link, *mtu).await.map(|_| None)?),
@@ -107,6 +130,20 @@ pub async fn apply_one(
             let report = ovsdb::vswitch::ensure_bridge(&c, &spec)
                 .await
                 .with_context(|| format!("creating OVS bridge {name} in {addr}"))?;
+            let reg = ctx.ownership();
+            if report.created_bridge {
+                reg.record(super::PLUGIN, super::OVS_BRIDGE, name, None)
+                    .with_context(|| format!("recording that op-dbus created OVS bridge {name}"))?;
+            }
+            for port in &report.added_ports {
+                reg.record(
+                    super::PLUGIN,
+                    super::OVS_PORT,
+                    &format!("{name}/{port}"),
+                    None,
+                )
+                .with_context(|| format!("recording that op-dbus added port {port} to {name}"))?;
+            }
             ovsdb::vswitch::sync_vswitchd(&c, None)
                 .await
                 .context("bumping next_cfg for ovs-vswitchd")?;

@@ -372,11 +372,8 @@ impl Checkpoint {
 
     /// Keeps this checkpoint in `<state-dir>` while a change waits for `confirm`.
     pub fn save_pending(&self, state_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-        let path = Self::pending_path(state_dir);
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        crate::engine::state_dir::write(state_dir, PENDING_FILE, text.as_bytes())
     }
 
     pub fn load_pending(state_dir: &Path) -> anyhow::Result<Option<Self>> {

@@ -10,7 +10,8 @@ use super::model::{
 use crate::netlink::{LinkKind, RouteSpec};
 use crate::ovsdb::PortKind;
 
-/// Link kinds `prune` may delete (the ones the agent creates).
+/// Link kinds `prune` may delete (the ones the agent creates), and then only
+/// links the ownership registry says it created.
 const PRUNABLE: [LinkKind; 5] = [
     LinkKind::Bridge,
     LinkKind::Bond,
@@ -34,6 +35,47 @@ fn create_kind(k: &WantKind) -> Option<CreateKind> {
         WantKind::Dummy => CreateKind::Dummy,
         WantKind::Existing | WantKind::OvsBridge { .. } => return None,
     })
+}
+
+/// Links `prune` leaves alone because the agent did not create them (kinds
+/// it could delete, named nowhere in the state).
+pub fn not_owned(current: &Current, desired: &Desired) -> Vec<String> {
+    if !desired.prune {
+        return Vec::new();
+    }
+    let is_named = |n: &str| desired.link(n).is_some();
+    let mut out: Vec<String> = current
+        .links
+        .iter()
+        .filter(|c| {
+            PRUNABLE.contains(&c.kind)
+                && !is_named(&c.name)
+                && !c.veth_peer.as_deref().is_some_and(is_named)
+                && !current.owns(c)
+        })
+        .map(|c| format!("link {}", c.name))
+        .collect();
+    for b in current.ovs.iter().flatten() {
+        match desired.link(&b.name) {
+            None if !current.owns_ovs_bridge(&b.name) => {
+                out.push(format!("OVS bridge {}", b.name));
+            }
+            None => {}
+            Some(l) => {
+                let WantKind::OvsBridge { ports } = &l.kind else {
+                    continue;
+                };
+                for p in &b.ports {
+                    if !ports.iter().any(|w| w.name == p.name)
+                        && !current.owns_ovs_port(&b.name, &p.name)
+                    {
+                        out.push(format!("OVS port {}/{}", b.name, p.name));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Creation rank: leaves first, then bonds, VLANs, bridges.
@@ -172,7 +214,12 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                 .veth_peer
                 .as_deref()
                 .is_some_and(|p| delete.iter().any(|d| d.name == p));
-            if PRUNABLE.contains(&c.kind) && !is_named(&c.name) && !peer_named && !peer_going {
+            if PRUNABLE.contains(&c.kind)
+                && !is_named(&c.name)
+                && !peer_named
+                && !peer_going
+                && current.owns(c)
+            {
                 delete.push(c);
             }
         }
@@ -238,11 +285,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                     ovs_ensure.push((l.name.clone(), ports.clone()));
                 }
                 if desired.prune {
-                    for p in b
-                        .ports
-                        .iter()
-                        .filter(|p| !ports.iter().any(|w| w.name == p.name))
-                    {
+                    for p in b.ports.iter().filter(|p| {
+                        !ports.iter().any(|w| w.name == p.name)
+                            && current.owns_ovs_port(&l.name, &p.name)
+                    }) {
                         out.push(NetAction::DeleteOvsPort {
                             bridge: l.name.clone(),
                             port: p.name.clone(),
@@ -254,7 +300,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
         }
     }
     if desired.prune {
-        for b in ovs_now.iter().filter(|b| desired.link(&b.name).is_none()) {
+        for b in ovs_now
+            .iter()
+            .filter(|b| desired.link(&b.name).is_none() && current.owns_ovs_bridge(&b.name))
+        {
             out.push(NetAction::DeleteOvsBridge {
                 name: b.name.clone(),
                 ovsdb: desired.ovsdb.clone(),

@@ -24,6 +24,14 @@ use opdbus_state::State;
 pub use apply::rollback_pending;
 pub use model::{Current, Desired, NetAction};
 
+/// Plugin name and kind under which created links are recorded in the
+/// ownership registry.
+pub const PLUGIN: &str = "network";
+pub const LINK: &str = "link";
+pub const OVS_BRIDGE: &str = "ovs-bridge";
+/// Id `BRIDGE/PORT`.
+pub const OVS_PORT: &str = "ovs-port";
+
 /// The `network` plugin (state sections `plugins.network` and `plugins.net`).
 #[derive(Default)]
 pub struct NetworkPlugin {
@@ -81,6 +89,9 @@ impl Plugin for NetworkPlugin {
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<NetAction> {
+        for what in diff::not_owned(current, desired) {
+            tracing::info!("prune: {what} is not owned (op-dbus did not create it), left alone");
+        }
         diff::diff(current, desired)
     }
 

@@ -150,6 +150,9 @@ impl Desired {
 pub struct LinkNow {
     pub name: String,
     pub kind: LinkKind,
+    /// ifindex (tells a link the agent created from a later one of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
     #[serde(default = "yes")]
     pub up: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +176,7 @@ impl From<&crate::netlink::LinkInfo> for LinkNow {
         LinkNow {
             name: l.name.clone(),
             kind: l.kind.clone(),
+            index: Some(l.index),
             up: l.up,
             mtu: l.mtu,
             master: l.master.clone(),
@@ -255,11 +259,43 @@ pub struct Current {
     /// Our networkd drop-ins (`10-opdbus-<link>.network`) keyed by link.
     #[serde(default)]
     pub networkd: BTreeMap<String, String>,
+    /// Links the agent created (the ownership registry): `prune` deletes
+    /// only these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_links: Vec<crate::engine::ownership::Owned>,
+    /// OVS bridges and ports (`BRIDGE/PORT`) the agent created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_ovs: Vec<crate::engine::ownership::Owned>,
 }
 
 impl Current {
     pub fn link(&self, name: &str) -> Option<&LinkNow> {
         self.links.iter().find(|l| l.name == name)
+    }
+
+    /// Whether the agent created the OVS bridge `name`.
+    pub fn owns_ovs_bridge(&self, name: &str) -> bool {
+        self.owned_ovs
+            .iter()
+            .any(|o| o.kind == super::OVS_BRIDGE && o.id == name)
+    }
+
+    /// Whether the agent added `port` to the OVS bridge `bridge`.
+    pub fn owns_ovs_port(&self, bridge: &str, port: &str) -> bool {
+        let id = format!("{bridge}/{port}");
+        self.owned_ovs
+            .iter()
+            .any(|o| o.kind == super::OVS_PORT && o.id == id)
+    }
+
+    /// Whether the agent created `l` (a veth counts when either end was recorded).
+    pub fn owns(&self, l: &LinkNow) -> bool {
+        let mine = |n: &LinkNow| self.owned_links.iter().any(|o| o.is(&n.name, n.index));
+        mine(l)
+            || l.veth_peer
+                .as_deref()
+                .and_then(|p| self.link(p))
+                .is_some_and(mine)
     }
 }
 

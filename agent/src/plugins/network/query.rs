@@ -122,5 +122,14 @@ pub async fn read_current(ctx: &Context, nl: &Netlink, probe: &Probe) -> anyhow:
         dns,
         interfaces_file,
         networkd: dns::read_networkd(&ctx.root)?,
+        owned_links: ctx.ownership().owned(super::PLUGIN, super::LINK)?,
+        owned_ovs: if probe.ovsdb.is_some() {
+            let reg = ctx.ownership();
+            let mut v = reg.owned(super::PLUGIN, super::OVS_BRIDGE)?;
+            v.extend(reg.owned(super::PLUGIN, super::OVS_PORT)?);
+            v
+        } else {
+            Vec::new()
+        },
     })
 }

@@ -20,10 +20,6 @@ pub use parse::{load, parse_str, Failure, Loaded};
 pub use read::{read_state_text, ReadError, MAX_STATE_BYTES};
 pub use validate::validate;
 
-/// The largest state file any entry point reads (local or remote): a
-/// state.json is a few KiB; this leaves room and bounds memory.
-pub const MAX_STATE_BYTES: u64 = 4 << 20;
-
 /// The JSON Schema of state.json, generated from the model types.
 pub fn schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(State)).unwrap_or_default()

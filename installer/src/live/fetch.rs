@@ -187,30 +187,29 @@ pub fn check_sha256(bytes: &[u8], expected: &str, source_name: &str) -> Result<(
     }
 }
 
-/// Reads a regular file of at most `MAX_STATE_BYTES`. Opened non-blocking,
-/// so a FIFO is refused instead of waited on.
+/// Reads a state file through the state crate's reader: a regular file of
+/// at most `MAX_STATE_BYTES`, opened non-blocking so a FIFO is refused
+/// instead of waited on.
 fn read_file(path: &Path) -> Result<Vec<u8>, FetchError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| FetchError::Read {
+    use opdbus_state::ReadError;
+    let read = |source| FetchError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(err)?;
-    if !file.metadata().map_err(err)?.is_file() {
-        return Err(FetchError::NotRegular {
+    match opdbus_state::read_state_text(path) {
+        Ok(text) => Ok(text.into_bytes()),
+        Err(ReadError::NotRegular(_)) => Err(FetchError::NotRegular {
             path: path.to_path_buf(),
-        });
-    }
-    read_capped(file).map_err(|e| match e {
-        Capped::TooLarge => FetchError::TooLarge {
+        }),
+        Err(ReadError::TooLarge { .. }) => Err(FetchError::TooLarge {
             source_name: path.display().to_string(),
-        },
-        Capped::Io(source) => err(source),
-    })
+        }),
+        Err(ReadError::Open(e) | ReadError::Io(e)) => Err(read(e)),
+        Err(e @ ReadError::NotUtf8(_)) => Err(read(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.to_string(),
+        ))),
+    }
 }
 
 enum Capped {

@@ -50,9 +50,11 @@ fn refused(dir: &Path, case: &Case, expect: &[&str]) {
 fn good(dir: &Path) -> Case {
     let payload = dir.join("base.tar.zst");
     std::fs::write(&payload, b"not really zstd").unwrap();
+    // Its real digest: the checksum holds, the contents are what is wrong.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"not really zstd"));
     std::fs::write(
         dir.join("base.tar.zst.sha256"),
-        format!("{}  base.tar.zst\n", "ab".repeat(32)),
+        format!("{digest}  base.tar.zst\n"),
     )
     .unwrap();
     let agent = dir.join("op-dbus-agent");
@@ -119,8 +121,12 @@ fn missing_agent_and_templates_are_noticed_before_the_disk() {
 fn a_payload_that_cannot_boot_is_noticed_before_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = good(dir.path());
-    // Not a zstd stream (its checksum file is well formed).
+    // Not a zstd stream (its checksum holds).
     refused(dir.path(), &c, &["listing payload", "zstd-compressed tar"]);
+    // A flipped byte: named as corrupt by its digest, before any listing.
+    std::fs::write(&c.payload, b"not really zstD").unwrap();
+    refused(dir.path(), &c, &["is corrupt: sha256 is"]);
+    std::fs::write(&c.payload, b"not really zstd").unwrap();
     let tree = base_tree(dir.path());
     std::fs::remove_file(tree.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi")).unwrap();
     c.payload = payload(dir.path(), "no-efi.tar.zst", &tree);

@@ -230,16 +230,7 @@ fn populate(
             payload::build_payload(&spec, &out, cache.as_deref())?.path
         }
     };
-    let expected = match bootstrap
-        .and_then(|b| b.payload.as_ref())
-        .and_then(|p| p.sha256.clone())
-    {
-        Some(sha) => ExpectedSha256::Value {
-            sha256: sha,
-            origin: "bootstrap.payload.sha256 in the state".into(),
-        },
-        None => ExpectedSha256::Sidecar,
-    };
+    let expected = expected_sha256(state);
     let ex = payload::extract_payload(&payload_path, &expected, root.dir(), !opts.json_progress)?;
     progress.note(&format!(
         "{} entries, {} MB in {:.1} s, sha256 {}",
@@ -523,4 +514,21 @@ pub fn wipe_targets(targets: &TargetMap) -> Result<()> {
             .with_context(|| format!("syncing {}", t.display()))?;
     }
     Ok(())
+}
+
+/// The digest the payload must have: the state's pin, else the `.sha256`
+/// file next to the payload.
+pub(crate) fn expected_sha256(state: &State) -> ExpectedSha256 {
+    match state
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.payload.as_ref())
+        .and_then(|p| p.sha256.clone())
+    {
+        Some(sha) => ExpectedSha256::Value {
+            sha256: sha,
+            origin: "bootstrap.payload.sha256 in the state".into(),
+        },
+        None => ExpectedSha256::Sidecar,
+    }
 }

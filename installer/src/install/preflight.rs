@@ -97,6 +97,10 @@ pub fn preflight(state: &State, source: &BaseSource, opts: &InstallOptions) -> R
         )?;
     }
     if let BaseSource::Payload(p) = source {
+        // The digest first: a corrupt payload is named as such, and nothing
+        // is listed or written from bytes that were not the ones built.
+        payload::extract::verify_file(p, &super::expected_sha256(state))?;
+        crate::interrupt::check()?;
         payload_has_what_boots(state, p)?;
     }
     Ok(())

@@ -260,18 +260,7 @@ pub fn extract_payload_with(
     limits: &ExtractLimits,
 ) -> Result<ExtractReport, ExtractError> {
     let start = Instant::now();
-    let (expected, origin) = match expected {
-        ExpectedSha256::Sidecar => (
-            read_sidecar(payload)?,
-            sidecar_path(payload).display().to_string(),
-        ),
-        ExpectedSha256::Value { sha256, origin } => (
-            parse_sha256sum(sha256).ok_or_else(|| ExtractError::ChecksumFormat {
-                origin: origin.clone(),
-            })?,
-            origin.clone(),
-        ),
-    };
+    let (expected, origin) = resolve_expected(payload, expected)?;
     let read_err = |source| ExtractError::Read {
         path: payload.to_path_buf(),
         source,
@@ -426,6 +415,55 @@ pub fn extract_payload_with(
     };
     tracing::debug!(?report, payload = %payload.display(), "payload extracted");
     Ok(report)
+}
+
+/// The digest a payload must have, and where it was read from.
+fn resolve_expected(
+    payload: &Path,
+    expected: &ExpectedSha256,
+) -> Result<(String, String), ExtractError> {
+    Ok(match expected {
+        ExpectedSha256::Sidecar => (
+            read_sidecar(payload)?,
+            sidecar_path(payload).display().to_string(),
+        ),
+        ExpectedSha256::Value { sha256, origin } => (
+            parse_sha256sum(sha256).ok_or_else(|| ExtractError::ChecksumFormat {
+                origin: origin.clone(),
+            })?,
+            origin.clone(),
+        ),
+    })
+}
+
+/// Checks a payload file against its digest without writing anything: the
+/// install's pre-flight, so a corrupt payload is refused before the disk is
+/// partitioned. A payload that is not a regular file (a pipe) can only be
+/// checked while it is extracted, at its end.
+pub fn verify_file(payload: &Path, expected: &ExpectedSha256) -> Result<(), ExtractError> {
+    let (expected, origin) = resolve_expected(payload, expected)?;
+    let mut file = File::open(payload).map_err(|source| ExtractError::Open {
+        path: payload.to_path_buf(),
+        source,
+    })?;
+    let read_err = |source| ExtractError::Read {
+        path: payload.to_path_buf(),
+        source,
+    };
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Ok(());
+    }
+    let actual = hash_to_end(&mut file).map_err(read_err)?;
+    if actual != expected {
+        return Err(ExtractError::Corrupt {
+            payload: payload.to_path_buf(),
+            actual,
+            expected,
+            origin,
+            written: false,
+        });
+    }
+    Ok(())
 }
 
 fn hash_to_end(file: &mut File) -> io::Result<String> {

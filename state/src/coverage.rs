@@ -12,7 +12,7 @@ use crate::diag::push_token;
 use crate::State;
 
 /// Who applies a part of the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum By {
     /// `op-dbus-install` (disk, base system, boot loader, identity files).
     Installer,

@@ -302,8 +302,8 @@ pub const TABLE: &[Part] = &[
     applied_if("/plugins/opdbus/audit/enabled", "storage", is_true, "the agent always records to its audit chain; remove audit.enabled"),
     applied_if("/plugins/opdbus/audit/database", "storage", default_audit_db, "the agent keeps its audit chain in <state-dir>/@timing/blockchain.db; remove audit.database"),
     installer("/plugins/opdbus/templates/*"),
-    not_yet("/plugins/opdbus/templates/*/suite", "storage", "the installer creates the template's subvolume empty; fill it with `op-dbus-agent template create`"),
-    not_yet("/plugins/opdbus/templates/*/packages", "storage", "the installer creates the template's subvolume empty; fill it with `op-dbus-agent template create`"),
+    not_yet("/plugins/opdbus/templates/*/suite", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
+    not_yet("/plugins/opdbus/templates/*/packages", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
     not_yet("/plugins/opdbus/templates/*/netmaker", "storage", "no Netmaker enrollment is built into templates yet"),
     // Sections no plugin of this version applies.
     not_yet("/plugins/firewall", "firewall", "no firewall plugin exists yet: the host's firewall rules and policies are left as they are"),

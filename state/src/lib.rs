@@ -4,6 +4,7 @@
 //! [`read`]).
 
 pub mod check;
+pub mod coverage;
 pub mod diag;
 pub mod model;
 pub mod normalize;

@@ -1,5 +1,7 @@
-//! `op-dbus-agent apply STATE [--dry-run] [--no-rollback] [--confirm-timeout N]`:
-//! applies, verifies and records to the audit chain; exit 1 when a plugin failed.
+//! `op-dbus-agent apply STATE [--dry-run] [--no-rollback] [--confirm-timeout N]
+//! [--allow-unapplied]`: applies, verifies and records to the audit chain;
+//! exit 1 when a plugin failed, 3 when parts of the state are not applied by
+//! this version (0 with `--allow-unapplied`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ pub struct Args {
     /// Print the run report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 even when the state sets parts this version does not apply
+    /// (they are still listed under "not applied").
+    #[arg(long)]
+    pub allow_unapplied: bool,
     /// Apply only these plugins (repeatable), e.g. `--plugin users --root /mnt`
     /// as the installer does before first boot.
     #[arg(long = "plugin", value_name = "P")]
@@ -39,6 +45,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         no_rollback: args.no_rollback,
         confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
+        allow_unapplied: args.allow_unapplied,
     };
     if !args.dry_run {
         crate::engine::state_dir::secure_existing(&global.state_dir)?;
@@ -54,11 +61,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_report(&report);
     }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 /// Human summary: one line per action, one per plugin, failures last.
@@ -76,7 +79,27 @@ pub fn print_report(report: &RunReport) {
             println!("{:<9} {:?} in {} ms", p.plugin, p.outcome, p.duration_ms);
         }
     }
+    print_not_applied(&report.not_applied_lines());
     for f in report.failures() {
         eprintln!("op-dbus-agent: {f}");
+    }
+    if !report.any_failed() && !report.ok {
+        eprintln!(
+            "op-dbus-agent: {} part(s) of the state not applied by this version (exit {}); \
+             remove them from the state, or pass --allow-unapplied to accept them",
+            report.not_applied.len(),
+            crate::engine::EXIT_NOT_APPLIED
+        );
+    }
+}
+
+/// The "not applied:" block of `diff` and `apply`, one pointer a line.
+pub fn print_not_applied(lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    println!("not applied:");
+    for l in lines {
+        println!("  {l}");
     }
 }

@@ -1,4 +1,5 @@
-//! `op-dbus-agent diff STATE [--json]`: the actions an apply would take.
+//! `op-dbus-agent diff STATE [--json]`: the actions an apply would take, and
+//! the parts of the state this version would not apply ("not applied").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,9 +22,12 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let state = DesiredState::load(&args.state)?;
     let ctx = args.target.context(global, ApplyOptions::default());
-    let diffs = runtime()?.block_on(Engine::standard().diff(&ctx, &state))?;
+    let engine = Engine::standard();
+    let diffs = runtime()?.block_on(engine.diff(&ctx, &state))?;
+    let not_applied = engine.not_applied(&state.state);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&diffs)?);
+        let out = serde_json::json!({ "plugins": diffs, "not_applied": not_applied });
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let total: usize = diffs.iter().map(|d| d.actions.len()).sum();
@@ -32,6 +36,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             println!("{:<9} {}", d.plugin, a);
         }
     }
-    println!("{total} action(s)");
+    let lines: Vec<String> = not_applied.iter().map(ToString::to_string).collect();
+    super::apply::print_not_applied(&lines);
+    println!("{total} action(s), {} part(s) not applied", lines.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! `op-dbus-agent run [--state FILE]`: the first reconcile once per
 //! installation (first-boot marker tied to /etc/machine-id), the status file,
-//! then resident: `org.opdbus` on the system bus and drift repair.
+//! then resident: `org.opdbus` on the system bus and drift repair. Exit 1
+//! when a plugin failed, 3 when parts of the state are not applied by this
+//! version (0 with `--allow-unapplied`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,9 @@ pub struct Args {
     /// Minimum seconds between two repairs of the same unit.
     #[arg(long, default_value_t = 5)]
     pub drift_interval: u64,
+    /// Exit 0 even when the state sets parts this version does not apply.
+    #[arg(long)]
+    pub allow_unapplied: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -41,28 +46,33 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     crate::engine::state_dir::secure_existing(&global.state_dir)?;
-    let ctx = Arc::new(args.target.context(global, ApplyOptions::default()));
+    let options = ApplyOptions {
+        allow_unapplied: args.allow_unapplied,
+        ..ApplyOptions::default()
+    };
+    let ctx = Arc::new(args.target.context(global, options));
     let engine = Arc::new(Engine::standard());
     let first_boot = FirstBoot::new(&global.state_dir, &args.target.root);
     let rt = runtime()?;
-    let mut code = ExitCode::SUCCESS;
     // A network change that was waiting for `confirm` when the agent (or the
     // machine) went down is rolled back before anything else.
     if let Some(msg) = rt.block_on(crate::plugins::network::rollback_pending(&ctx))? {
         tracing::warn!("{msg}");
     }
-    if args.force || !first_boot.is_done() {
+    let code = if args.force || !first_boot.is_done() {
         tracing::info!(state = %args.state.display(), "first reconcile");
         Status::running(Some(state.hash.clone())).write(&global.state_dir)?;
         let report = rt.block_on(engine.apply(&ctx, &state));
-        let ok = report.ok;
+        let exit = report.exit_code();
         super::apply::print_report(&report);
+        // Parts this version does not apply do not make the reconcile run
+        // again at the next boot: it would not apply them either.
+        let failed = report.any_failed();
         Status::finished(report).write(&global.state_dir)?;
-        if ok {
+        if !failed {
             first_boot.mark_done()?;
-        } else {
-            code = ExitCode::from(1);
         }
+        ExitCode::from(exit)
     } else {
         tracing::info!(marker = %first_boot.marker_path().display(), "first reconcile already ran for this installation");
         // Links, addresses, routes and OVS ports made over netlink do not
@@ -71,10 +81,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         boot.retain(&["network".to_string()])?;
         let report = rt.block_on(boot.apply(&ctx, &state));
         super::apply::print_report(&report);
-        if !report.ok {
-            code = ExitCode::from(1);
-        }
-    }
+        ExitCode::from(report.exit_code())
+    };
     if args.once {
         return Ok(code);
     }

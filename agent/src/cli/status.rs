@@ -1,5 +1,6 @@
 //! `op-dbus-agent status [--wait]`: exit 0 done, 1 failed, 2 still running (or
-//! not started), like `cloud-init status --wait`. `--result-line` prints the
+//! not started), 3 done but parts of the state were not applied by this
+//! version (without `--allow-unapplied`), like `cloud-init status --wait`. `--result-line` prints the
 //! `OPDBUS-RESULT {json}` line the serial-console unit shows.
 
 use std::io::Write;
@@ -64,10 +65,21 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 for e in &s.errors {
                     println!("  {e}");
                 }
+                if !s.not_applied.is_empty() {
+                    println!("not applied:");
+                    for u in &s.not_applied {
+                        println!("  {u}");
+                    }
+                }
             }
         }
     }
+    let unapplied = status
+        .as_ref()
+        .and_then(|s| s.report.as_ref())
+        .is_some_and(|r| !r.ok);
     Ok(match status.map(|s| s.status) {
+        Some(Phase::Done) if unapplied => ExitCode::from(crate::engine::EXIT_NOT_APPLIED),
         Some(Phase::Done) => ExitCode::SUCCESS,
         Some(Phase::Failed) => ExitCode::from(1),
         Some(Phase::Running) | None => ExitCode::from(2),

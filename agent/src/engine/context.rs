@@ -17,6 +17,9 @@ pub struct ApplyOptions {
     pub no_rollback: bool,
     /// Keep a change only if `confirm` is called within this time (network plugin).
     pub confirm_timeout: Option<Duration>,
+    /// Parts of the state this version does not apply are accepted: the run
+    /// still lists them but is `ok` (`--allow-unapplied`).
+    pub allow_unapplied: bool,
 }
 
 /// How often apply+verify is tried before a plugin fails, and the pause

@@ -1,7 +1,12 @@
 //! Results of a reconcile: per plugin, per action, with the resource named,
 //! serializable for the status file, `apply --json` and the OPDBUS-RESULT line.
 
+use opdbus_state::coverage::Unapplied;
 use serde::{Deserialize, Serialize};
+
+/// Exit status of `apply`, `run` and `status` when the state sets parts this
+/// version does not apply (and `--allow-unapplied` was not given).
+pub const EXIT_NOT_APPLIED: u8 = 3;
 
 /// How one plugin's reconcile ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,13 +62,44 @@ impl PluginReport {
 /// A whole run: every registered plugin in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
+    /// No plugin failed, and everything the state names was applied or
+    /// already matched (or `--allow-unapplied` accepted what was not).
     pub ok: bool,
     pub state_hash: String,
     pub plugins: Vec<PluginReport>,
+    /// Parts of the state this version does not apply (see
+    /// `opdbus_state::coverage`), whether or not they were accepted.
+    #[serde(default)]
+    pub not_applied: Vec<Unapplied>,
+    /// `--allow-unapplied` was given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unapplied: bool,
     pub duration_ms: u64,
 }
 
 impl RunReport {
+    /// Some plugin failed (`ok` may also be false for unapplied parts).
+    pub fn any_failed(&self) -> bool {
+        self.plugins.iter().any(PluginReport::failed)
+    }
+
+    /// 0 everything applied or matched; 1 a plugin failed; 3
+    /// ([`EXIT_NOT_APPLIED`]) parts of the state were not applied.
+    pub fn exit_code(&self) -> u8 {
+        if self.any_failed() {
+            1
+        } else if !self.ok {
+            EXIT_NOT_APPLIED
+        } else {
+            0
+        }
+    }
+
+    /// "/plugins/firewall: not applied by this version of op-dbus; ..." lines.
+    pub fn not_applied_lines(&self) -> Vec<String> {
+        self.not_applied.iter().map(ToString::to_string).collect()
+    }
+
     /// "plugin 'users' failed on user:admin: ..." lines, one per failed plugin.
     pub fn failures(&self) -> Vec<String> {
         self.plugins

@@ -12,6 +12,7 @@ use super::plugin::{ActionView, DynPlugin, Plugin};
 use super::report::{ActionReport, PluginOutcome, PluginReport, RunReport};
 use super::{Context, DesiredState, ORDER};
 use crate::audit::{AuditLog, NewEntry};
+use opdbus_state::coverage::Unapplied;
 
 /// The actions one plugin would take.
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +32,8 @@ pub struct Repair<'a> {
 #[derive(Default)]
 pub struct Engine {
     plugins: Vec<Box<dyn DynPlugin>>,
+    /// Set by [`Engine::retain`]: only these plugins' unapplied parts count.
+    retained: Option<Vec<String>>,
 }
 
 fn rank(name: &str) -> usize {
@@ -83,7 +86,20 @@ impl Engine {
             );
         }
         self.plugins.retain(|p| names.iter().any(|n| n == p.name()));
+        self.retained = Some(names.to_vec());
         Ok(())
+    }
+
+    /// The parts of `state` this version does not apply
+    /// (`opdbus_state::coverage`); after [`Engine::retain`] only those in
+    /// the retained plugins' sections (`apply --plugin users` is not about
+    /// the firewall).
+    pub fn not_applied(&self, state: &opdbus_state::State) -> Vec<Unapplied> {
+        let mut out = opdbus_state::coverage::unapplied(state);
+        if let Some(names) = &self.retained {
+            out.retain(|u| names.contains(&u.plugin));
+        }
+        out
     }
 
     /// Names in run order.
@@ -162,7 +178,8 @@ impl Engine {
     }
 
     /// Reconciles every plugin in order. A failing plugin is reported and the
-    /// later ones still run; `report.ok` is false if any failed. With
+    /// later ones still run; `report.ok` is false if any failed or a part
+    /// of the state is not applied (unless allowed). With
     /// `ctx.options.dry_run` actions are only planned.
     pub async fn apply(&self, ctx: &Context, state: &DesiredState) -> RunReport {
         let started = Instant::now();
@@ -180,10 +197,18 @@ impl Engine {
             }
             plugins.push(report);
         }
+        let not_applied = self.not_applied(&state.state);
+        for u in &not_applied {
+            tracing::warn!("{u}");
+        }
+        let allow_unapplied = ctx.options.allow_unapplied;
         RunReport {
-            ok: !plugins.iter().any(PluginReport::failed),
+            ok: !plugins.iter().any(PluginReport::failed)
+                && (allow_unapplied || not_applied.is_empty()),
             state_hash: state.hash.clone(),
             plugins,
+            not_applied,
+            allow_unapplied,
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::RunReport;
+use opdbus_state::coverage::Unapplied;
 
 pub const STATUS_FILE: &str = "status.json";
 
@@ -33,6 +34,10 @@ pub struct Status {
     /// Failure lines (plugin and resource) or a fatal error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Parts of the state this version does not apply, by JSON pointer
+    /// (also in `report`); `status` exits 3 for them unless they were allowed.
+    #[serde(default)]
+    pub not_applied: Vec<Unapplied>,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -52,21 +57,23 @@ impl Status {
             state_hash,
             report: None,
             errors: Vec::new(),
+            not_applied: Vec::new(),
         }
     }
 
     /// `done` or `failed` from a finished run.
     pub fn finished(report: RunReport) -> Self {
         Self {
-            status: if report.ok {
-                Phase::Done
-            } else {
+            status: if report.any_failed() {
                 Phase::Failed
+            } else {
+                Phase::Done
             },
             updated: now(),
             pid: None,
             state_hash: Some(report.state_hash.clone()),
             errors: report.failures(),
+            not_applied: report.not_applied.clone(),
             report: Some(report),
         }
     }
@@ -80,6 +87,7 @@ impl Status {
             state_hash: None,
             report: None,
             errors: vec![error],
+            not_applied: Vec::new(),
         }
     }
 

@@ -40,6 +40,10 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
             }
         }
     }
+    // Last: what the checks above accept but this version does not apply.
+    for u in crate::coverage::unapplied(state) {
+        cx.warn(u.pointer, crate::coverage::NOT_APPLIED, u.why);
+    }
     cx.out
 }
 

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use opdbus_agent::cli::{self, Cli};
+use opdbus_common::logging::Chain;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,7 +12,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("op-dbus-agent: error: {err:#}");
+            eprintln!("op-dbus-agent: error: {}", Chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

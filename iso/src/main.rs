@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use opdbus_common::logging::Chain;
 use opdbus_iso::cli::{self, Cli};
 
 fn main() -> ExitCode {
@@ -11,7 +12,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("op-dbus-iso: error: {err:#}");
+            eprintln!("op-dbus-iso: error: {}", Chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

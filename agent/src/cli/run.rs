@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use opdbus_common::logging::Chain;
 
 use super::query::{runtime, TargetArgs, DEFAULT_STATE};
 use super::Global;
@@ -41,7 +42,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let state = match DesiredState::load(&args.state) {
         Ok(s) => s,
         Err(e) => {
-            Status::fatal(format!("{e:#}")).write(&global.state_dir)?;
+            Status::fatal(Chain(e.as_ref()).to_string()).write(&global.state_dir)?;
             return Err(e);
         }
     };

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use opdbus_common::logging::Chain;
 use opdbus_common::Task;
 use opdbus_state::model::AfterInstall;
 
@@ -47,7 +48,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match run_inner(&args) {
         Ok(code) => Ok(code),
         Err(err) => {
-            say(&format!("OPDBUS-LIVE: auto install failed: {err:#}"));
+            say(&format!(
+                "OPDBUS-LIVE: auto install failed: {}",
+                Chain(err.as_ref())
+            ));
             say("OPDBUS-LIVE: nothing was written to disk unless stated above; a root shell is on tty1 and the serial console");
             Err(err)
         }

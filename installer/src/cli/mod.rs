@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use opdbus_common::logging::Chain;
 
 pub mod auto;
 pub mod disk;
@@ -78,9 +79,9 @@ fn interruptible(run: impl FnOnce() -> anyhow::Result<ExitCode>) -> anyhow::Resu
                 .downcast_ref::<crate::interrupt::Interrupted>()
                 .is_some()
             {
-                eprintln!("op-dbus-install: {e:#}");
+                eprintln!("op-dbus-install: {}", Chain(e.as_ref()));
             } else {
-                eprintln!("op-dbus-install: {i}: {e:#}");
+                eprintln!("op-dbus-install: {i}: {}", Chain(e.as_ref()));
             }
             Ok(ExitCode::from(i.exit_code()))
         }

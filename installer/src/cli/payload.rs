@@ -45,8 +45,8 @@ pub fn spec_from_args(args: &Args) -> anyhow::Result<PayloadSpec> {
         Vec::new(),
     );
     if let Some(path) = &args.state {
-        let loaded = opdbus_state::load(path)
-            .with_context(|| format!("loading state file {}", path.display()))?;
+        // The state crate's errors name the file already.
+        let loaded = opdbus_state::load(path)?;
         let state = loaded.state;
         if let Some(b) = state.bootstrap {
             distribution = match b.distribution {

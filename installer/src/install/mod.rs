@@ -14,6 +14,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use opdbus_common::logging::Chain;
 use opdbus_common::Task;
 use opdbus_state::model::{Bootloader, Distribution, PayloadKind, State};
 use serde::Serialize;
@@ -82,7 +83,7 @@ pub fn install(opts: &InstallOptions) -> Result<InstallReport> {
     let mut progress = Progress::new(opts.json_progress);
     let result = run(opts, &mut progress);
     if let Err(e) = &result {
-        progress.end(false, Some(&format!("{e:#}")));
+        progress.end(false, Some(&Chain(e.as_ref()).to_string()));
     }
     result
 }

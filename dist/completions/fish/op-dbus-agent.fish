@@ -1,0 +1,131 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_op_dbus_agent_global_optspecs
+    string join \n v/verbose state-dir= ovsdb= h/help V/version
+end
+
+function __fish_op_dbus_agent_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_op_dbus_agent_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_op_dbus_agent_using_subcommand
+    set -l cmd (__fish_op_dbus_agent_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -s V -l version -d 'Print version'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "validate" -d 'Check state files (same as the installer\'s validate)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "query" -d 'Current state of what the plugins manage, as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "diff" -d 'The actions an apply would take'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "apply" -d 'Apply, verify, and record to the audit chain'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "confirm" -d 'Keep a change applied with --confirm-timeout'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "run" -d 'First reconcile once per installation, then stay resident'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "status" -d 'Exit 0 done, 1 failed, 2 still running'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "audit" -d 'The hash-chained audit log'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l strict -d 'Treat warnings (malformed SSH keys, a root nobody can log in as) as errors'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l state -d 'State file naming what to query' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l plugin -d 'Only this plugin' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l json -d 'The actions as JSON (per plugin)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l confirm-timeout -d 'Keep network changes only if `op-dbus-agent confirm` runs within N seconds' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l plugin -d 'Apply only these plugins (repeatable), e.g. `--plugin users --root /mnt` as the installer does before first boot' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l dry-run -d 'Plan only: print the actions, change nothing'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l no-rollback -d 'Skip the network checkpoint and rollback (debugging)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l json -d 'Print the run report as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state -d 'The state to keep the host at' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l drift-interval -d 'Minimum seconds between two repairs of the same unit' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l once -d 'Exit after the first reconcile instead of staying resident'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l force -d 'Reconcile even when the first-boot marker says it already ran'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l timeout -d 'Give up waiting after N seconds (exit 2)' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l wait -d 'Poll until the first reconcile is no longer running'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l json -d 'Print the status file as one JSON line'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l result-line -d 'Print `OPDBUS-RESULT {json}` (one line)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "list" -d 'Print every record, oldest first'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "export" -d 'Print the log and its verification result as one JSON document'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l json -d 'One JSON array instead of a table'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l json -d 'Print the verification report as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'Print every record, oldest first'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Print the log and its verification result as one JSON document'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "validate" -d 'Check state files (same as the installer\'s validate)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "query" -d 'Current state of what the plugins manage, as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "diff" -d 'The actions an apply would take'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "apply" -d 'Apply, verify, and record to the audit chain'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "confirm" -d 'Keep a change applied with --confirm-timeout'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "run" -d 'First reconcile once per installation, then stay resident'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "status" -d 'Exit 0 done, 1 failed, 2 still running'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "audit" -d 'The hash-chained audit log'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'Print every record, oldest first'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Print the log and its verification result as one JSON document'

@@ -67,6 +67,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l ov
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l dry-run -d 'Plan only: print the actions, change nothing'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l no-rollback -d 'Skip the network checkpoint and rollback (debugging)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l json -d 'Print the run report as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l allow-unapplied -d 'Exit 0 even when the state sets parts this version does not apply (they are still listed under "not applied")'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
@@ -81,6 +82,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l stat
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l once -d 'Exit after the first reconcile instead of staying resident'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l force -d 'Reconcile even when the first-boot marker says it already ran'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l allow-unapplied -d 'Exit 0 even when the state sets parts this version does not apply'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l timeout -d 'Give up waiting after N seconds (exit 2)' -r

@@ -105,7 +105,7 @@ impl MountGuard {
 
     fn release(&mut self) -> Result<(), MountError> {
         if let Some(t) = self.target.take() {
-            if let Err(source) = nix::mount::umount2(&t, MntFlags::empty()) {
+            if let Err(source) = unmount_when_idle(&t) {
                 // Put it back so drop can still try a lazy unmount.
                 self.target = Some(t.clone());
                 return Err(MountError::Unmount { target: t, source });
@@ -117,6 +117,25 @@ impl MountGuard {
     /// Unmounts, reporting failure.
     pub fn close(mut self) -> Result<(), MountError> {
         self.release()
+    }
+}
+
+/// Unmounts `t`, waiting up to about 2 s while it is busy: a probe
+/// (blkid, udev) or a child process forked by another thread while a
+/// descriptor into the mount was open (libbtrfsutil opens without
+/// `O_CLOEXEC`) holds it for a moment. Busy after that is an error.
+fn unmount_when_idle(t: &Path) -> nix::Result<()> {
+    let mut delay = std::time::Duration::from_millis(10);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match nix::mount::umount2(t, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) if waited < std::time::Duration::from_secs(2) => {
+                std::thread::sleep(delay);
+                waited += delay;
+                delay = (delay * 2).min(std::time::Duration::from_millis(200));
+            }
+            r => return r,
+        }
     }
 }
 

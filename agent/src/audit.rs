@@ -45,6 +45,8 @@ const COLUMNS: &str = "id, timestamp, operation, target, previous_hash, current_
 /// Failures of the audit database itself (a broken chain is a [`VerifyReport`], not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error("nothing to append to the audit log")]
+    Empty,
     #[error("creating the audit directory {path}")]
     CreateDir {
         path: PathBuf,
@@ -449,6 +451,13 @@ impl AuditLog {
 
     /// Appends one record in its own transaction and returns it as stored.
     pub fn append(&mut self, entry: NewEntry) -> Result<Record, AuditError> {
+        let mut out = self.append_all(vec![entry])?;
+        out.pop().ok_or(AuditError::Empty)
+    }
+
+    /// Appends the records of one apply in one database transaction (all or
+    /// none), in order, and returns them as stored.
+    pub fn append_all(&mut self, entries: Vec<NewEntry>) -> Result<Vec<Record>, AuditError> {
         let path = self.path.clone();
         let err = |source| AuditError::Sqlite {
             path: path.clone(),
@@ -466,30 +475,37 @@ impl AuditLog {
             )
             .optional()
             .map_err(err)?;
-        let (id, previous_hash) = match last {
+        let (mut id, mut previous_hash) = match last {
             Some((id, hash)) => (id + 1, Some(hash)),
             None => (0, None),
         };
-        let mut raw = RawRow {
-            id,
-            timestamp: now_unix(),
-            operation: format!("{}.{}", entry.plugin, entry.action),
-            target: entry.resource.clone(),
-            previous_hash,
-            current_hash: String::new(),
-            embedding: None,
-            metadata: Some(canonical_json(&entry.metadata)),
-            plugin: entry.plugin,
-            action: entry.action,
-            resource: entry.resource,
-            result: entry.result,
-            state_hash: entry.state_hash,
-        };
-        raw.current_hash = raw.compute_hash();
-        insert_raw(&tx, &raw).map_err(err)?;
+        let timestamp = now_unix();
+        let mut rows = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut raw = RawRow {
+                id,
+                timestamp,
+                operation: format!("{}.{}", entry.plugin, entry.action),
+                target: entry.resource.clone(),
+                previous_hash: previous_hash.take(),
+                current_hash: String::new(),
+                embedding: None,
+                metadata: Some(canonical_json(&entry.metadata)),
+                plugin: entry.plugin,
+                action: entry.action,
+                resource: entry.resource,
+                result: entry.result,
+                state_hash: entry.state_hash,
+            };
+            raw.current_hash = raw.compute_hash();
+            insert_raw(&tx, &raw).map_err(err)?;
+            previous_hash = Some(raw.current_hash.clone());
+            id += 1;
+            rows.push(raw);
+        }
         tx.commit().map_err(err)?;
-        tracing::debug!(id, hash = %raw.current_hash, "audit record appended");
-        raw.into_record()
+        tracing::debug!(records = rows.len(), "audit records appended");
+        rows.into_iter().map(RawRow::into_record).collect()
     }
 
     fn raw_rows(&self) -> Result<Vec<rusqlite::Result<RawRow>>, AuditError> {

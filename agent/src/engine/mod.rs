@@ -17,7 +17,9 @@ pub mod status;
 pub use context::{ApplyOptions, Context, RetryPolicy};
 pub use desired::{DesiredState, InvalidState};
 pub use first_boot::FirstBoot;
-pub use plugin::{ActionResult, ActionView, DynPlugin, Plugin, PluginAction};
+pub use plugin::{
+    ActionError, ActionResult, ActionView, DynPlugin, ErrorKind, Persistence, Plugin, PluginAction,
+};
 pub use report::{ActionReport, PluginOutcome, PluginReport, RunReport, EXIT_NOT_APPLIED};
 pub use run::{Engine, PluginDiff, Repair};
 pub use status::{Phase, Status};

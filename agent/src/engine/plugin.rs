@@ -3,6 +3,7 @@
 //! the engine can hold plugins of different kinds in one ordered list.
 
 use std::fmt;
+use std::future::Future;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -22,46 +23,173 @@ pub trait PluginAction:
     fn resource(&self) -> String;
 }
 
+/// Whether a plugin's effect outlives a reboot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persistence {
+    /// Kept on disk or in a database (users, unit files, packages).
+    Persistent,
+    /// Kernel state the host forgets at reboot (links, addresses, nftables,
+    /// flows, WireGuard): applied again at every boot.
+    Ephemeral,
+}
+
+/// What kind of failure an action met; decides whether the engine retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Worth trying again after a pause: a busy resource, a lock held by
+    /// someone else, a task still running, a link that has not appeared yet.
+    Retryable,
+    /// Trying again cannot help: a unit that does not exist, an invalid name,
+    /// a refused permission. The default.
+    Fatal,
+    /// The host holds something in the way that op-dbus does not own (a link
+    /// of that name created by someone else): an operator must decide.
+    Conflict,
+}
+
+/// A failed action: the error and its [`ErrorKind`]. Any error converts into
+/// one of kind [`ErrorKind::Fatal`], so `?` works in plugin code; mark the
+/// others with [`ActionError::retryable`] or [`ActionError::conflict`].
+pub struct ActionError {
+    pub kind: ErrorKind,
+    pub error: anyhow::Error,
+}
+
+impl ActionError {
+    pub fn fatal(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind: ErrorKind::Fatal,
+            error: error.into(),
+        }
+    }
+
+    pub fn retryable(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind: ErrorKind::Retryable,
+            error: error.into(),
+        }
+    }
+
+    pub fn conflict(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind: ErrorKind::Conflict,
+            error: error.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Retryable
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for ActionError {
+    fn from(error: E) -> Self {
+        Self::fatal(error)
+    }
+}
+
+impl fmt::Display for ActionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl fmt::Debug for ActionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} error: {:#}", self.kind, self.error)
+    }
+}
+
 /// What applying one action gave: `Ok(note)` (the note says how, e.g. "via
-/// PackageKit"), or the error.
-pub type ActionResult = Result<Option<String>, anyhow::Error>;
+/// PackageKit"), or the error with its kind.
+pub type ActionResult = Result<Option<String>, ActionError>;
 
 /// A reconcile plugin. `diff` must be pure: golden fixtures pin it.
+///
+/// The engine runs one apply as one transaction over every plugin it
+/// touches: for each plugin in [`super::ORDER`] it queries, diffs, takes the
+/// plugin's [`Plugin::checkpoint`] (saved in the state directory before the
+/// first action), applies, retries the actions that failed with a
+/// [`ErrorKind::Retryable`] error, and verifies by querying again (the diff
+/// must be empty). When any plugin fails, or `--confirm-timeout` passes
+/// without `confirm`, every checkpointed plugin is restored in reverse order.
+/// Implementations write the async methods as `async fn`.
 pub trait Plugin: Send + Sync + 'static {
     /// The plugin's slice of state.json, normalized.
     type Desired: Serialize + DeserializeOwned + Send + Sync;
     /// What `query` found on the host, only for what `Desired` names.
     type Current: Serialize + DeserializeOwned + Send + Sync;
     type Action: PluginAction;
+    /// What [`Plugin::checkpoint`] keeps to put back what the actions touch
+    /// (`()` for a plugin that cannot restore). Serialized into the state
+    /// directory, so a pending transaction survives a crash of the agent.
+    type Checkpoint: Serialize + DeserializeOwned + Send + Sync;
 
     /// Name used for ordering (see [`super::ORDER`]), `--plugin`, reports and audit.
     fn name(&self) -> &'static str;
+
+    /// Whether the plugin's effect survives a reboot; ephemeral plugins are
+    /// applied again at every boot.
+    fn persistence(&self) -> Persistence {
+        Persistence::Persistent
+    }
 
     /// The desired slice, or `None` when the state has no section for this plugin.
     fn desired(&self, state: &State) -> anyhow::Result<Option<Self::Desired>>;
 
     /// Reads the current state of everything `desired` names.
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        desired: &'a Self::Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Self::Current>>;
+    fn query(
+        &self,
+        ctx: &Context,
+        desired: &Self::Desired,
+    ) -> impl Future<Output = anyhow::Result<Self::Current>> + Send;
 
     /// The actions that take `current` to `desired`; empty when nothing differs.
     fn diff(&self, current: &Self::Current, desired: &Self::Desired) -> Vec<Self::Action>;
 
+    /// Records what `actions` are about to change, from `current` (the
+    /// engine just queried it; do not read it again unless something it does
+    /// not hold is needed, such as file contents). `Ok(None)`: the plugin
+    /// cannot restore (the default); its changes stay when a transaction is
+    /// rolled back, and the report says so.
+    fn checkpoint(
+        &self,
+        _ctx: &Context,
+        _current: &Self::Current,
+        _actions: &[Self::Action],
+    ) -> impl Future<Output = anyhow::Result<Option<Self::Checkpoint>>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Puts back what `checkpoint` recorded, undoing only what the actions
+    /// touched; returns a line for the report ("3 change(s) undone"). Also
+    /// called by a later agent process, for a transaction an agent that died
+    /// left behind.
+    fn restore(
+        &self,
+        _ctx: &Context,
+        _checkpoint: &Self::Checkpoint,
+    ) -> impl Future<Output = anyhow::Result<String>> + Send {
+        async { anyhow::bail!("plugin '{}' cannot restore a checkpoint", self.name()) }
+    }
+
     /// Applies `actions` in order; returns one result per action, same order.
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [Self::Action],
-    ) -> BoxFuture<'a, Vec<ActionResult>>;
+    /// A plugin may stop at the first failure and report the rest as not
+    /// applied (a retryable error only where trying again can help).
+    fn apply(
+        &self,
+        ctx: &Context,
+        actions: &[Self::Action],
+    ) -> impl Future<Output = Vec<ActionResult>> + Send;
 
     /// Replaces every secret in `v` with its fingerprint
     /// ([`super::secret::fingerprint`]); `v` is this plugin's current state,
-    /// one of its actions or an audit record's metadata, as JSON. The engine
-    /// calls it before anything leaves it (audit, `diff --json`, `query`,
-    /// D-Bus, `audit export`). Default: the plugin handles no secrets.
+    /// one of its actions, its checkpoint or an audit record's metadata, as
+    /// JSON. The engine calls it before anything leaves it (audit, `diff
+    /// --json`, `query`, D-Bus, `audit export`). Default: the plugin handles
+    /// no secrets.
     fn redact(&self, _v: &mut serde_json::Value) {}
 }
 
@@ -84,6 +212,8 @@ impl fmt::Display for ActionView {
 /// Object-safe form of [`Plugin`]; implemented for every `Plugin`.
 pub trait DynPlugin: Send + Sync {
     fn name(&self) -> &'static str;
+    /// [`Plugin::persistence`].
+    fn persistence(&self) -> Persistence;
     fn desired_json(&self, state: &State) -> anyhow::Result<Option<serde_json::Value>>;
     fn query_json<'a>(
         &'a self,
@@ -100,6 +230,19 @@ pub trait DynPlugin: Send + Sync {
         ctx: &'a Context,
         actions: &'a [ActionView],
     ) -> BoxFuture<'a, anyhow::Result<Vec<ActionResult>>>;
+    /// [`Plugin::checkpoint`]; `current` is what `query_json` returned.
+    fn checkpoint_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+        current: &'a serde_json::Value,
+        actions: &'a [ActionView],
+    ) -> BoxFuture<'a, anyhow::Result<Option<serde_json::Value>>>;
+    /// [`Plugin::restore`].
+    fn restore_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+        checkpoint: &'a serde_json::Value,
+    ) -> BoxFuture<'a, anyhow::Result<String>>;
     /// [`Plugin::redact`].
     fn redact_json(&self, v: &mut serde_json::Value);
 }
@@ -132,9 +275,20 @@ fn decode<T: DeserializeOwned>(
         .map_err(|e| anyhow::anyhow!("decoding the {what} of plugin '{plugin}': {e}"))
 }
 
+fn decode_actions<P: Plugin>(p: &P, actions: &[ActionView]) -> anyhow::Result<Vec<P::Action>> {
+    actions
+        .iter()
+        .map(|a| decode::<P::Action>(Plugin::name(p), "action", &a.detail))
+        .collect()
+}
+
 impl<P: Plugin> DynPlugin for P {
     fn name(&self) -> &'static str {
         Plugin::name(self)
+    }
+
+    fn persistence(&self) -> Persistence {
+        Plugin::persistence(self)
     }
 
     fn desired_json(&self, state: &State) -> anyhow::Result<Option<serde_json::Value>> {
@@ -174,10 +328,7 @@ impl<P: Plugin> DynPlugin for P {
         actions: &'a [ActionView],
     ) -> BoxFuture<'a, anyhow::Result<Vec<ActionResult>>> {
         async move {
-            let typed = actions
-                .iter()
-                .map(|a| decode::<P::Action>(Plugin::name(self), "action", &a.detail))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let typed = decode_actions(self, actions)?;
             let results = self.apply(ctx, &typed).await;
             anyhow::ensure!(
                 results.len() == typed.len(),
@@ -187,6 +338,35 @@ impl<P: Plugin> DynPlugin for P {
                 typed.len()
             );
             Ok(results)
+        }
+        .boxed()
+    }
+
+    fn checkpoint_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+        current: &'a serde_json::Value,
+        actions: &'a [ActionView],
+    ) -> BoxFuture<'a, anyhow::Result<Option<serde_json::Value>>> {
+        async move {
+            let current: P::Current = decode(Plugin::name(self), "current state", current)?;
+            let typed = decode_actions(self, actions)?;
+            match self.checkpoint(ctx, &current, &typed).await? {
+                Some(cp) => Ok(Some(serde_json::to_value(cp)?)),
+                None => Ok(None),
+            }
+        }
+        .boxed()
+    }
+
+    fn restore_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+        checkpoint: &'a serde_json::Value,
+    ) -> BoxFuture<'a, anyhow::Result<String>> {
+        async move {
+            let cp: P::Checkpoint = decode(Plugin::name(self), "checkpoint", checkpoint)?;
+            self.restore(ctx, &cp).await
         }
         .boxed()
     }

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::dbus::{Hostname, Locale, Timedate};
@@ -131,6 +129,7 @@ impl Plugin for HostPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = Action;
+    type Checkpoint = ();
 
     fn name(&self) -> &'static str {
         "host"
@@ -145,71 +144,57 @@ impl Plugin for HostPlugin {
         }))
     }
 
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        _desired: &'a Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Current>> {
-        async move {
-            let conn = ctx.bus().await?;
-            let (h, t, l) = futures::try_join!(
-                Hostname::new(&conn),
-                Timedate::new(&conn),
-                Locale::new(&conn)
-            )?;
-            let (hostname, timezone, locale, keymap) = futures::try_join!(
-                h.static_hostname(),
-                t.timezone(),
-                l.locale(),
-                l.vconsole_keymap()
-            )?;
-            Ok(Current {
-                hostname,
-                timezone,
-                locale,
-                keymap,
-            })
-        }
-        .boxed()
+    async fn query(&self, ctx: &Context, _desired: &Desired) -> anyhow::Result<Current> {
+        let conn = ctx.bus().await?;
+        let (h, t, l) = futures::try_join!(
+            Hostname::new(&conn),
+            Timedate::new(&conn),
+            Locale::new(&conn)
+        )?;
+        let (hostname, timezone, locale, keymap) = futures::try_join!(
+            h.static_hostname(),
+            t.timezone(),
+            l.locale(),
+            l.vconsole_keymap()
+        )?;
+        Ok(Current {
+            hostname,
+            timezone,
+            locale,
+            keymap,
+        })
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
         diff(current, desired)
     }
 
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [Action],
-    ) -> BoxFuture<'a, Vec<ActionResult>> {
-        async move {
-            super::each(actions, |a| async move {
-                let conn = ctx.bus().await?;
-                match a {
-                    Action::SetHostname { hostname } => {
-                        Hostname::new(&conn)
-                            .await?
-                            .set_static_hostname(hostname)
-                            .await?
-                    }
-                    Action::SetTimezone { timezone } => {
-                        Timedate::new(&conn).await?.set_timezone(timezone).await?
-                    }
-                    Action::SetLocale { assignments } => {
-                        let refs: Vec<&str> = assignments.iter().map(String::as_str).collect();
-                        Locale::new(&conn).await?.set_locale(&refs).await?
-                    }
-                    Action::SetKeymap { keymap } => {
-                        Locale::new(&conn)
-                            .await?
-                            .set_vconsole_keyboard(keymap, "", true)
-                            .await?
-                    }
+    async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
+        super::each(actions, |a| async move {
+            let conn = ctx.bus().await?;
+            match a {
+                Action::SetHostname { hostname } => {
+                    Hostname::new(&conn)
+                        .await?
+                        .set_static_hostname(hostname)
+                        .await?
                 }
-                Ok(None)
-            })
-            .await
-        }
-        .boxed()
+                Action::SetTimezone { timezone } => {
+                    Timedate::new(&conn).await?.set_timezone(timezone).await?
+                }
+                Action::SetLocale { assignments } => {
+                    let refs: Vec<&str> = assignments.iter().map(String::as_str).collect();
+                    Locale::new(&conn).await?.set_locale(&refs).await?
+                }
+                Action::SetKeymap { keymap } => {
+                    Locale::new(&conn)
+                        .await?
+                        .set_vconsole_keyboard(keymap, "", true)
+                        .await?
+                }
+            }
+            Ok(None)
+        })
+        .await
     }
 }

@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::dbus::packagekit::{filter, transaction_flag};
@@ -152,6 +150,7 @@ impl Plugin for PackagesPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = Action;
+    type Checkpoint = ();
 
     fn name(&self) -> &'static str {
         "packages"
@@ -175,43 +174,36 @@ impl Plugin for PackagesPlugin {
         }))
     }
 
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        desired: &'a Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Current>> {
-        async move {
-            let names: Vec<&str> = desired
-                .install
-                .iter()
-                .chain(&desired.remove)
-                .map(String::as_str)
-                .collect();
-            let mut cur = Current::default();
-            if names.is_empty() {
-                return Ok(cur);
-            }
-            let installed: BTreeSet<String> = match packagekit(ctx).await {
-                Some(pk) => {
-                    cur.backend = "packagekit".into();
-                    pk.resolve(filter::INSTALLED, &names)
-                        .await?
-                        .iter()
-                        .filter(|p| p.is_installed() || p.data().starts_with("installed"))
-                        .map(|p| p.name().to_string())
-                        .collect()
-                }
-                None => {
-                    cur.backend = "apt".into();
-                    dpkg_installed(ctx)?
-                }
-            };
-            for n in names {
-                cur.installed.insert(n.to_string(), installed.contains(n));
-            }
-            Ok(cur)
+    async fn query(&self, ctx: &Context, desired: &Desired) -> anyhow::Result<Current> {
+        let names: Vec<&str> = desired
+            .install
+            .iter()
+            .chain(&desired.remove)
+            .map(String::as_str)
+            .collect();
+        let mut cur = Current::default();
+        if names.is_empty() {
+            return Ok(cur);
         }
-        .boxed()
+        let installed: BTreeSet<String> = match packagekit(ctx).await {
+            Some(pk) => {
+                cur.backend = "packagekit".into();
+                pk.resolve(filter::INSTALLED, &names)
+                    .await?
+                    .iter()
+                    .filter(|p| p.is_installed() || p.data().starts_with("installed"))
+                    .map(|p| p.name().to_string())
+                    .collect()
+            }
+            None => {
+                cur.backend = "apt".into();
+                dpkg_installed(ctx)?
+            }
+        };
+        for n in names {
+            cur.installed.insert(n.to_string(), installed.contains(n));
+        }
+        Ok(cur)
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
@@ -219,48 +211,42 @@ impl Plugin for PackagesPlugin {
     }
 
     /// Installs in one transaction (or one apt-get call), then removes in one.
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [Action],
-    ) -> BoxFuture<'a, Vec<ActionResult>> {
-        async move {
-            let pk = packagekit(ctx).await;
-            let via = if pk.is_some() {
-                "via PackageKit"
-            } else {
-                "via apt-get"
-            };
-            let pick = |install: bool| -> Vec<&str> {
-                actions
-                    .iter()
-                    .filter_map(|a| match (a, install) {
-                        (Action::Install { package }, true)
-                        | (Action::Remove { package }, false) => Some(package.as_str()),
-                        _ => None,
-                    })
-                    .collect()
-            };
-            let mut outcome: BTreeMap<bool, Result<(), String>> = BTreeMap::new();
-            for install in [true, false] {
-                let names = pick(install);
-                if names.is_empty() {
-                    continue;
-                }
-                let r = match &pk {
-                    Some(pk) => pk_apply(pk, install, &names).await,
-                    None => apt(ctx, if install { "install" } else { "remove" }, &names),
-                };
-                outcome.insert(install, r.map_err(|e| format!("{e:#} ({via})")));
-            }
+    async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
+        let pk = packagekit(ctx).await;
+        let via = if pk.is_some() {
+            "via PackageKit"
+        } else {
+            "via apt-get"
+        };
+        let pick = |install: bool| -> Vec<&str> {
             actions
                 .iter()
-                .map(|a| match &outcome[&matches!(a, Action::Install { .. })] {
-                    Ok(()) => Ok(Some(via.to_string())),
-                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                .filter_map(|a| match (a, install) {
+                    (Action::Install { package }, true) | (Action::Remove { package }, false) => {
+                        Some(package.as_str())
+                    }
+                    _ => None,
                 })
                 .collect()
+        };
+        let mut outcome: BTreeMap<bool, Result<(), String>> = BTreeMap::new();
+        for install in [true, false] {
+            let names = pick(install);
+            if names.is_empty() {
+                continue;
+            }
+            let r = match &pk {
+                Some(pk) => pk_apply(pk, install, &names).await,
+                None => apt(ctx, if install { "install" } else { "remove" }, &names),
+            };
+            outcome.insert(install, r.map_err(|e| format!("{e:#} ({via})")));
         }
-        .boxed()
+        actions
+            .iter()
+            .map(|a| match &outcome[&matches!(a, Action::Install { .. })] {
+                Ok(()) => Ok(Some(via.to_string())),
+                Err(e) => Err(anyhow::anyhow!("{e}").into()),
+            })
+            .collect()
     }
 }

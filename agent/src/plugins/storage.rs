@@ -7,8 +7,6 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{ActionResult, Context, Plugin, PluginAction};
@@ -115,6 +113,7 @@ impl Plugin for StoragePlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = Action;
+    type Checkpoint = ();
 
     fn name(&self) -> &'static str {
         "storage"
@@ -127,59 +126,45 @@ impl Plugin for StoragePlugin {
         }))
     }
 
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        desired: &'a Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Current>> {
-        async move {
-            let root = ctx.host_path(&desired.root);
-            Ok(Current {
-                btrfs: is_btrfs(&root),
-                subvolumes: desired
-                    .subvolumes
-                    .iter()
-                    .map(|s| (s.clone(), kind(&root.join(s))))
-                    .collect(),
-            })
-        }
-        .boxed()
+    async fn query(&self, ctx: &Context, desired: &Desired) -> anyhow::Result<Current> {
+        let root = ctx.host_path(&desired.root);
+        Ok(Current {
+            btrfs: is_btrfs(&root),
+            subvolumes: desired
+                .subvolumes
+                .iter()
+                .map(|s| (s.clone(), kind(&root.join(s))))
+                .collect(),
+        })
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
         diff(current, desired)
     }
 
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [Action],
-    ) -> BoxFuture<'a, Vec<ActionResult>> {
-        async move {
-            super::each(actions, |a| async move {
-                match a {
-                    Action::CreateSubvolume { path } => {
-                        let target = ctx.host_path(path);
-                        if let Some(parent) = target.parent() {
-                            std::fs::create_dir_all(parent)
-                                .with_context(|| format!("creating {}", parent.display()))?;
-                        }
-                        Task::new("btrfs")
-                            .args(["subvolume", "create"])
-                            .arg(&target)
-                            .run()
-                            .with_context(|| format!("creating subvolume {}", target.display()))?;
+    async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
+        super::each(actions, |a| async move {
+            match a {
+                Action::CreateSubvolume { path } => {
+                    let target = ctx.host_path(path);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("creating {}", parent.display()))?;
                     }
-                    Action::CreateDirectory { path } => {
-                        let target = ctx.host_path(path);
-                        std::fs::create_dir_all(&target)
-                            .with_context(|| format!("creating {}", target.display()))?;
-                    }
+                    Task::new("btrfs")
+                        .args(["subvolume", "create"])
+                        .arg(&target)
+                        .run()
+                        .with_context(|| format!("creating subvolume {}", target.display()))?;
                 }
-                Ok(None)
-            })
-            .await
-        }
-        .boxed()
+                Action::CreateDirectory { path } => {
+                    let target = ctx.host_path(path);
+                    std::fs::create_dir_all(&target)
+                        .with_context(|| format!("creating {}", target.display()))?;
+                }
+            }
+            Ok(None)
+        })
+        .await
     }
 }

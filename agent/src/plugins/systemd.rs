@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::dbus::Systemd;
@@ -319,6 +317,7 @@ impl Plugin for SystemdPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = Action;
+    type Checkpoint = ();
 
     fn name(&self) -> &'static str {
         "systemd"
@@ -328,90 +327,76 @@ impl Plugin for SystemdPlugin {
         Ok(state.plugins.systemd.as_ref().map(desired_from))
     }
 
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        desired: &'a Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Current>> {
-        async move {
-            let mut cur = Current::default();
-            for unit in desired.files.keys() {
-                let path = ctx.host_path(UNIT_DIR).join(unit);
-                let content = match std::fs::read_to_string(&path) {
-                    Ok(c) => Some(c),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-                };
-                cur.files.insert(unit.clone(), content);
-            }
-            if desired.units.is_empty() {
-                return Ok(cur);
-            }
-            let sd = adapter(ctx).await?;
-            // One LoadUnit + property reads per unit, all units concurrently.
-            let statuses = futures::future::try_join_all(desired.units.keys().map(|unit| {
-                let sd = &sd;
-                async move {
-                    sd.unit(unit)
-                        .await
-                        .with_context(|| format!("querying unit '{unit}'"))
-                }
-            }))
-            .await?;
-            for st in statuses {
-                cur.units.insert(
-                    st.name,
-                    UnitCurrent {
-                        load_state: st.load_state,
-                        active_state: st.active_state,
-                        unit_file_state: st.unit_file_state,
-                    },
-                );
-            }
-            Ok(cur)
+    async fn query(&self, ctx: &Context, desired: &Desired) -> anyhow::Result<Current> {
+        let mut cur = Current::default();
+        for unit in desired.files.keys() {
+            let path = ctx.host_path(UNIT_DIR).join(unit);
+            let content = match std::fs::read_to_string(&path) {
+                Ok(c) => Some(c),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            cur.files.insert(unit.clone(), content);
         }
-        .boxed()
+        if desired.units.is_empty() {
+            return Ok(cur);
+        }
+        let sd = adapter(ctx).await?;
+        // One LoadUnit + property reads per unit, all units concurrently.
+        let statuses = futures::future::try_join_all(desired.units.keys().map(|unit| {
+            let sd = &sd;
+            async move {
+                sd.unit(unit)
+                    .await
+                    .with_context(|| format!("querying unit '{unit}'"))
+            }
+        }))
+        .await?;
+        for st in statuses {
+            cur.units.insert(
+                st.name,
+                UnitCurrent {
+                    load_state: st.load_state,
+                    active_state: st.active_state,
+                    unit_file_state: st.unit_file_state,
+                },
+            );
+        }
+        Ok(cur)
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
         diff(current, desired)
     }
 
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [Action],
-    ) -> BoxFuture<'a, Vec<ActionResult>> {
-        async move {
-            let sd = match adapter(ctx).await {
-                Ok(sd) => sd,
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    return actions
-                        .iter()
-                        .map(|_| Err(anyhow::anyhow!("{msg}")))
-                        .collect();
+    async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
+        let sd = match adapter(ctx).await {
+            Ok(sd) => sd,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                return actions
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("{msg}").into()))
+                    .collect();
+            }
+        };
+        let sd = &sd;
+        super::each(actions, |a| async move {
+            match a {
+                Action::WriteUnitFile { unit, content } => {
+                    write_unit_file(ctx, unit, content)?;
                 }
-            };
-            let sd = &sd;
-            super::each(actions, |a| async move {
-                match a {
-                    Action::WriteUnitFile { unit, content } => {
-                        write_unit_file(ctx, unit, content)?;
-                    }
-                    Action::Reload => sd.reload().await?,
-                    Action::Unmask { unit } => drop(sd.unmask(&[unit.as_str()]).await?),
-                    Action::Mask { unit } => drop(sd.mask(&[unit.as_str()]).await?),
-                    Action::Enable { unit } => drop(sd.enable(&[unit.as_str()]).await?),
-                    Action::Disable { unit } => drop(sd.disable(&[unit.as_str()]).await?),
-                    Action::Stop { unit } => sd.stop(unit).await?,
-                    Action::Start { unit } => sd.start(unit).await?,
-                }
-                Ok(None)
-            })
-            .await
-        }
-        .boxed()
+                Action::Reload => sd.reload().await?,
+                Action::Unmask { unit } => drop(sd.unmask(&[unit.as_str()]).await?),
+                Action::Mask { unit } => drop(sd.mask(&[unit.as_str()]).await?),
+                Action::Enable { unit } => drop(sd.enable(&[unit.as_str()]).await?),
+                Action::Disable { unit } => drop(sd.disable(&[unit.as_str()]).await?),
+                Action::Stop { unit } => sd.stop(unit).await?,
+                Action::Start { unit } => sd.start(unit).await?,
+            }
+            Ok(None)
+        })
+        .await
     }
 }
 

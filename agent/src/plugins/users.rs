@@ -13,8 +13,6 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use etcdb::members;
@@ -712,20 +710,20 @@ pub fn apply(root: &Path, actions: &[Action]) -> Vec<ActionResult> {
             let msg = format!("{e:#}");
             return actions
                 .iter()
-                .map(|_| Err(anyhow::anyhow!("{msg}")))
+                .map(|_| Err(anyhow::anyhow!("{msg}").into()))
                 .collect();
         }
     };
     let mut db = before.clone();
     let mut results: Vec<ActionResult> = actions
         .iter()
-        .map(|a| apply_db(&mut db, a).map(|()| None))
+        .map(|a| apply_db(&mut db, a).map(|()| None).map_err(Into::into))
         .collect();
     if let Err(e) = db.write(&root, &before) {
         let msg = format!("{e:#}");
         for r in results.iter_mut() {
             if r.is_ok() {
-                *r = Err(anyhow::anyhow!("{msg}"));
+                *r = Err(anyhow::anyhow!("{msg}").into());
             }
         }
         return results;
@@ -738,7 +736,7 @@ pub fn apply(root: &Path, actions: &[Action]) -> Vec<ActionResult> {
             Action::SetAuthorizedKeys { user, keys } => set_keys(&root, &db, user, keys),
             _ => continue,
         };
-        *r = done.map(|()| None);
+        *r = done.map(|()| None).map_err(Into::into);
     }
     results
 }
@@ -749,6 +747,7 @@ impl Plugin for UsersPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = Action;
+    type Checkpoint = ();
 
     fn name(&self) -> &'static str {
         "users"
@@ -763,23 +762,15 @@ impl Plugin for UsersPlugin {
         Ok(state.plugins.users.clone())
     }
 
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        desired: &'a Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Current>> {
-        async move { query(&ctx.root, desired) }.boxed()
+    async fn query(&self, ctx: &Context, desired: &Desired) -> anyhow::Result<Current> {
+        query(&ctx.root, desired)
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
         diff(current, desired)
     }
 
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [Action],
-    ) -> BoxFuture<'a, Vec<ActionResult>> {
-        async move { apply(&ctx.root, actions) }.boxed()
+    async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
+        apply(&ctx.root, actions)
     }
 }

@@ -227,7 +227,9 @@ pub async fn verify(
 }
 
 fn all_err(n: usize, msg: &str) -> Vec<ActionResult> {
-    (0..n).map(|_| Err(anyhow::anyhow!("{msg}"))).collect()
+    (0..n)
+        .map(|_| Err(anyhow::anyhow!("{msg}").into()))
+        .collect()
 }
 
 async fn rollback(ctx: &Context, nl: &Netlink, cp: &Option<Checkpoint>) -> String {
@@ -301,19 +303,13 @@ pub async fn apply_all(ctx: &Context, actions: &[NetAction]) -> (Vec<ActionResul
             .enumerate()
         {
             let res = if i == at {
-                Err(anyhow::anyhow!("{msg}; {rb}"))
+                Err(anyhow::anyhow!("{msg}; {rb}").into())
             } else if at == actions.len() {
-                Err(anyhow::anyhow!("{a}: {msg}; {rb}"))
+                Err(anyhow::anyhow!("{a}: {msg}; {rb}").into())
             } else if i > at {
-                Err(anyhow::anyhow!(
-                    "not applied: '{}' failed before it; {rb}",
-                    actions[at]
-                ))
+                Err(anyhow::anyhow!("not applied: '{}' failed before it; {rb}", actions[at]).into())
             } else if cp.is_some() {
-                Err(anyhow::anyhow!(
-                    "undone: '{}' failed later ({msg}); {rb}",
-                    actions[at]
-                ))
+                Err(anyhow::anyhow!("undone: '{}' failed later ({msg}); {rb}", actions[at]).into())
             } else {
                 r.unwrap_or(Ok(None))
             };

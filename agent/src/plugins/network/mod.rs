@@ -13,8 +13,6 @@ pub mod query;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 
 use crate::engine::{ActionResult, Context, Plugin};
 use crate::netlink::Netlink;
@@ -64,6 +62,7 @@ impl Plugin for NetworkPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = NetAction;
+    type Checkpoint = ();
 
     fn name(&self) -> &'static str {
         "network"
@@ -73,19 +72,12 @@ impl Plugin for NetworkPlugin {
         Ok(desired_of(state))
     }
 
-    fn query<'a>(
-        &'a self,
-        ctx: &'a Context,
-        desired: &'a Desired,
-    ) -> BoxFuture<'a, anyhow::Result<Current>> {
-        async move {
-            let nl = Netlink::new().context("opening netlink")?;
-            let probe = query::Probe::for_desired(ctx, desired);
-            let current = query::read_current(ctx, &nl, &probe).await?;
-            diff::check_references(&current, desired).map_err(anyhow::Error::msg)?;
-            Ok(current)
-        }
-        .boxed()
+    async fn query(&self, ctx: &Context, desired: &Desired) -> anyhow::Result<Current> {
+        let nl = Netlink::new().context("opening netlink")?;
+        let probe = query::Probe::for_desired(ctx, desired);
+        let current = query::read_current(ctx, &nl, &probe).await?;
+        diff::check_references(&current, desired).map_err(anyhow::Error::msg)?;
+        Ok(current)
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<NetAction> {
@@ -95,36 +87,30 @@ impl Plugin for NetworkPlugin {
         diff::diff(current, desired)
     }
 
-    fn apply<'a>(
-        &'a self,
-        ctx: &'a Context,
-        actions: &'a [NetAction],
-    ) -> BoxFuture<'a, Vec<ActionResult>> {
-        async move {
-            let refused = self
-                .unconfirmed
-                .lock()
-                .map(|l| l.iter().any(|a| a == actions))
-                .unwrap_or(false);
-            if refused {
-                return actions
-                    .iter()
-                    .map(|_| {
-                        Err(anyhow::anyhow!(
-                            "not applied again: this change was rolled back because nobody ran \
-                             `op-dbus-agent confirm` in time"
-                        ))
-                    })
-                    .collect();
-            }
-            let (results, unconfirmed) = apply::apply_all(ctx, actions).await;
-            if unconfirmed {
-                if let Ok(mut l) = self.unconfirmed.lock() {
-                    l.push(actions.to_vec());
-                }
-            }
-            results
+    async fn apply(&self, ctx: &Context, actions: &[NetAction]) -> Vec<ActionResult> {
+        let refused = self
+            .unconfirmed
+            .lock()
+            .map(|l| l.iter().any(|a| a == actions))
+            .unwrap_or(false);
+        if refused {
+            return actions
+                .iter()
+                .map(|_| {
+                    Err(anyhow::anyhow!(
+                        "not applied again: this change was rolled back because nobody ran \
+                         `op-dbus-agent confirm` in time"
+                    )
+                    .into())
+                })
+                .collect();
         }
-        .boxed()
+        let (results, unconfirmed) = apply::apply_all(ctx, actions).await;
+        if unconfirmed {
+            if let Ok(mut l) = self.unconfirmed.lock() {
+                l.push(actions.to_vec());
+            }
+        }
+        results
     }
 }

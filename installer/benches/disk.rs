@@ -3,7 +3,7 @@
 //! one run. Prints both times and the ratio.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/disk_common/mod.rs"]
+#[path = "../tests/it/disk_common/mod.rs"]
 mod disk_common;
 
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const STATE: &str = include_str!("../../state-examples/default.json");
+const STATE: &str = include_str!("../../../state-examples/default.json");
 
 /// Runs `auto --force --dry-run` under umask 000 with `cmdline` as the
 /// kernel command line.

@@ -1,9 +1,8 @@
 //! Everything `install` can check without writing is checked before the
 //! disk is touched: the real binary on a marked image, tier 1 (no root:
 //! nothing may reach the disk phase).
-#![allow(clippy::unwrap_used)]
 
-mod cli_common;
+use crate::cli_common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

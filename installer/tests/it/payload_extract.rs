@@ -2,8 +2,6 @@
 //! the tar crate: what must survive (modes, links, xattrs, fifos, nodes,
 //! owners) and what must be refused (a corrupted payload).
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

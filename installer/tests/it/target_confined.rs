@@ -4,8 +4,6 @@
 //! every write must land inside the target, the host directories stay as
 //! they were.
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

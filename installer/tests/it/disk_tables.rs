@@ -1,9 +1,8 @@
 //! Unprivileged tests on sparse files: GPT and msdos tables written and read
 //! back (crates, sgdisk, sfdisk), the ESP in userspace checked by fsck.fat,
 //! inspection, and refusals that must leave the target untouched.
-#![allow(clippy::unwrap_used)]
 
-mod disk_common;
+use crate::disk_common;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

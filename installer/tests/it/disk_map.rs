@@ -1,9 +1,8 @@
 //! `--disk` maps: one target per device key, each key once, an image in use
 //! by a loop device refused; runs the real binary. Tier 1 (`plan` reads only
 //! sizes) and tier 2 (root: a loop device attached by the test).
-#![allow(clippy::unwrap_used)]
 
-mod cli_common;
+use crate::cli_common;
 
 use std::ffi::OsStr;
 use std::path::Path;

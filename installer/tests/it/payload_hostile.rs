@@ -4,8 +4,6 @@
 //! swapped for a symlink) or to outgrow the target (a huge sparse entry, a
 //! zstd bomb, too many entries). The sentinel must stay as it was.
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;

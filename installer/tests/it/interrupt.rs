@@ -3,9 +3,8 @@
 //! agent); afterwards no loop device backs the image, nothing is mounted
 //! under the mount root, no partition node is left and the table is wiped.
 //! Tier 2 (root).
-#![allow(clippy::unwrap_used)]
 
-mod cli_common;
+use crate::cli_common;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;

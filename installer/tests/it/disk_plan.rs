@@ -1,8 +1,7 @@
 //! Unprivileged tests of the disk plan: layout math, BIOS boot insertion,
 //! errors, mount order, compress placement and fstab text.
-#![allow(clippy::unwrap_used)]
 
-mod disk_common;
+use crate::disk_common;
 
 use std::collections::BTreeMap;
 

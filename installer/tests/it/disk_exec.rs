@@ -1,9 +1,8 @@
 //! Privileged tests (root: loop devices, mounts): the whole disk phase on a
 //! 20 GiB sparse image, verified with blkid, btrfs, lsattr and findmnt;
 //! re-runs; refusals; cleanup after failure.
-#![allow(clippy::unwrap_used)]
 
-mod disk_common;
+use crate::disk_common;
 
 use std::path::Path;
 

@@ -2,8 +2,6 @@
 //! (cached under `OPDBUS_CACHE` or `target/opdbus-cache/`), its content
 //! checked, then extracted with the installer's extractor.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;

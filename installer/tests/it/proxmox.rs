@@ -2,8 +2,6 @@
 //! local apt repository built here: a stand-in `proxmox-ve`, signed with a
 //! throwaway key, served to the chroot as `file:/srv/repo`.
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

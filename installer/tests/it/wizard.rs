@@ -2,8 +2,6 @@
 //! TERM=linux) on a fake machine: disks and NICs from a temporary sysfs/dev
 //! tree, a temporary tz database.
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

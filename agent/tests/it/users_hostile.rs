@@ -3,7 +3,6 @@
 //! home or `.ssh` that is a symlink, `etc` pointing out of the root. Every
 //! test checks that nothing outside the user's own files changed: sentinels
 //! outside the root keep their content and owner, the root's shadow stays.
-#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

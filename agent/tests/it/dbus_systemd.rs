@@ -2,12 +2,8 @@
 //! dbus-daemon: the exact Manager calls, waiting for JobRemoved, job
 //! failures, unit-file operations and the ActiveState change stream.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "support/dbus_daemon.rs"]
-mod dbus_daemon;
-#[path = "support/fake_systemd.rs"]
-mod fake_systemd;
+use crate::dbus_daemon;
+use crate::fake_systemd;
 
 use std::time::{Duration, Instant};
 

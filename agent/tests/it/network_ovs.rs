@@ -2,13 +2,10 @@
 //! ovs-vswitchd, so only the database), the plugin run inside a fresh network
 //! namespace; results read back with `ovs-vsctl --db=unix:…`; drift made by
 //! an outside ovs-vsctl shows on an OVSDB monitor and in the plugin's diff.
-#![allow(clippy::unwrap_used)]
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::netns;
 
-#[path = "support/ovsdb_server.rs"]
-mod ovsdb_server;
+use crate::ovsdb_server;
 
 use std::collections::BTreeMap;
 use std::path::Path;

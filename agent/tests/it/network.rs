@@ -3,7 +3,6 @@
 //! mapping to one model, and the golden /etc/network/interfaces rendering.
 //! `UPDATE_GOLDEN=1 cargo test -p opdbus-agent --test network` rewrites the
 //! expected files (review the change before committing it).
-#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

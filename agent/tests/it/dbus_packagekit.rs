@@ -2,12 +2,8 @@
 //! dbus-daemon: availability, Resolve collecting Package signals until
 //! Finished, install/remove and ErrorCode turning into errors.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "support/dbus_daemon.rs"]
-mod dbus_daemon;
-#[path = "support/fake_packagekit.rs"]
-mod fake_packagekit;
+use crate::dbus_daemon;
+use crate::fake_packagekit;
 
 use dbus_daemon::PrivateBus;
 use fake_packagekit::{FakePackageKit, ERROR_PACKAGE_NOT_FOUND, ERROR_PACKAGE_NOT_INSTALLED};

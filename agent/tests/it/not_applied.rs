@@ -3,7 +3,6 @@
 //! switched off): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
-#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

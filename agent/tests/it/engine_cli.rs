@@ -1,6 +1,5 @@
 //! The real binary: `status [--wait]` exit codes and `run --once` with the
 //! first-boot marker tied to /etc/machine-id.
-#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -1,10 +1,8 @@
 //! Network plugin, privileged tier: each test works in a fresh network
 //! namespace (never the host's), applies through the engine, checks the
 //! result with `ip -n NS -j`, and checks that failures roll back exactly.
-#![allow(clippy::unwrap_used)]
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::netns;
 
 use std::path::Path;
 use std::time::Duration;
@@ -318,8 +316,7 @@ fn unconfirmed_change_is_rolled_back_and_confirmed_change_stays() {
     assert_eq!(ns.link("br0").unwrap()["mtu"], 1400);
 }
 
-#[path = "support/dbus_daemon.rs"]
-mod dbus_daemon;
+use crate::dbus_daemon;
 
 /// Fakes of systemd-resolved's Manager/Link and systemd-networkd's Manager.
 mod fake_resolved {

@@ -1,7 +1,6 @@
 //! Golden diff fixtures: `fixtures/diff/<plugin>/<case>/{current,desired}.json`
 //! must diff to `actions.json`. `UPDATE_GOLDEN=1 cargo test --test engine_golden`
 //! rewrites the expected files (review the change before committing it).
-#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 

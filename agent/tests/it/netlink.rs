@@ -2,10 +2,7 @@
 //! namespace, changes it through `Netlink`, and checks the result with
 //! `ip -n NS -j`, independently of the adapter's own queries.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "support/netns.rs"]
-mod netns;
+use crate::netns;
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Issue 12 item 11, defence in depth: the users plugin's writer refuses
 //! fields that would add or split lines of the account databases even when
 //! a caller hands it actions no validator saw. Nothing is written then.
-#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 

@@ -1,6 +1,5 @@
 //! The users plugin against a temporary root: create, re-apply is a no-op,
 //! change shell/groups/keys, and the file modes and owners Debian uses.
-#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

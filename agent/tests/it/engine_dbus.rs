@@ -1,14 +1,10 @@
 //! The engine with the D-Bus plugins (systemd, host) against a private
 //! dbus-daemon and the fakes in `support/`: the exact calls made, a failing
 //! verification, the audit records, drift repair and the org.opdbus service.
-#![allow(clippy::unwrap_used)]
 
-#[path = "support/dbus_daemon.rs"]
-mod dbus_daemon;
-#[path = "support/fake_settings.rs"]
-mod fake_settings;
-#[path = "support/fake_systemd.rs"]
-mod fake_systemd;
+use crate::dbus_daemon;
+use crate::fake_settings;
+use crate::fake_systemd;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

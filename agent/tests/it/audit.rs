@@ -1,6 +1,5 @@
 //! Audit chain: append and verify, then tamper with the SQLite file directly
 //! (edit, delete, swap) and check that verify names the first bad record.
-#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

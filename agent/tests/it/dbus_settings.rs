@@ -1,12 +1,8 @@
 //! Tests of the hostname1, timedate1 and locale1 adapters against fakes on a
 //! private dbus-daemon: property reads, the exact setter calls and errors.
 
-#![allow(clippy::unwrap_used)]
-
-#[path = "support/dbus_daemon.rs"]
-mod dbus_daemon;
-#[path = "support/fake_settings.rs"]
-mod fake_settings;
+use crate::dbus_daemon;
+use crate::fake_settings;
 
 use dbus_daemon::PrivateBus;
 use fake_settings::{FakeSettings, Settings};

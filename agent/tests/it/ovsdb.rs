@@ -1,9 +1,7 @@
 //! OVSDB client against a real, unprivileged ovsdb-server per test (temp dir,
 //! killed on drop); results are read back with ovs-vsctl, not with our client.
-#![allow(clippy::unwrap_used)]
 
-#[path = "support/ovsdb_server.rs"]
-mod ovsdb_server;
+use crate::ovsdb_server;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

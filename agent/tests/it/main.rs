@@ -1,0 +1,36 @@
+//! The agent's integration tests, one module per area, in one test binary
+//! (one link instead of one per file). Privileged tests are `#[ignore]`d:
+//! run them as root with `-- --ignored`. Shared fixtures are in `../support`.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../support/dbus_daemon.rs"]
+mod dbus_daemon;
+#[path = "../support/fake_packagekit.rs"]
+mod fake_packagekit;
+#[path = "../support/fake_settings.rs"]
+mod fake_settings;
+#[path = "../support/fake_systemd.rs"]
+mod fake_systemd;
+#[path = "../support/netns.rs"]
+mod netns;
+#[path = "../support/ovsdb_server.rs"]
+mod ovsdb_server;
+
+mod audit;
+mod clean_output;
+mod dbus_packagekit;
+mod dbus_settings;
+mod dbus_systemd;
+mod engine_cli;
+mod engine_dbus;
+mod engine_golden;
+mod netlink;
+mod network;
+mod network_netns;
+mod network_ovs;
+mod not_applied;
+mod ovsdb;
+mod users_hostile;
+mod users_injection;
+mod users_root;
+mod validate_cli;

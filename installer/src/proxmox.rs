@@ -37,6 +37,15 @@ pub enum KeyDigest {
     Sha256(&'static str),
 }
 
+/// Where the live medium carries Proxmox's release keys, one
+/// `proxmox-release-SUITE.gpg` per suite (`op-dbus-iso build --proxmox-key`).
+pub const MEDIUM_KEYS: &str = "/usr/share/op-dbus";
+
+/// The release key file for `suite` in the folder `dir`.
+pub fn medium_keyring(dir: &Path, suite: &str) -> PathBuf {
+    dir.join(format!("proxmox-release-{suite}.gpg"))
+}
+
 /// Proxmox's signing key for one Debian suite, as published by Proxmox.
 #[derive(Debug, Clone, Copy)]
 pub struct ReleaseKey {
@@ -184,6 +193,14 @@ pub fn release_key(suite: &str) -> Result<&'static ReleaseKey, ProxmoxError> {
         .iter()
         .find(|k| k.suite == suite)
         .ok_or_else(|| ProxmoxError::UnsupportedSuite(suite.to_string()))
+}
+
+/// The published release key whose digest `data` has, if any.
+pub fn identify_release_key(data: &[u8]) -> Option<&'static ReleaseKey> {
+    RELEASE_KEYS.iter().find(|k| match k.digest {
+        KeyDigest::Sha512(e) => hex::encode(Sha512::digest(data)) == e,
+        KeyDigest::Sha256(e) => hex::encode(Sha256::digest(data)) == e,
+    })
 }
 
 /// Checks a keyring file's bytes against the digest Proxmox publishes.

@@ -26,6 +26,8 @@ pub struct BuildOptions {
     /// Reuse this payload (with its `.sha256`) instead of building one.
     pub payload: Option<PathBuf>,
     pub kargs: String,
+    /// `--proxmox-key`, checked.
+    pub proxmox_keys: Vec<layer::ProxmoxKey>,
 }
 
 /// What a build produced.
@@ -116,7 +118,21 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<Summary> {
     fs::create_dir_all(&cache)
         .with_context(|| format!("creating the cache directory {}", cache.display()))?;
 
-    let (state_bytes, suite) = stages.run("reading the state", || read_state(&opts.state))?;
+    let (state_bytes, suite) = stages.run("reading the state", || {
+        let (bytes, suite, proxmox) = read_state(&opts.state)?;
+        if proxmox && !opts.proxmox_keys.iter().any(|k| k.suite == suite) {
+            let key = opdbus_installer::proxmox::release_key(&suite)?;
+            anyhow::bail!(
+                "{} installs Proxmox VE on {suite}, and no --proxmox-key for {suite} was given: \
+                 the installer could not trust Proxmox's repository; download {} (fingerprint {}) \
+                 on a connected machine and pass --proxmox-key FILE",
+                opts.state.display(),
+                key.url,
+                key.fingerprint
+            );
+        }
+        Ok((bytes, suite))
+    })?;
 
     let live_image = stages.run("live system (mmdebstrap + squashfs; cached)", || {
         let mirror = opdbus_installer::payload::mirror::host_mirror(Path::new("/"))
@@ -135,6 +151,7 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<Summary> {
                 installer: opts.installer.clone(),
                 agent: opts.agent.clone(),
                 templates: opts.templates.clone(),
+                proxmox_keys: opts.proxmox_keys.clone(),
             },
             &root,
         )?;
@@ -202,7 +219,8 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<Summary> {
 }
 
 /// Reads and checks the state; returns its bytes and the Debian suite.
-fn read_state(path: &Path) -> anyhow::Result<(Vec<u8>, String)> {
+/// The state's bytes, its suite and whether it installs Proxmox VE.
+fn read_state(path: &Path) -> anyhow::Result<(Vec<u8>, String, bool)> {
     let bytes = fs::read(path).with_context(|| format!("reading the state {}", path.display()))?;
     let state: opdbus_state::State = serde_json::from_slice(&bytes).with_context(|| {
         format!(
@@ -216,7 +234,11 @@ fn read_state(path: &Path) -> anyhow::Result<(Vec<u8>, String)> {
         .as_ref()
         .map(|b| b.suite.clone())
         .unwrap_or_else(|| "bookworm".into());
-    Ok((bytes, suite))
+    let proxmox = state
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.distribution == opdbus_state::model::Distribution::Proxmox);
+    Ok((bytes, suite, proxmox))
 }
 
 /// The payload: the given one, or built (and cached) by the installer's

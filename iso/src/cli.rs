@@ -76,6 +76,12 @@ pub struct BuildArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A Proxmox repository key for the live medium (repeatable): FILE, one
+    /// of the release keys Proxmox publishes (recognised by its digest), or
+    /// SUITE=FILE for the key of another Proxmox repository. Needed when the
+    /// state installs Proxmox VE.
+    #[arg(long, value_name = "[SUITE=]FILE")]
+    pub proxmox_key: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +112,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 templates: a.templates,
                 payload: a.payload,
                 kargs: a.kargs,
+                proxmox_keys: a
+                    .proxmox_key
+                    .iter()
+                    .map(|k| crate::layer::ProxmoxKey::parse(k))
+                    .collect::<anyhow::Result<_>>()?,
             })?;
             if a.json {
                 println!(

@@ -16,6 +16,54 @@ pub struct LayerInputs {
     pub agent: PathBuf,
     /// The repository's `templates/`; `templates/live/rootfs/` is copied to `/`.
     pub templates: PathBuf,
+    /// Proxmox release keys (suite, file), checked by [`ProxmoxKey::parse`];
+    /// copied to where the installer looks for them.
+    pub proxmox_keys: Vec<ProxmoxKey>,
+}
+
+/// A Proxmox repository key for the live medium (`--proxmox-key`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxmoxKey {
+    pub suite: String,
+    pub path: PathBuf,
+}
+
+impl ProxmoxKey {
+    /// `FILE`: one of the release keys Proxmox publishes, recognised by its
+    /// digest (the suite follows from it); `SUITE=FILE`: the key of another
+    /// Proxmox repository (a mirror or a local one), taken as it is.
+    pub fn parse(arg: &str) -> anyhow::Result<ProxmoxKey> {
+        use opdbus_installer::proxmox::{identify_release_key, release_key, RELEASE_KEYS};
+        if let Some((suite, file)) = arg.split_once('=').filter(|(s, _)| !s.contains('/')) {
+            release_key(suite).with_context(|| format!("--proxmox-key {arg}"))?;
+            let path = PathBuf::from(file);
+            fs::metadata(&path)
+                .with_context(|| format!("--proxmox-key {arg}: reading {}", path.display()))?;
+            return Ok(ProxmoxKey {
+                suite: suite.to_string(),
+                path,
+            });
+        }
+        let path = PathBuf::from(arg);
+        let data = fs::read(&path)
+            .with_context(|| format!("--proxmox-key: reading {}", path.display()))?;
+        match identify_release_key(&data) {
+            Some(k) => Ok(ProxmoxKey {
+                suite: k.suite.to_string(),
+                path,
+            }),
+            None => anyhow::bail!(
+                "--proxmox-key {}: not one of Proxmox's release keys (its digest matches none of {}); \
+                 download the key of your suite from Proxmox, or give SUITE=FILE for the key of another Proxmox repository",
+                path.display(),
+                RELEASE_KEYS
+                    .iter()
+                    .map(|k| format!("{} ({})", k.url, k.fingerprint))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
 }
 
 /// Lays out the layer's tree under `root`.
@@ -37,6 +85,18 @@ pub fn stage(inputs: &LayerInputs, root: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("making {} executable", dest.display()))?;
     }
     copy_tree(&inputs.templates, &root.join("usr/share/op-dbus/templates"))?;
+    let keys = root.join(
+        opdbus_installer::proxmox::MEDIUM_KEYS
+            .strip_prefix('/')
+            .unwrap_or(opdbus_installer::proxmox::MEDIUM_KEYS),
+    );
+    for k in &inputs.proxmox_keys {
+        let dest = opdbus_installer::proxmox::medium_keyring(&keys, &k.suite);
+        fs::copy(&k.path, &dest)
+            .with_context(|| format!("copying the Proxmox key {}", k.path.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting the mode of {}", dest.display()))?;
+    }
     let live_root = inputs.templates.join("live/rootfs");
     if live_root.is_dir() {
         copy_tree(&live_root, root)?;
@@ -139,6 +199,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proxmox_keys_are_recognised_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.gpg");
+        fs::write(&other, b"a key that is not Proxmox's").unwrap();
+        let e = format!(
+            "{:#}",
+            ProxmoxKey::parse(other.to_str().unwrap()).unwrap_err()
+        );
+        assert!(e.contains("not one of Proxmox's release keys"), "{e}");
+        assert!(
+            e.contains("24B30F06ECC1836A4E5EFECBA7BCD1420BFE778E"),
+            "{e}"
+        );
+        let local = ProxmoxKey::parse(&format!("bookworm={}", other.display())).unwrap();
+        assert_eq!(local.suite, "bookworm");
+        let e = format!(
+            "{:#}",
+            ProxmoxKey::parse(&format!("bullseye={}", other.display())).unwrap_err()
+        );
+        assert!(e.contains("bullseye"), "{e}");
+    }
+
+    #[test]
     fn wanted_by_reads_only_the_install_section() {
         let unit = "[Unit]\nWantedBy=nope.target\n[Service]\nExecStart=/x\n[Install]\nWantedBy=multi-user.target getty.target\n";
         assert_eq!(wanted_by(unit), ["multi-user.target", "getty.target"]);
@@ -163,6 +246,10 @@ mod tests {
                 installer: dir.path().join("inst"),
                 agent: dir.path().join("agent"),
                 templates: tpl,
+                proxmox_keys: vec![ProxmoxKey {
+                    suite: "trixie".into(),
+                    path: dir.path().join("agent"),
+                }],
             },
             &root,
         )
@@ -175,6 +262,9 @@ mod tests {
         assert!(root
             .join("usr/share/op-dbus/templates/live/rootfs/etc/systemd/system/a.service")
             .is_file());
+        assert!(root
+            .join("usr/share/op-dbus/proxmox-release-trixie.gpg")
+            .is_file());
         assert_eq!(
             fs::read_link(root.join("etc/systemd/system/multi-user.target.wants/a.service"))
                 .unwrap(),
@@ -185,6 +275,7 @@ mod tests {
                 installer: dir.path().join("nope"),
                 agent: dir.path().join("agent"),
                 templates: dir.path().join("templates"),
+                proxmox_keys: Vec::new(),
             },
             &dir.path().join("root2"),
         )

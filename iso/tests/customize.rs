@@ -122,3 +122,26 @@ fn customize_rejects_an_invalid_state_and_a_foreign_iso() {
         "{err:#}"
     );
 }
+
+/// A Proxmox VE state without the release key is refused while the state
+/// is read, before the live system (minutes of mmdebstrap) is built.
+#[test]
+fn a_proxmox_state_without_its_release_key_is_refused_before_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_op-dbus-iso"))
+        .args(["build", "--state"])
+        .arg(repo.join("state-examples/proxmox-minimal.json"))
+        .arg("--output")
+        .arg(dir.path().join("pve.iso"))
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no --proxmox-key for trixie"), "{err}");
+    assert!(err.contains("24B30F06ECC1836A4E5EFECBA7BCD1420BFE778E"), "{err}");
+    assert!(!dir.path().join("pve.iso").exists());
+    assert!(fs::read_dir(dir.path().join("cache")).unwrap().next().is_none());
+}

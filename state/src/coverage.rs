@@ -121,6 +121,7 @@ pub const TABLE: &[Part] = &[
     installer("/bootstrap/device"),
     installer("/bootstrap/distribution"),
     installer("/bootstrap/suite"),
+    installer("/bootstrap/proxmox_version"),
     installer("/bootstrap/mirror"),
     plugin("/bootstrap/hostname", "host"),
     installer("/bootstrap/domain"),

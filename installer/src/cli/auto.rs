@@ -183,6 +183,7 @@ fn install(state: &Path, disk: &str) -> anyhow::Result<()> {
         sys: PathBuf::from("/sys"),
         dev: PathBuf::from("/dev"),
         uuids: crate::disk::layout::UuidSource::Random,
+        proxmox_keys: PathBuf::from(crate::proxmox::MEDIUM_KEYS),
     };
     say(&format!("OPDBUS-LIVE: installing onto {disk}"));
     let report = crate::install::install(&opts)?;

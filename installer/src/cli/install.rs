@@ -43,6 +43,10 @@ pub struct Args {
     /// The templates folder (default: /usr/share/op-dbus/templates, else ./templates).
     #[arg(long)]
     pub templates: Option<PathBuf>,
+    /// Folder holding Proxmox's release keys (`proxmox-release-SUITE.gpg`),
+    /// where `op-dbus-iso build --proxmox-key` puts them.
+    #[arg(long, hide = true, default_value = crate::proxmox::MEDIUM_KEYS)]
+    pub proxmox_keys: PathBuf,
     #[command(flatten)]
     pub map: super::plan::DiskMap,
 }
@@ -75,6 +79,7 @@ impl Args {
             sys: self.map.sys.clone(),
             dev: self.map.dev.clone(),
             uuids: self.map.uuids(),
+            proxmox_keys: self.proxmox_keys.clone(),
         })
     }
 }

@@ -114,7 +114,9 @@ mod tests {
         std::fs::write(
             &state,
             r#"{"version":1,"bootstrap":{"hostname":"h","distribution":"proxmox",
-               "suite":"bookworm","mirror":"http://m.example/debian","packages":["vim"]}}"#,
+               "suite":"bookworm","mirror":"http://m.example/debian","packages":["vim"]},
+               "plugins":{"network":{"interfaces":{"vmbr0":{"type":"bridge",
+               "address":"192.0.2.10/24"}}}}}"#,
         )
         .unwrap();
         let cli = Cli::try_parse_from([

@@ -62,6 +62,9 @@ pub struct InstallOptions {
     pub sys: PathBuf,
     pub dev: PathBuf,
     pub uuids: UuidSource,
+    /// Where the live medium keeps Proxmox's release keys
+    /// ([`crate::proxmox::MEDIUM_KEYS`] on the ISO).
+    pub proxmox_keys: PathBuf,
 }
 
 /// Where the ISO carries its payload.
@@ -247,10 +250,7 @@ fn populate(
         po.domain = b.domain.clone();
         po.address = static_address(state);
         po.repo_url = b.mirror.clone().filter(|m| m.contains("proxmox"));
-        let key = PathBuf::from(format!(
-            "/usr/share/op-dbus/proxmox-release-{}.gpg",
-            b.suite
-        ));
+        let key = crate::proxmox::medium_keyring(&opts.proxmox_keys, &b.suite);
         po.keyring = key.exists().then_some(key);
         // PVE checks /etc/hosts for the node's address: write it first.
         target::write_identity(&root, &b.hostname, b.domain.as_deref(), po.address)?;

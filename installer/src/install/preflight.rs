@@ -96,12 +96,39 @@ pub fn preflight(state: &State, source: &BaseSource, opts: &InstallOptions) -> R
             "pass --templates DIR (the repository's templates/ folder)",
         )?;
     }
+    if let Some(b) = state
+        .bootstrap
+        .as_ref()
+        .filter(|b| b.distribution == Distribution::Proxmox)
+    {
+        proxmox_key(b, &opts.proxmox_keys)?;
+    }
     if let BaseSource::Payload(p) = source {
         // The digest first: a corrupt payload is named as such, and nothing
         // is listed or written from bytes that were not the ones built.
         payload::extract::verify_file(p, &super::expected_sha256(state))?;
         crate::interrupt::check()?;
         payload_has_what_boots(state, p)?;
+    }
+    Ok(())
+}
+
+/// The Proxmox release key the install will trust is on the medium, and
+/// (for Proxmox's own repository) is the one Proxmox publishes.
+fn proxmox_key(b: &opdbus_state::model::Bootstrap, dir: &Path) -> Result<()> {
+    let key = crate::proxmox::release_key(&b.suite)?;
+    let path = crate::proxmox::medium_keyring(dir, &b.suite);
+    let fix = format!(
+        "rebuild the ISO with `op-dbus-iso build --proxmox-key FILE` (FILE: {} from a connected machine, fingerprint {})",
+        key.url, key.fingerprint
+    );
+    let mut f = readable_file(&path, "the Proxmox release key", &fix)?;
+    let custom_repo = b.mirror.as_deref().is_some_and(|m| m.contains("proxmox"));
+    if !custom_repo {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut data)
+            .with_context(|| format!("reading the Proxmox release key {}", path.display()))?;
+        crate::proxmox::verify_release_key(key, &path, &data)?;
     }
     Ok(())
 }

@@ -18,15 +18,27 @@ struct Case {
 /// Runs `install` with `case` and checks: exit 1, the message names
 /// `expect`, and not one marked byte of the image changed.
 fn refused(dir: &Path, case: &Case, expect: &[&str]) {
-    let st = state(dir, |_| {});
+    refused_with(dir, case, |_| {}, &[], expect)
+}
+
+/// [`refused`] for the default state edited by `edit`, with `extra` flags.
+fn refused_with(
+    dir: &Path,
+    case: &Case,
+    edit: impl FnOnce(&mut serde_json::Value),
+    extra: &[&OsStr],
+    expect: &[&str],
+) {
+    let st = state(dir, edit);
     let img = marked_image(dir, "disk.img", 4 * GIB);
     let before = marks(&img);
     let mount = dir.join("mnt");
-    let out = run(&[
+    let disk = format!("/dev/vda={}", img.display());
+    let args: Vec<&OsStr> = [
         OsStr::new("install"),
         st.as_os_str(),
         OsStr::new("--disk"),
-        OsStr::new(&format!("/dev/vda={}", img.display())),
+        OsStr::new(&disk),
         OsStr::new("--yes"),
         OsStr::new("--payload"),
         case.payload.as_os_str(),
@@ -36,7 +48,11 @@ fn refused(dir: &Path, case: &Case, expect: &[&str]) {
         case.templates.as_os_str(),
         OsStr::new("--mount-at"),
         mount.as_os_str(),
-    ]);
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    let out = run(&args);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     for e in expect {
@@ -145,5 +161,52 @@ fn a_payload_that_cannot_boot_is_noticed_before_the_disk() {
         dir.path(),
         &c,
         &["lacks a kernel (linux-image)", "/boot/vmlinuz-*"],
+    );
+}
+
+/// The default state turned into a Proxmox VE 9 install with a static address.
+fn proxmox(v: &mut serde_json::Value) {
+    v["bootstrap"]["distribution"] = "proxmox".into();
+    v["bootstrap"]["suite"] = "trixie".into();
+    v["plugins"]["network"] = serde_json::json!({"interfaces": {"vmbr0": {
+        "type": "bridge", "bridge_ports": ["ens18"],
+        "address": "192.0.2.10/24", "gateway": "192.0.2.1"}}});
+}
+
+#[test]
+fn a_proxmox_install_without_the_release_key_on_the_medium_stops_before_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    refused_with(
+        dir.path(),
+        &good(dir.path()),
+        proxmox,
+        &[OsStr::new("--proxmox-keys"), keys.as_os_str()],
+        &[
+            "the Proxmox release key",
+            "proxmox-release-trixie.gpg",
+            "op-dbus-iso build --proxmox-key",
+            "24B30F06ECC1836A4E5EFECBA7BCD1420BFE778E",
+        ],
+    );
+}
+
+#[test]
+fn a_proxmox_release_key_that_is_not_proxmoxs_stops_before_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(
+        keys.join("proxmox-release-trixie.gpg"),
+        b"someone else's key",
+    )
+    .unwrap();
+    refused_with(
+        dir.path(),
+        &good(dir.path()),
+        proxmox,
+        &[OsStr::new("--proxmox-keys"), keys.as_os_str()],
+        &["proxmox-release-trixie.gpg"],
     );
 }

@@ -16,6 +16,10 @@ pub struct Bootstrap {
     /// Debian suite (bookworm, trixie); Proxmox VE follows its Debian base.
     #[serde(default = "default_suite")]
     pub suite: String,
+    /// Proxmox VE major version the install is meant to be (8 or 9); checked
+    /// against `suite` (PVE 8 is built on bookworm, PVE 9 on trixie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxmox_version: Option<u8>,
     /// Package mirror URL; by default the build host's apt sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,

@@ -3,9 +3,21 @@
 //! syntax, the kernel command line, the mirror URL and the payload source.
 
 use super::Cx;
-use crate::model::{Bootstrap, PayloadKind, State};
+use crate::model::{Bootstrap, Distribution, PayloadKind, State};
 
-pub(super) fn check(cx: &mut Cx, b: &Bootstrap, _state: &State) {
+/// Proxmox VE major versions and the Debian suite each is built on.
+pub const PROXMOX_SUITES: [(u8, &str); 2] = [(8, "bookworm"), (9, "trixie")];
+
+pub(super) fn check(cx: &mut Cx, b: &Bootstrap, state: &State) {
+    if b.distribution == Distribution::Proxmox {
+        check_proxmox(cx, b, state);
+    } else if b.proxmox_version.is_some() {
+        cx.warn(
+            "/bootstrap/proxmox_version",
+            "proxmox_version is set but the distribution is debian: it has no effect",
+            "set \"distribution\": \"proxmox\" to install Proxmox VE, or remove proxmox_version",
+        );
+    }
     if !valid_label(&b.hostname) {
         cx.error(
             "/bootstrap/hostname",
@@ -97,6 +109,62 @@ pub(super) fn check(cx: &mut Cx, b: &Bootstrap, _state: &State) {
                 "package names use lowercase letters, digits and + - . and start with a letter or digit",
             );
         }
+    }
+}
+
+/// What a Proxmox VE install cannot survive, found before any disk is
+/// touched: a suite no PVE release is built on, a version that does not
+/// match the suite, no static IPv4 address for the node (PVE's cluster
+/// filesystem resolves the hostname to it through /etc/hosts).
+fn check_proxmox(cx: &mut Cx, b: &Bootstrap, state: &State) {
+    let pairs = || {
+        PROXMOX_SUITES
+            .iter()
+            .map(|(v, s)| format!("PVE {v} = {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match PROXMOX_SUITES.iter().find(|(_, s)| *s == b.suite) {
+        None => cx.error(
+            "/bootstrap/suite",
+            format!("Proxmox VE is not built on Debian {:?}", b.suite),
+            format!("use the suite of the PVE release you want ({})", pairs()),
+        ),
+        Some((major, _)) => {
+            if let Some(v) = b.proxmox_version.filter(|v| v != major) {
+                let want = PROXMOX_SUITES.iter().find(|(m, _)| *m == v);
+                cx.error(
+                    "/bootstrap/proxmox_version",
+                    format!(
+                        "Proxmox VE {v} does not run on Debian {} (that suite carries PVE {major})",
+                        b.suite
+                    ),
+                    match want {
+                        Some((_, s)) => format!("set \"suite\": \"{s}\" for PVE {v}, or proxmox_version {major}"),
+                        None => format!("op-dbus installs {}", pairs()),
+                    },
+                );
+            }
+        }
+    }
+    let has_static_v4 = state
+        .network_spec()
+        .interfaces
+        .iter()
+        .any(|i| i.addresses.iter().any(|a| a.addr().is_ipv4()));
+    if !has_static_v4 {
+        let at = if state.plugins.network.is_some() {
+            "/plugins/network"
+        } else if state.plugins.net.is_some() {
+            "/plugins/net"
+        } else {
+            "/plugins"
+        };
+        cx.error(
+            at,
+            "a Proxmox VE node needs a static IPv4 address, and the state gives none",
+            "give the management interface or bridge (vmbr0) an \"address\" such as 192.0.2.10/24 and a gateway; the installer maps the hostname to it in /etc/hosts",
+        );
     }
 }
 

@@ -239,6 +239,20 @@ impl RootDir {
         }
     }
 
+    /// Removes the empty directory `abs` (not followed); a missing one is fine.
+    pub fn remove_dir(&self, abs: impl AsRef<Path>) -> io::Result<()> {
+        let (parent, name) = split(abs.as_ref())?;
+        let pfd = match self.open_dir(&parent) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc_enoent()) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match unlinkat(pfd.as_fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
     /// Sets the mode of the directory `abs` itself (a final symlink is
     /// refused) exactly, whatever the umask was when it was made.
     pub fn set_dir_mode(&self, abs: impl AsRef<Path>, mode: u32) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{installed_kernels, BootConfig};
+use super::BootConfig;
 use crate::target::{Chroot, Root};
 
 /// A file of GRUB's BIOS modules (grub-pc-bin) that must be in the target.
@@ -17,9 +17,7 @@ pub fn install_grub_bios(root: &Root, disk: &Path, boot: &BootConfig) -> Result<
     if !root.exists(GRUB_BIOS_MODULES) {
         anyhow::bail!("the target has no GRUB BIOS modules; the payload must include grub-pc-bin");
     }
-    let kernels = installed_kernels(root)?;
-    let versions: Vec<String> = kernels.into_iter().map(|k| k.version).collect();
-    root.write("/boot/grub/grub.cfg", grub_cfg(boot, &versions), 0o644)?;
+    super::write_grub_menu(root, boot)?;
     // grub-install writes below /boot of the chroot: a real directory.
     root.open_dir("/boot")?;
     let chroot = Chroot::enter(root)?;

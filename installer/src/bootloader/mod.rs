@@ -8,14 +8,89 @@ mod systemd_boot;
 
 pub use cmdline::{console_args, kernel_cmdline};
 pub use grub::{grub_cfg, install_grub_bios, GRUB_BIOS_MODULES};
-pub use systemd_boot::{install_systemd_boot, SystemdBootReport, EFI_BINARY};
+pub use systemd_boot::{install_systemd_boot, EspTree, MountedEsp, SystemdBootReport, EFI_BINARY};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::target::Root;
 
+/// Where the installer keeps the boot decisions in the target, so that
+/// [`sync`] on the installed system writes what the install wrote.
+pub const BOOT_SETUP: &str = "/etc/op-dbus/boot.json";
+
+/// The kernel hooks that call `op-dbus-install boot-sync` after every
+/// kernel install and removal (Debian runs them after initramfs-tools').
+pub const KERNEL_HOOKS: [&str; 2] = [
+    "/etc/kernel/postinst.d/zz-op-dbus",
+    "/etc/kernel/postrm.d/zz-op-dbus",
+];
+
+/// What the install decided about booting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootSetup {
+    pub config: BootConfig,
+    /// systemd-boot entries on the ESP.
+    pub systemd_boot: bool,
+    /// GRUB for BIOS, its menu in /boot/grub/grub.cfg.
+    pub grub_bios: bool,
+}
+
+/// What [`sync`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// Installed kernels, newest (the default entry) first.
+    pub kernels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd_boot: Option<SystemdBootReport>,
+    /// Whether /boot/grub/grub.cfg was rewritten.
+    pub grub_menu: bool,
+}
+
+/// Writes GRUB's menu for the kernels in /boot of `root`.
+pub fn write_grub_menu(root: &Root, boot: &BootConfig) -> Result<Vec<String>> {
+    let versions: Vec<String> = installed_kernels(root)?
+        .into_iter()
+        .map(|k| k.version)
+        .collect();
+    root.write("/boot/grub/grub.cfg", grub_cfg(boot, &versions), 0o644)?;
+    Ok(versions)
+}
+
+/// Brings the boot menus of an installed system in line with the kernels in
+/// its /boot, as the install set them up ([`BOOT_SETUP`]): every kernel gets
+/// an entry, the newest is the default, entries of removed kernels go.
+/// `esp` is the mounted ESP (needed when the system boots by systemd-boot).
+pub fn sync(root: &Root, esp: Option<&dyn EspTree>) -> Result<SyncReport> {
+    let text = root.read(BOOT_SETUP).with_context(|| {
+        format!(
+            "reading {} (written by op-dbus-install; this system was not installed by it?)",
+            root.display_path(BOOT_SETUP).display()
+        )
+    })?;
+    let setup: BootSetup = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing {}", root.display_path(BOOT_SETUP).display()))?;
+    let kernels: Vec<String> = installed_kernels(root)?
+        .into_iter()
+        .map(|k| k.version)
+        .collect();
+    let systemd_boot = if setup.systemd_boot {
+        let esp = esp.context("this system boots by systemd-boot and needs its ESP: mount it (fstab: /boot/efi) or pass --esp DIR")?;
+        Some(install_systemd_boot(esp, root, &setup.config)?)
+    } else {
+        None
+    };
+    if setup.grub_bios {
+        write_grub_menu(root, &setup.config)?;
+    }
+    Ok(SyncReport {
+        kernels,
+        systemd_boot,
+        grub_menu: setup.grub_bios,
+    })
+}
+
 /// What every boot entry needs to find and start the installed system.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BootConfig {
     /// Entry title (the host name).
     pub title: String,

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use opdbus_common::logging::Chain;
 
 pub mod auto;
+pub mod boot_sync;
 pub mod disk;
 pub mod install;
 pub mod payload;
@@ -49,6 +50,9 @@ pub enum Command {
     Wizard(wizard::Args),
     /// Live-ISO entry: read opdbus.* from the kernel command line and install unattended.
     Auto(auto::Args),
+    /// On an installed system: boot entries for every kernel in /boot (run
+    /// by the kernel package hooks).
+    BootSync(boot_sync::Args),
 }
 
 /// Runs the parsed command; the returned code is the process exit status.
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(a) => interruptible(|| install::run(a)),
         Command::Wizard(a) => wizard::run(a),
         Command::Auto(a) => interruptible(|| auto::run(a)),
+        Command::BootSync(a) => boot_sync::run(a),
     }
 }
 

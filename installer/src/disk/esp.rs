@@ -180,6 +180,48 @@ impl Esp {
         Ok(out)
     }
 
+    /// The names in directory `path`; empty when it does not exist.
+    pub fn list_dir(&self, path: &str) -> Result<Vec<String>, EspError> {
+        let path = path.trim_matches('/');
+        let root = self.fs().root_dir();
+        let dir = if path.is_empty() {
+            root
+        } else {
+            match root.open_dir(path) {
+                Ok(d) => d,
+                Err(_) => return Ok(Vec::new()),
+            }
+        };
+        let mut out = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(|source| EspError::Fat {
+                path: path.into(),
+                source,
+            })?;
+            let name = e.file_name();
+            if name != "." && name != ".." {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a file or an empty directory; a missing one is fine.
+    pub fn remove(&self, path: &str) -> Result<(), EspError> {
+        let path = path.trim_start_matches('/');
+        if !self.exists(path) {
+            return Ok(());
+        }
+        self.fs()
+            .root_dir()
+            .remove(path)
+            .map_err(|source| EspError::Fat {
+                path: path.into(),
+                source,
+            })
+    }
+
     /// Whether a file or directory exists.
     pub fn exists(&self, path: &str) -> bool {
         let path = path.trim_start_matches('/');

@@ -379,7 +379,19 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
         )
     })?;
     root.write("/usr/bin/op-dbus-agent", agent, 0o755)?;
+    // The installer itself: its `boot-sync` keeps the boot menus current
+    // after kernel updates (the same code that wrote them now).
+    let me = std::env::current_exe().context("finding the installer's own binary")?;
+    let installer =
+        std::fs::read(&me).with_context(|| format!("reading the installer {}", me.display()))?;
+    root.write("/usr/bin/op-dbus-install", installer, 0o755)?;
     let t = &opts.templates;
+    let hook = t.join("kernel/zz-op-dbus");
+    let text =
+        std::fs::read(&hook).with_context(|| format!("reading template {}", hook.display()))?;
+    for dest in bootloader::KERNEL_HOOKS {
+        root.write(dest, &text, 0o755)?;
+    }
     for unit in ["op-dbus-agent.service", "op-dbus-result.service"] {
         let src = t.join("systemd").join(unit);
         let text =
@@ -463,6 +475,18 @@ fn install_bootloaders(
         .collect();
     let mut done = Vec::new();
     let uefi = b.firmware.uefi() && b.bootloader != Bootloader::Grub;
+    let grub = b.firmware.bios() || b.bootloader == Bootloader::Grub;
+    // Kept in the target: the kernel hooks' `boot-sync` writes the same.
+    let setup = bootloader::BootSetup {
+        config: cfg.clone(),
+        systemd_boot: uefi,
+        grub_bios: grub,
+    };
+    root.write(
+        bootloader::BOOT_SETUP,
+        serde_json::to_vec_pretty(&setup).context("serializing the boot setup")?,
+        0o644,
+    )?;
     if uefi {
         let esp = mounted
             .open_esp()
@@ -471,7 +495,7 @@ fn install_bootloaders(
         esp.close().context("closing the ESP")?;
         done.push(format!("systemd-boot on the ESP: {}", r.entries.join(", ")));
     }
-    if b.firmware.bios() || b.bootloader == Bootloader::Grub {
+    if grub {
         let key = boot_disk_key(state, plan);
         let disk = mounted
             .disk_device(&key)

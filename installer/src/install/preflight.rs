@@ -14,11 +14,12 @@ use crate::payload::{self, BuildTool};
 
 /// The templates `handoff` copies into the target, relative to the templates
 /// folder.
-pub const TEMPLATE_FILES: [&str; 4] = [
+pub const TEMPLATE_FILES: [&str; 5] = [
     "systemd/op-dbus-agent.service",
     "systemd/op-dbus-result.service",
     "dbus/org.opdbus.conf",
     "layout/plugin.toml",
+    "kernel/zz-op-dbus",
 ];
 
 /// Opens `path` for reading and checks it is a regular file: what a later

@@ -7,6 +7,7 @@ mod cli_common;
 mod disk_common;
 
 mod auto_state;
+mod boot_sync;
 mod clean_output;
 mod disk_exec;
 mod disk_map;

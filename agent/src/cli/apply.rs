@@ -18,10 +18,11 @@ pub struct Args {
     /// Plan only: print the actions, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Skip the network checkpoint and rollback (debugging).
+    /// Take no checkpoints: a failed apply is not rolled back (debugging).
     #[arg(long)]
     pub no_rollback: bool,
-    /// Keep network changes only if `op-dbus-agent confirm` runs within N seconds.
+    /// Keep the whole change only if `op-dbus-agent confirm` runs within N
+    /// seconds; otherwise (or on SIGHUP, SIGTERM, SIGINT) every plugin is restored.
     #[arg(long, value_name = "N")]
     pub confirm_timeout: Option<u64>,
     /// Print the run report as JSON.
@@ -46,6 +47,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         no_rollback: args.no_rollback,
         confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
         allow_unapplied: args.allow_unapplied,
+        resident: false,
     };
     if !args.dry_run {
         crate::engine::state_dir::secure_existing(&global.state_dir)?;

@@ -929,13 +929,18 @@ async fn step_inner(
         pending = again;
     }
     let mut errors = Vec::new();
+    let mut skipped = 0;
     for (a, d) in actions.iter().zip(done) {
         let (r, attempt) = d.context("an action got no result (engine bug)")?;
         let (result, detail, kind) = match r {
             Ok(note) => ("ok".to_string(), note, None),
             Err(e) => {
                 let msg = format!("{e:#}");
-                errors.push(format!("{}: {msg}", a.resource));
+                if msg.starts_with("not applied:") {
+                    skipped += 1;
+                } else {
+                    errors.push(format!("{}: {msg}", a.resource));
+                }
                 report.failed_resources.push(a.resource.clone());
                 ("failed".to_string(), Some(msg), Some(e.kind))
             }
@@ -957,9 +962,14 @@ async fn step_inner(
         });
     }
     report.failed_resources.dedup();
-    if !errors.is_empty() {
+    if !errors.is_empty() || skipped > 0 {
         report.outcome = PluginOutcome::Failed;
-        anyhow::bail!("{} action(s) failed: {}", errors.len(), errors.join("; "));
+        let after = if skipped > 0 {
+            format!(" ({skipped} not applied after it)")
+        } else {
+            String::new()
+        };
+        anyhow::bail!("{}{after}", errors.join("; "));
     }
 
     // Verify: query again (a few times: kernel state settles); the diff

@@ -300,7 +300,10 @@ async fn a_failing_second_plugin_restores_the_first_and_later_ones_do_not_run() 
         .as_deref()
         .unwrap()
         .starts_with("rolled back"));
-    assert!(report.failures().iter().any(|l| l.contains("restored: second, first")));
+    assert!(report
+        .rollback_summary()
+        .unwrap()
+        .contains("restored: second, first"));
     assert!(!dir.path().join("state").join(JOURNAL_FILE).exists());
 
     // The audit log holds the actions and the rollback records, one

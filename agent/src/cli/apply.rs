@@ -80,10 +80,23 @@ pub fn print_report(report: &RunReport) {
         if p.outcome != PluginOutcome::Skipped {
             println!("{:<9} {:?} in {} ms", p.plugin, p.outcome, p.duration_ms);
         }
+        if let Some(r) = &p.rollback {
+            println!("{:<9} {r}", p.plugin);
+        }
+    }
+    for r in &report.recovered {
+        eprintln!("op-dbus-agent: {r}");
     }
     print_not_applied(&report.not_applied_lines());
-    for f in report.failures() {
+    let failures = report.failures();
+    for f in &failures {
         eprintln!("op-dbus-agent: {f}");
+    }
+    if let Some(summary) = report.rollback_summary().filter(|s| !failures.contains(s)) {
+        eprintln!("op-dbus-agent: {summary}");
+    }
+    if let Some(t) = report.transaction.as_ref().filter(|t| t.confirmed) {
+        println!("transaction {} confirmed", t.id);
     }
     if !report.any_failed() && !report.ok {
         eprintln!(

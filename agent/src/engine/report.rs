@@ -147,6 +147,34 @@ impl RunReport {
                 .is_some_and(|t| t.outcome != TransactionOutcome::Committed)
     }
 
+    /// "transaction ID rolled back: REASON; restored: network, ...; changes
+    /// kept (not restorable): users", when the transaction did not commit.
+    pub fn rollback_summary(&self) -> Option<String> {
+        let t = self.transaction.as_ref()?;
+        let what = match t.outcome {
+            TransactionOutcome::Committed => return None,
+            TransactionOutcome::RolledBack => "rolled back",
+            TransactionOutcome::RollbackFailed => {
+                "ROLLBACK FAILED (the host may be half-configured)"
+            }
+            TransactionOutcome::NotRolledBack => "failed, not rolled back",
+        };
+        let mut line = format!("transaction {} {what}", t.id);
+        if let Some(r) = &t.reason {
+            line.push_str(&format!(": {r}"));
+        }
+        if !t.rolled_back.is_empty() {
+            line.push_str(&format!("; restored: {}", t.rolled_back.join(", ")));
+        }
+        if !t.not_rolled_back.is_empty() {
+            line.push_str(&format!(
+                "; changes kept (not restorable): {}",
+                t.not_rolled_back.join(", ")
+            ));
+        }
+        Some(line)
+    }
+
     /// Names of the plugins restored (empty when nothing was rolled back).
     pub fn rolled_back(&self) -> Vec<String> {
         self.transaction
@@ -192,31 +220,9 @@ impl RunReport {
                 )
             })
             .collect();
-        if let Some(t) = &self.transaction {
-            let what = match t.outcome {
-                TransactionOutcome::Committed => None,
-                TransactionOutcome::RolledBack => Some("rolled back"),
-                TransactionOutcome::RollbackFailed => {
-                    Some("ROLLBACK FAILED (the host may be half-configured)")
-                }
-                TransactionOutcome::NotRolledBack => Some("failed, not rolled back"),
-            };
-            if let Some(what) = what {
-                let mut line = format!("transaction {} {what}", t.id);
-                if let Some(r) = &t.reason {
-                    line.push_str(&format!(": {r}"));
-                }
-                if !t.rolled_back.is_empty() {
-                    line.push_str(&format!("; restored: {}", t.rolled_back.join(", ")));
-                }
-                if !t.not_rolled_back.is_empty() {
-                    line.push_str(&format!(
-                        "; changes kept (not restorable): {}",
-                        t.not_rolled_back.join(", ")
-                    ));
-                }
-                out.push(line);
-            }
+        // A rollback without a failed plugin (no `confirm`) is a failure of its own.
+        if out.is_empty() {
+            out.extend(self.rollback_summary());
         }
         if let Some(e) = &self.error {
             out.push(e.clone());

@@ -225,10 +225,16 @@ fn seed(p: &FilesPlugin, files: &[(&str, &str)]) {
 #[tokio::test]
 async fn only_retryable_errors_are_retried_and_only_the_failed_actions() {
     let dir = tempfile::tempdir().unwrap();
-    let p = FilesPlugin::new("files", dir.path(), &[("a", "1"), ("b", "2"), ("c", "3")])
-        .failing("b", ErrorKind::Retryable, 2);
+    let p = FilesPlugin::new("files", dir.path(), &[("a", "1"), ("b", "2"), ("c", "3")]).failing(
+        "b",
+        ErrorKind::Retryable,
+        2,
+    );
     let report = engine_of(&[&p])
-        .apply(&context(dir.path(), ApplyOptions::default()), &empty_state())
+        .apply(
+            &context(dir.path(), ApplyOptions::default()),
+            &empty_state(),
+        )
         .await;
     assert!(report.ok, "{report:#?}");
     assert_eq!(
@@ -248,19 +254,28 @@ async fn only_retryable_errors_are_retried_and_only_the_failed_actions() {
         10,
     );
     let report = engine_of(&[&p])
-        .apply(&context(dir.path(), ApplyOptions::default()), &empty_state())
+        .apply(
+            &context(dir.path(), ApplyOptions::default()),
+            &empty_state(),
+        )
         .await;
     assert!(!report.ok);
     assert_eq!(p.calls().len(), 3);
-    assert_eq!(report.plugins[0].actions[1].error_kind, Some(ErrorKind::Retryable));
+    assert_eq!(
+        report.plugins[0].actions[1].error_kind,
+        Some(ErrorKind::Retryable)
+    );
 
     // A fatal (or conflict) error is never retried.
     for kind in [ErrorKind::Fatal, ErrorKind::Conflict] {
         let dir = tempfile::tempdir().unwrap();
-        let p = FilesPlugin::new("files", dir.path(), &[("a", "1"), ("b", "2")])
-            .failing("b", kind, 10);
+        let p =
+            FilesPlugin::new("files", dir.path(), &[("a", "1"), ("b", "2")]).failing("b", kind, 10);
         let report = engine_of(&[&p])
-            .apply(&context(dir.path(), ApplyOptions::default()), &empty_state())
+            .apply(
+                &context(dir.path(), ApplyOptions::default()),
+                &empty_state(),
+            )
             .await;
         assert!(!report.ok);
         assert_eq!(p.calls(), [vec!["a", "b"]], "{kind:?} was retried");
@@ -274,11 +289,17 @@ async fn a_failing_second_plugin_restores_the_first_and_later_ones_do_not_run() 
     let dir = tempfile::tempdir().unwrap();
     let first = FilesPlugin::new("first", dir.path(), &[("x", "new"), ("y", "new")]);
     seed(&first, &[("x", "old")]);
-    let second = FilesPlugin::new("second", dir.path(), &[("p", "new"), ("q", "new")])
-        .failing("q", ErrorKind::Fatal, 1);
+    let second = FilesPlugin::new("second", dir.path(), &[("p", "new"), ("q", "new")]).failing(
+        "q",
+        ErrorKind::Fatal,
+        1,
+    );
     let third = FilesPlugin::new("third", dir.path(), &[("z", "new")]);
     let report = engine_of(&[&first, &second, &third])
-        .apply(&context(dir.path(), ApplyOptions::default()), &empty_state())
+        .apply(
+            &context(dir.path(), ApplyOptions::default()),
+            &empty_state(),
+        )
         .await;
     assert!(!report.ok);
     assert_eq!(report.exit_code(), 1);
@@ -286,15 +307,25 @@ async fn a_failing_second_plugin_restores_the_first_and_later_ones_do_not_run() 
     assert_eq!(t.outcome, TransactionOutcome::RolledBack);
     assert_eq!(t.rolled_back, ["second", "first"], "reverse order");
     assert!(
-        t.reason.as_deref().unwrap().contains("plugin 'second' failed"),
+        t.reason
+            .as_deref()
+            .unwrap()
+            .contains("plugin 'second' failed"),
         "{t:?}"
     );
     assert_eq!(first.read("x").as_deref(), Some("old"));
     assert_eq!(first.read("y"), None);
-    assert_eq!(second.read("p"), None, "the failing plugin's own change is undone");
+    assert_eq!(
+        second.read("p"),
+        None,
+        "the failing plugin's own change is undone"
+    );
     assert_eq!(report.plugins[2].outcome, PluginOutcome::NotRun);
     assert!(third.calls().is_empty());
-    assert!(report.plugins[0].actions.iter().all(|a| a.result == "rolled-back"));
+    assert!(report.plugins[0]
+        .actions
+        .iter()
+        .all(|a| a.result == "rolled-back"));
     assert!(report.plugins[0]
         .rollback
         .as_deref()
@@ -315,7 +346,10 @@ async fn a_failing_second_plugin_restores_the_first_and_later_ones_do_not_run() 
         .map(|r| format!("{}/{}", r.plugin, r.action))
         .collect();
     assert!(kinds.contains(&"first/rollback".to_string()), "{kinds:?}");
-    assert!(kinds.contains(&"engine/transaction".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"engine/transaction".to_string()),
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -324,10 +358,15 @@ async fn the_journal_names_every_action_before_the_first_one_runs() {
     let first = FilesPlugin::new("first", dir.path(), &[("x", "1")]);
     let second = FilesPlugin::new("second", dir.path(), &[("secret", "2")]);
     let report = engine_of(&[&first, &second])
-        .apply(&context(dir.path(), ApplyOptions::default()), &empty_state())
+        .apply(
+            &context(dir.path(), ApplyOptions::default()),
+            &empty_state(),
+        )
         .await;
     assert!(report.ok, "{report:#?}");
-    let journal = first.journals.lock().unwrap()[0].clone().expect("journal written");
+    let journal = first.journals.lock().unwrap()[0]
+        .clone()
+        .expect("journal written");
     let j: Journal = serde_json::from_str(&journal).unwrap();
     assert_eq!(j.plugins.len(), 1);
     assert_eq!(j.plugins[0].actions[0].resource, "file:x");
@@ -353,14 +392,18 @@ async fn an_interrupted_journal_is_restored_before_anything_else() {
     // What an agent killed mid-apply leaves: the journal, phase applying.
     let mut j = Journal::new("feed");
     j.pid = 999_999;
-    j.plugins.push(opdbus_agent::engine::transaction::JournalEntry {
-        plugin: "files".into(),
-        checkpoint: Some(json!({"a": "old"})),
-        actions: Vec::new(),
-    });
+    j.plugins
+        .push(opdbus_agent::engine::transaction::JournalEntry {
+            plugin: "files".into(),
+            checkpoint: Some(json!({"a": "old"})),
+            actions: Vec::new(),
+        });
     j.save(&dir.path().join("state")).unwrap();
     let report = engine_of(&[&p])
-        .apply(&context(dir.path(), ApplyOptions::default()), &empty_state())
+        .apply(
+            &context(dir.path(), ApplyOptions::default()),
+            &empty_state(),
+        )
         .await;
     assert_eq!(report.recovered.len(), 1, "{report:#?}");
     assert!(
@@ -380,14 +423,18 @@ async fn a_second_apply_waits_for_the_lock_then_fails_naming_the_holder() {
     let held = StateLock::acquire(&dir.path().join("state"), Duration::ZERO)
         .await
         .unwrap();
-    let ctx = context(dir.path(), ApplyOptions::default()).with_lock_wait(Duration::from_millis(300));
+    let ctx =
+        context(dir.path(), ApplyOptions::default()).with_lock_wait(Duration::from_millis(300));
     let started = Instant::now();
     let report = engine_of(&[&p]).apply(&ctx, &empty_state()).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(!report.ok);
     let err = report.error.clone().unwrap();
     assert!(
-        err.contains(&format!("locked by op-dbus-agent pid {}", std::process::id())),
+        err.contains(&format!(
+            "locked by op-dbus-agent pid {}",
+            std::process::id()
+        )),
         "{err}"
     );
     assert!(p.calls().is_empty());
@@ -410,7 +457,10 @@ async fn confirm_timeout_restores_unless_confirmed_and_drift_repair_does_not_rea
     assert!(!report.ok);
     let t = report.transaction.as_ref().unwrap();
     assert_eq!(t.outcome, TransactionOutcome::RolledBack);
-    assert!(t.reason.as_deref().unwrap().contains("not confirmed"), "{t:?}");
+    assert!(
+        t.reason.as_deref().unwrap().contains("not confirmed"),
+        "{t:?}"
+    );
     assert_eq!(p.read("a").as_deref(), Some("old"));
     assert_eq!(
         confirm::confirm(&dir.path().join("state"), None).unwrap(),
@@ -427,7 +477,11 @@ async fn confirm_timeout_restores_unless_confirmed_and_drift_repair_does_not_rea
         .await;
     assert!(!report.ok);
     assert!(
-        report.error.as_deref().unwrap().contains("not applied again"),
+        report
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not applied again"),
         "{report:#?}"
     );
     assert_eq!(p.read("a").as_deref(), Some("old"));
@@ -437,7 +491,8 @@ async fn confirm_timeout_restores_unless_confirmed_and_drift_repair_does_not_rea
     let state_dir = dir.path().join("state");
     let confirmer = std::thread::spawn(move || {
         for _ in 0..200 {
-            if let confirm::Confirmation::Confirmed(t) = confirm::confirm(&state_dir, None).unwrap() {
+            if let confirm::Confirmation::Confirmed(t) = confirm::confirm(&state_dir, None).unwrap()
+            {
                 return t;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -518,9 +573,11 @@ fn network_is_restored_exactly_when_a_later_plugin_fails() {
     let before = dumps(&ns);
 
     let d = dir.path().to_path_buf();
-    let files = FilesPlugin::new("zfiles", dir.path(), &[("a", "1")]).failing("a", ErrorKind::Fatal, 1);
+    let files =
+        FilesPlugin::new("zfiles", dir.path(), &[("a", "1")]).failing("a", ErrorKind::Fatal, 1);
     let mut changed = net_state(1400, "10.60.0.2/24");
-    changed["plugins"]["network"]["interfaces"]["tx9"] = json!({"type": "veth", "peer": "tx8", "address": "10.62.0.1/24"});
+    changed["plugins"]["network"]["interfaces"]["tx9"] =
+        json!({"type": "veth", "peer": "tx8", "address": "10.62.0.1/24"});
     let changed = changed.to_string();
     let report: RunReport = ns.run(move |_| async move {
         let mut e = Engine::new();
@@ -533,7 +590,11 @@ fn network_is_restored_exactly_when_a_later_plugin_fails() {
         .await
     });
     assert!(!report.ok);
-    assert_eq!(report.plugins[0].outcome, PluginOutcome::Changed, "{report:#?}");
+    assert_eq!(
+        report.plugins[0].outcome,
+        PluginOutcome::Changed,
+        "{report:#?}"
+    );
     let t = report.transaction.as_ref().unwrap();
     assert_eq!(t.rolled_back, ["zfiles", "network"], "{t:?}");
     assert_eq!(dumps(&ns), before, "the network was not restored exactly");
@@ -682,19 +743,32 @@ fn kill_9_in_the_window_is_restored_by_the_next_apply_after_the_deadline() {
     assert!(ns.link("tx0").is_some(), "SIGKILL leaves the change");
 
     // Inside the window an operator's apply refuses, saying when it expires.
-    let out = cli.cmd(&["apply", cli.state.to_str().unwrap()]).output().unwrap();
+    let out = cli
+        .cmd(&["apply", cli.state.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("waits for `op-dbus-agent confirm` until"), "{err}");
+    assert!(
+        err.contains("waits for `op-dbus-agent confirm` until"),
+        "{err}"
+    );
 
     // After the deadline: restored first, then (a changed state) applied.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(cli.confirm().status.code(), Some(1), "too late to confirm");
     cli.set_state(&json!({"version": 1, "plugins": {"network": {"interfaces": {}}}}));
-    let out = cli.cmd(&["apply", cli.state.to_str().unwrap(), "--json"]).output().unwrap();
+    let out = cli
+        .cmd(&["apply", cli.state.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
     let report: RunReport = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report.recovered.len(), 1, "{report:#?}");
-    assert!(report.recovered[0].contains("network: restored"), "{:?}", report.recovered);
+    assert!(
+        report.recovered[0].contains("network: restored"),
+        "{:?}",
+        report.recovered
+    );
     assert_eq!(dumps(&ns), before);
 }
 
@@ -710,7 +784,12 @@ fn two_concurrent_applies_are_serialized_and_keep_their_own_confirmation() {
     let second_state = dir.path().join("second.json");
     std::fs::write(&second_state, net_state(1400, "10.60.0.1/24").to_string()).unwrap();
     let second = cli
-        .cmd(&["apply", second_state.to_str().unwrap(), "--confirm-timeout", "2"])
+        .cmd(&[
+            "apply",
+            second_state.to_str().unwrap(),
+            "--confirm-timeout",
+            "2",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -724,5 +803,9 @@ fn two_concurrent_applies_are_serialized_and_keep_their_own_confirmation() {
     let (code, out) = finish(second);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not confirmed"), "{out}");
-    assert_eq!(ns.link("tx0").unwrap()["mtu"], 1500, "the first change stays");
+    assert_eq!(
+        ns.link("tx0").unwrap()["mtu"],
+        1500,
+        "the first change stays"
+    );
 }

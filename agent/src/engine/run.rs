@@ -198,6 +198,13 @@ impl Engine {
     /// not applied (unless allowed). With `ctx.options.dry_run` actions are
     /// only planned (no lock, no journal).
     pub async fn apply(&self, ctx: &Context, state: &DesiredState) -> RunReport {
+        self.apply_as(ctx, state, ctx.options.resident).await
+    }
+
+    /// [`Engine::apply`] as an operator's explicit apply (`resident`
+    /// false: D-Bus `ApplyState` in the resident agent) or as the resident
+    /// agent's own (see [`super::ApplyOptions::resident`]).
+    pub async fn apply_as(&self, ctx: &Context, state: &DesiredState, resident: bool) -> RunReport {
         let started = Instant::now();
         let mut report = RunReport {
             ok: false,
@@ -216,7 +223,7 @@ impl Engine {
                 report.plugins.push(plan_only(p, ctx, state).await);
             }
         } else if let Err(e) = self
-            .transaction(ctx, state, &plugins, None, &mut report)
+            .transaction(ctx, state, &plugins, None, resident, &mut report)
             .await
         {
             tracing::error!("{e:#}");
@@ -226,7 +233,8 @@ impl Engine {
         for u in &report.not_applied {
             tracing::warn!("{u}");
         }
-        report.ok = !report.any_failed() && (report.allow_unapplied || report.not_applied.is_empty());
+        report.ok =
+            !report.any_failed() && (report.allow_unapplied || report.not_applied.is_empty());
         report.duration_ms = started.elapsed().as_millis() as u64;
         report
     }
@@ -255,13 +263,16 @@ impl Engine {
             error: None,
             duration_ms: 0,
         };
-        self.transaction(ctx, state, &[p], Some(&repair), &mut report)
+        self.transaction(ctx, state, &[p], Some(&repair), true, &mut report)
             .await?;
         let mut out = report
             .plugins
             .pop()
             .context("the repair transaction reported no plugin")?;
-        if let Some(t) = report.transaction.filter(|t| t.outcome != TransactionOutcome::Committed) {
+        if let Some(t) = report
+            .transaction
+            .filter(|t| t.outcome != TransactionOutcome::Committed)
+        {
             if out.error.is_none() {
                 out.outcome = PluginOutcome::Failed;
                 out.error = t.reason;
@@ -294,6 +305,10 @@ impl Engine {
     /// before that, a resident agent waits and an operator's apply fails
     /// saying when it expires. Returns what it did.
     pub async fn recover(&self, ctx: &Context) -> anyhow::Result<Vec<String>> {
+        self.recover_as(ctx, ctx.options.resident).await
+    }
+
+    async fn recover_as(&self, ctx: &Context, resident: bool) -> anyhow::Result<Vec<String>> {
         let dir = &ctx.state_dir;
         let Some(journal) = Journal::load(dir)? else {
             return Ok(Vec::new());
@@ -313,9 +328,7 @@ impl Engine {
                              (pid {}) died; kept",
                             journal.id, journal.pid
                         );
-                        let mut audit = Vec::new();
-                        audit.push(engine_record(&journal, "committed", "confirmed"));
-                        append_audit(ctx, audit)?;
+                        append_audit(ctx, vec![engine_record(&journal, "committed", "confirmed")])?;
                         confirm::clear(dir, &journal.id);
                         Journal::remove(dir)?;
                         return Ok(vec![msg]);
@@ -325,7 +338,7 @@ impl Engine {
                     {
                         break;
                     }
-                    if transaction::now() < deadline && !ctx.options.resident {
+                    if transaction::now() < deadline && !resident {
                         anyhow::bail!(
                             "transaction {} (op-dbus-agent pid {}, which is gone) waits for \
                              `op-dbus-agent confirm` until {} (in {} s): confirm it, or apply \
@@ -353,7 +366,10 @@ impl Engine {
         let mut failed = Vec::new();
         for entry in journal.plugins.iter().rev() {
             let Some(cp) = &entry.checkpoint else {
-                lines.push(format!("{}: not restorable, its changes stay", entry.plugin));
+                lines.push(format!(
+                    "{}: not restorable, its changes stay",
+                    entry.plugin
+                ));
                 continue;
             };
             let Some(p) = self.restorer(&entry.plugin) else {
@@ -412,12 +428,13 @@ impl Engine {
         state: &DesiredState,
         plugins: &[&dyn DynPlugin],
         repair: Option<&Repair<'_>>,
+        resident: bool,
         report: &mut RunReport,
     ) -> anyhow::Result<()> {
         let dir = &ctx.state_dir;
         let _lock = StateLock::acquire(dir, ctx.lock_wait).await?;
-        report.recovered = self.recover(ctx).await?;
-        if ctx.options.resident || repair.is_some() {
+        report.recovered = self.recover_as(ctx, resident).await?;
+        if resident {
             if let Some(u) = transaction::Unconfirmed::read(dir) {
                 anyhow::ensure!(
                     u.state_hash != state.hash,
@@ -625,11 +642,16 @@ async fn roll_back(
     let mut restore_failed = false;
     let mut any_restored = false;
     for entry in tx.journal.plugins.iter().rev() {
-        let note = match (&entry.checkpoint, plugins.iter().find(|p| p.name() == entry.plugin)) {
+        let note = match (
+            &entry.checkpoint,
+            plugins.iter().find(|p| p.name() == entry.plugin),
+        ) {
             (None, _) if ctx.options.no_rollback => {
                 "not rolled back (--no-rollback): its changes stay".to_string()
             }
-            (None, _) => "not rolled back: this plugin cannot restore; its changes stay".to_string(),
+            (None, _) => {
+                "not rolled back: this plugin cannot restore; its changes stay".to_string()
+            }
             (Some(_), None) => {
                 restore_failed = true;
                 "ROLLBACK FAILED: the plugin is not registered (engine bug)".to_string()
@@ -888,7 +910,10 @@ async fn step_inner(
         p.checkpoint_json(ctx, &current, &actions)
             .await
             .with_context(|| {
-                format!("taking the checkpoint of plugin '{}'; nothing of it was applied", p.name())
+                format!(
+                    "taking the checkpoint of plugin '{}'; nothing of it was applied",
+                    p.name()
+                )
             })?
     };
     // Write-ahead: the journal names every action before the first one runs.
@@ -949,7 +974,8 @@ async fn step_inner(
             Some(d) if kind.is_some() => format!("failed: {d}"),
             _ => result.clone(),
         };
-        tx.audit.push(action_record(p, tx, a, &audit_result, attempt));
+        tx.audit
+            .push(action_record(p, tx, a, &audit_result, attempt));
         let a = a.redacted(p);
         report.actions.push(ActionReport {
             action: a.action,

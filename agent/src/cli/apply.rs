@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::query::{runtime, TargetArgs};
 use super::Global;
-use crate::engine::{ApplyOptions, DesiredState, Engine, PluginOutcome, RunReport};
+use crate::engine::{ApplyOptions, DesiredState, PluginOutcome, RunReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,7 +53,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         crate::engine::state_dir::secure_existing(&global.state_dir)?;
     }
     let ctx = args.target.context(global, options);
-    let mut engine = Engine::standard();
+    let mut engine = crate::plugins::standard();
     if !args.plugins.is_empty() {
         engine.retain(&args.plugins)?;
     }

@@ -14,7 +14,7 @@ use opdbus_common::logging::Chain;
 
 use super::query::{runtime, TargetArgs, DEFAULT_STATE};
 use super::Global;
-use crate::engine::{ApplyOptions, DesiredState, Engine, FirstBoot, Status};
+use crate::engine::{ApplyOptions, DesiredState, FirstBoot, Status};
 use crate::service::Agent;
 
 /// Seconds `run` waits for an apply holding the state directory.
@@ -62,7 +62,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             .context(global, options)
             .with_lock_wait(Duration::from_secs(RESIDENT_LOCK_WAIT)),
     );
-    let engine = Arc::new(Engine::standard());
+    let engine = Arc::new(crate::plugins::standard());
     let first_boot = FirstBoot::new(&global.state_dir, &args.target.root);
     let rt = runtime()?;
     // A transaction an agent left behind (it died applying, or the machine
@@ -90,7 +90,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(marker = %first_boot.marker_path().display(), "first reconcile already ran for this installation");
         // Links, addresses, routes and OVS ports made over netlink do not
         // survive a reboot: the network is re-applied at every boot.
-        let mut boot = Engine::standard();
+        let mut boot = crate::plugins::standard();
         boot.retain(&["network".to_string()])?;
         let report = rt.block_on(boot.apply(&ctx, &state));
         super::apply::print_report(&report);

@@ -55,19 +55,6 @@ impl Engine {
         Self::default()
     }
 
-    /// The agent's plugins: storage, host, packages, users, systemd.
-    /// (Network, firewall, containers and proxmox register here when they exist.)
-    pub fn standard() -> Self {
-        let mut e = Self::new();
-        e.register(crate::plugins::storage::StoragePlugin);
-        e.register(crate::plugins::host::HostPlugin);
-        e.register(crate::plugins::packages::PackagesPlugin);
-        e.register(crate::plugins::users::UsersPlugin);
-        e.register(crate::plugins::network::NetworkPlugin);
-        e.register(crate::plugins::systemd::SystemdPlugin);
-        e
-    }
-
     /// Adds a plugin at its place in [`ORDER`] (after plugins of equal rank).
     pub fn register<P: Plugin>(&mut self, plugin: P) -> &mut Self {
         self.register_dyn(Box::new(plugin))

@@ -42,15 +42,24 @@ pub fn is_proxmox(state: &State) -> bool {
         || state.plugins.proxmox.is_some()
 }
 
-/// The desired network of `state`, or `None` when it has no network section.
+/// The desired network of `state` (with the networkd drop-ins and, on
+/// Proxmox, /etc/network/interfaces rendered), or `None` when it has no
+/// network section.
 pub fn desired_of(state: &State) -> Option<Desired> {
     if state.plugins.network.is_none() && state.plugins.net.is_none() {
         return None;
     }
-    Some(model::desired_from_spec(
-        &state.network_spec(),
-        is_proxmox(state),
-    ))
+    let mut desired = model::desired_from_spec(&state.network_spec());
+    desired.networkd = desired
+        .links
+        .iter()
+        .filter(|l| !matches!(l.kind, model::WantKind::OvsBridge { .. }))
+        .map(|l| (l.name.clone(), dns::networkd_dropin(&l.name, l.dhcp)))
+        .collect();
+    if is_proxmox(state) {
+        desired.interfaces_file = Some(interfaces::render(&desired));
+    }
+    Some(desired)
 }
 
 impl Plugin for NetworkPlugin {

@@ -521,6 +521,108 @@ async fn confirm_timeout_restores_unless_confirmed_and_drift_repair_does_not_rea
     assert!(report.ok, "{report:#?}");
 }
 
+/// What an agent killed in its confirm window leaves: the journal (phase
+/// awaiting-confirm, its deadline) and the token `confirm` renames.
+fn left_in_window(dir: &Path, deadline_in: u64) -> Journal {
+    use opdbus_agent::engine::transaction::{now, JournalEntry, JournalPhase};
+    let mut j = Journal::new("feed");
+    j.pid = 999_999;
+    j.phase = JournalPhase::AwaitingConfirm;
+    j.deadline = Some(now() + deadline_in);
+    j.plugins.push(JournalEntry {
+        plugin: "files".into(),
+        checkpoint: Some(json!({"a": "old"})),
+        actions: Vec::new(),
+    });
+    let sd = dir.join("state");
+    j.save(&sd).unwrap();
+    confirm::begin(
+        &sd,
+        &confirm::WaitToken {
+            id: j.id.clone(),
+            pid: j.pid,
+            description: "files: 1 change(s)".into(),
+            deadline: j.deadline.unwrap(),
+        },
+    )
+    .unwrap();
+    j
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agents_confirm_window_is_waited_for_by_run_and_refused_by_apply() {
+    // apply inside the window: refused, saying when it expires; nothing runs.
+    let dir = tempfile::tempdir().unwrap();
+    let p = FilesPlugin::new("files", dir.path(), &[("a", "old")]);
+    seed(&p, &[("a", "changed")]);
+    left_in_window(dir.path(), 60);
+    let report = engine_of(&[&p])
+        .apply(
+            &context(dir.path(), ApplyOptions::default()),
+            &empty_state(),
+        )
+        .await;
+    let err = report.error.clone().unwrap();
+    assert!(
+        err.contains("waits for `op-dbus-agent confirm` until"),
+        "{err}"
+    );
+    assert!(p.calls().is_empty());
+    assert_eq!(p.read("a").as_deref(), Some("changed"));
+
+    // The resident agent waits for the deadline, then restores.
+    let dir = tempfile::tempdir().unwrap();
+    let p = FilesPlugin::new("files", dir.path(), &[("a", "old")]);
+    seed(&p, &[("a", "changed")]);
+    left_in_window(dir.path(), 2);
+    let resident = ApplyOptions {
+        resident: true,
+        ..ApplyOptions::default()
+    };
+    let started = Instant::now();
+    let engine = engine_of(&[&p]);
+    let msgs = engine
+        .recover_pending(&context(dir.path(), resident.clone()))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(msgs[0].contains("not confirmed"), "{msgs:?}");
+    assert_eq!(p.read("a").as_deref(), Some("old"));
+    // ... and that state is not applied again on its own.
+    let report = engine
+        .apply(
+            &context(dir.path(), resident.clone()),
+            &DesiredState {
+                hash: "feed".into(),
+                ..empty_state()
+            },
+        )
+        .await;
+    assert!(report.error.unwrap().contains("not applied again"));
+
+    // Confirmed (by a new process) while the resident agent waits: kept.
+    let dir = tempfile::tempdir().unwrap();
+    let p = FilesPlugin::new("files", dir.path(), &[("a", "old")]);
+    seed(&p, &[("a", "changed")]);
+    left_in_window(dir.path(), 30);
+    let sd = dir.path().join("state");
+    let confirmer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        confirm::confirm(&sd, None).unwrap()
+    });
+    let msgs = engine_of(&[&p])
+        .recover_pending(&context(dir.path(), resident))
+        .await
+        .unwrap();
+    assert!(matches!(
+        confirmer.join().unwrap(),
+        confirm::Confirmation::Confirmed(_)
+    ));
+    assert!(msgs[0].contains("was confirmed"), "{msgs:?}");
+    assert_eq!(p.read("a").as_deref(), Some("changed"));
+    assert!(!dir.path().join("state").join(JOURNAL_FILE).exists());
+}
+
 // ---- privileged: the network plugin in a namespace, the real binary ----
 
 fn agent_bin() -> &'static str {

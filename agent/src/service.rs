@@ -149,7 +149,8 @@ impl Agent {
         let desired = DesiredState::from_json(&state, "ApplyState")
             .map_err(|e| fdo::Error::InvalidArgs(format!("{e:#}")))?;
         let mut guard = self.state.lock().await;
-        let report = self.engine.apply(&self.ctx, &desired).await;
+        // An operator's apply: it also clears a state rolled back for want of `confirm`.
+        let report = self.engine.apply_as(&self.ctx, &desired, false).await;
         *guard = desired;
         serde_json::to_string(&report).map_err(failed)
     }

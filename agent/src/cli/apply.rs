@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::query::{runtime, TargetArgs};
 use super::Global;
-use crate::engine::{ApplyOptions, DesiredState, Engine, PluginOutcome, RunReport};
+use crate::engine::{ApplyOptions, DesiredState, PluginOutcome, RunReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,10 +18,11 @@ pub struct Args {
     /// Plan only: print the actions, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Skip the network checkpoint and rollback (debugging).
+    /// Take no checkpoints: a failed apply is not rolled back (debugging).
     #[arg(long)]
     pub no_rollback: bool,
-    /// Keep network changes only if `op-dbus-agent confirm` runs within N seconds.
+    /// Keep the whole change only if `op-dbus-agent confirm` runs within N
+    /// seconds; otherwise (or on SIGHUP, SIGTERM, SIGINT) every plugin is restored.
     #[arg(long, value_name = "N")]
     pub confirm_timeout: Option<u64>,
     /// Print the run report as JSON.
@@ -46,12 +47,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         no_rollback: args.no_rollback,
         confirm_timeout: args.confirm_timeout.map(Duration::from_secs),
         allow_unapplied: args.allow_unapplied,
+        resident: false,
     };
     if !args.dry_run {
         crate::engine::state_dir::secure_existing(&global.state_dir)?;
     }
     let ctx = args.target.context(global, options);
-    let mut engine = Engine::standard();
+    let mut engine = crate::plugins::standard();
     if !args.plugins.is_empty() {
         engine.retain(&args.plugins)?;
     }
@@ -78,10 +80,23 @@ pub fn print_report(report: &RunReport) {
         if p.outcome != PluginOutcome::Skipped {
             println!("{:<9} {:?} in {} ms", p.plugin, p.outcome, p.duration_ms);
         }
+        if let Some(r) = &p.rollback {
+            println!("{:<9} {r}", p.plugin);
+        }
+    }
+    for r in &report.recovered {
+        eprintln!("op-dbus-agent: {r}");
     }
     print_not_applied(&report.not_applied_lines());
-    for f in report.failures() {
+    let failures = report.failures();
+    for f in &failures {
         eprintln!("op-dbus-agent: {f}");
+    }
+    if let Some(summary) = report.rollback_summary().filter(|s| !failures.contains(s)) {
+        eprintln!("op-dbus-agent: {summary}");
+    }
+    if let Some(t) = report.transaction.as_ref().filter(|t| t.confirmed) {
+        println!("transaction {} confirmed", t.id);
     }
     if !report.any_failed() && !report.ok {
         eprintln!(

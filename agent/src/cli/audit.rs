@@ -7,7 +7,6 @@ use anyhow::Context;
 
 use super::Global;
 use crate::audit::{AuditLog, Record};
-use crate::engine::Engine;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -73,7 +72,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
         AuditCommand::Export => {
             let mut doc = log.export().context("exporting the audit log")?;
-            let engine = Engine::standard();
+            let engine = crate::plugins::standard();
             if let Some(records) = doc.get_mut("records").and_then(|r| r.as_array_mut()) {
                 for r in records {
                     let plugin = r["plugin"].as_str().unwrap_or_default().to_string();
@@ -92,7 +91,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
 /// (each record's plugin names its secrets; the chain is verified on the
 /// stored bytes, not on this output).
 fn redact(records: &mut [Record]) {
-    let engine = Engine::standard();
+    let engine = crate::plugins::standard();
     for r in records {
         if let Some(p) = engine.plugin(&r.plugin) {
             p.redact_json(&mut r.metadata);

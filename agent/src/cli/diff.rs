@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::query::{runtime, TargetArgs};
 use super::Global;
-use crate::engine::{ApplyOptions, DesiredState, Engine};
+use crate::engine::{ApplyOptions, DesiredState};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +22,7 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let state = DesiredState::load(&args.state)?;
     let ctx = args.target.context(global, ApplyOptions::default());
-    let engine = Engine::standard();
+    let engine = crate::plugins::standard();
     let diffs = runtime()?.block_on(engine.diff(&ctx, &state))?;
     let not_applied = engine.not_applied(&state.state);
     if args.json {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::Global;
-use crate::engine::{ApplyOptions, Context, DesiredState, Engine};
+use crate::engine::{ApplyOptions, Context, DesiredState};
 
 /// Default state file of an installed host.
 pub const DEFAULT_STATE: &str = "/etc/op-dbus/state.json";
@@ -59,7 +59,7 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let state = DesiredState::load(&args.state)?;
     let ctx = args.target.context(global, ApplyOptions::default());
-    let engine = Engine::standard();
+    let engine = crate::plugins::standard();
     let current = runtime()?.block_on(engine.query(&ctx, &state, args.plugin.as_deref()))?;
     println!("{}", serde_json::to_string_pretty(&current)?);
     Ok(ExitCode::SUCCESS)

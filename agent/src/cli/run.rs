@@ -14,8 +14,11 @@ use opdbus_common::logging::Chain;
 
 use super::query::{runtime, TargetArgs, DEFAULT_STATE};
 use super::Global;
-use crate::engine::{ApplyOptions, DesiredState, Engine, FirstBoot, Status};
+use crate::engine::{ApplyOptions, DesiredState, FirstBoot, Status};
 use crate::service::Agent;
+
+/// Seconds `run` waits for an apply holding the state directory.
+const RESIDENT_LOCK_WAIT: u64 = 3600;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,15 +52,24 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     crate::engine::state_dir::secure_existing(&global.state_dir)?;
     let options = ApplyOptions {
         allow_unapplied: args.allow_unapplied,
+        resident: true,
         ..ApplyOptions::default()
     };
-    let ctx = Arc::new(args.target.context(global, options));
-    let engine = Arc::new(Engine::standard());
+    // An operator's `apply --confirm-timeout` may hold the state directory
+    // for its whole window.
+    let ctx = Arc::new(
+        args.target
+            .context(global, options)
+            .with_lock_wait(Duration::from_secs(RESIDENT_LOCK_WAIT)),
+    );
+    let engine = Arc::new(crate::plugins::standard());
     let first_boot = FirstBoot::new(&global.state_dir, &args.target.root);
     let rt = runtime()?;
-    // A network change that was waiting for `confirm` when the agent (or the
-    // machine) went down is rolled back before anything else.
-    if let Some(msg) = rt.block_on(crate::plugins::network::rollback_pending(&ctx))? {
+    // A transaction an agent left behind (it died applying, or the machine
+    // went down while a change waited for `confirm`) is finished before
+    // anything else: restored, or kept if it was confirmed; one still in its
+    // confirm window is waited for.
+    for msg in rt.block_on(engine.recover_pending(&ctx))? {
         tracing::warn!("{msg}");
     }
     let code = if args.force || !first_boot.is_done() {
@@ -78,7 +90,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(marker = %first_boot.marker_path().display(), "first reconcile already ran for this installation");
         // Links, addresses, routes and OVS ports made over netlink do not
         // survive a reboot: the network is re-applied at every boot.
-        let mut boot = Engine::standard();
+        let mut boot = crate::plugins::standard();
         boot.retain(&["network".to_string()])?;
         let report = rt.block_on(boot.apply(&ctx, &state));
         super::apply::print_report(&report);

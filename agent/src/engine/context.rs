@@ -13,17 +13,24 @@ use tokio::sync::OnceCell;
 pub struct ApplyOptions {
     /// Only plan; the engine never calls `apply` when set.
     pub dry_run: bool,
-    /// Skip checkpoint/rollback (network plugin).
+    /// The engine takes no checkpoints: a failed transaction is not rolled back.
     pub no_rollback: bool,
-    /// Keep a change only if `confirm` is called within this time (network plugin).
+    /// Keep the whole transaction only if `op-dbus-agent confirm` is run
+    /// within this time; otherwise every checkpointed plugin is restored.
     pub confirm_timeout: Option<Duration>,
     /// Parts of the state this version does not apply are accepted: the run
     /// still lists them but is `ok` (`--allow-unapplied`).
     pub allow_unapplied: bool,
+    /// Applied by the resident agent on its own (boot re-apply, drift
+    /// repair), not by an operator: a state rolled back for want of
+    /// `confirm` is not applied again, and a change still waiting for
+    /// `confirm` is waited for instead of refused.
+    pub resident: bool,
 }
 
-/// How often apply+verify is tried before a plugin fails, and the pause
-/// between tries (multiplied by the attempt number).
+/// How often the actions that failed with a retryable error are tried
+/// (the first try included) before the plugin fails, and the pause between
+/// tries (multiplied by the attempt number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -50,6 +57,8 @@ pub struct Context {
     pub ovsdb: String,
     pub options: ApplyOptions,
     pub retry: RetryPolicy,
+    /// How long an apply waits for another one holding the state directory.
+    pub lock_wait: Duration,
     /// `apt-get` program for the packages plugin's fallback path.
     pub apt_get: String,
     /// `dpkg-query` program for the packages plugin's fallback query.
@@ -67,6 +76,7 @@ impl Context {
             ovsdb: "unix:/run/openvswitch/db.sock".to_string(),
             options: ApplyOptions::default(),
             retry: RetryPolicy::default(),
+            lock_wait: Duration::from_secs(30),
             apt_get: "apt-get".to_string(),
             dpkg_query: "dpkg-query".to_string(),
             bus_address: None,
@@ -98,6 +108,11 @@ impl Context {
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
         self
     }
 

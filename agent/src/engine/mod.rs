@@ -13,6 +13,7 @@ pub mod run;
 pub mod secret;
 pub mod state_dir;
 pub mod status;
+pub mod transaction;
 
 pub use context::{ApplyOptions, Context, RetryPolicy};
 pub use desired::{DesiredState, InvalidState};
@@ -20,7 +21,10 @@ pub use first_boot::FirstBoot;
 pub use plugin::{
     ActionError, ActionResult, ActionView, DynPlugin, ErrorKind, Persistence, Plugin, PluginAction,
 };
-pub use report::{ActionReport, PluginOutcome, PluginReport, RunReport, EXIT_NOT_APPLIED};
+pub use report::{
+    ActionReport, PluginOutcome, PluginReport, RunReport, TransactionOutcome, TransactionReport,
+    EXIT_NOT_APPLIED,
+};
 pub use run::{Engine, PluginDiff, Repair};
 pub use status::{Phase, Status};
 

@@ -4,6 +4,8 @@
 use opdbus_state::coverage::Unapplied;
 use serde::{Deserialize, Serialize};
 
+use super::plugin::ErrorKind;
+
 /// Exit status of `apply`, `run` and `status` when the state sets parts this
 /// version does not apply (and `--allow-unapplied` was not given).
 pub const EXIT_NOT_APPLIED: u8 = 3;
@@ -20,8 +22,10 @@ pub enum PluginOutcome {
     Changed,
     /// Only planned (`--dry-run`).
     Planned,
-    /// Query, apply or verify failed.
+    /// Query, checkpoint, apply or verify failed.
     Failed,
+    /// Not run: an earlier plugin failed and the transaction stopped.
+    NotRun,
 }
 
 /// One applied (or planned) action.
@@ -30,11 +34,15 @@ pub struct ActionReport {
     pub action: String,
     pub resource: String,
     pub description: String,
-    /// `ok`, `failed` or `planned`.
+    /// `ok`, `failed`, `planned`, or `rolled-back` (applied, then undone
+    /// when the transaction was rolled back).
     pub result: String,
     /// How it was done ("via PackageKit") or why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The kind of the error of a failed action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
     pub attempt: u32,
 }
 
@@ -50,7 +58,46 @@ pub struct PluginReport {
     pub failed_resources: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the transaction was rolled back: what became of this plugin's
+    /// changes ("rolled back: 3 change(s) undone", "not rolled back: ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
     pub duration_ms: u64,
+}
+
+/// How the transaction of an apply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransactionOutcome {
+    /// Applied and verified (and confirmed, with `--confirm-timeout`).
+    Committed,
+    /// A plugin failed, or `confirm` did not come: every checkpointed plugin
+    /// was restored.
+    RolledBack,
+    /// Restoring failed for some plugin: the host may be half-configured.
+    RollbackFailed,
+    /// A plugin failed and nothing was restored (`--no-rollback`).
+    NotRolledBack,
+}
+
+/// The transaction part of a [`RunReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransactionReport {
+    pub id: String,
+    pub outcome: TransactionOutcome,
+    /// Why it was rolled back (the failure, or the missing confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `op-dbus-agent confirm` kept the change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
+    /// Plugins restored to their checkpoint, in the order restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back: Vec<String>,
+    /// Plugins whose changes stay although the transaction was rolled back
+    /// (they cannot restore, or `--no-rollback`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_rolled_back: Vec<String>,
 }
 
 impl PluginReport {
@@ -74,13 +121,66 @@ pub struct RunReport {
     /// `--allow-unapplied` was given.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unapplied: bool,
+    /// The transaction (absent for `--dry-run`, or when nothing ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionReport>,
+    /// What became of a transaction an earlier agent left behind (it died
+    /// mid-apply or while waiting for `confirm`), done before this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovered: Vec<String>,
+    /// Why nothing was applied (the state directory is locked, a change
+    /// still waits for `confirm`, recovering an earlier transaction failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub duration_ms: u64,
 }
 
 impl RunReport {
-    /// Some plugin failed (`ok` may also be false for unapplied parts).
+    /// Some plugin failed, the transaction was rolled back or could not
+    /// start (`ok` may also be false for unapplied parts).
     pub fn any_failed(&self) -> bool {
         self.plugins.iter().any(PluginReport::failed)
+            || self.error.is_some()
+            || self
+                .transaction
+                .as_ref()
+                .is_some_and(|t| t.outcome != TransactionOutcome::Committed)
+    }
+
+    /// "transaction ID rolled back: REASON; restored: network, ...; changes
+    /// kept (not restorable): users", when the transaction did not commit.
+    pub fn rollback_summary(&self) -> Option<String> {
+        let t = self.transaction.as_ref()?;
+        let what = match t.outcome {
+            TransactionOutcome::Committed => return None,
+            TransactionOutcome::RolledBack => "rolled back",
+            TransactionOutcome::RollbackFailed => {
+                "ROLLBACK FAILED (the host may be half-configured)"
+            }
+            TransactionOutcome::NotRolledBack => "failed, not rolled back",
+        };
+        let mut line = format!("transaction {} {what}", t.id);
+        if let Some(r) = &t.reason {
+            line.push_str(&format!(": {r}"));
+        }
+        if !t.rolled_back.is_empty() {
+            line.push_str(&format!("; restored: {}", t.rolled_back.join(", ")));
+        }
+        if !t.not_rolled_back.is_empty() {
+            line.push_str(&format!(
+                "; changes kept (not restorable): {}",
+                t.not_rolled_back.join(", ")
+            ));
+        }
+        Some(line)
+    }
+
+    /// Names of the plugins restored (empty when nothing was rolled back).
+    pub fn rolled_back(&self) -> Vec<String> {
+        self.transaction
+            .as_ref()
+            .map(|t| t.rolled_back.clone())
+            .unwrap_or_default()
     }
 
     /// 0 everything applied or matched; 1 a plugin failed; 3
@@ -100,9 +200,11 @@ impl RunReport {
         self.not_applied.iter().map(ToString::to_string).collect()
     }
 
-    /// "plugin 'users' failed on user:admin: ..." lines, one per failed plugin.
+    /// "plugin 'users' failed on user:admin: ..." lines, one per failed
+    /// plugin, then the transaction's rollback and the run's own error.
     pub fn failures(&self) -> Vec<String> {
-        self.plugins
+        let mut out: Vec<String> = self
+            .plugins
             .iter()
             .filter(|p| p.failed())
             .map(|p| {
@@ -117,6 +219,14 @@ impl RunReport {
                     p.error.as_deref().unwrap_or("unknown error")
                 )
             })
-            .collect()
+            .collect();
+        // A rollback without a failed plugin (no `confirm`) is a failure of its own.
+        if out.is_empty() {
+            out.extend(self.rollback_summary());
+        }
+        if let Some(e) = &self.error {
+            out.push(e.clone());
+        }
+        out
     }
 }

@@ -1,15 +1,21 @@
-//! [`Engine`]: the ordered plugin list and the reconcile loop
-//! (query -> diff -> apply -> verify, bounded retry), which records every
-//! applied action in the audit chain and reports failures by plugin and resource.
+//! [`Engine`]: the ordered plugin list and the transaction every apply is
+//! (per plugin: query -> diff -> checkpoint -> journal -> apply, retrying
+//! only retryable errors -> verify; on failure or no `confirm`, restore every
+//! checkpointed plugin in reverse order), recorded in the audit chain at
+//! its end and reported by plugin and resource.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::plugin::{ActionView, DynPlugin, Plugin};
-use super::report::{ActionReport, PluginOutcome, PluginReport, RunReport};
+use super::confirm;
+use super::plugin::{ActionResult, ActionView, DynPlugin, Plugin};
+use super::report::{
+    ActionReport, PluginOutcome, PluginReport, RunReport, TransactionOutcome, TransactionReport,
+};
+use super::transaction::{self, format_time, Journal, JournalEntry, JournalPhase, StateLock};
 use super::{Context, DesiredState, ORDER};
 use crate::audit::{AuditLog, NewEntry};
 use opdbus_state::coverage::Unapplied;
@@ -34,6 +40,9 @@ pub struct Engine {
     plugins: Vec<Box<dyn DynPlugin>>,
     /// Set by [`Engine::retain`]: only these plugins' unapplied parts count.
     retained: Option<Vec<String>>,
+    /// Plugins [`Engine::retain`] removed: they do not run, but restore
+    /// what a journal of theirs left behind.
+    set_aside: Vec<Box<dyn DynPlugin>>,
 }
 
 fn rank(name: &str) -> usize {
@@ -44,19 +53,6 @@ impl Engine {
     /// An engine with no plugins.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The agent's plugins: storage, host, packages, users, systemd.
-    /// (Network, firewall, containers and proxmox register here when they exist.)
-    pub fn standard() -> Self {
-        let mut e = Self::new();
-        e.register(crate::plugins::storage::StoragePlugin);
-        e.register(crate::plugins::host::HostPlugin);
-        e.register(crate::plugins::packages::PackagesPlugin);
-        e.register(crate::plugins::users::UsersPlugin);
-        e.register(crate::plugins::network::NetworkPlugin::default());
-        e.register(crate::plugins::systemd::SystemdPlugin);
-        e
     }
 
     /// Adds a plugin at its place in [`ORDER`] (after plugins of equal rank).
@@ -85,7 +81,11 @@ impl Engine {
                 known.join(", ")
             );
         }
-        self.plugins.retain(|p| names.iter().any(|n| n == p.name()));
+        let (keep, aside) = std::mem::take(&mut self.plugins)
+            .into_iter()
+            .partition(|p| names.iter().any(|n| n == p.name()));
+        self.plugins = keep;
+        self.set_aside.extend(aside);
         self.retained = Some(names.to_vec());
         Ok(())
     }
@@ -177,44 +177,58 @@ impl Engine {
         Ok(out)
     }
 
-    /// Reconciles every plugin in order. A failing plugin is reported and the
-    /// later ones still run; `report.ok` is false if any failed or a part
-    /// of the state is not applied (unless allowed). With
-    /// `ctx.options.dry_run` actions are only planned.
+    /// Reconciles every plugin in order as one transaction (see
+    /// [`Plugin`]): under the state-directory lock, after recovering what
+    /// an earlier agent left behind; the first failing plugin stops it and
+    /// every checkpointed plugin is restored in reverse order.
+    /// `report.ok` is false if it was rolled back or a part of the state is
+    /// not applied (unless allowed). With `ctx.options.dry_run` actions are
+    /// only planned (no lock, no journal).
     pub async fn apply(&self, ctx: &Context, state: &DesiredState) -> RunReport {
-        let started = Instant::now();
-        let mut audit = AuditSink::new(ctx, &state.hash);
-        let mut plugins = Vec::new();
-        for p in &self.plugins {
-            let report = reconcile(p.as_ref(), ctx, state, &mut audit, None).await;
-            match report.outcome {
-                PluginOutcome::Failed => tracing::error!(
-                    plugin = %report.plugin,
-                    resources = %report.failed_resources.join(","),
-                    "{}", report.error.as_deref().unwrap_or("failed")
-                ),
-                outcome => tracing::info!(plugin = %report.plugin, ?outcome, "plugin reconciled"),
-            }
-            plugins.push(report);
-        }
-        let not_applied = self.not_applied(&state.state);
-        for u in &not_applied {
-            tracing::warn!("{u}");
-        }
-        let allow_unapplied = ctx.options.allow_unapplied;
-        RunReport {
-            ok: !plugins.iter().any(PluginReport::failed)
-                && (allow_unapplied || not_applied.is_empty()),
-            state_hash: state.hash.clone(),
-            plugins,
-            not_applied,
-            allow_unapplied,
-            duration_ms: started.elapsed().as_millis() as u64,
-        }
+        self.apply_as(ctx, state, ctx.options.resident).await
     }
 
-    /// Re-applies one plugin's actions selected by `repair.filter`, audited as
-    /// `drift-repair` with the reason.
+    /// [`Engine::apply`] as an operator's explicit apply (`resident`
+    /// false: D-Bus `ApplyState` in the resident agent) or as the resident
+    /// agent's own (see [`super::ApplyOptions::resident`]).
+    pub async fn apply_as(&self, ctx: &Context, state: &DesiredState, resident: bool) -> RunReport {
+        let started = Instant::now();
+        let mut report = RunReport {
+            ok: false,
+            state_hash: state.hash.clone(),
+            plugins: Vec::new(),
+            not_applied: Vec::new(),
+            allow_unapplied: ctx.options.allow_unapplied,
+            transaction: None,
+            recovered: Vec::new(),
+            error: None,
+            duration_ms: 0,
+        };
+        let plugins: Vec<&dyn DynPlugin> = self.plugins.iter().map(|p| p.as_ref()).collect();
+        if ctx.options.dry_run {
+            for p in plugins {
+                report.plugins.push(plan_only(p, ctx, state).await);
+            }
+        } else if let Err(e) = self
+            .transaction(ctx, state, &plugins, None, resident, &mut report)
+            .await
+        {
+            tracing::error!("{e:#}");
+            report.error = Some(format!("{e:#}"));
+        }
+        report.not_applied = self.not_applied(&state.state);
+        for u in &report.not_applied {
+            tracing::warn!("{u}");
+        }
+        report.ok =
+            !report.any_failed() && (report.allow_unapplied || report.not_applied.is_empty());
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report
+    }
+
+    /// Re-applies one plugin's actions selected by `repair.filter`, as a
+    /// transaction of its own, audited as `drift-repair` with the reason.
+    /// A state rolled back for want of `confirm` is not repaired.
     pub async fn repair(
         &self,
         ctx: &Context,
@@ -225,101 +239,574 @@ impl Engine {
         let p = self
             .plugin(plugin)
             .with_context(|| format!("no plugin named '{plugin}'"))?;
-        let mut audit = AuditSink::new(ctx, &state.hash);
-        Ok(reconcile(p, ctx, state, &mut audit, Some(&repair)).await)
-    }
-}
-
-/// Opens the audit log on the first record, so a plugin (storage) may create
-/// the directory it lives in first.
-struct AuditSink<'a> {
-    ctx: &'a Context,
-    state_hash: &'a str,
-    log: Option<AuditLog>,
-}
-
-impl<'a> AuditSink<'a> {
-    fn new(ctx: &'a Context, state_hash: &'a str) -> Self {
-        Self {
-            ctx,
-            state_hash,
-            log: None,
-        }
-    }
-
-    fn record(
-        &mut self,
-        plugin: &dyn DynPlugin,
-        a: &ActionView,
-        result: &str,
-        repair: Option<&Repair<'_>>,
-    ) -> anyhow::Result<()> {
-        if self.log.is_none() {
-            self.log = Some(AuditLog::open(&self.ctx.state_dir).with_context(|| {
-                format!("opening the audit log in {}", self.ctx.state_dir.display())
-            })?);
-        }
-        let a = &a.redacted(plugin);
-        let (action, metadata) = match repair {
-            Some(r) => (
-                "drift-repair".to_string(),
-                serde_json::json!({
-                    "reason": r.reason,
-                    "repair": a.action,
-                    "description": a.description,
-                    "detail": a.detail,
-                }),
-            ),
-            None => (
-                a.action.clone(),
-                serde_json::json!({ "description": a.description, "detail": a.detail }),
-            ),
+        let mut report = RunReport {
+            ok: false,
+            state_hash: state.hash.clone(),
+            plugins: Vec::new(),
+            not_applied: Vec::new(),
+            allow_unapplied: true,
+            transaction: None,
+            recovered: Vec::new(),
+            error: None,
+            duration_ms: 0,
         };
-        let log = self.log.as_mut().context("audit log not open")?;
-        log.append(NewEntry {
-            plugin: plugin.name().to_string(),
-            action,
-            resource: a.resource.clone(),
-            result: result.to_string(),
-            state_hash: Some(self.state_hash.to_string()),
-            metadata,
-        })
-        .context("appending to the audit log")?;
+        self.transaction(ctx, state, &[p], Some(&repair), true, &mut report)
+            .await?;
+        let mut out = report
+            .plugins
+            .pop()
+            .context("the repair transaction reported no plugin")?;
+        if let Some(t) = report
+            .transaction
+            .filter(|t| t.outcome != TransactionOutcome::Committed)
+        {
+            if out.error.is_none() {
+                out.outcome = PluginOutcome::Failed;
+                out.error = t.reason;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Engine::recover`] under the state-directory lock (`run` calls it
+    /// first; every apply and repair also does).
+    pub async fn recover_pending(&self, ctx: &Context) -> anyhow::Result<Vec<String>> {
+        let _lock = StateLock::acquire(&ctx.state_dir, ctx.lock_wait).await?;
+        self.recover(ctx).await
+    }
+
+    /// A registered plugin, also one [`Engine::retain`] set aside (a
+    /// journal may name it).
+    fn restorer(&self, name: &str) -> Option<&dyn DynPlugin> {
+        self.plugins
+            .iter()
+            .chain(&self.set_aside)
+            .find(|p| p.name() == name)
+            .map(|p| p.as_ref())
+    }
+
+    /// Finishes a transaction an earlier agent left in the state directory
+    /// (it died applying, or while waiting for `confirm`); the caller holds
+    /// the lock, so its owner is gone. Applying: restored. Waiting for
+    /// `confirm`: kept when confirmed, restored once its deadline passed;
+    /// before that, a resident agent waits and an operator's apply fails
+    /// saying when it expires. Returns what it did.
+    pub async fn recover(&self, ctx: &Context) -> anyhow::Result<Vec<String>> {
+        self.recover_as(ctx, ctx.options.resident).await
+    }
+
+    async fn recover_as(&self, ctx: &Context, resident: bool) -> anyhow::Result<Vec<String>> {
+        let dir = &ctx.state_dir;
+        let Some(journal) = Journal::load(dir)? else {
+            return Ok(Vec::new());
+        };
+        let started = format_time(journal.started);
+        let reason = match journal.phase {
+            JournalPhase::Applying => format!(
+                "interrupted while applying (op-dbus-agent pid {} died; started {started})",
+                journal.pid
+            ),
+            JournalPhase::AwaitingConfirm => {
+                let deadline = journal.deadline.unwrap_or(0);
+                loop {
+                    if confirm::is_confirmed(dir, &journal.id) {
+                        let msg = format!(
+                            "transaction {} (started {started}) was confirmed after its agent \
+                             (pid {}) died; kept",
+                            journal.id, journal.pid
+                        );
+                        append_audit(ctx, vec![engine_record(&journal, "committed", "confirmed")])?;
+                        confirm::clear(dir, &journal.id);
+                        Journal::remove(dir)?;
+                        return Ok(vec![msg]);
+                    }
+                    if transaction::now() >= deadline
+                        && confirm::expire(dir, &journal.id)? == confirm::Decision::Expired
+                    {
+                        break;
+                    }
+                    if transaction::now() < deadline && !resident {
+                        anyhow::bail!(
+                            "transaction {} (op-dbus-agent pid {}, which is gone) waits for \
+                             `op-dbus-agent confirm` until {} (in {} s): confirm it, or apply \
+                             again after that time (it is rolled back first)",
+                            journal.id,
+                            journal.pid,
+                            format_time(deadline),
+                            deadline.saturating_sub(transaction::now())
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                transaction::Unconfirmed::write(dir, &journal.state_hash, &journal.id)?;
+                format!(
+                    "not confirmed with `op-dbus-agent confirm` by {} (op-dbus-agent pid {} died \
+                     while waiting)",
+                    format_time(deadline),
+                    journal.pid
+                )
+            }
+        };
+        tracing::warn!("transaction {}: {reason}; restoring it", journal.id);
+        let mut audit = Vec::new();
+        let mut lines = Vec::new();
+        let mut failed = Vec::new();
+        for entry in journal.plugins.iter().rev() {
+            let Some(cp) = &entry.checkpoint else {
+                lines.push(format!(
+                    "{}: not restorable, its changes stay",
+                    entry.plugin
+                ));
+                continue;
+            };
+            let Some(p) = self.restorer(&entry.plugin) else {
+                failed.push(format!(
+                    "{}: this agent has no such plugin to restore it",
+                    entry.plugin
+                ));
+                continue;
+            };
+            let result = p.restore_json(ctx, cp).await;
+            let line = match &result {
+                Ok(m) => format!("{}: restored ({m})", entry.plugin),
+                Err(e) => format!("{}: RESTORE FAILED: {e:#}", entry.plugin),
+            };
+            audit.push(rollback_record(&journal, &entry.plugin, &result, &reason));
+            match result {
+                Ok(_) => lines.push(line),
+                Err(_) => failed.push(line),
+            }
+        }
+        let outcome = if failed.is_empty() {
+            "rolled-back"
+        } else {
+            "rollback-failed"
+        };
+        audit.push(engine_record(&journal, outcome, &reason));
+        append_audit(ctx, audit)?;
+        confirm::clear(dir, &journal.id);
+        let mut all = lines;
+        all.extend(failed.iter().cloned());
+        let msg = format!(
+            "transaction {} {reason}: {}",
+            journal.id,
+            if all.is_empty() {
+                "nothing to restore".to_string()
+            } else {
+                all.join("; ")
+            }
+        );
+        anyhow::ensure!(
+            failed.is_empty(),
+            "{msg}; the journal {} is kept: fix the cause and run the agent again",
+            dir.join(transaction::JOURNAL_FILE).display()
+        );
+        Journal::remove(dir)?;
+        tracing::warn!("{msg}");
+        Ok(vec![msg])
+    }
+
+    /// One transaction over `plugins` (in order): lock, recovery, then per
+    /// plugin query, diff, checkpoint, journal, apply with retry, verify;
+    /// on failure (or no `confirm`) restore in reverse order.
+    async fn transaction(
+        &self,
+        ctx: &Context,
+        state: &DesiredState,
+        plugins: &[&dyn DynPlugin],
+        repair: Option<&Repair<'_>>,
+        resident: bool,
+        report: &mut RunReport,
+    ) -> anyhow::Result<()> {
+        let dir = &ctx.state_dir;
+        let _lock = StateLock::acquire(dir, ctx.lock_wait).await?;
+        report.recovered = self.recover_as(ctx, resident).await?;
+        if resident {
+            if let Some(u) = transaction::Unconfirmed::read(dir) {
+                anyhow::ensure!(
+                    u.state_hash != state.hash,
+                    "not applied again: this state was rolled back at {} because nobody ran \
+                     `op-dbus-agent confirm` in time; the agent applies it when the state \
+                     changes, or run `op-dbus-agent apply` to try again",
+                    format_time(u.rolled_back)
+                );
+            }
+        } else {
+            transaction::Unconfirmed::clear(dir);
+        }
+        let mut tx = Tx {
+            journal: Journal::new(&state.hash),
+            audit: Vec::new(),
+            repair,
+        };
+        let mut failure: Option<String> = None;
+        for p in plugins {
+            if failure.is_some() {
+                let outcome = match p.desired_json(&state.state) {
+                    Ok(None) => PluginOutcome::Skipped,
+                    _ => PluginOutcome::NotRun,
+                };
+                report.plugins.push(PluginReport::new(p.name(), outcome));
+                continue;
+            }
+            let r = step(*p, ctx, state, &mut tx).await;
+            match r.outcome {
+                PluginOutcome::Failed => {
+                    tracing::error!(
+                        plugin = %r.plugin,
+                        resources = %r.failed_resources.join(","),
+                        "{}", r.error.as_deref().unwrap_or("failed")
+                    );
+                    failure = Some(format!(
+                        "plugin '{}' failed: {}",
+                        r.plugin,
+                        r.error.as_deref().unwrap_or("unknown error")
+                    ));
+                }
+                outcome => tracing::info!(plugin = %r.plugin, ?outcome, "plugin reconciled"),
+            }
+            report.plugins.push(r);
+        }
+        let changed = !tx.journal.plugins.is_empty();
+        let mut confirmed = false;
+        if failure.is_none() && changed {
+            if let Some(timeout) = ctx.options.confirm_timeout {
+                if tx.journal.plugins.iter().any(|e| e.checkpoint.is_some()) {
+                    match await_confirm(ctx, &mut tx.journal, timeout).await? {
+                        Ok(()) => confirmed = true,
+                        Err(reason) => {
+                            transaction::Unconfirmed::write(dir, &state.hash, &tx.journal.id)?;
+                            failure = Some(reason);
+                        }
+                    }
+                } else {
+                    tracing::warn!(
+                        "--confirm-timeout has no effect: no plugin of this change took a \
+                         checkpoint (--no-rollback, or none can restore); the change stays"
+                    );
+                }
+            }
+        }
+        let outcome = match &failure {
+            None => TransactionOutcome::Committed,
+            Some(reason) => roll_back(ctx, plugins, &mut tx, report, reason).await,
+        };
+        let mut t = TransactionReport {
+            id: tx.journal.id.clone(),
+            outcome,
+            reason: failure,
+            confirmed,
+            rolled_back: Vec::new(),
+            not_rolled_back: Vec::new(),
+        };
+        for e in tx.journal.plugins.iter().rev() {
+            let restored = report
+                .plugins
+                .iter()
+                .find(|p| p.plugin == e.plugin)
+                .and_then(|p| p.rollback.as_deref())
+                .is_some_and(|r| r.starts_with("rolled back"));
+            if t.outcome == TransactionOutcome::Committed {
+                continue;
+            }
+            if restored {
+                t.rolled_back.push(e.plugin.clone());
+            } else if e.checkpoint.is_none() {
+                t.not_rolled_back.push(e.plugin.clone());
+            }
+        }
+        if changed || t.outcome != TransactionOutcome::Committed {
+            let result = match t.outcome {
+                TransactionOutcome::Committed if confirmed => "confirmed".to_string(),
+                TransactionOutcome::Committed => "committed".to_string(),
+                _ => format!(
+                    "{}: {}",
+                    serde_json::to_value(t.outcome)?
+                        .as_str()
+                        .unwrap_or("rolled-back"),
+                    t.reason.as_deref().unwrap_or("")
+                ),
+            };
+            let mut audit = std::mem::take(&mut tx.audit);
+            audit.push(engine_record(&tx.journal, &result, ""));
+            append_audit(ctx, audit)?;
+        }
+        confirm::clear(dir, &tx.journal.id);
+        if t.outcome != TransactionOutcome::RollbackFailed {
+            Journal::remove(dir)?;
+        }
+        report.transaction = Some(t);
         Ok(())
     }
 }
 
-async fn reconcile(
-    p: &dyn DynPlugin,
+/// How often verification re-queries (kernel state settles), and the pause
+/// between queries (times the try number).
+const VERIFY_TRIES: u32 = 5;
+const VERIFY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A transaction in progress: its journal, the audit records written at
+/// its end, and the repair it serves (if any).
+struct Tx<'a> {
+    journal: Journal,
+    audit: Vec<NewEntry>,
+    repair: Option<&'a Repair<'a>>,
+}
+
+impl PluginReport {
+    fn new(plugin: &str, outcome: PluginOutcome) -> Self {
+        PluginReport {
+            plugin: plugin.to_string(),
+            outcome,
+            attempts: 0,
+            actions: Vec::new(),
+            failed_resources: Vec::new(),
+            error: None,
+            rollback: None,
+            duration_ms: 0,
+        }
+    }
+}
+
+fn append_audit(ctx: &Context, entries: Vec<NewEntry>) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut log = AuditLog::open(&ctx.state_dir)
+        .with_context(|| format!("opening the audit log in {}", ctx.state_dir.display()))?;
+    log.append_all(entries)
+        .context("appending the transaction to the audit log")?;
+    Ok(())
+}
+
+/// The engine's own record of how transaction `journal` ended.
+fn engine_record(journal: &Journal, result: &str, reason: &str) -> NewEntry {
+    let plugins: Vec<&str> = journal.plugins.iter().map(|e| e.plugin.as_str()).collect();
+    NewEntry {
+        plugin: "engine".into(),
+        action: "transaction".into(),
+        resource: format!("transaction:{}", journal.id),
+        result: result.to_string(),
+        state_hash: Some(journal.state_hash.clone()),
+        metadata: serde_json::json!({
+            "pid": journal.pid,
+            "started": journal.started,
+            "plugins": plugins,
+            "reason": reason,
+        }),
+    }
+}
+
+fn rollback_record(
+    journal: &Journal,
+    plugin: &str,
+    result: &anyhow::Result<String>,
+    reason: &str,
+) -> NewEntry {
+    NewEntry {
+        plugin: plugin.to_string(),
+        action: "rollback".into(),
+        resource: format!("transaction:{}", journal.id),
+        result: match result {
+            Ok(m) => format!("ok: {m}"),
+            Err(e) => format!("failed: {e:#}"),
+        },
+        state_hash: Some(journal.state_hash.clone()),
+        metadata: serde_json::json!({ "reason": reason }),
+    }
+}
+
+/// Restores every checkpointed plugin of `tx` in reverse order, notes the
+/// result in each plugin's report and adds the audit records.
+async fn roll_back(
     ctx: &Context,
-    state: &DesiredState,
-    audit: &mut AuditSink<'_>,
-    repair: Option<&Repair<'_>>,
-) -> PluginReport {
-    let started = Instant::now();
-    let mut report = PluginReport {
-        plugin: p.name().to_string(),
-        outcome: PluginOutcome::Unchanged,
-        attempts: 0,
-        actions: Vec::new(),
-        failed_resources: Vec::new(),
-        error: None,
-        duration_ms: 0,
+    plugins: &[&dyn DynPlugin],
+    tx: &mut Tx<'_>,
+    report: &mut RunReport,
+    reason: &str,
+) -> TransactionOutcome {
+    tracing::warn!("transaction {}: {reason}; rolling back", tx.journal.id);
+    let mut restore_failed = false;
+    let mut any_restored = false;
+    for entry in tx.journal.plugins.iter().rev() {
+        let note = match (
+            &entry.checkpoint,
+            plugins.iter().find(|p| p.name() == entry.plugin),
+        ) {
+            (None, _) if ctx.options.no_rollback => {
+                "not rolled back (--no-rollback): its changes stay".to_string()
+            }
+            (None, _) => {
+                "not rolled back: this plugin cannot restore; its changes stay".to_string()
+            }
+            (Some(_), None) => {
+                restore_failed = true;
+                "ROLLBACK FAILED: the plugin is not registered (engine bug)".to_string()
+            }
+            (Some(cp), Some(p)) => {
+                let result = p.restore_json(ctx, cp).await;
+                tx.audit
+                    .push(rollback_record(&tx.journal, &entry.plugin, &result, reason));
+                match result {
+                    Ok(m) => {
+                        any_restored = true;
+                        format!("rolled back: {m}")
+                    }
+                    Err(e) => {
+                        restore_failed = true;
+                        format!("ROLLBACK FAILED, its changes may be half undone: {e:#}")
+                    }
+                }
+            }
+        };
+        tracing::warn!(plugin = %entry.plugin, "{note}");
+        if let Some(pr) = report.plugins.iter_mut().find(|p| p.plugin == entry.plugin) {
+            if note.starts_with("rolled back") {
+                for a in pr.actions.iter_mut().filter(|a| a.result == "ok") {
+                    a.result = "rolled-back".into();
+                }
+            }
+            pr.rollback = Some(note);
+        }
+    }
+    if restore_failed {
+        TransactionOutcome::RollbackFailed
+    } else if !any_restored && tx.journal.plugins.iter().any(|e| e.checkpoint.is_none()) {
+        TransactionOutcome::NotRolledBack
+    } else {
+        TransactionOutcome::RolledBack
+    }
+}
+
+/// Waits for `op-dbus-agent confirm` (see [`confirm`]); `Ok(Err(reason))`
+/// when it did not come in time or a signal (SIGHUP of a dropped SSH
+/// session, SIGTERM, SIGINT) cut the wait short: the caller rolls back.
+async fn await_confirm(
+    ctx: &Context,
+    journal: &mut Journal,
+    timeout: Duration,
+) -> anyhow::Result<Result<(), String>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let dir = &ctx.state_dir;
+    let deadline = transaction::now() + timeout.as_secs().max(1);
+    journal.phase = JournalPhase::AwaitingConfirm;
+    journal.deadline = Some(deadline);
+    journal.save(dir)?;
+    let description = journal
+        .plugins
+        .iter()
+        .map(|e| format!("{}: {} change(s)", e.plugin, e.actions.len()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let token = confirm::WaitToken {
+        id: journal.id.clone(),
+        pid: journal.pid,
+        description,
+        deadline,
     };
-    if let Err(e) = reconcile_inner(p, ctx, state, audit, repair, &mut report).await {
-        report.outcome = PluginOutcome::Failed;
-        report.error = Some(format!("{e:#}"));
+    confirm::begin(dir, &token)?;
+    tracing::warn!(
+        "transaction {} ({}) is rolled back unless `op-dbus-agent confirm` runs {}",
+        token.id,
+        token.description,
+        token.until()
+    );
+    let catch = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot catch {name} while waiting for confirm: {e}");
+            None
+        }
+    };
+    let mut hup = catch(SignalKind::hangup(), "SIGHUP");
+    let mut term = catch(SignalKind::terminate(), "SIGTERM");
+    let mut int = catch(SignalKind::interrupt(), "SIGINT");
+    let end = Instant::now() + timeout;
+    let cut = loop {
+        if confirm::is_confirmed(dir, &journal.id) {
+            return Ok(Ok(()));
+        }
+        if Instant::now() >= end {
+            break None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            Some(()) = recv(&mut hup) => break Some("SIGHUP"),
+            Some(()) = recv(&mut term) => break Some("SIGTERM"),
+            Some(()) = recv(&mut int) => break Some("SIGINT"),
+        }
+    };
+    let reason = match cut {
+        Some(name) => format!("{name} arrived while waiting for `op-dbus-agent confirm`"),
+        None => format!(
+            "not confirmed with `op-dbus-agent confirm` within {} s",
+            timeout.as_secs()
+        ),
+    };
+    Ok(match confirm::expire(dir, &journal.id)? {
+        confirm::Decision::Confirmed => Ok(()),
+        confirm::Decision::Expired => Err(reason),
+    })
+}
+
+/// The next delivery of a caught signal; never, when it is not caught.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Plans one plugin without applying (`--dry-run`).
+async fn plan_only(p: &dyn DynPlugin, ctx: &Context, state: &DesiredState) -> PluginReport {
+    let started = Instant::now();
+    let mut report = PluginReport::new(p.name(), PluginOutcome::Unchanged);
+    let planned = async {
+        let Some(desired) = p.desired_json(&state.state)? else {
+            return anyhow::Ok(None);
+        };
+        let (_, actions) = plan(p, ctx, &desired, None).await?;
+        Ok(Some(actions))
+    }
+    .await;
+    match planned {
+        Ok(None) => report.outcome = PluginOutcome::Skipped,
+        Ok(Some(actions)) if actions.is_empty() => {}
+        Ok(Some(actions)) => {
+            report.outcome = PluginOutcome::Planned;
+            report.actions = actions
+                .iter()
+                .map(|a| {
+                    let a = a.redacted(p);
+                    ActionReport {
+                        action: a.action,
+                        resource: a.resource,
+                        description: a.description,
+                        result: "planned".into(),
+                        detail: None,
+                        error_kind: None,
+                        attempt: 0,
+                    }
+                })
+                .collect();
+        }
+        Err(e) => {
+            report.outcome = PluginOutcome::Failed;
+            report.error = Some(format!("{e:#}"));
+        }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
 }
 
+/// The current state and the actions that take it to `desired` (only those
+/// `repair` selects).
 async fn plan(
     p: &dyn DynPlugin,
     ctx: &Context,
     desired: &serde_json::Value,
     repair: Option<&Repair<'_>>,
-) -> anyhow::Result<Vec<ActionView>> {
+) -> anyhow::Result<(serde_json::Value, Vec<ActionView>)> {
     let current = p
         .query_json(ctx, desired)
         .await
@@ -328,97 +815,197 @@ async fn plan(
     if let Some(r) = repair {
         actions.retain(|a| (r.filter)(a));
     }
-    Ok(actions)
+    Ok((current, actions))
 }
 
-async fn reconcile_inner(
+/// One plugin's part of the transaction.
+async fn step(
     p: &dyn DynPlugin,
     ctx: &Context,
     state: &DesiredState,
-    audit: &mut AuditSink<'_>,
-    repair: Option<&Repair<'_>>,
+    tx: &mut Tx<'_>,
+) -> PluginReport {
+    let started = Instant::now();
+    let mut report = PluginReport::new(p.name(), PluginOutcome::Unchanged);
+    if let Err(e) = step_inner(p, ctx, state, tx, &mut report).await {
+        report.outcome = PluginOutcome::Failed;
+        report.error = Some(format!("{e:#}"));
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+/// The audit record of one applied (or failed) action.
+fn action_record(
+    p: &dyn DynPlugin,
+    tx: &Tx<'_>,
+    a: &ActionView,
+    result: &str,
+    attempt: u32,
+) -> NewEntry {
+    let a = a.redacted(p);
+    let (action, metadata) = match tx.repair {
+        Some(r) => (
+            "drift-repair".to_string(),
+            serde_json::json!({
+                "reason": r.reason,
+                "repair": a.action,
+                "description": a.description,
+                "detail": a.detail,
+                "transaction": tx.journal.id,
+                "attempt": attempt,
+            }),
+        ),
+        None => (
+            a.action.clone(),
+            serde_json::json!({
+                "description": a.description,
+                "detail": a.detail,
+                "transaction": tx.journal.id,
+                "attempt": attempt,
+            }),
+        ),
+    };
+    NewEntry {
+        plugin: p.name().to_string(),
+        action,
+        resource: a.resource,
+        result: result.to_string(),
+        state_hash: Some(tx.journal.state_hash.clone()),
+        metadata,
+    }
+}
+
+async fn step_inner(
+    p: &dyn DynPlugin,
+    ctx: &Context,
+    state: &DesiredState,
+    tx: &mut Tx<'_>,
     report: &mut PluginReport,
 ) -> anyhow::Result<()> {
     let Some(desired) = p.desired_json(&state.state)? else {
         report.outcome = PluginOutcome::Skipped;
         return Ok(());
     };
-    let mut actions = plan(p, ctx, &desired, repair).await?;
+    let (current, actions) = plan(p, ctx, &desired, tx.repair).await?;
     if actions.is_empty() {
         return Ok(());
     }
-    if ctx.options.dry_run {
-        report.outcome = PluginOutcome::Planned;
-        report.actions = actions
-            .iter()
-            .map(|a| ActionReport {
-                action: a.action.clone(),
-                resource: a.resource.clone(),
-                description: a.description.clone(),
-                result: "planned".into(),
-                detail: None,
-                attempt: 0,
-            })
-            .collect();
-        return Ok(());
-    }
+    let checkpoint = if ctx.options.no_rollback {
+        None
+    } else {
+        p.checkpoint_json(ctx, &current, &actions)
+            .await
+            .with_context(|| {
+                format!(
+                    "taking the checkpoint of plugin '{}'; nothing of it was applied",
+                    p.name()
+                )
+            })?
+    };
+    // Write-ahead: the journal names every action before the first one runs.
+    tx.journal.plugins.push(JournalEntry {
+        plugin: p.name().to_string(),
+        checkpoint,
+        actions: actions.iter().map(|a| a.redacted(p)).collect(),
+    });
+    tx.journal
+        .save(&ctx.state_dir)
+        .with_context(|| format!("nothing of plugin '{}' was applied", p.name()))?;
+
+    // Apply; only actions that failed with a retryable error are tried again.
     let attempts = ctx.retry.attempts.max(1);
-    let mut last_errors: Vec<String> = Vec::new();
+    let mut done: Vec<Option<(ActionResult, u32)>> = (0..actions.len()).map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..actions.len()).collect();
     for attempt in 1..=attempts {
         report.attempts = attempt;
-        let results = p.apply_json(ctx, &actions).await?;
-        last_errors.clear();
-        for (a, r) in actions.iter().zip(results) {
-            let (result, detail) = match r {
-                Ok(note) => ("ok".to_string(), note),
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    last_errors.push(format!("{}: {msg}", a.resource));
-                    ("failed".to_string(), Some(msg))
-                }
-            };
-            let audit_result = match &detail {
-                Some(d) if result == "failed" => format!("failed: {d}"),
-                _ => result.clone(),
-            };
-            audit.record(p, a, &audit_result, repair)?;
-            report.actions.push(ActionReport {
-                action: a.action.clone(),
-                resource: a.resource.clone(),
-                description: a.description.clone(),
-                result,
-                detail,
-                attempt,
-            });
+        let batch: Vec<ActionView> = pending.iter().map(|&i| actions[i].clone()).collect();
+        let results = p.apply_json(ctx, &batch).await?;
+        let mut again = Vec::new();
+        for (&i, r) in pending.iter().zip(results) {
+            if matches!(&r, Err(e) if e.is_retryable()) && attempt < attempts {
+                again.push(i);
+            }
+            done[i] = Some((r, attempt));
         }
-        // Verify: query again; whatever still differs is applied again.
-        let remaining = plan(p, ctx, &desired, repair).await?;
+        if again.is_empty() {
+            break;
+        }
+        tracing::warn!(
+            plugin = p.name(),
+            attempt,
+            retrying = again.len(),
+            "actions failed with a retryable error; trying them again"
+        );
+        tokio::time::sleep(ctx.retry.backoff * attempt).await;
+        pending = again;
+    }
+    let mut errors = Vec::new();
+    let mut skipped = 0;
+    for (a, d) in actions.iter().zip(done) {
+        let (r, attempt) = d.context("an action got no result (engine bug)")?;
+        let (result, detail, kind) = match r {
+            Ok(note) => ("ok".to_string(), note, None),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg.starts_with("not applied:") {
+                    skipped += 1;
+                } else {
+                    errors.push(format!("{}: {msg}", a.resource));
+                }
+                report.failed_resources.push(a.resource.clone());
+                ("failed".to_string(), Some(msg), Some(e.kind))
+            }
+        };
+        let audit_result = match &detail {
+            Some(d) if kind.is_some() => format!("failed: {d}"),
+            _ => result.clone(),
+        };
+        tx.audit
+            .push(action_record(p, tx, a, &audit_result, attempt));
+        let a = a.redacted(p);
+        report.actions.push(ActionReport {
+            action: a.action,
+            resource: a.resource,
+            description: a.description,
+            result,
+            detail,
+            error_kind: kind,
+            attempt,
+        });
+    }
+    report.failed_resources.dedup();
+    if !errors.is_empty() || skipped > 0 {
+        report.outcome = PluginOutcome::Failed;
+        let after = if skipped > 0 {
+            format!(" ({skipped} not applied after it)")
+        } else {
+            String::new()
+        };
+        anyhow::bail!("{}{after}", errors.join("; "));
+    }
+
+    // Verify: query again (a few times: kernel state settles); the diff
+    // must be empty.
+    let mut left = Vec::new();
+    for attempt in 1..=VERIFY_TRIES {
+        let (_, remaining) = plan(p, ctx, &desired, tx.repair)
+            .await
+            .context("verifying")?;
         if remaining.is_empty() {
             report.outcome = PluginOutcome::Changed;
             return Ok(());
         }
-        actions = remaining;
-        if attempt < attempts {
-            tracing::warn!(
-                plugin = p.name(),
-                attempt,
-                remaining = actions.len(),
-                "state did not verify, retrying"
-            );
-            tokio::time::sleep(ctx.retry.backoff * attempt).await;
+        left = remaining;
+        if attempt < VERIFY_TRIES {
+            tokio::time::sleep(VERIFY_PAUSE * attempt).await;
         }
     }
-    report.outcome = PluginOutcome::Failed;
-    report.failed_resources = actions.iter().map(|a| a.resource.clone()).collect();
+    report.failed_resources = left.iter().map(|a| a.resource.clone()).collect();
     report.failed_resources.dedup();
-    let pending: Vec<String> = actions.iter().map(|a| a.description.clone()).collect();
-    let mut msg = format!(
-        "did not verify after {attempts} attempt(s); still to do: {}",
+    let pending: Vec<String> = left.iter().map(|a| a.redacted(p).description).collect();
+    anyhow::bail!(
+        "applied, but did not verify after {VERIFY_TRIES} queries; still to do: {}",
         pending.join("; ")
-    );
-    if !last_errors.is_empty() {
-        msg.push_str(&format!("; errors: {}", last_errors.join("; ")));
-    }
-    report.error = Some(msg);
-    Ok(())
+    )
 }

@@ -72,7 +72,11 @@ impl Status {
             updated: now(),
             pid: None,
             state_hash: Some(report.state_hash.clone()),
-            errors: report.failures(),
+            errors: {
+                let mut e = report.failures();
+                e.extend(report.rollback_summary().filter(|s| !e.contains(s)));
+                e
+            },
             not_applied: report.not_applied.clone(),
             report: Some(report),
         }

@@ -1,6 +1,7 @@
-//! The agent's non-network plugins, one file per concept. Each maps its
-//! section of state.json to a desired value, queries only what it names,
-//! diffs purely and applies through one adapter (D-Bus, files, commands).
+//! The agent's plugins, one module per concept, and their registry
+//! ([`standard`]). Each maps its section of state.json to a desired value,
+//! queries only what it names, diffs purely and applies through one adapter
+//! (D-Bus, netlink, OVSDB, files, commands). The engine knows none of them.
 
 pub mod host;
 pub mod network;
@@ -8,6 +9,22 @@ pub mod packages;
 pub mod storage;
 pub mod systemd;
 pub mod users;
+
+use crate::engine::Engine;
+
+/// The agent's plugins in an engine: storage, host, packages, users,
+/// network, systemd (firewall, containers and proxmox register here when
+/// they exist).
+pub fn standard() -> Engine {
+    let mut e = Engine::new();
+    e.register(storage::StoragePlugin);
+    e.register(host::HostPlugin);
+    e.register(packages::PackagesPlugin);
+    e.register(users::UsersPlugin);
+    e.register(network::NetworkPlugin);
+    e.register(systemd::SystemdPlugin);
+    e
+}
 
 /// Applies `f` to each action in order, collecting one result per action.
 pub(crate) async fn each<'a, A, F, Fut>(

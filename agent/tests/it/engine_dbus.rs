@@ -164,7 +164,8 @@ async fn failing_verification_fails_the_run_naming_plugin_and_resource() {
     assert_eq!(report.plugins[0].outcome, PluginOutcome::Skipped);
     let sd = &report.plugins[1];
     assert_eq!(sd.outcome, PluginOutcome::Failed);
-    assert_eq!(sd.attempts, 2);
+    // A job that finished 'failed' is a fatal error: not retried.
+    assert_eq!(sd.attempts, 1);
     assert_eq!(sd.failed_resources, ["unit:ssh.service"]);
     let failures = report.failures();
     assert!(
@@ -175,14 +176,14 @@ async fn failing_verification_fails_the_run_naming_plugin_and_resource() {
         failures[0].contains("finished with result 'failed'"),
         "{failures:?}"
     );
-    // Two attempts, two StartUnit calls for ssh, each audited as failed.
+    // One attempt, one StartUnit call for ssh, audited as failed.
     let starts = s
         .fake
         .calls()
         .iter()
         .filter(|c| *c == "StartUnit(ssh.service, replace)")
         .count();
-    assert_eq!(starts, 2);
+    assert_eq!(starts, 1);
     let recs = AuditLog::open_existing(&s.ctx.state_dir)
         .unwrap()
         .list()
@@ -193,7 +194,7 @@ async fn failing_verification_fails_the_run_naming_plugin_and_resource() {
                 && r.action == "start"
                 && r.result.starts_with("failed"))
             .count(),
-        2
+        1
     );
 }
 
@@ -275,14 +276,18 @@ async fn drift_repair_restarts_a_unit_stopped_by_hand() {
     assert!(changes(&s.fake).contains(&"StartUnit(ssh.service, replace)".to_string()));
     // cron is wanted stopped: stopping it by hand again must not start it.
     assert!(!changes(&s.fake).iter().any(|c| c.contains("cron")));
-    let recs = AuditLog::open_existing(&s.ctx.state_dir)
-        .unwrap()
-        .list()
-        .unwrap();
-    let repair = recs
-        .iter()
-        .find(|r| r.action == "drift-repair")
-        .expect("a drift-repair record");
+    // The repair is recorded when its transaction ends (after verifying).
+    let repair = loop {
+        let recs = AuditLog::open_existing(&s.ctx.state_dir)
+            .unwrap()
+            .list()
+            .unwrap();
+        if let Some(r) = recs.into_iter().find(|r| r.action == "drift-repair") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no drift-repair record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(repair.resource, "unit:ssh.service");
     assert_eq!(repair.result, "ok");
     let reason = repair.metadata["reason"].as_str().unwrap();

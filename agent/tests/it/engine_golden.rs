@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use opdbus_agent::engine::Engine;
-
 fn read(path: &Path) -> serde_json::Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
@@ -16,7 +14,7 @@ fn read(path: &Path) -> serde_json::Value {
 fn diff_fixtures_match() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diff");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let engine = Engine::standard();
+    let engine = opdbus_agent::plugins::standard();
     let mut cases = 0;
     let mut failures = Vec::new();
     let mut plugins: Vec<_> = std::fs::read_dir(&root)
@@ -31,7 +29,7 @@ fn diff_fixtures_match() {
             .to_string_lossy()
             .to_string();
         let Some(plugin) = engine.plugin(&name) else {
-            // Plugins not (yet) in Engine::standard() test their own fixtures.
+            // Plugins not (yet) in plugins::standard() test their own fixtures.
             eprintln!("skipping fixtures of unregistered plugin '{name}'");
             continue;
         };
@@ -92,7 +90,7 @@ fn diff_fixtures_match() {
 #[test]
 fn diff_is_deterministic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diff/systemd/both-forms");
-    let engine = Engine::standard();
+    let engine = opdbus_agent::plugins::standard();
     let p = engine.plugin("systemd").unwrap();
     let (c, d) = (
         read(&root.join("current.json")),
@@ -104,7 +102,7 @@ fn diff_is_deterministic() {
 #[test]
 fn plugins_run_in_the_documented_order() {
     assert_eq!(
-        Engine::standard().plugin_names(),
+        opdbus_agent::plugins::standard().plugin_names(),
         ["storage", "host", "packages", "users", "network", "systemd"]
     );
 }

@@ -32,7 +32,7 @@ fn apply(ns: &NetNs, dir: &Path, state: &Value, options: ApplyOptions) -> RunRep
     let dir = dir.to_path_buf();
     ns.run(move |_nl| async move {
         let mut engine = Engine::new();
-        engine.register(NetworkPlugin::default());
+        engine.register(NetworkPlugin);
         let desired = DesiredState::from_json(&text, "test.json").unwrap();
         engine.apply(&context(&dir, options), &desired).await
     })
@@ -44,7 +44,7 @@ fn pending(ns: &NetNs, dir: &Path, state: &Value) -> Vec<String> {
     let dir = dir.to_path_buf();
     ns.run(move |_nl| async move {
         let mut engine = Engine::new();
-        engine.register(NetworkPlugin::default());
+        engine.register(NetworkPlugin);
         let desired = DesiredState::from_json(&text, "test.json").unwrap();
         let diffs = engine
             .diff(&context(&dir, ApplyOptions::default()), &desired)
@@ -214,12 +214,14 @@ fn failing_apply_rolls_back_to_the_exact_previous_state() {
         .expect("the route was tried");
     let detail = failed.detail.clone().unwrap();
     assert!(detail.contains("10.200.0.0/16"), "{detail}");
-    assert!(detail.contains("rolled back to the checkpoint"), "{detail}");
+    let rollback = p.rollback.clone().unwrap();
+    assert!(rollback.starts_with("rolled back: "), "{rollback}");
+    assert_eq!(report.rolled_back(), ["network"]);
     // The earlier actions report that they were undone.
-    assert!(p.actions.iter().any(|a| a.action == "create-link"
-        && a.detail
-            .as_deref()
-            .is_some_and(|d| d.starts_with("undone:"))));
+    assert!(p
+        .actions
+        .iter()
+        .any(|a| a.action == "create-link" && a.result == "rolled-back"));
 
     assert_eq!(
         snapshot(&ns),
@@ -248,8 +250,8 @@ fn no_rollback_leaves_the_partial_change() {
     };
     let report = apply(&ns, dir.path(), &failing_state(), options);
     assert!(!report.ok);
-    let err = report.plugins[0].error.clone().unwrap();
-    assert!(err.contains("not rolled back (--no-rollback)"), "{err}");
+    let note = report.plugins[0].rollback.clone().unwrap();
+    assert!(note.contains("not rolled back (--no-rollback)"), "{note}");
     assert!(
         ns.link("dm0").is_some(),
         "--no-rollback must keep the partial change"
@@ -286,20 +288,20 @@ fn unconfirmed_change_is_rolled_back_and_confirmed_change_stays() {
     };
     let report = apply(&ns, dir.path(), &base_state(), options.clone());
     assert!(!report.ok, "an unconfirmed change must fail");
-    let err = report.plugins[0].error.clone().unwrap();
+    let err = report.failures().join("\n");
     assert!(
         err.contains("not confirmed") && err.contains("rolled back"),
         "{err}"
     );
     assert_eq!(snapshot(&ns), before);
-    assert!(!dir.path().join("state/network-checkpoint.json").exists());
+    assert!(!dir.path().join("state/transaction.json").exists());
 
     // Now someone confirms while the apply waits.
     let state_dir = dir.path().join("state");
     let confirmer = std::thread::spawn(move || {
         for _ in 0..200 {
-            if let Ok(Some(what)) = confirm::confirm(&state_dir) {
-                return what;
+            if let Ok(confirm::Confirmation::Confirmed(t)) = confirm::confirm(&state_dir, None) {
+                return t.description;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -424,7 +426,7 @@ fn dns_goes_to_resolved_over_dbus_when_it_runs() {
             .await
             .unwrap();
         let mut engine = Engine::new();
-        engine.register(NetworkPlugin::default());
+        engine.register(NetworkPlugin);
         let desired = DesiredState::from_json(&text, "test.json").unwrap();
         let ctx = Context::new(root.join("state"))
             .with_root(root.join("root"))

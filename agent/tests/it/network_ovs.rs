@@ -32,7 +32,7 @@ fn context(dir: &Path) -> Context {
 
 fn engine() -> Engine {
     let mut e = Engine::new();
-    e.register(NetworkPlugin::default());
+    e.register(NetworkPlugin);
     e
 }
 

@@ -1,23 +1,14 @@
 //! Applying network actions in the order `diff` gave them, one adapter call
-//! each (netlink, OVSDB, D-Bus, files), then verifying them with bounded
-//! retries; checkpoint, rollback and the confirm handshake wrap it all.
-
-use std::time::Duration;
+//! each (netlink, OVSDB, D-Bus, files), each failure with its kind: the
+//! engine retries the retryable ones, verifies, and restores the checkpoint.
 
 use anyhow::Context as _;
 
-use super::checkpoint::Checkpoint;
-use super::diff::unmet;
 use super::dns;
 use super::model::{CreateKind, NetAction};
-use super::query::{read_current, Probe};
-use crate::engine::{confirm, ActionResult, Context};
-use crate::netlink::{BondMode, LinkKind, Netlink};
-use crate::ovsdb::{self, BridgeSpec};
-
-/// Verification tries and the pause between them (links take time).
-const VERIFY_TRIES: u32 = 5;
-const VERIFY_PAUSE: Duration = Duration::from_millis(200);
+use crate::engine::{ActionError, ActionResult, Context, ErrorKind};
+use crate::netlink::{BondMode, LinkKind, Netlink, NetlinkError};
+use crate::ovsdb::{self, BridgeSpec, OvsdbError};
 
 fn ovsdb_addr(ctx: &Context, addr: &Option<String>) -> String {
     addr.clone().unwrap_or_else(|| ctx.ovsdb.clone())
@@ -168,10 +159,11 @@ pub async fn apply_one(
             match nl.add_address(link, *addr).await {
                 Err(e) if e.is_already_exists() => Ok(Some("already there".into())),
                 Err(e) if e.is_missing() && nl.link(link).await.ok().flatten().is_none() => {
-                    Err(anyhow::anyhow!(
-                        "adding address {addr} to {link}: the link does not exist \
-                 (an OVS bridge's device appears only while ovs-vswitchd runs)"
-                    ))
+                    Err(LinkNotYet {
+                        link: link.clone(),
+                        addr: addr.to_string(),
+                    }
+                    .into())
                 }
                 r => r.map(|_| None).map_err(Into::into),
             }
@@ -200,190 +192,79 @@ fn write_atomic(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// Re-reads the host until every action shows its effect, or gives up
-/// after [`VERIFY_TRIES`]; the error lists what did not take.
-pub async fn verify(
-    ctx: &Context,
-    nl: &Netlink,
-    probe: &Probe,
-    actions: &[NetAction],
-) -> anyhow::Result<()> {
-    let mut left = Vec::new();
-    for attempt in 1..=VERIFY_TRIES {
-        let now = read_current(ctx, nl, probe)
-            .await
-            .context("re-reading the network to verify")?;
-        left = unmet(&now, actions);
-        if left.is_empty() {
-            return Ok(());
+/// Whether trying `e` again can help: a busy device (EBUSY, EAGAIN), a
+/// link that is not there yet (ENODEV: an OVS internal port before
+/// ovs-vswitchd made it), ovsdb-server not accepting connections yet while
+/// it starts. Everything else is fatal.
+pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
+    for cause in e.chain() {
+        if let Some(nl) = cause.downcast_ref::<NetlinkError>() {
+            if matches!(nl, NetlinkError::LinkNotFound { .. })
+                || nl
+                    .errno()
+                    .is_some_and(|n| [libc::EBUSY, libc::EAGAIN, libc::ENODEV].contains(&n))
+            {
+                return ErrorKind::Retryable;
+            }
         }
-        tokio::time::sleep(VERIFY_PAUSE * attempt).await;
+        if let Some(OvsdbError::Connect { source, .. }) = cause.downcast_ref::<OvsdbError>() {
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) {
+                return ErrorKind::Retryable;
+            }
+        }
+        if cause.downcast_ref::<LinkNotYet>().is_some() {
+            return ErrorKind::Retryable;
+        }
     }
-    anyhow::bail!(
-        "applied, but {} change(s) did not verify after {VERIFY_TRIES} tries: {}",
-        left.len(),
-        left.join("; ")
-    )
+    ErrorKind::Fatal
 }
 
-fn all_err(n: usize, msg: &str) -> Vec<ActionResult> {
-    (0..n)
-        .map(|_| Err(anyhow::anyhow!("{msg}").into()))
-        .collect()
+/// An address's link did not appear in time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "adding address {addr} to {link}: the link does not exist \
+     (an OVS bridge's device appears only while ovs-vswitchd runs)"
+)]
+struct LinkNotYet {
+    link: String,
+    addr: String,
 }
 
-async fn rollback(ctx: &Context, nl: &Netlink, cp: &Option<Checkpoint>) -> String {
-    match cp {
-        Some(cp) => match cp.restore(ctx, nl).await {
-            Ok(n) => format!(
-                "rolled back to the checkpoint taken before the apply ({n} change(s) undone)"
-            ),
-            Err(e) => format!("ROLLBACK FAILED, the network may be half-configured: {e:#}"),
-        },
-        None => "not rolled back (--no-rollback)".into(),
-    }
-}
-
-/// Checkpoint, apply in order, verify; on failure restore the checkpoint.
-/// With `--confirm-timeout` the change stays only if `confirm` comes in time.
-/// Returns one result per action, and whether a `--confirm-timeout` change
-/// was rolled back for want of `confirm` (it must not be re-applied then).
-pub async fn apply_all(ctx: &Context, actions: &[NetAction]) -> (Vec<ActionResult>, bool) {
+/// Applies `actions` in order and stops at the first failure; the actions
+/// after it are reported as not applied, with the failure's kind (so the
+/// engine tries them again together when it is retryable).
+pub async fn apply_all(ctx: &Context, actions: &[NetAction]) -> Vec<ActionResult> {
     let nl = match Netlink::new() {
         Ok(nl) => nl,
         Err(e) => {
-            return (
-                all_err(actions.len(), &format!("{:#}", anyhow::Error::from(e))),
-                false,
-            )
-        }
-    };
-    let probe = Probe::for_actions(ctx, actions);
-    let cp = if ctx.options.no_rollback {
-        None
-    } else {
-        match Checkpoint::take(ctx, &nl, &probe, actions).await {
-            Ok(cp) => Some(cp),
-            Err(e) => {
-                return (
-                    all_err(actions.len(), &format!("{e:#}; nothing was applied")),
-                    false,
-                )
-            }
+            let msg = format!("{:#}", anyhow::Error::from(e));
+            return actions
+                .iter()
+                .map(|_| Err(ActionError::fatal(anyhow::anyhow!("{msg}"))))
+                .collect();
         }
     };
     let mut results: Vec<ActionResult> = Vec::with_capacity(actions.len());
-    let mut failed: Option<(usize, String)> = None;
     for (i, a) in actions.iter().enumerate() {
         match apply_one(ctx, &nl, a).await {
             Ok(note) => results.push(Ok(note)),
             Err(e) => {
-                failed = Some((i, format!("{e:#}")));
+                let kind = kind_of(&e);
+                results.push(Err(ActionError { kind, error: e }));
+                for _ in &actions[i + 1..] {
+                    results.push(Err(ActionError {
+                        kind,
+                        error: anyhow::anyhow!("not applied: '{a}' failed before it"),
+                    }));
+                }
                 break;
             }
         }
     }
-    if failed.is_none() {
-        if let Err(e) = verify(ctx, &nl, &probe, actions).await {
-            failed = Some((actions.len(), format!("{e:#}")));
-        }
-    }
-    if let Some((at, msg)) = failed {
-        let rb = rollback(ctx, &nl, &cp).await;
-        tracing::error!("network apply failed: {msg}; {rb}");
-        let mut out: Vec<ActionResult> = Vec::with_capacity(actions.len());
-        for (i, (a, r)) in actions
-            .iter()
-            .zip(
-                results
-                    .into_iter()
-                    .map(Some)
-                    .chain(std::iter::repeat_with(|| None)),
-            )
-            .enumerate()
-        {
-            let res = if i == at {
-                Err(anyhow::anyhow!("{msg}; {rb}").into())
-            } else if at == actions.len() {
-                Err(anyhow::anyhow!("{a}: {msg}; {rb}").into())
-            } else if i > at {
-                Err(anyhow::anyhow!("not applied: '{}' failed before it; {rb}", actions[at]).into())
-            } else if cp.is_some() {
-                Err(anyhow::anyhow!("undone: '{}' failed later ({msg}); {rb}", actions[at]).into())
-            } else {
-                r.unwrap_or(Ok(None))
-            };
-            out.push(res);
-        }
-        return (out, false);
-    }
-    if let (Some(timeout), Some(cp)) = (ctx.options.confirm_timeout, &cp) {
-        if let Some(err) = await_confirm(ctx, &nl, cp, timeout, actions.len()).await {
-            return (all_err(actions.len(), &err), true);
-        }
-        for note in results.iter_mut().flatten() {
-            *note = Some(match note.take() {
-                Some(n) => format!("{n}; confirmed"),
-                None => "confirmed".into(),
-            });
-        }
-    }
-    if ctx.options.confirm_timeout.is_some() && cp.is_none() {
-        tracing::warn!("--confirm-timeout has no effect with --no-rollback: the change stays");
-    }
-    (results, false)
-}
-
-/// Waits for `op-dbus-agent confirm`; `Some(error)` when it did not come
-/// and the checkpoint was restored.
-async fn await_confirm(
-    ctx: &Context,
-    nl: &Netlink,
-    cp: &Checkpoint,
-    timeout: Duration,
-    n: usize,
-) -> Option<String> {
-    if let Err(e) = cp.save_pending(&ctx.state_dir) {
-        let rb = rollback(ctx, nl, &Some(cp.clone())).await;
-        return Some(format!("{e:#}; cannot wait for confirmation; {rb}"));
-    }
-    let what = format!(
-        "network: {n} change(s); rolled back unless confirmed within {} s",
-        timeout.as_secs()
-    );
-    if let Err(e) = confirm::begin(&ctx.state_dir, &what) {
-        Checkpoint::clear_pending(&ctx.state_dir);
-        let rb = rollback(ctx, nl, &Some(cp.clone())).await;
-        return Some(format!("{e:#}; {rb}"));
-    }
-    tracing::warn!("{what}: run `op-dbus-agent confirm` to keep it");
-    let confirmed = confirm::wait(&ctx.state_dir, timeout).await;
-    Checkpoint::clear_pending(&ctx.state_dir);
-    if confirmed {
-        return None;
-    }
-    let rb = rollback(ctx, nl, &Some(cp.clone())).await;
-    Some(format!(
-        "not confirmed with `op-dbus-agent confirm` within {} s; {rb}",
-        timeout.as_secs()
-    ))
-}
-
-/// Restores a checkpoint an earlier apply left waiting for `confirm` (the
-/// agent died while waiting). Call at agent start; returns what it did.
-pub async fn rollback_pending(ctx: &Context) -> anyhow::Result<Option<String>> {
-    let Some(cp) = Checkpoint::load_pending(&ctx.state_dir)? else {
-        return Ok(None);
-    };
-    let nl = Netlink::new()?;
-    let n = cp
-        .restore(ctx, &nl)
-        .await
-        .context("rolling back an unconfirmed network change")?;
-    Checkpoint::clear_pending(&ctx.state_dir);
-    Ok(Some(format!(
-        "rolled back an unconfirmed network change ({n} change(s) undone)"
-    )))
+    results
 }
 
 /// Some links appear asynchronously (an OVS internal port once ovs-vswitchd

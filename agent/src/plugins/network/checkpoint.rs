@@ -1,8 +1,10 @@
-//! Checkpoint and rollback: before applying, record links, addresses,
-//! routes, OVS bridges and the files the plugin writes; on failure (or a
-//! missed `confirm`) restore exactly that, undoing only what the actions touched.
+//! The network plugin's checkpoint and restore: the current state the
+//! engine queried before applying (links, addresses, routes, OVS bridges)
+//! plus the files the plugin writes; restore puts back exactly that,
+//! undoing only what the actions touched. The engine keeps it in its
+//! journal and calls restore when the transaction is rolled back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -12,9 +14,6 @@ use super::query::{read_current, Probe};
 use crate::engine::Context;
 use crate::netlink::{BondMode, LinkKind, Netlink};
 use crate::ovsdb::{self, BridgeSpec};
-
-/// File in `<state-dir>` holding a checkpoint that waits for `confirm`.
-pub const PENDING_FILE: &str = "network-checkpoint.json";
 
 /// Files the plugin may write, relative to the managed root.
 const FILES: [&str; 2] = ["etc/resolv.conf", "etc/network/interfaces"];
@@ -93,16 +92,15 @@ impl Tally {
 }
 
 impl Checkpoint {
-    /// Records the current state of everything `actions` may touch.
-    pub async fn take(
+    /// The checkpoint before `actions`: `current` as the engine just
+    /// queried it, and the files the plugin may write (the only reads).
+    pub fn from_current(
         ctx: &Context,
-        nl: &Netlink,
-        probe: &Probe,
+        current: &Current,
         actions: &[NetAction],
     ) -> anyhow::Result<Self> {
-        let before = read_current(ctx, nl, probe)
-            .await
-            .context("recording the network checkpoint")?;
+        let before = current.clone();
+        let probe = Probe::for_actions(ctx, actions);
         let files = FILES
             .iter()
             .map(|rel| Ok((rel.to_string(), read_file(&ctx.root, rel)?)))
@@ -111,7 +109,7 @@ impl Checkpoint {
             before,
             files,
             actions: actions.to_vec(),
-            probe: probe.clone(),
+            probe,
         })
     }
 
@@ -364,30 +362,5 @@ impl Checkpoint {
             }
         }
         Ok(changes)
-    }
-
-    fn pending_path(state_dir: &Path) -> PathBuf {
-        state_dir.join(PENDING_FILE)
-    }
-
-    /// Keeps this checkpoint in `<state-dir>` while a change waits for `confirm`.
-    pub fn save_pending(&self, state_dir: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        crate::engine::state_dir::write(state_dir, PENDING_FILE, text.as_bytes())
-    }
-
-    pub fn load_pending(state_dir: &Path) -> anyhow::Result<Option<Self>> {
-        let path = Self::pending_path(state_dir);
-        match std::fs::read_to_string(&path) {
-            Ok(t) => Ok(Some(
-                serde_json::from_str(&t).with_context(|| format!("parsing {}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-
-    pub fn clear_pending(state_dir: &Path) {
-        let _ = std::fs::remove_file(Self::pending_path(state_dir));
     }
 }

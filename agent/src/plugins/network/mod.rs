@@ -1,6 +1,8 @@
 //! The network plugin: links, bridges, bonds, VLANs, veths, addresses and
 //! routes over netlink, Open vSwitch over OVSDB, DNS, networkd drop-ins and
-//! (Proxmox) /etc/network/interfaces, with checkpoint, verify and rollback.
+//! (Proxmox) /etc/network/interfaces. Ephemeral (re-applied at every boot)
+//! and transactional: the engine keeps its [`checkpoint::Checkpoint`] and
+//! restores it when the transaction is rolled back.
 
 pub mod apply;
 pub mod checkpoint;
@@ -10,16 +12,13 @@ pub mod interfaces;
 pub mod model;
 pub mod query;
 
-use std::sync::Mutex;
-
 use anyhow::Context as _;
 
-use crate::engine::{ActionResult, Context, Plugin};
+use crate::engine::{ActionResult, Context, Persistence, Plugin};
 use crate::netlink::Netlink;
 use opdbus_state::model::Distribution;
 use opdbus_state::State;
 
-pub use apply::rollback_pending;
 pub use model::{Current, Desired, NetAction};
 
 /// Plugin name and kind under which created links are recorded in the
@@ -32,11 +31,7 @@ pub const OVS_PORT: &str = "ovs-port";
 
 /// The `network` plugin (state sections `plugins.network` and `plugins.net`).
 #[derive(Default)]
-pub struct NetworkPlugin {
-    /// Action lists rolled back for want of `confirm` in this process: the
-    /// engine's retry must not apply them again.
-    unconfirmed: Mutex<Vec<Vec<NetAction>>>,
-}
+pub struct NetworkPlugin;
 
 /// Whether the state describes a Proxmox host (`/etc/network/interfaces` is rendered).
 pub fn is_proxmox(state: &State) -> bool {
@@ -47,25 +42,38 @@ pub fn is_proxmox(state: &State) -> bool {
         || state.plugins.proxmox.is_some()
 }
 
-/// The desired network of `state`, or `None` when it has no network section.
+/// The desired network of `state` (with the networkd drop-ins and, on
+/// Proxmox, /etc/network/interfaces rendered), or `None` when it has no
+/// network section.
 pub fn desired_of(state: &State) -> Option<Desired> {
     if state.plugins.network.is_none() && state.plugins.net.is_none() {
         return None;
     }
-    Some(model::desired_from_spec(
-        &state.network_spec(),
-        is_proxmox(state),
-    ))
+    let mut desired = model::desired_from_spec(&state.network_spec());
+    desired.networkd = desired
+        .links
+        .iter()
+        .filter(|l| !matches!(l.kind, model::WantKind::OvsBridge { .. }))
+        .map(|l| (l.name.clone(), dns::networkd_dropin(&l.name, l.dhcp)))
+        .collect();
+    if is_proxmox(state) {
+        desired.interfaces_file = Some(interfaces::render(&desired));
+    }
+    Some(desired)
 }
 
 impl Plugin for NetworkPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = NetAction;
-    type Checkpoint = ();
+    type Checkpoint = checkpoint::Checkpoint;
 
     fn name(&self) -> &'static str {
         "network"
+    }
+
+    fn persistence(&self) -> Persistence {
+        Persistence::Ephemeral
     }
 
     fn desired(&self, state: &State) -> anyhow::Result<Option<Desired>> {
@@ -87,30 +95,22 @@ impl Plugin for NetworkPlugin {
         diff::diff(current, desired)
     }
 
+    async fn checkpoint(
+        &self,
+        ctx: &Context,
+        current: &Current,
+        actions: &[NetAction],
+    ) -> anyhow::Result<Option<checkpoint::Checkpoint>> {
+        checkpoint::Checkpoint::from_current(ctx, current, actions).map(Some)
+    }
+
+    async fn restore(&self, ctx: &Context, cp: &checkpoint::Checkpoint) -> anyhow::Result<String> {
+        let nl = Netlink::new().context("opening netlink to roll back")?;
+        let n = cp.restore(ctx, &nl).await?;
+        Ok(format!("{n} change(s) undone"))
+    }
+
     async fn apply(&self, ctx: &Context, actions: &[NetAction]) -> Vec<ActionResult> {
-        let refused = self
-            .unconfirmed
-            .lock()
-            .map(|l| l.iter().any(|a| a == actions))
-            .unwrap_or(false);
-        if refused {
-            return actions
-                .iter()
-                .map(|_| {
-                    Err(anyhow::anyhow!(
-                        "not applied again: this change was rolled back because nobody ran \
-                         `op-dbus-agent confirm` in time"
-                    )
-                    .into())
-                })
-                .collect();
-        }
-        let (results, unconfirmed) = apply::apply_all(ctx, actions).await;
-        if unconfirmed {
-            if let Ok(mut l) = self.unconfirmed.lock() {
-                l.push(actions.to_vec());
-            }
-        }
-        results
+        apply::apply_all(ctx, actions).await
     }
 }

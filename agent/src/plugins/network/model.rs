@@ -536,9 +536,10 @@ fn bond_mode(m: opdbus_state::model::BondMode) -> Option<BondMode> {
     m.as_str().parse().ok()
 }
 
-/// Builds the desired value from the normalized state (`proxmox`: also
-/// render /etc/network/interfaces).
-pub fn desired_from_spec(spec: &NetworkSpec, proxmox: bool) -> Desired {
+/// Builds the desired links, routes and DNS from the normalized state; the
+/// files rendered from them (networkd drop-ins, /etc/network/interfaces) are
+/// added by [`super::desired_of`].
+pub fn desired_from_spec(spec: &NetworkSpec) -> Desired {
     let mut links: BTreeMap<String, LinkWant> = BTreeMap::new();
     let mut masters: BTreeMap<String, String> = BTreeMap::new();
     let mut routes = Vec::new();
@@ -658,23 +659,13 @@ pub fn desired_from_spec(spec: &NetworkSpec, proxmox: bool) -> Desired {
             .find(|l| l.addresses.as_ref().is_some_and(|a| !a.is_empty()))
             .map(|l| l.name.clone());
     }
-    let links: Vec<LinkWant> = links.into_values().collect();
-    let networkd = links
-        .iter()
-        .filter(|l| !matches!(l.kind, WantKind::OvsBridge { .. }))
-        .map(|l| (l.name.clone(), super::dns::networkd_dropin(&l.name, l.dhcp)))
-        .collect();
-    let mut desired = Desired {
-        links,
+    Desired {
+        links: links.into_values().collect(),
         routes,
         dns: (!dns.servers.is_empty() || !dns.search.is_empty()).then_some(dns),
         ovsdb: spec.ovsdb.clone(),
         prune: spec.prune,
         interfaces_file: None,
-        networkd,
-    };
-    if proxmox {
-        desired.interfaces_file = Some(super::interfaces::render(&desired));
+        networkd: BTreeMap::new(),
     }
-    desired
 }

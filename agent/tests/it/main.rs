@@ -30,6 +30,7 @@ mod network_netns;
 mod network_ovs;
 mod not_applied;
 mod ovsdb;
+mod transaction;
 mod users_hostile;
 mod users_injection;
 mod users_root;

@@ -4,10 +4,8 @@
 //! process, signals and `kill -9` during the confirm window. Tier 1 uses a
 //! test-only transactional plugin writing files in a temp root; the
 //! privileged tier adds the network plugin in a namespace and the real binary.
-#![allow(clippy::unwrap_used)]
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::netns;
 
 use std::collections::BTreeMap;
 use std::fmt;

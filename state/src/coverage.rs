@@ -289,7 +289,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/users/groups/*/state", "users"),
     plugin("/plugins/users/prune", "users"),
     // plugins.packagekit.
-    not_yet("/plugins/packagekit/manifest", "packages", "the packages plugin does not read manifests; list the packages under packages"),
+    plugin("/plugins/packagekit/manifest", "packages"),
     plugin("/plugins/packagekit/packages/*", "packages"),
     plugin("/plugins/packagekit/additional_packages/*", "packages"),
     plugin("/plugins/packagekit/remove/*", "packages"),
@@ -539,7 +539,6 @@ mod tests {
                 "/plugins/network/interfaces/br0/mac",
                 "/plugins/network/interfaces/ovs0/ports/0/tag",
                 "/plugins/network/interfaces/eth1/slaves",
-                "/plugins/packagekit/manifest",
                 "/plugins/opdbus/audit/enabled",
                 "/plugins/firewall",
                 "/plugins/proxmox/vms",

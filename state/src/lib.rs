@@ -6,6 +6,7 @@
 pub mod check;
 pub mod coverage;
 pub mod diag;
+pub mod manifest;
 pub mod model;
 pub mod normalize;
 pub mod parse;

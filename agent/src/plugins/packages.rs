@@ -18,6 +18,10 @@ use opdbus_state::State;
 pub struct Desired {
     pub install: BTreeSet<String>,
     pub remove: BTreeSet<String>,
+    /// `plugins.packagekit.manifest`: a root-only file of more names to
+    /// install (format: [`opdbus_state::manifest`]), read by `query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +30,9 @@ pub struct Current {
     pub backend: String,
     /// Installed or not, for every package the state names.
     pub installed: BTreeMap<String, bool>,
+    /// The names the manifest lists, as read now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,9 +72,9 @@ impl PluginAction for Action {
 /// under `remove`. Nothing else is touched.
 pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     let installed = |p: &String| current.installed.get(p).copied().unwrap_or(false);
-    let mut out: Vec<Action> = desired
-        .install
-        .iter()
+    let wanted: BTreeSet<&String> = desired.install.iter().chain(&current.manifest).collect();
+    let mut out: Vec<Action> = wanted
+        .into_iter()
         .filter(|p| !installed(p))
         .map(|p| Action::Install { package: p.clone() })
         .collect();
@@ -75,13 +82,65 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
         desired
             .remove
             .iter()
-            .filter(|p| installed(p) && !desired.install.contains(*p))
+            .filter(|p| {
+                installed(p) && !desired.install.contains(*p) && !current.manifest.contains(p)
+            })
             .map(|p| Action::Remove { package: p.clone() }),
     );
     out
 }
 
 pub struct PackagesPlugin;
+
+/// The package names of the manifest at `path` (on the managed system): a
+/// regular file owned by root (or by the agent's own user) that nobody else
+/// may write, at most [`opdbus_state::manifest::MAX_MANIFEST_BYTES`].
+pub fn read_manifest(ctx: &Context, path: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = ctx.host_path(path);
+    let root = opdbus_common::rootfs::RootDir::open(&ctx.root)
+        .with_context(|| format!("opening {}", ctx.root.display()))?;
+    let f = root.open_read(path).with_context(|| {
+        format!(
+            "reading the package manifest {} (plugins.packagekit.manifest)",
+            shown.display()
+        )
+    })?;
+    let md = f
+        .metadata()
+        .with_context(|| format!("looking at {}", shown.display()))?;
+    anyhow::ensure!(
+        md.is_file(),
+        "the package manifest {} is not a regular file",
+        shown.display()
+    );
+    let me = nix::unistd::geteuid().as_raw();
+    anyhow::ensure!(
+        (md.uid() == 0 || md.uid() == me) && md.mode() & 0o022 == 0,
+        "the package manifest {} is owned by uid {} with mode {:o}: it decides what root installs, \
+         so it must be owned by root and writable by nobody else (chown root {}; chmod go-w {})",
+        shown.display(),
+        md.uid(),
+        md.mode() & 0o7777,
+        shown.display(),
+        shown.display()
+    );
+    let max = opdbus_state::manifest::MAX_MANIFEST_BYTES;
+    let mut text = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {} (UTF-8 JSON)", shown.display()))?;
+    anyhow::ensure!(
+        text.len() as u64 <= max,
+        "the package manifest {} is larger than {max} bytes",
+        shown.display()
+    );
+    Ok(opdbus_state::manifest::parse(
+        &text,
+        &shown.display().to_string(),
+    )?)
+}
 
 /// PackageKit when it owns its name (or is activatable) on the context's bus.
 async fn packagekit(ctx: &Context) -> Option<PackageKit> {
@@ -160,10 +219,8 @@ impl Plugin for PackagesPlugin {
         let Some(pk) = &state.plugins.packagekit else {
             return Ok(None);
         };
-        if let Some(m) = &pk.manifest {
-            tracing::warn!(manifest = %m, "plugins.packagekit.manifest is not supported yet; listing packages inline works");
-        }
         Ok(Some(Desired {
+            manifest: pk.manifest.clone(),
             install: pk
                 .packages
                 .iter()
@@ -175,13 +232,21 @@ impl Plugin for PackagesPlugin {
     }
 
     async fn query(&self, ctx: &Context, desired: &Desired) -> anyhow::Result<Current> {
+        let manifest = match &desired.manifest {
+            Some(m) => read_manifest(ctx, m)?,
+            None => Vec::new(),
+        };
         let names: Vec<&str> = desired
             .install
             .iter()
             .chain(&desired.remove)
+            .chain(&manifest)
             .map(String::as_str)
             .collect();
-        let mut cur = Current::default();
+        let mut cur = Current {
+            manifest: manifest.clone(),
+            ..Current::default()
+        };
         if names.is_empty() {
             return Ok(cur);
         }
@@ -248,5 +313,72 @@ impl Plugin for PackagesPlugin {
                 Err(e) => Err(anyhow::anyhow!("{e}").into()),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn ctx(root: &std::path::Path) -> Context {
+        Context::new(root.join("state")).with_root(root)
+    }
+
+    fn write(root: &std::path::Path, text: &str, mode: u32) {
+        let p = root.join("root/m.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn manifest_packages_are_installed_with_the_listed_ones_and_never_removed() {
+        let desired = Desired {
+            install: ["vim".to_string()].into(),
+            remove: ["htop".to_string()].into(),
+            manifest: Some("/root/m.json".into()),
+        };
+        let current = Current {
+            backend: "apt".into(),
+            installed: [("vim", false), ("htop", true), ("pve-manager", false)]
+                .into_iter()
+                .map(|(n, i)| (n.to_string(), i))
+                .collect(),
+            manifest: vec!["pve-manager".into(), "htop".into()],
+        };
+        let got: Vec<String> = diff(&current, &desired)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        // htop is both under remove and in the manifest: installing wins.
+        assert_eq!(got, ["install package pve-manager", "install package vim"]);
+    }
+
+    #[test]
+    fn the_manifest_is_read_below_the_root_and_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ctx(dir.path());
+        write(
+            dir.path(),
+            r#"{"packages": [{"name": "pve-manager"}, "qemu-server"]}"#,
+            0o600,
+        );
+        assert_eq!(
+            read_manifest(&c, "/root/m.json").unwrap(),
+            ["pve-manager", "qemu-server"]
+        );
+        write(dir.path(), r#"["vim"]"#, 0o666);
+        let e = format!("{:#}", read_manifest(&c, "/root/m.json").unwrap_err());
+        assert!(e.contains("writable by nobody else"), "{e}");
+        write(dir.path(), "[\n  \"vim\",\n  \"No Such\"\n]", 0o644);
+        let e = format!("{:#}", read_manifest(&c, "/root/m.json").unwrap_err());
+        assert!(
+            e.contains("root/m.json:3:3: \"No Such\" is not a Debian package name"),
+            "{e}"
+        );
+        let e = format!("{:#}", read_manifest(&c, "/root/missing.json").unwrap_err());
+        assert!(e.contains("plugins.packagekit.manifest"), "{e}");
     }
 }

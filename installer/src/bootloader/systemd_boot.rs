@@ -47,10 +47,43 @@ impl EspTree for MountedEsp {
             .create_dir_all(format!("/{path}"), 0o755)
             .with_context(|| format!("creating {}", self.0.display_path(path).display()))
     }
+    /// A new file renamed over the old one. No chmod: FAT has no modes, the
+    /// mount options decide them (and vfat refuses most mode changes).
     fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.0
-            .write_atomic(format!("/{path}"), data, 0o644, None)
-            .with_context(|| format!("writing {}", self.0.display_path(path).display()))
+        use std::io::Write as _;
+        let shown = self.0.display_path(path);
+        let (parent, name) = match path.trim_start_matches('/').rsplit_once('/') {
+            Some((p, n)) => (format!("/{p}"), n),
+            None => ("/".to_string(), path.trim_start_matches('/')),
+        };
+        self.mkdir_all(&parent)?;
+        let dir = self
+            .0
+            .open_dir(&parent)
+            .with_context(|| format!("opening the folder of {}", shown.display()))?;
+        let name = std::ffi::OsStr::new(name);
+        let (tmp, mut f) = opdbus_common::rootfs::create_temp(&dir, name, 0o644)
+            .with_context(|| format!("creating a file next to {}", shown.display()))?;
+        let written = f
+            .write_all(data)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| {
+                nix::fcntl::renameat(
+                    std::os::fd::AsFd::as_fd(&dir),
+                    tmp.as_os_str(),
+                    std::os::fd::AsFd::as_fd(&dir),
+                    name,
+                )
+                .map_err(std::io::Error::from)
+            });
+        if written.is_err() {
+            let _ = nix::unistd::unlinkat(
+                std::os::fd::AsFd::as_fd(&dir),
+                tmp.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        written.with_context(|| format!("writing {}", shown.display()))
     }
     fn list_dir(&self, path: &str) -> Result<Vec<String>> {
         match self.0.read_dir(format!("/{path}")) {

@@ -140,7 +140,9 @@ fn check_proxmox(cx: &mut Cx, b: &Bootstrap, state: &State) {
                         b.suite
                     ),
                     match want {
-                        Some((_, s)) => format!("set \"suite\": \"{s}\" for PVE {v}, or proxmox_version {major}"),
+                        Some((_, s)) => format!(
+                            "set \"suite\": \"{s}\" for PVE {v}, or proxmox_version {major}"
+                        ),
                         None => format!("op-dbus installs {}", pairs()),
                     },
                 );
@@ -239,7 +241,7 @@ fn valid_locale(s: &str) -> bool {
     lang_ok && terr_ok
 }
 
-fn valid_package(p: &str) -> bool {
+pub(crate) fn valid_package(p: &str) -> bool {
     p.len() >= 2
         && p.as_bytes()[0].is_ascii_alphanumeric()
         && p.bytes().all(|b| {

@@ -8,6 +8,8 @@ mod storage;
 mod systemd;
 mod users;
 
+pub(crate) use bootstrap::valid_package;
+
 use crate::diag::{Diagnostic, Severity};
 use crate::State;
 

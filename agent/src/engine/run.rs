@@ -709,7 +709,7 @@ async fn await_confirm(
         "transaction {} ({}) is rolled back unless `op-dbus-agent confirm` runs {}",
         token.id,
         token.description,
-        token.until()
+        token.by()
     );
     let catch = |kind: SignalKind, name: &str| match signal(kind) {
         Ok(s) => Some(s),

@@ -134,10 +134,10 @@ pub fn confirm(state_dir: &Path, id: Option<&str>) -> anyhow::Result<Confirmatio
 }
 
 impl WaitToken {
-    /// "until 2026-12-01 23:40:00 UTC (in 25 s)".
-    pub fn until(&self) -> String {
+    /// "by 2026-12-01 23:40:00 UTC (in 25 s)".
+    pub fn by(&self) -> String {
         format!(
-            "until {} (in {} s)",
+            "by {} (in {} s)",
             format_time(self.deadline),
             self.deadline.saturating_sub(now())
         )

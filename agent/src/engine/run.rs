@@ -472,12 +472,17 @@ impl Engine {
         if failure.is_none() && changed {
             if let Some(timeout) = ctx.options.confirm_timeout {
                 if tx.journal.plugins.iter().any(|e| e.checkpoint.is_some()) {
-                    match await_confirm(ctx, &mut tx.journal, timeout).await? {
-                        Ok(()) => confirmed = true,
-                        Err(reason) => {
-                            transaction::Unconfirmed::write(dir, &state.hash, &tx.journal.id)?;
+                    match await_confirm(ctx, &mut tx.journal, timeout).await {
+                        Ok(Ok(())) => confirmed = true,
+                        Ok(Err(reason)) => {
+                            if let Err(e) =
+                                transaction::Unconfirmed::write(dir, &state.hash, &tx.journal.id)
+                            {
+                                tracing::error!("{e:#}");
+                            }
                             failure = Some(reason);
                         }
+                        Err(e) => failure = Some(format!("cannot wait for confirmation: {e:#}")),
                     }
                 } else {
                     tracing::warn!(
@@ -515,6 +520,7 @@ impl Engine {
                 t.not_rolled_back.push(e.plugin.clone());
             }
         }
+        let mut audited = Ok(());
         if changed || t.outcome != TransactionOutcome::Committed {
             let result = match t.outcome {
                 TransactionOutcome::Committed if confirmed => "confirmed".to_string(),
@@ -529,14 +535,18 @@ impl Engine {
             };
             let mut audit = std::mem::take(&mut tx.audit);
             audit.push(engine_record(&tx.journal, &result, ""));
-            append_audit(ctx, audit)?;
+            audited = append_audit(ctx, audit);
         }
+        // The transaction is decided: its journal goes even when the audit
+        // log failed (a later agent would restore a committed change).
         confirm::clear(dir, &tx.journal.id);
-        if t.outcome != TransactionOutcome::RollbackFailed {
-            Journal::remove(dir)?;
-        }
+        let removed = if t.outcome != TransactionOutcome::RollbackFailed {
+            Journal::remove(dir)
+        } else {
+            Ok(())
+        };
         report.transaction = Some(t);
-        Ok(())
+        audited.and(removed)
     }
 }
 
@@ -709,7 +719,7 @@ async fn await_confirm(
         "transaction {} ({}) is rolled back unless `op-dbus-agent confirm` runs {}",
         token.id,
         token.description,
-        token.until()
+        token.by()
     );
     let catch = |kind: SignalKind, name: &str| match signal(kind) {
         Ok(s) => Some(s),

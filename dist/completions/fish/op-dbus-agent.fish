@@ -58,14 +58,14 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l ovs
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l json -d 'The actions as JSON (per plugin)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s h -l help -d 'Print help'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l confirm-timeout -d 'Keep network changes only if `op-dbus-agent confirm` runs within N seconds' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l confirm-timeout -d 'Keep the whole change only if `op-dbus-agent confirm` runs within N seconds; otherwise (or on SIGHUP, SIGTERM, SIGINT) every plugin is restored' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l plugin -d 'Apply only these plugins (repeatable), e.g. `--plugin users --root /mnt` as the installer does before first boot' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l dry-run -d 'Plan only: print the actions, change nothing'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l no-rollback -d 'Skip the network checkpoint and rollback (debugging)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l no-rollback -d 'Take no checkpoints: a failed apply is not rolled back (debugging)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l json -d 'Print the run report as JSON'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l allow-unapplied -d 'Exit 0 even when the state sets parts this version does not apply (they are still listed under "not applied")'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'

@@ -2,6 +2,7 @@
 //! section of state.json to a desired value, queries only what it names,
 //! diffs purely and applies through one adapter (D-Bus, files, commands).
 
+pub mod firewall;
 pub mod host;
 pub mod network;
 pub mod packages;

@@ -63,40 +63,48 @@ fn main() {
     }
     let text = state();
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("root")).unwrap();
 
-    // Through the plugin, each round in a fresh namespace (a full load).
-    let mut plugin_times = Vec::new();
-    let mut apply_times = Vec::new();
-    let mut noop_times = Vec::new();
-    for _ in 0..ROUNDS {
-        let ns = NetNs::new();
-        let text = text.clone();
-        let root = dir.path().join("root");
-        let state_dir = dir.path().join("state");
-        let (total, apply, noop) = ns.run(move |_nl| async move {
-            let ctx = Context::new(state_dir).with_root(root);
-            let p = FirewallPlugin::default();
-            let desired = DesiredState::from_json(&text, "bench.json").unwrap();
-            let start = Instant::now();
-            let d = p.desired(&desired.state).unwrap().unwrap();
-            let cur = p.query(&ctx, &d).await.unwrap();
-            let actions = p.diff(&cur, &d);
-            let t_apply = Instant::now();
-            for r in p.apply(&ctx, &actions).await {
-                r.unwrap();
-            }
-            let apply = t_apply.elapsed();
-            let total = start.elapsed();
-            // A no-op reconcile of the loaded table (query + diff).
-            let t = Instant::now();
-            let cur = p.query(&ctx, &d).await.unwrap();
-            assert!(p.diff(&cur, &d).is_empty(), "not converged");
-            (total, apply, t.elapsed())
-        });
-        plugin_times.push(total);
-        apply_times.push(apply);
-        noop_times.push(noop);
-    }
+    // Through the plugin, each round in a fresh namespace (a full load),
+    // with its `nft -c` check first (the default) and without it.
+    let run_plugin = |check_first: bool| {
+        let (mut totals, mut applies, mut noops) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let ns = NetNs::new();
+            let text = text.clone();
+            let root = dir.path().join("root");
+            let state_dir = dir.path().join("state");
+            let (total, apply, noop) = ns.run(move |_nl| async move {
+                let ctx = Context::new(state_dir).with_root(root);
+                let p = FirewallPlugin {
+                    check_first,
+                    ..FirewallPlugin::default()
+                };
+                let desired = DesiredState::from_json(&text, "bench.json").unwrap();
+                let start = Instant::now();
+                let d = p.desired(&desired.state).unwrap().unwrap();
+                let cur = p.query(&ctx, &d).await.unwrap();
+                let actions = p.diff(&cur, &d);
+                let t_apply = Instant::now();
+                for r in p.apply(&ctx, &actions).await {
+                    r.unwrap();
+                }
+                let apply = t_apply.elapsed();
+                let total = start.elapsed();
+                // A no-op reconcile of the loaded table (query + diff).
+                let t = Instant::now();
+                let cur = p.query(&ctx, &d).await.unwrap();
+                assert!(p.diff(&cur, &d).is_empty(), "not converged");
+                (total, apply, t.elapsed())
+            });
+            totals.push(total);
+            applies.push(apply);
+            noops.push(noop);
+        }
+        (median(totals), median(applies), median(noops))
+    };
+    let (plugin, apply, noop) = run_plugin(true);
+    let (plugin_nc, apply_nc, _) = run_plugin(false);
 
     // One `nft -f` of the same rule set.
     let file = dir.path().join("rules.nft");
@@ -134,25 +142,35 @@ fn main() {
     }
     let looped = start.elapsed();
 
-    let plugin = median(plugin_times);
-    let apply = median(apply_times);
     let once = median(file_times);
+    let r = |a: Duration| a.as_secs_f64() / once.as_secs_f64();
     println!("firewall bench: {RULES} rules, median of {ROUNDS} rounds (the loop: 1 round)");
+    println!("  one nft -f of the same rule set (baseline):              {:.1} ms", ms(once));
     println!(
-        "  plugin (query + diff + nft -c + nft -j -f + boot file): {:.1} ms",
-        ms(plugin)
-    );
-    println!("  plugin apply only (nft -c + nft -j -f + boot file):     {:.1} ms", ms(apply));
-    println!("  one nft -f of the same rule set:                       {:.1} ms", ms(once));
-    println!("  loop of nft add rule:                                  {:.1} ms", ms(looped));
-    println!(
-        "  no-op reconcile of the loaded table (query + diff):    {:.1} ms",
-        ms(median(noop_times))
+        "  plugin, query + diff + apply (nft -c, nft -j -f, file):  {:.1} ms = {:.2}x",
+        ms(plugin),
+        r(plugin)
     );
     println!(
-        "  ratios: plugin / nft -f = {:.2} (apply only {:.2}); loop / plugin = {:.1}",
-        plugin.as_secs_f64() / once.as_secs_f64(),
-        apply.as_secs_f64() / once.as_secs_f64(),
+        "  plugin apply only (nft -c, nft -j -f, boot file):        {:.1} ms = {:.2}x",
+        ms(apply),
+        r(apply)
+    );
+    println!(
+        "  plugin without nft -c, query + diff + apply:              {:.1} ms = {:.2}x",
+        ms(plugin_nc),
+        r(plugin_nc)
+    );
+    println!(
+        "  plugin without nft -c, apply only:                        {:.1} ms = {:.2}x",
+        ms(apply_nc),
+        r(apply_nc)
+    );
+    println!(
+        "  loop of nft add rule:                                     {:.1} ms = {:.2}x ({:.1}x the plugin)",
+        ms(looped),
+        r(looped),
         looped.as_secs_f64() / plugin.as_secs_f64()
     );
+    println!("  no-op reconcile of the loaded table (query + diff):      {:.1} ms", ms(noop));
 }

@@ -15,6 +15,7 @@
 pub mod nft;
 pub mod render;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use anyhow::Context as _;
@@ -191,9 +192,7 @@ impl PluginAction for Action {
 
 /// The boot file's content for `table`: the same batch `apply` loads.
 pub fn boot_file_text(table: &Table) -> String {
-    let mut s = serde_json::to_string_pretty(&render::batch(table)).unwrap_or_default();
-    s.push('\n');
-    s
+    render::batch_text(table)
 }
 
 /// The pure diff: chain by chain, rule by rule; then one `replace-table`
@@ -230,25 +229,30 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
                 to: d.policy.clone(),
             });
         }
-        let mut unmatched: Vec<&Rule> = c.rules.iter().collect();
+        // Rules keyed by comment and normalized expressions: linear in the
+        // number of rules (1,000-rule tables are diffed at every reconcile).
+        let mut unmatched: HashMap<String, Vec<&Rule>> = HashMap::new();
+        for r in &c.rules {
+            unmatched.entry(r.key()).or_default().push(r);
+        }
         let mut changed = false;
         for r in &d.rules {
-            match unmatched.iter().position(|u| u.same(r)) {
-                Some(i) => {
-                    unmatched.remove(i);
-                }
+            match unmatched.get_mut(&r.key()).and_then(|v| v.pop()) {
+                Some(_) => {}
                 None => {
                     changed = true;
                     out.push(add_rule(&d.name, r));
                 }
             }
         }
-        for u in &unmatched {
+        let mut left: Vec<&Rule> = unmatched.into_values().flatten().collect();
+        left.sort_by_key(|r| r.handle);
+        for u in &left {
             changed = true;
             out.push(delete_rule(&c.name, u));
         }
         let in_order = c.rules.len() == d.rules.len()
-            && c.rules.iter().zip(&d.rules).all(|(a, b)| a.same(b));
+            && c.rules.iter().zip(&d.rules).all(|(a, b)| a.key() == b.key());
         if !changed && !in_order {
             out.push(Action::Reorder {
                 chain: d.name.clone(),
@@ -299,14 +303,30 @@ fn delete_rule(chain: &str, r: &Rule) -> Action {
 }
 
 /// The plugin; `nft` is the command it runs (tests run it in a namespace).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FirewallPlugin {
     pub nft: Nft,
+    /// Run `nft -c` on the batch before loading it (the default). The load
+    /// is one kernel transaction either way (a refused rule changes
+    /// nothing); the check costs a second pass over the batch.
+    pub check_first: bool,
+}
+
+impl Default for FirewallPlugin {
+    fn default() -> Self {
+        FirewallPlugin {
+            nft: Nft::default(),
+            check_first: true,
+        }
+    }
 }
 
 impl FirewallPlugin {
     pub fn with_nft(argv: Vec<String>) -> Self {
-        FirewallPlugin { nft: Nft { argv } }
+        FirewallPlugin {
+            nft: Nft { argv },
+            ..Self::default()
+        }
     }
 
     fn root(ctx: &Context) -> anyhow::Result<RootDir> {
@@ -356,7 +376,10 @@ impl Plugin for FirewallPlugin {
     }
 
     async fn query(&self, ctx: &Context, _desired: &Desired) -> anyhow::Result<Current> {
-        let listing = self.nft.list_table(render::FAMILY, render::TABLE).await?;
+        let (listing, tables) = futures::try_join!(
+            self.nft.list_table(render::FAMILY, render::TABLE),
+            self.nft.list_tables()
+        )?;
         let (table, other) = match &listing {
             Some(objs) => {
                 let (t, o) = render::parse_listing(objs);
@@ -365,10 +388,7 @@ impl Plugin for FirewallPlugin {
             None => (None, Vec::new()),
         };
         let own = format!("{} {}", render::FAMILY, render::TABLE);
-        let foreign = self
-            .nft
-            .list_tables()
-            .await?
+        let foreign = tables
             .into_iter()
             .filter(|t| *t != own)
             .collect();
@@ -401,8 +421,9 @@ impl Plugin for FirewallPlugin {
     }
 
     async fn restore(&self, ctx: &Context, cp: &Checkpoint) -> anyhow::Result<String> {
+        let batch = serde_json::to_vec(&render::restore_batch(cp.listing.as_deref()))?;
         self.nft
-            .load(&render::restore_batch(cp.listing.as_deref()))
+            .load(&batch, true)
             .await
             .map_err(|e| e.error.context("restoring table inet opdbus"))?;
         Self::write_boot_file(ctx, cp.boot_file.as_deref())?;
@@ -422,8 +443,9 @@ impl Plugin for FirewallPlugin {
             for a in actions {
                 match a {
                     Action::Replace { table, .. } => {
-                        self.nft.load(&render::batch(table)).await?;
-                        Self::write_boot_file(ctx, Some(&boot_file_text(table)))?;
+                        let text = boot_file_text(table);
+                        self.nft.load(text.as_bytes(), self.check_first).await?;
+                        Self::write_boot_file(ctx, Some(&text))?;
                     }
                     Action::WriteBootFile { table } => {
                         Self::write_boot_file(ctx, Some(&boot_file_text(table)))?;

@@ -121,18 +121,20 @@ impl Nft {
             .collect())
     }
 
-    /// Checks `batch` (`nft -c`), then loads it: one kernel transaction, so
-    /// a rejected rule leaves every table as it was.
-    pub async fn load(&self, batch: &Value) -> Result<(), ActionError> {
-        let data = serde_json::to_vec(batch).map_err(anyhow::Error::new)?;
-        let check = self.run(&["-c", "-j", "-f", "-"], Some(&data)).await?;
-        if !check.ok {
-            return Err(kernel_error(
-                &check.stderr,
-                "nftables refused the rule set in its check (nft -c); nothing was changed",
-            ));
+    /// Checks the JSON batch `data` (`nft -c`, when `check_first`), then
+    /// loads it: one kernel transaction, so a refused rule leaves every
+    /// table as it was.
+    pub async fn load(&self, data: &[u8], check_first: bool) -> Result<(), ActionError> {
+        if check_first {
+            let check = self.run(&["-c", "-j", "-f", "-"], Some(data)).await?;
+            if !check.ok {
+                return Err(kernel_error(
+                    &check.stderr,
+                    "nftables refused the rule set in its check (nft -c); nothing was changed",
+                ));
+            }
         }
-        let out = self.run(&["-j", "-f", "-"], Some(&data)).await?;
+        let out = self.run(&["-j", "-f", "-"], Some(data)).await?;
         if !out.ok {
             return Err(kernel_error(
                 &out.stderr,

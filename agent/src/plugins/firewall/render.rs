@@ -39,15 +39,11 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Same comment and expressions (set elements compared in any order).
-    pub fn same(&self, other: &Rule) -> bool {
-        self.comment == other.comment
-            && self.expr.len() == other.expr.len()
-            && self
-                .expr
-                .iter()
-                .zip(&other.expr)
-                .all(|(a, b)| normalized(a) == normalized(b))
+    /// What makes two rules the same: the comment and the expressions (set
+    /// elements in any order), as one string.
+    pub fn key(&self) -> String {
+        let expr: Vec<Value> = self.expr.iter().map(normalized).collect();
+        format!("{}\n{}", self.comment, Value::Array(expr))
     }
 }
 
@@ -60,14 +56,6 @@ pub struct Table {
 impl Table {
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
-    }
-}
-
-fn verdict(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Accept => "accept",
-        Verdict::Drop => "drop",
-        Verdict::Reject => "reject",
     }
 }
 
@@ -352,6 +340,16 @@ pub fn batch(t: &Table) -> Value {
     json!({ "nftables": cmds })
 }
 
+/// [`batch`] as text, one command per line: the boot file.
+pub fn batch_text(t: &Table) -> String {
+    let cmds = batch(t);
+    let lines: Vec<String> = cmds["nftables"]
+        .as_array()
+        .map(|a| a.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    format!("{{\"nftables\": [\n{}\n]}}\n", lines.join(",\n"))
+}
+
 /// One batch that puts back the objects of a listing (`None`: the table
 /// did not exist, so it is removed).
 pub fn restore_batch(previous: Option<&[Value]>) -> Value {
@@ -497,8 +495,4 @@ fn describe_right(r: &Value) -> String {
         }
         other => other.to_string(),
     }
-}
-
-pub fn verdict_name(v: Verdict) -> &'static str {
-    verdict(v)
 }

@@ -133,19 +133,28 @@ fn main() {
     };
     nft(&["add", "table", "inet", "bench"]);
     nft(&[
-        "add", "chain", "inet", "bench", "input",
+        "add",
+        "chain",
+        "inet",
+        "bench",
+        "input",
         "{ type filter hook input priority 0; policy drop; }",
     ]);
     for i in 0..RULES {
         let port = (20000 + i).to_string();
-        nft(&["add", "rule", "inet", "bench", "input", "tcp", "dport", &port, "accept"]);
+        nft(&[
+            "add", "rule", "inet", "bench", "input", "tcp", "dport", &port, "accept",
+        ]);
     }
     let looped = start.elapsed();
 
     let once = median(file_times);
     let r = |a: Duration| a.as_secs_f64() / once.as_secs_f64();
     println!("firewall bench: {RULES} rules, median of {ROUNDS} rounds (the loop: 1 round)");
-    println!("  one nft -f of the same rule set (baseline):              {:.1} ms", ms(once));
+    println!(
+        "  one nft -f of the same rule set (baseline):              {:.1} ms",
+        ms(once)
+    );
     println!(
         "  plugin, query + diff + apply (nft -c, nft -j -f, file):  {:.1} ms = {:.2}x",
         ms(plugin),
@@ -172,5 +181,8 @@ fn main() {
         r(looped),
         looped.as_secs_f64() / plugin.as_secs_f64()
     );
-    println!("  no-op reconcile of the loaded table (query + diff):      {:.1} ms", ms(noop));
+    println!(
+        "  no-op reconcile of the loaded table (query + diff):      {:.1} ms",
+        ms(noop)
+    );
 }

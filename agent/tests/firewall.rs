@@ -59,7 +59,12 @@ fn golden(name: &str, got: &str) {
     }
     let want = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(got, want, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+    assert_eq!(
+        got,
+        want,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
 }
 
 #[test]
@@ -149,7 +154,10 @@ impl Pair {
     fn ctx(&self) -> Context {
         Context::new(self.dir.path().join("state"))
             .with_root(self.dir.path().join("root"))
-            .with_bus_address(Some(format!("unix:path={}/no-bus", self.dir.path().display())))
+            .with_bus_address(Some(format!(
+                "unix:path={}/no-bus",
+                self.dir.path().display()
+            )))
             .with_retry(RetryPolicy {
                 attempts: 1,
                 backoff: Duration::ZERO,
@@ -223,7 +231,15 @@ impl Pair {
 
     fn ping(&self) -> bool {
         Task::new("ip")
-            .args(["netns", "exec", self.client.name(), "ping", "-c1", "-W1", SERVER])
+            .args([
+                "netns",
+                "exec",
+                self.client.name(),
+                "ping",
+                "-c1",
+                "-W1",
+                SERVER,
+            ])
             .read()
             .is_ok()
     }
@@ -262,7 +278,11 @@ fn policy(net: &str, extra: &[Value]) -> Value {
 }
 
 fn assert_ok(r: &opdbus_agent::engine::RunReport) {
-    assert!(r.ok, "apply failed: {}", serde_json::to_string_pretty(r).unwrap());
+    assert!(
+        r.ok,
+        "apply failed: {}",
+        serde_json::to_string_pretty(r).unwrap()
+    );
 }
 
 #[test]
@@ -275,12 +295,21 @@ fn traffic_follows_the_rules_drift_is_repaired_and_foreign_tables_stay() {
     // Someone else's table, made before the apply.
     pair.nft(&["add", "table", "ip", "foreign"]);
     pair.nft(&[
-        "add", "chain", "ip", "foreign", "c",
+        "add",
+        "chain",
+        "ip",
+        "foreign",
+        "c",
         "{ type filter hook input priority 10; policy accept; }",
     ]);
-    pair.nft(&["add", "rule", "ip", "foreign", "c", "tcp", "dport", "7777", "accept"]);
+    pair.nft(&[
+        "add", "rule", "ip", "foreign", "c", "tcp", "dport", "7777", "accept",
+    ]);
     let foreign_before = pair.nft(&["-j", "list", "table", "ip", "foreign"]);
-    assert!(pair.reachable(9000) && pair.ping(), "open before the firewall");
+    assert!(
+        pair.reachable(9000) && pair.ping(),
+        "open before the firewall"
+    );
 
     let state = policy("10.9.0.0/24", &[]);
     assert_ok(&pair.apply(&state));
@@ -288,12 +317,19 @@ fn traffic_follows_the_rules_drift_is_repaired_and_foreign_tables_stay() {
     assert!(!pair.reachable(8006), "8006 is not listed");
     assert!(!pair.reachable(9000), "9000 is not listed");
     assert!(pair.ping(), "ICMP is accepted from 10.9.0.0/24");
-    assert_eq!(pair.pending(&state), Vec::<String>::new(), "re-apply is a no-op");
+    assert_eq!(
+        pair.pending(&state),
+        Vec::<String>::new(),
+        "re-apply is a no-op"
+    );
 
     // Another source network only: the client is now outside it.
     let elsewhere = policy("10.99.0.0/24", &[]);
     assert_ok(&pair.apply(&elsewhere));
-    assert!(!pair.reachable(22) && !pair.ping(), "22 and ICMP only from 10.99.0.0/24");
+    assert!(
+        !pair.reachable(22) && !pair.ping(),
+        "22 and ICMP only from 10.99.0.0/24"
+    );
 
     // 8006 allowed.
     let with_pve = policy(
@@ -304,7 +340,9 @@ fn traffic_follows_the_rules_drift_is_repaired_and_foreign_tables_stay() {
     assert!(pair.reachable(22) && pair.reachable(8006) && !pair.reachable(9000));
 
     // A rule deleted by hand is drift; apply repairs it.
-    let listing: Value = serde_json::from_str(&pair.nft(&["-j", "list", "chain", "inet", "opdbus", "input"])).unwrap();
+    let listing: Value =
+        serde_json::from_str(&pair.nft(&["-j", "list", "chain", "inet", "opdbus", "input"]))
+            .unwrap();
     let handle = listing["nftables"]
         .as_array()
         .unwrap()
@@ -313,7 +351,15 @@ fn traffic_follows_the_rules_drift_is_repaired_and_foreign_tables_stay() {
         .find(|r| r["comment"] == "opdbus:rule-0 SSH")
         .map(|r| r["handle"].as_u64().unwrap())
         .expect("the SSH rule carries its tag");
-    pair.nft(&["delete", "rule", "inet", "opdbus", "input", "handle", &handle.to_string()]);
+    pair.nft(&[
+        "delete",
+        "rule",
+        "inet",
+        "opdbus",
+        "input",
+        "handle",
+        &handle.to_string(),
+    ]);
     assert!(!pair.reachable(22), "the hand deletion took effect");
     let drift = pair.pending(&with_pve);
     assert_eq!(drift.len(), 2, "{drift:?}");
@@ -321,14 +367,23 @@ fn traffic_follows_the_rules_drift_is_repaired_and_foreign_tables_stay() {
         drift[0],
         "add rule to input: ip saddr 10.9.0.0/24 tcp dport 22 accept (comment \"opdbus:rule-0 SSH\")"
     );
-    assert!(drift[1].starts_with("replace table inet opdbus"), "{drift:?}");
-    assert!(drift[1].contains("other tables left alone: ip foreign"), "{drift:?}");
+    assert!(
+        drift[1].starts_with("replace table inet opdbus"),
+        "{drift:?}"
+    );
+    assert!(
+        drift[1].contains("other tables left alone: ip foreign"),
+        "{drift:?}"
+    );
     assert_ok(&pair.apply(&with_pve));
     assert!(pair.reachable(22), "repaired");
     assert_eq!(pair.pending(&with_pve), Vec::<String>::new());
 
     // The foreign table is byte-identical.
-    assert_eq!(pair.nft(&["-j", "list", "table", "ip", "foreign"]), foreign_before);
+    assert_eq!(
+        pair.nft(&["-j", "list", "table", "ip", "foreign"]),
+        foreign_before
+    );
 
     // The boot file loads the same table into a fresh namespace.
     let fresh = NetNs::new();
@@ -338,7 +393,16 @@ fn traffic_follows_the_rules_drift_is_repaired_and_foreign_tables_stay() {
         .read()
         .unwrap();
     let fresh_table = Task::new("ip")
-        .args(["netns", "exec", fresh.name(), "nft", "list", "table", "inet", "opdbus"])
+        .args([
+            "netns",
+            "exec",
+            fresh.name(),
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "opdbus",
+        ])
         .read()
         .unwrap();
     assert_eq!(fresh_table, pair.nft(&["list", "table", "inet", "opdbus"]));
@@ -385,14 +449,26 @@ fn a_rule_set_with_a_bad_rule_leaves_the_previous_rules_in_force() {
             .collect::<Vec<_>>()
     });
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(errors.len(), results.len(), "every line fails with the transaction: {results:?}");
+    assert_eq!(
+        errors.len(),
+        results.len(),
+        "every line fails with the transaction: {results:?}"
+    );
     assert!(
-        errors.iter().any(|e| e.contains("nftables refused the rule set in its check")),
+        errors
+            .iter()
+            .any(|e| e.contains("nftables refused the rule set in its check")),
         "{errors:?}"
     );
     assert_eq!(pair.nft(&["list", "table", "inet", "opdbus"]), before);
-    assert_eq!(std::fs::read_to_string(pair.boot_file()).unwrap(), boot_before);
-    assert!(pair.reachable(22) && !pair.reachable(9000), "the previous rules are in force");
+    assert_eq!(
+        std::fs::read_to_string(pair.boot_file()).unwrap(),
+        boot_before
+    );
+    assert!(
+        pair.reachable(22) && !pair.reachable(9000),
+        "the previous rules are in force"
+    );
 }
 
 #[test]
@@ -425,17 +501,30 @@ fn restore_puts_back_the_old_table_and_an_open_connection_survives() {
         }
         cp
     });
-    assert!(!pair.reachable(22) && pair.reachable(8006), "the new rules are loaded");
+    assert!(
+        !pair.reachable(22) && pair.reachable(8006),
+        "the new rules are loaded"
+    );
     assert!(echo(&mut held), "established traffic passes the new rules");
 
     let ctx = pair.ctx();
-    let line = pair.server.run(move |_nl| async move {
-        FirewallPlugin::default().restore(&ctx, &cp).await.unwrap()
-    });
+    let line = pair
+        .server
+        .run(move |_nl| async move { FirewallPlugin::default().restore(&ctx, &cp).await.unwrap() });
     assert_eq!(line, "table inet opdbus restored (9 rules)");
-    assert_eq!(pair.nft(&["list", "table", "inet", "opdbus"]), before, "old rules byte-identical");
-    assert_eq!(std::fs::read_to_string(pair.boot_file()).unwrap(), boot_before);
-    assert!(echo(&mut held), "the connection held across both changes still works");
+    assert_eq!(
+        pair.nft(&["list", "table", "inet", "opdbus"]),
+        before,
+        "old rules byte-identical"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pair.boot_file()).unwrap(),
+        boot_before
+    );
+    assert!(
+        echo(&mut held),
+        "the connection held across both changes still works"
+    );
     assert!(pair.reachable(22) && !pair.reachable(8006));
 
     // A checkpoint of "no table": restore removes it and the boot file.
@@ -445,7 +534,10 @@ fn restore_puts_back_the_old_table_and_an_open_connection_survives() {
         boot_file: None,
     };
     let line = pair.server.run(move |_nl| async move {
-        FirewallPlugin::default().restore(&ctx, &gone).await.unwrap()
+        FirewallPlugin::default()
+            .restore(&ctx, &gone)
+            .await
+            .unwrap()
     });
     assert_eq!(line, "table inet opdbus removed (it did not exist before)");
     assert!(!pair.boot_file().exists());

@@ -172,7 +172,10 @@ impl State {
         }
         let mut out = Vec::new();
         if self.ssh_enabled() {
-            let port = fw.ssh_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+            let port = fw
+                .ssh_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0);
             out.push((port.unwrap_or(22), "ssh"));
         }
         if self.is_proxmox() {

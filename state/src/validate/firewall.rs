@@ -159,7 +159,10 @@ fn check_net(cx: &mut Cx, ptr: &str, s: &str, first: Option<&(bool, String)>) {
     if net.trunc() != net {
         cx.warn(
             ptr.to_string(),
-            format!("{s} has host bits set; the firewall matches {}", net.trunc()),
+            format!(
+                "{s} has host bits set; the firewall matches {}",
+                net.trunc()
+            ),
             format!("write the network address, {}", net.trunc()),
         );
     }
@@ -254,7 +257,8 @@ mod tests {
               "masquerade": [{"source": "10.0.0.0/33", "out_iface": "vmbr0"}]}
             }}"#,
         );
-        let want: Vec<(Severity, &str, &str)> = vec![
+        let want: Vec<(Severity, &str, &str)> =
+            vec![
             (Severity::Error, "/plugins/firewall/rules/0/port", "port 0 is out of range"),
             (Severity::Error, "/plugins/firewall/rules/1/port", "port 70000 is out of range"),
             (Severity::Error, "/plugins/firewall/rules/2/port", "port range 9000-8000 is reversed"),
@@ -305,7 +309,8 @@ mod tests {
             )]
         );
         // The floor accepts ssh; a rule does too; ssh disabled needs nothing.
-        let floor = r#"{"version": 1, "plugins": {"firewall": {"default_policy": {"input": "drop"}}}}"#;
+        let floor =
+            r#"{"version": 1, "plugins": {"firewall": {"default_policy": {"input": "drop"}}}}"#;
         assert_eq!(diags(floor), []);
         let rule = r#"{"version": 1, "plugins": {"firewall": {"management_floor": false, "ssh_port": 2222,
             "default_policy": {"input": "drop"}, "rules": [{"port": "2000-3000", "proto": "tcp", "action": "accept", "source": "10.0.0.0/8"}]}}}"#;

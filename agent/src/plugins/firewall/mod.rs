@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::{ActionError, ActionResult, Context, Persistence, Plugin, PluginAction};
+pub use nft::Nft;
 use opdbus_common::rootfs::RootDir;
 use opdbus_state::State;
-pub use nft::Nft;
 pub use render::{Chain, Rule, Table};
 
 /// The batch the boot unit loads, below the context's root.
@@ -112,7 +112,10 @@ impl fmt::Display for Action {
                 chain,
                 hook,
                 policy,
-            } => write!(f, "add chain {chain} (hook {hook}, policy {policy}) to table {t}"),
+            } => write!(
+                f,
+                "add chain {chain} (hook {hook}, policy {policy}) to table {t}"
+            ),
             Action::SetPolicy { chain, from, to } => {
                 write!(f, "set the policy of chain {chain} from {from} to {to}")
             }
@@ -252,7 +255,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
             out.push(delete_rule(&c.name, u));
         }
         let in_order = c.rules.len() == d.rules.len()
-            && c.rules.iter().zip(&d.rules).all(|(a, b)| a.key() == b.key());
+            && c.rules
+                .iter()
+                .zip(&d.rules)
+                .all(|(a, b)| a.key() == b.key());
         if !changed && !in_order {
             out.push(Action::Reorder {
                 chain: d.name.clone(),
@@ -338,8 +344,10 @@ impl FirewallPlugin {
         match root.read_to_string(BOOT_FILE) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e)
-                .context(format!("reading {}", root.display_path(BOOT_FILE).display()))),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "reading {}",
+                root.display_path(BOOT_FILE).display()
+            ))),
         }
     }
 
@@ -388,10 +396,7 @@ impl Plugin for FirewallPlugin {
             None => (None, Vec::new()),
         };
         let own = format!("{} {}", render::FAMILY, render::TABLE);
-        let foreign = tables
-            .into_iter()
-            .filter(|t| *t != own)
-            .collect();
+        let foreign = tables.into_iter().filter(|t| *t != own).collect();
         Ok(Current {
             table,
             listing,
@@ -471,11 +476,9 @@ impl Plugin for FirewallPlugin {
                 actions
                     .iter()
                     .map(|a| match a {
-                        Action::Replace { .. } | Action::WriteBootFile { .. } => {
-                            Err(first.take().unwrap_or_else(|| {
-                                ActionError::fatal(anyhow::anyhow!("{msg}"))
-                            }))
-                        }
+                        Action::Replace { .. } | Action::WriteBootFile { .. } => Err(first
+                            .take()
+                            .unwrap_or_else(|| ActionError::fatal(anyhow::anyhow!("{msg}")))),
                         _ => Err(ActionError {
                             kind,
                             error: anyhow::anyhow!("not applied: {msg}"),

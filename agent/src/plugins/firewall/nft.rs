@@ -62,9 +62,9 @@ impl Nft {
             }
         })?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(data)
-                .await
-                .map_err(|e| anyhow::Error::new(e).context(format!("writing the batch to {line}")))?;
+            pipe.write_all(data).await.map_err(|e| {
+                anyhow::Error::new(e).context(format!("writing the batch to {line}"))
+            })?;
             drop(pipe);
         }
         let out = match tokio::time::timeout(TIMEOUT, child.wait_with_output()).await {

@@ -154,7 +154,9 @@ pub fn rule_expr(r: &FirewallRule, at: &str) -> anyhow::Result<Vec<Value>> {
     }
     let port = match &r.port {
         Some(p) => {
-            let (lo, hi) = p.range().map_err(|err| anyhow::anyhow!("{at}/port: {err}"))?;
+            let (lo, hi) = p
+                .range()
+                .map_err(|err| anyhow::anyhow!("{at}/port: {err}"))?;
             Some(if lo == hi {
                 json!(lo)
             } else {
@@ -196,18 +198,26 @@ pub fn desired_table(state: &State) -> anyhow::Result<Option<Table>> {
 
 /// The table for `fw` with the management floor `floor` (port, name).
 pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> anyhow::Result<Table> {
-    let policy = fw.default_policy.clone().unwrap_or(opdbus_state::model::DefaultPolicy {
-        input: Verdict::Accept,
-        forward: Verdict::Accept,
-        output: Verdict::Accept,
-    });
+    let policy = fw
+        .default_policy
+        .clone()
+        .unwrap_or(opdbus_state::model::DefaultPolicy {
+            input: Verdict::Accept,
+            forward: Verdict::Accept,
+            output: Verdict::Accept,
+        });
     let base = |name: &str, policy: Verdict| Chain {
         name: name.to_string(),
         kind: "filter".to_string(),
         hook: name.to_string(),
         prio: 0,
         // A base chain's policy is accept or drop; reject drops.
-        policy: if policy == Verdict::Accept { "accept" } else { "drop" }.to_string(),
+        policy: if policy == Verdict::Accept {
+            "accept"
+        } else {
+            "drop"
+        }
+        .to_string(),
         rules: Vec::new(),
     };
     let rule = |name: &str, comment: Option<&str>, expr: Vec<Value>| Rule {
@@ -224,7 +234,10 @@ pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> anyhow::Result<Table> {
     input.rules.push(rule(
         "established",
         None,
-        vec![ct_state(&["established", "related"]), verdict_expr(Verdict::Accept)],
+        vec![
+            ct_state(&["established", "related"]),
+            verdict_expr(Verdict::Accept),
+        ],
     ));
     input.rules.push(rule(
         "invalid",
@@ -249,7 +262,10 @@ pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> anyhow::Result<Table> {
     forward.rules.push(rule(
         "established",
         None,
-        vec![ct_state(&["established", "related"]), verdict_expr(Verdict::Accept)],
+        vec![
+            ct_state(&["established", "related"]),
+            verdict_expr(Verdict::Accept),
+        ],
     ));
     forward.rules.push(rule(
         "invalid",
@@ -298,7 +314,10 @@ pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> anyhow::Result<Table> {
     output.rules.push(rule(
         "established",
         None,
-        vec![ct_state(&["established", "related"]), verdict_expr(Verdict::Accept)],
+        vec![
+            ct_state(&["established", "related"]),
+            verdict_expr(Verdict::Accept),
+        ],
     ));
 
     let mut chains = vec![input, forward, output];
@@ -404,10 +423,7 @@ pub fn parse_listing(objects: &[Value]) -> (Table, Vec<String>) {
                 .as_object()
                 .and_then(|m| m.keys().next().cloned())
                 .unwrap_or_default();
-            let name = o
-                .get(&kind)
-                .map(|v| str_of(v, "name"))
-                .unwrap_or_default();
+            let name = o.get(&kind).map(|v| str_of(v, "name")).unwrap_or_default();
             other.push(format!("{kind} {name}"));
         }
     }

@@ -261,6 +261,21 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/ovsdb", "network"),
     plugin("/plugins/net/prune", "network"),
     // plugins.systemd.
+    plugin("/plugins/firewall/default_policy/input", "firewall"),
+    plugin("/plugins/firewall/default_policy/forward", "firewall"),
+    plugin("/plugins/firewall/default_policy/output", "firewall"),
+    plugin("/plugins/firewall/management_floor", "firewall"),
+    plugin("/plugins/firewall/ssh_port", "firewall"),
+    plugin("/plugins/firewall/rules/*/port", "firewall"),
+    plugin("/plugins/firewall/rules/*/proto", "firewall"),
+    plugin("/plugins/firewall/rules/*/action", "firewall"),
+    plugin("/plugins/firewall/rules/*/source", "firewall"),
+    plugin("/plugins/firewall/rules/*/source/*", "firewall"),
+    plugin("/plugins/firewall/rules/*/iface", "firewall"),
+    plugin("/plugins/firewall/rules/*/comment", "firewall"),
+    plugin("/plugins/firewall/masquerade/*/source", "firewall"),
+    plugin("/plugins/firewall/masquerade/*/out_iface", "firewall"),
+    plugin("/plugins/firewall/masquerade/*/comment", "firewall"),
     plugin("/plugins/systemd/services/*/state", "systemd"),
     plugin("/plugins/systemd/units/*/active_state", "systemd"),
     plugin("/plugins/systemd/units/*/enabled", "systemd"),
@@ -307,7 +322,6 @@ pub const TABLE: &[Part] = &[
     not_yet("/plugins/opdbus/templates/*/packages", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
     not_yet("/plugins/opdbus/templates/*/netmaker", "storage", "no Netmaker enrollment is built into templates yet"),
     // Sections no plugin of this version applies.
-    not_yet("/plugins/firewall", "firewall", "no firewall plugin exists yet: the host's firewall rules and policies are left as they are"),
     not_yet("/plugins/lxc", "containers", "no container plugin exists yet: no LXC container is created, started or stopped"),
     not_yet("/plugins/kvm", "vms", "no VM plugin exists yet: no KVM guest is created, started or stopped"),
     // plugins.proxmox: only its presence is used (the network plugin then
@@ -540,7 +554,6 @@ mod tests {
                 "/plugins/network/interfaces/ovs0/ports/0/tag",
                 "/plugins/network/interfaces/eth1/slaves",
                 "/plugins/opdbus/audit/enabled",
-                "/plugins/firewall",
                 "/plugins/proxmox/vms",
             ]
         );

@@ -159,6 +159,67 @@ impl State {
         spec
     }
 
+    /// The ports the firewall's management floor accepts, with what each is
+    /// for: the SSH port while ssh is not disabled, stopped or masked in
+    /// `plugins.systemd`, and 8006 on Proxmox. Empty when the state turns the
+    /// floor off.
+    pub fn firewall_floor_ports(&self) -> Vec<(u16, &'static str)> {
+        let Some(fw) = &self.plugins.firewall else {
+            return Vec::new();
+        };
+        if !fw.management_floor {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if self.ssh_enabled() {
+            let port = fw
+                .ssh_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0);
+            out.push((port.unwrap_or(22), "ssh"));
+        }
+        if self.is_proxmox() {
+            out.push((8006, "proxmox-web"));
+        }
+        out
+    }
+
+    /// False only when `plugins.systemd` turns ssh (or sshd) off.
+    pub fn ssh_enabled(&self) -> bool {
+        let Some(sd) = &self.plugins.systemd else {
+            return true;
+        };
+        let off_service = ["ssh", "sshd", "ssh.service", "sshd.service"]
+            .iter()
+            .filter_map(|n| sd.services.get(*n))
+            .any(|s| {
+                matches!(
+                    s.state,
+                    crate::model::ServiceState::Disabled
+                        | crate::model::ServiceState::Stopped
+                        | crate::model::ServiceState::Masked
+                )
+            });
+        let off_unit = ["ssh.service", "sshd.service"]
+            .iter()
+            .filter_map(|n| sd.units.get(*n))
+            .any(|u| {
+                u.masked == Some(true)
+                    || u.active_state == Some(crate::model::ActiveState::Inactive)
+            });
+        !(off_service || off_unit)
+    }
+
+    /// A Proxmox VE host: `bootstrap.distribution` proxmox or a
+    /// `plugins.proxmox` section.
+    pub fn is_proxmox(&self) -> bool {
+        self.plugins.proxmox.is_some()
+            || self
+                .bootstrap
+                .as_ref()
+                .is_some_and(|b| b.distribution == crate::model::Distribution::Proxmox)
+    }
+
     /// The desired state of every unit the state names; call only on a
     /// validated state.
     pub fn unit_specs(&self) -> BTreeMap<String, UnitTarget> {

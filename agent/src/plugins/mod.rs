@@ -3,6 +3,7 @@
 //! queries only what it names, diffs purely and applies through one adapter
 //! (D-Bus, netlink, OVSDB, files, commands). The engine knows none of them.
 
+pub mod firewall;
 pub mod host;
 pub mod network;
 pub mod packages;
@@ -22,6 +23,7 @@ pub fn standard() -> Engine {
     e.register(packages::PackagesPlugin);
     e.register(users::UsersPlugin);
     e.register(network::NetworkPlugin);
+    e.register(firewall::FirewallPlugin::default());
     e.register(systemd::SystemdPlugin);
     e
 }

@@ -24,6 +24,7 @@ mod dbus_systemd;
 mod engine_cli;
 mod engine_dbus;
 mod engine_golden;
+mod firewall;
 mod netlink;
 mod network;
 mod network_netns;

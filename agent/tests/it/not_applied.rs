@@ -1,5 +1,5 @@
 //! The real binary on a state with sections this version does not apply
-//! (a firewall, an LXC container, a KVM VM, a Proxmox VM, Netmaker, audit
+//! (an LXC container, a KVM VM, a Proxmox VM, Netmaker, audit
 //! switched off): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
@@ -15,13 +15,6 @@ const STATE: &str = r#"{
       "subvolumes": {"@cache": {}},
       "audit": {"enabled": false}
     },
-    "firewall": {
-      "default_policy": {"input": "drop"},
-      "rules": [
-        {"port": 22, "proto": "tcp", "action": "accept"},
-        {"port": 8006, "proto": "tcp", "action": "accept"}
-      ]
-    },
     "lxc": {"containers": {"web": {"template": "debian-12", "autostart": true}}},
     "kvm": {"vms": {"db": {"cores": 2, "memory": 2048}}},
     "proxmox": {"vms": [{"vmid": 100, "name": "app"}]},
@@ -32,7 +25,6 @@ const STATE: &str = r#"{
 
 const POINTERS: &[&str] = &[
     "/plugins/opdbus/audit/enabled",
-    "/plugins/firewall",
     "/plugins/lxc",
     "/plugins/kvm",
     "/plugins/proxmox/vms",
@@ -106,7 +98,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(pointers(&report["not_applied"]), POINTERS);
-    assert_eq!(report["not_applied"][1]["plugin"], "firewall");
+    assert_eq!(report["not_applied"][1]["plugin"], "containers");
     // What is applied still is.
     assert!(f.root.join("var/lib/op-dbus/@cache").is_dir());
 
@@ -116,13 +108,13 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     assert!(text.contains("\nnot applied:\n"), "{text}");
     assert!(
         text.contains(
-            "\n  /plugins/firewall: not applied by this version of op-dbus; no firewall plugin exists yet: the host's firewall rules and policies are left as they are\n"
+            "\n  /plugins/lxc: not applied by this version of op-dbus; no container plugin exists yet: no LXC container is created, started or stopped\n"
         ),
         "{text}"
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("6 part(s) of the state not applied by this version (exit 3)")
+        err.contains("5 part(s) of the state not applied by this version (exit 3)")
             && err.contains("--allow-unapplied"),
         "{err}"
     );
@@ -163,7 +155,7 @@ fn diff_lists_them_under_not_applied() {
     let text = stdout(&f.agent(&["diff", "STATE"]));
     assert!(text.contains("\nnot applied:\n  /plugins/opdbus/audit/enabled: not applied by this version of op-dbus; the agent always records to its audit chain; remove audit.enabled\n"), "{text}");
     assert!(
-        text.ends_with("1 action(s), 6 part(s) not applied\n"),
+        text.ends_with("1 action(s), 5 part(s) not applied\n"),
         "{text}"
     );
 }
@@ -223,19 +215,19 @@ fn validate_warns_by_pointer_and_strict_fails() {
     let text = stdout(&out);
     assert!(
         text.contains(&format!(
-            "{file}:9:17: /plugins/firewall: warning: not applied by this version of op-dbus; no firewall plugin exists yet"
+            "{file}:9:12: /plugins/lxc: warning: not applied by this version of op-dbus; no container plugin exists yet"
         )),
         "{text}"
     );
     assert!(
-        text.ends_with(&format!("{file}: valid, 6 warning(s)\n")),
+        text.ends_with(&format!("{file}: valid, 5 warning(s)\n")),
         "{text}"
     );
     let out = validate(true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         stdout(&out).ends_with(&format!(
-            "{file}: invalid: 6 warning(s), fatal with --strict\n"
+            "{file}: invalid: 5 warning(s), fatal with --strict\n"
         )),
         "{out:?}"
     );

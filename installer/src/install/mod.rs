@@ -392,12 +392,18 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
     for dest in bootloader::KERNEL_HOOKS {
         root.write(dest, &text, 0o755)?;
     }
-    for unit in ["op-dbus-agent.service", "op-dbus-result.service"] {
+    // The firewall unit loads the agent's last applied table at boot,
+    // before network-pre.target (so from sysinit.target).
+    for (unit, wanted_by) in [
+        ("op-dbus-agent.service", "multi-user.target"),
+        ("op-dbus-result.service", "multi-user.target"),
+        ("op-dbus-firewall.service", "sysinit.target"),
+    ] {
         let src = t.join("systemd").join(unit);
         let text =
             std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
         root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
-        target::enable_unit(root, unit, "multi-user.target")?;
+        target::enable_unit(root, unit, wanted_by)?;
     }
     let policy = t.join("dbus/org.opdbus.conf");
     let text =

@@ -17,6 +17,7 @@ use crate::payload::{self, BuildTool};
 pub const TEMPLATE_FILES: [&str; 5] = [
     "systemd/op-dbus-agent.service",
     "systemd/op-dbus-result.service",
+    "systemd/op-dbus-firewall.service",
     "dbus/org.opdbus.conf",
     "layout/plugin.toml",
     "kernel/zz-op-dbus",

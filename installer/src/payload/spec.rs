@@ -48,6 +48,7 @@ pub const BASE_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "dosfstools",
     "iproute2",
+    "nftables",
     "openssh-server",
     "ca-certificates",
     "locales",

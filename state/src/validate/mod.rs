@@ -3,6 +3,7 @@
 //! section; every check has its own pinned message.
 
 mod bootstrap;
+mod firewall;
 mod network;
 mod storage;
 mod systemd;
@@ -30,6 +31,7 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     storage::check(&mut cx, state);
     network::check(&mut cx, state);
     systemd::check(&mut cx, state);
+    firewall::check(&mut cx, state);
     users::check(&mut cx, state);
     if let Some(layout) = &state.plugins.opdbus {
         for (name, sv) in &layout.subvolumes {

@@ -494,6 +494,16 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
     sorted(v).to_string()
 }
 
+/// Whether the state asks for an audit log (`plugins.opdbus.audit.enabled`,
+/// default true). With `false` the agent records nothing (the seeds'
+/// agent-only mode).
+pub fn enabled(state: &serde_json::Value) -> bool {
+    state
+        .pointer("/plugins/opdbus/audit/enabled")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true)
+}
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

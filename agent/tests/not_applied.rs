@@ -1,6 +1,6 @@
 //! The real binary on a state with sections this version does not apply
-//! (a firewall, an LXC container, a KVM VM, a Proxmox VM, Netmaker, audit
-//! switched off): `validate` warns by pointer and fails with --strict,
+//! (a firewall, an LXC container, a KVM VM, a Proxmox VM, Netmaker; audit
+//! switched off, which is applied: no audit log): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
 #![allow(clippy::unwrap_used)]
@@ -32,7 +32,6 @@ const STATE: &str = r#"{
 "#;
 
 const POINTERS: &[&str] = &[
-    "/plugins/opdbus/audit/enabled",
     "/plugins/firewall",
     "/plugins/lxc",
     "/plugins/kvm",
@@ -107,7 +106,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(pointers(&report["not_applied"]), POINTERS);
-    assert_eq!(report["not_applied"][1]["plugin"], "firewall");
+    assert_eq!(report["not_applied"][0]["plugin"], "firewall");
     // What is applied still is.
     assert!(f.root.join("var/lib/op-dbus/@cache").is_dir());
 
@@ -123,7 +122,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("6 part(s) of the state not applied by this version (exit 3)")
+        err.contains("5 part(s) of the state not applied by this version (exit 3)")
             && err.contains("--allow-unapplied"),
         "{err}"
     );
@@ -138,18 +137,21 @@ fn allow_unapplied_accepts_them_and_still_lists_them() {
     assert_eq!(report["ok"], true);
     assert_eq!(report["allow_unapplied"], true);
     assert_eq!(pointers(&report["not_applied"]), POINTERS);
+    // audit.enabled false: the apply changed the host and recorded nothing.
+    assert!(f.root.join("var/lib/op-dbus/@cache").is_dir());
+    assert!(
+        !opdbus_agent::audit::db_path(&f.state_dir).exists(),
+        "audit.enabled false must keep no audit log"
+    );
 }
 
 #[test]
-fn apply_of_one_plugin_reports_only_that_plugins_parts() {
+fn apply_of_one_plugin_reports_only_that_plugins_parts_and_audit_off_is_applied() {
     let f = fixture();
     let out = f.agent(&["apply", "STATE", "--json", "--plugin", "storage"]);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        pointers(&report["not_applied"]),
-        ["/plugins/opdbus/audit/enabled"]
-    );
+    assert_eq!(pointers(&report["not_applied"]), [] as [&str; 0]);
 }
 
 #[test]
@@ -162,9 +164,9 @@ fn diff_lists_them_under_not_applied() {
     assert_eq!(diff["plugins"][0]["plugin"], "storage");
 
     let text = stdout(&f.agent(&["diff", "STATE"]));
-    assert!(text.contains("\nnot applied:\n  /plugins/opdbus/audit/enabled: not applied by this version of op-dbus; the agent always records to its audit chain; remove audit.enabled\n"), "{text}");
+    assert!(text.contains("\nnot applied:\n  /plugins/firewall: not applied by this version of op-dbus; "), "{text}");
     assert!(
-        text.ends_with("1 action(s), 6 part(s) not applied\n"),
+        text.ends_with("1 action(s), 5 part(s) not applied\n"),
         "{text}"
     );
 }
@@ -179,7 +181,7 @@ fn run_exits_3_and_the_result_line_carries_the_list() {
     assert_eq!(f.status(&[]).status.code(), Some(3));
     let text = stdout(&f.status(&[]));
     assert!(
-        text.starts_with("status: done\nnot applied:\n  /plugins/opdbus/audit/enabled: "),
+        text.starts_with("status: done\nnot applied:\n  /plugins/firewall: "),
         "{text}"
     );
     let line = stdout(&f.status(&["--result-line"]));
@@ -202,7 +204,7 @@ fn run_exits_3_and_the_result_line_carries_the_list() {
     assert_eq!(f.status(&[]).status.code(), Some(0));
     let line = stdout(&f.status(&["--result-line"]));
     assert!(
-        line.contains("\"not_applied\":[{\"pointer\":\"/plugins/opdbus/audit/enabled\""),
+        line.contains("\"not_applied\":[{\"pointer\":\"/plugins/firewall\""),
         "{line}"
     );
 }
@@ -229,14 +231,14 @@ fn validate_warns_by_pointer_and_strict_fails() {
         "{text}"
     );
     assert!(
-        text.ends_with(&format!("{file}: valid, 6 warning(s)\n")),
+        text.ends_with(&format!("{file}: valid, 5 warning(s)\n")),
         "{text}"
     );
     let out = validate(true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         stdout(&out).ends_with(&format!(
-            "{file}: invalid: 6 warning(s), fatal with --strict\n"
+            "{file}: invalid: 5 warning(s), fatal with --strict\n"
         )),
         "{out:?}"
     );

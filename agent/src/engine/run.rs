@@ -183,7 +183,7 @@ impl Engine {
     /// `ctx.options.dry_run` actions are only planned.
     pub async fn apply(&self, ctx: &Context, state: &DesiredState) -> RunReport {
         let started = Instant::now();
-        let mut audit = AuditSink::new(ctx, &state.hash);
+        let mut audit = AuditSink::new(ctx, state);
         let mut plugins = Vec::new();
         for p in &self.plugins {
             let report = reconcile(p.as_ref(), ctx, state, &mut audit, None).await;
@@ -225,24 +225,27 @@ impl Engine {
         let p = self
             .plugin(plugin)
             .with_context(|| format!("no plugin named '{plugin}'"))?;
-        let mut audit = AuditSink::new(ctx, &state.hash);
+        let mut audit = AuditSink::new(ctx, state);
         Ok(reconcile(p, ctx, state, &mut audit, Some(&repair)).await)
     }
 }
 
 /// Opens the audit log on the first record, so a plugin (storage) may create
-/// the directory it lives in first.
+/// the directory it lives in first. With `audit.enabled: false` in the
+/// state it records nothing.
 struct AuditSink<'a> {
     ctx: &'a Context,
     state_hash: &'a str,
+    enabled: bool,
     log: Option<AuditLog>,
 }
 
 impl<'a> AuditSink<'a> {
-    fn new(ctx: &'a Context, state_hash: &'a str) -> Self {
+    fn new(ctx: &'a Context, state: &'a DesiredState) -> Self {
         Self {
             ctx,
-            state_hash,
+            state_hash: &state.hash,
+            enabled: crate::audit::enabled(&state.raw),
             log: None,
         }
     }
@@ -254,6 +257,9 @@ impl<'a> AuditSink<'a> {
         result: &str,
         repair: Option<&Repair<'_>>,
     ) -> anyhow::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
         if self.log.is_none() {
             self.log = Some(AuditLog::open(&self.ctx.state_dir).with_context(|| {
                 format!("opening the audit log in {}", self.ctx.state_dir.display())

@@ -71,7 +71,8 @@ fn main() {
     let mut n = have;
     while n < target {
         let k = (target - n).min(100);
-        log.append_all((0..k).map(|i| entry(n + i)).collect()).unwrap();
+        log.append_all((0..k).map(|i| entry(n + i)).collect())
+            .unwrap();
         n += k;
     }
     let build = started.elapsed();

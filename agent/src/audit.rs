@@ -250,7 +250,11 @@ impl std::fmt::Display for ChainBreak {
                 "audit chain broken at block {} (record {r}): {}",
                 self.block, self.reason
             ),
-            None => write!(f, "audit chain broken at block {}: {}", self.block, self.reason),
+            None => write!(
+                f,
+                "audit chain broken at block {}: {}",
+                self.block, self.reason
+            ),
         }
     }
 }
@@ -511,7 +515,6 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-
 /// Length-prefixed, presence-marked field of a hashed encoding.
 fn field(h: &mut Sha256, v: Option<&[u8]>) {
     match v {
@@ -608,7 +611,11 @@ fn hash_from_hex(s: &str) -> Option<Hash> {
 }
 
 fn frontier_text(f: &Frontier) -> String {
-    f.nodes().iter().map(hex::encode).collect::<Vec<_>>().join(",")
+    f.nodes()
+        .iter()
+        .map(hex::encode)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The Merkle leaf of a record: `SHA-256(0x00 || record hash)` over the 32
@@ -666,7 +673,6 @@ impl std::str::FromStr for BlockRange {
     }
 }
 
-
 /// The block summary of a list of records: actions per plugin, the
 /// rolled-back and the failed ones.
 fn summarize(rows: &[RawRow]) -> serde_json::Value {
@@ -681,9 +687,13 @@ fn summarize(rows: &[RawRow]) -> serde_json::Value {
             "result": r.result,
         });
         if r.result == ROLLED_BACK {
-            rolled_back.push(serde_json::json!({"plugin": r.plugin, "record": r.id, "resource": r.resource}));
+            rolled_back.push(
+                serde_json::json!({"plugin": r.plugin, "record": r.id, "resource": r.resource}),
+            );
         } else if r.result.starts_with("failed") {
-            failed.push(serde_json::json!({"plugin": r.plugin, "record": r.id, "resource": r.resource}));
+            failed.push(
+                serde_json::json!({"plugin": r.plugin, "record": r.id, "resource": r.resource}),
+            );
         }
         plugins.entry(r.plugin.as_str()).or_default().push(item);
     }
@@ -924,7 +934,11 @@ impl AuditLog {
             block.block_hash,
             timestamp,
         )?;
-        tracing::debug!(records = rows.len(), block = block.id, "audit block appended");
+        tracing::debug!(
+            records = rows.len(),
+            block = block.id,
+            "audit block appended"
+        );
         rows.into_iter().map(RawRow::into_record).collect()
     }
 
@@ -997,14 +1011,20 @@ impl AuditLog {
         Ok(self.walk(Some((label, cp)))?.0)
     }
 
-    fn walk(&self, external: Option<(&str, &Checkpoint)>) -> Result<(VerifyReport, Vec<Hash>), AuditError> {
+    fn walk(
+        &self,
+        external: Option<(&str, &Checkpoint)>,
+    ) -> Result<(VerifyReport, Vec<Hash>), AuditError> {
         let blocks = self.raw_blocks(BlockRange::all())?;
         let rows = self.raw_rows(BlockRange::all())?;
         let host_key = self.store.public_key()?;
         let mut checkpoints: BTreeMap<i64, Vec<(String, Checkpoint)>> = BTreeMap::new();
         let journal_label = self.store.journal_path().display().to_string();
         for cp in self.store.journal()? {
-            checkpoints.entry(cp.block).or_default().push((journal_label.clone(), cp));
+            checkpoints
+                .entry(cp.block)
+                .or_default()
+                .push((journal_label.clone(), cp));
         }
         if let Some(cp) = self.store.latest()? {
             let label = self.store.latest_path().display().to_string();
@@ -1034,10 +1054,14 @@ impl AuditLog {
             for b in &blocks {
                 let expected = prev_block.as_ref().map_or(0, |(id, _)| id + 1);
                 if b.id != expected {
-                    return Some(brk(b.id, None, BreakReason::BlockGap {
-                        missing_from: expected,
-                        missing_to: b.id - 1,
-                    }));
+                    return Some(brk(
+                        b.id,
+                        None,
+                        BreakReason::BlockGap {
+                            missing_from: expected,
+                            missing_to: b.id - 1,
+                        },
+                    ));
                 }
                 let first = prev_row.as_ref().map_or(0, |(id, _)| id + 1);
                 if b.first_record != first || b.last_record < b.first_record {
@@ -1052,21 +1076,33 @@ impl AuditLog {
                 for expected_id in b.first_record..=b.last_record {
                     let row = match rows.peek() {
                         None => {
-                            return Some(brk(b.id, None, BreakReason::RecordsMissing {
-                                from: expected_id,
-                                to: b.last_record,
-                            }))
+                            return Some(brk(
+                                b.id,
+                                None,
+                                BreakReason::RecordsMissing {
+                                    from: expected_id,
+                                    to: b.last_record,
+                                },
+                            ))
                         }
                         Some(Err(e)) => {
-                            return Some(brk(b.id, Some(expected_id), BreakReason::Unreadable {
-                                detail: e.to_string(),
-                            }))
+                            return Some(brk(
+                                b.id,
+                                Some(expected_id),
+                                BreakReason::Unreadable {
+                                    detail: e.to_string(),
+                                },
+                            ))
                         }
                         Some(Ok(row)) if row.id > b.last_record => {
-                            return Some(brk(b.id, None, BreakReason::RecordsMissing {
-                                from: expected_id,
-                                to: b.last_record,
-                            }))
+                            return Some(brk(
+                                b.id,
+                                None,
+                                BreakReason::RecordsMissing {
+                                    from: expected_id,
+                                    to: b.last_record,
+                                },
+                            ))
                         }
                         Some(Ok(_)) => match rows.next() {
                             Some(Ok(row)) => row,
@@ -1075,18 +1111,26 @@ impl AuditLog {
                     };
                     report.records += 1;
                     if row.id != expected_id {
-                        return Some(brk(b.id, Some(row.id), BreakReason::Gap {
-                            missing_from: expected_id,
-                            missing_to: row.id - 1,
-                        }));
+                        return Some(brk(
+                            b.id,
+                            Some(row.id),
+                            BreakReason::Gap {
+                                missing_from: expected_id,
+                                missing_to: row.id - 1,
+                            },
+                        ));
                     }
                     if let Some(reason) = check_row(&row, prev_row.as_ref()) {
                         return Some(brk(b.id, Some(row.id), reason));
                     }
                     if row.block != Some(b.id) {
-                        return Some(brk(b.id, Some(row.id), BreakReason::WrongBlock {
-                            record_block: row.block,
-                        }));
+                        return Some(brk(
+                            b.id,
+                            Some(row.id),
+                            BreakReason::WrongBlock {
+                                record_block: row.block,
+                            },
+                        ));
                     }
                     let leaf = record_leaf(&row.current_hash);
                     leaves.push(leaf);
@@ -1106,10 +1150,17 @@ impl AuditLog {
                     if let Some(reason) = signature_problem(label, cp, host_key.as_deref()) {
                         return Some(brk(b.id, None, reason));
                     }
-                    if cp.tree_size != frontier.size() || cp.root_hash != root || cp.block_hash != b.block_hash {
-                        return Some(brk(b.id, None, BreakReason::CheckpointMismatch {
-                            checkpoint: label.clone(),
-                        }));
+                    if cp.tree_size != frontier.size()
+                        || cp.root_hash != root
+                        || cp.block_hash != b.block_hash
+                    {
+                        return Some(brk(
+                            b.id,
+                            None,
+                            BreakReason::CheckpointMismatch {
+                                checkpoint: label.clone(),
+                            },
+                        ));
                     }
                 }
                 report.blocks += 1;
@@ -1123,9 +1174,7 @@ impl AuditLog {
                 return Some(brk(next_block, Some(from), BreakReason::Unblocked { from }));
             }
             if let Some((_, list)) = checkpoints.range(next_block..).next_back() {
-                let Some((label, cp)) = list.last() else {
-                    return None;
-                };
+                let (label, cp) = list.last()?;
                 let reason = match signature_problem(label, cp, host_key.as_deref()) {
                     Some(reason) => reason,
                     None if next_block == 0 => BreakReason::DatabaseLost {
@@ -1143,7 +1192,14 @@ impl AuditLog {
                 return Some(brk(0, None, BreakReason::BadGenesis));
             }
             if let Some((label, cp)) = external {
-                return external_problem(label, cp, host_key.as_deref(), &leaves, next_block, &mut report);
+                return external_problem(
+                    label,
+                    cp,
+                    host_key.as_deref(),
+                    &leaves,
+                    next_block,
+                    &mut report,
+                );
             }
             None
         })();
@@ -1205,7 +1261,11 @@ impl AuditLog {
     /// Records matching a full-text query with optional time phrases
     /// ("bridge vmbr0", "containers created last week", "failed today"),
     /// oldest first; see [`search::Query`].
-    pub fn search(&self, query: &str, now: i64) -> Result<(search::Query, Vec<Record>), AuditError> {
+    pub fn search(
+        &self,
+        query: &str,
+        now: i64,
+    ) -> Result<(search::Query, Vec<Record>), AuditError> {
         let q = search::Query::parse(query, now);
         let fts = q.fts_expression();
         let mut stmt = self
@@ -1332,9 +1392,8 @@ fn external_problem(
     let tree = Tree::new(leaves.to_vec());
     let proof = tree.consistency_proof(cp.tree_size, n);
     let now_root = tree.root(n);
-    let ok = hash_from_hex(&cp.root_hash).is_some_and(|old| {
-        merkle::verify_consistency(cp.tree_size, n, &old, &now_root, &proof)
-    });
+    let ok = hash_from_hex(&cp.root_hash)
+        .is_some_and(|old| merkle::verify_consistency(cp.tree_size, n, &old, &now_root, &proof));
     report.consistency = Some(Consistency {
         from_size: cp.tree_size,
         from_root: cp.root_hash.clone(),
@@ -1443,27 +1502,44 @@ fn append_rows(
     if let Some(cp) = latest {
         let label = "the latest checkpoint".to_string();
         if cp.block >= next_block {
-            return Err(broken(next_block, BreakReason::MissingBlocks {
-                checkpoint: label,
-                tree_size: cp.tree_size,
-            }));
+            return Err(broken(
+                next_block,
+                BreakReason::MissingBlocks {
+                    checkpoint: label,
+                    tree_size: cp.tree_size,
+                },
+            ));
         }
         let hash: Option<String> = tx
-            .query_row("SELECT block_hash FROM blocks WHERE id = ?1", [cp.block], |r| r.get(0))
+            .query_row(
+                "SELECT block_hash FROM blocks WHERE id = ?1",
+                [cp.block],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(&err)?;
         if hash.as_deref() != Some(cp.block_hash.as_str()) {
-            return Err(broken(cp.block, BreakReason::CheckpointMismatch { checkpoint: label }));
+            return Err(broken(
+                cp.block,
+                BreakReason::CheckpointMismatch { checkpoint: label },
+            ));
         }
     }
     let mut frontier = match &last_block {
         None => Frontier::new(),
-        Some(b) => b.frontier().ok_or_else(|| broken(b.id, BreakReason::RootMismatch))?,
+        Some(b) => b
+            .frontier()
+            .ok_or_else(|| broken(b.id, BreakReason::RootMismatch))?,
     };
     let next_id = last_record.as_ref().map_or(0, |(id, _)| id + 1);
     match &last_block {
         Some(b) if b.last_record + 1 != next_id => {
-            return Err(broken(next_block, BreakReason::Unblocked { from: b.last_record + 1 }))
+            return Err(broken(
+                next_block,
+                BreakReason::Unblocked {
+                    from: b.last_record + 1,
+                },
+            ))
         }
         None if next_id != 0 => return Err(broken(0, BreakReason::Unblocked { from: 0 })),
         _ => {}
@@ -1588,7 +1664,11 @@ fn index_row(conn: &Connection, raw: &RawRow) -> rusqlite::Result<()> {
         }
     }
     let mut notes = String::new();
-    if let Some(meta) = raw.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()) {
+    if let Some(meta) = raw
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+    {
         strings(&meta, &mut notes);
     }
     conn.prepare_cached(

@@ -118,7 +118,10 @@ fn edited_metadata_is_named() {
         "UPDATE operations SET metadata = replace(metadata, 'eth0', 'eth1') WHERE id = 2",
     );
     let brk = log.verify().unwrap().broken.expect("broken");
-    assert_eq!((brk.record, brk.reason), (Some(2), BreakReason::HashMismatch));
+    assert_eq!(
+        (brk.record, brk.reason),
+        (Some(2), BreakReason::HashMismatch)
+    );
 }
 
 #[test]
@@ -332,7 +335,10 @@ fn one_block_per_apply_with_its_actions_and_rollbacks() {
     assert_eq!(recs.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(recs.iter().all(|r| r.block == Some(1)));
     log.append_all(vec![entry(9)]).unwrap();
-    assert!(log.append_all(Vec::new()).unwrap().is_empty(), "no actions, no block");
+    assert!(
+        log.append_all(Vec::new()).unwrap().is_empty(),
+        "no actions, no block"
+    );
 
     let blocks = log.blocks(BlockRange::all()).unwrap();
     assert_eq!(blocks.len(), 3, "genesis + two applies");
@@ -340,10 +346,19 @@ fn one_block_per_apply_with_its_actions_and_rollbacks() {
     assert_eq!((b.first_record, b.last_record, b.tree_size), (1, 3, 4));
     assert_eq!(b.state_hash.as_deref(), Some(hash.as_str()));
     assert_eq!(b.state.as_ref(), Some(&state));
-    assert_eq!(b.previous_hash.as_deref(), Some(blocks[0].block_hash.as_str()));
-    assert_eq!(blocks[2].previous_hash.as_deref(), Some(b.block_hash.as_str()));
+    assert_eq!(
+        b.previous_hash.as_deref(),
+        Some(blocks[0].block_hash.as_str())
+    );
+    assert_eq!(
+        blocks[2].previous_hash.as_deref(),
+        Some(b.block_hash.as_str())
+    );
     assert_eq!(b.summary["actions"], 3);
-    assert_eq!(b.summary["plugins"]["systemd"][0]["resource"], "unit:nginx.service");
+    assert_eq!(
+        b.summary["plugins"]["systemd"][0]["resource"],
+        "unit:nginx.service"
+    );
     assert_eq!(b.summary["plugins"]["network"].as_array().unwrap().len(), 2);
     assert_eq!(b.summary["rolled_back"][0]["resource"], "bridge:vmbr3");
     // Actions stay individually queryable, by block too.
@@ -365,7 +380,11 @@ fn deleted_tail_records_are_named() {
         (brk.block, brk.reason.clone()),
         (5, BreakReason::RecordsMissing { from: 5, to: 5 })
     );
-    assert!(brk.to_string().starts_with("audit chain broken at block 5: its records 5..=5 are missing"), "{brk}");
+    assert!(
+        brk.to_string()
+            .starts_with("audit chain broken at block 5: its records 5..=5 are missing"),
+        "{brk}"
+    );
 }
 
 #[test]
@@ -378,7 +397,10 @@ fn deleted_tail_block_is_named_by_the_checkpoint() {
     );
     let brk = broken(dir.path());
     assert_eq!(brk.block, 4, "{brk}");
-    assert!(matches!(brk.reason, BreakReason::MissingBlocks { tree_size: 6, .. }), "{brk}");
+    assert!(
+        matches!(brk.reason, BreakReason::MissingBlocks { tree_size: 6, .. }),
+        "{brk}"
+    );
     // The next apply refuses to build on the truncated log.
     let mut log = AuditLog::open(dir.path()).unwrap();
     let err = log.append(entry(9)).unwrap_err();
@@ -402,7 +424,10 @@ fn database_replaced_by_an_older_copy_is_named() {
     copy_db(old.path(), dir.path());
     let brk = broken(dir.path());
     assert_eq!(brk.block, 4, "{brk}");
-    assert!(matches!(brk.reason, BreakReason::MissingBlocks { .. }), "{brk}");
+    assert!(
+        matches!(brk.reason, BreakReason::MissingBlocks { .. }),
+        "{brk}"
+    );
 }
 
 #[test]
@@ -412,11 +437,23 @@ fn database_emptied_or_deleted_is_named_and_not_restarted() {
     sql(dir.path(), "DELETE FROM operations; DELETE FROM blocks;");
     let brk = broken(dir.path());
     assert_eq!(brk.block, 0);
-    assert!(matches!(brk.reason, BreakReason::DatabaseLost { tree_size: 4, .. }), "{brk}");
-    let err = AuditLog::open(dir.path()).err().expect("must refuse an emptied log");
-    assert!(matches!(err, AuditError::ChainLost { what: "empty", .. }), "{err}");
+    assert!(
+        matches!(brk.reason, BreakReason::DatabaseLost { tree_size: 4, .. }),
+        "{brk}"
+    );
+    let err = AuditLog::open(dir.path())
+        .err()
+        .expect("must refuse an emptied log");
+    assert!(
+        matches!(err, AuditError::ChainLost { what: "empty", .. }),
+        "{err}"
+    );
     assert_eq!(
-        AuditLog::open_existing(dir.path()).unwrap().list().unwrap().len(),
+        AuditLog::open_existing(dir.path())
+            .unwrap()
+            .list()
+            .unwrap()
+            .len(),
         0,
         "no fresh genesis written"
     );
@@ -425,15 +462,34 @@ fn database_emptied_or_deleted_is_named_and_not_restarted() {
         let _ = std::fs::remove_file(format!("{}{side}", db_path(dir.path()).display()));
     }
     let brk = broken(dir.path());
-    assert!(matches!(brk.reason, BreakReason::DatabaseLost { .. }), "{brk}");
-    let err = AuditLog::open(dir.path()).err().expect("must refuse a deleted log");
-    assert!(matches!(err, AuditError::ChainLost { what: "missing", .. }), "{err}");
-    assert!(err.to_string().contains("restore the database from a backup"), "{err}");
+    assert!(
+        matches!(brk.reason, BreakReason::DatabaseLost { .. }),
+        "{brk}"
+    );
+    let err = AuditLog::open(dir.path())
+        .err()
+        .expect("must refuse a deleted log");
+    assert!(
+        matches!(
+            err,
+            AuditError::ChainLost {
+                what: "missing",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("restore the database from a backup"),
+        "{err}"
+    );
     assert!(!db_path(dir.path()).exists(), "no new database created");
     let out = agent(dir.path(), &["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("audit chain broken at block 0: the database is missing or empty"),
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("audit chain broken at block 0: the database is missing or empty"),
         "{out:?}"
     );
 }
@@ -455,7 +511,10 @@ fn forked(n: usize) -> (tempfile::TempDir, tempfile::TempDir) {
         }
         lb.append(forged).unwrap();
     }
-    assert!(lb.verify().unwrap().is_ok(), "the forged copy is internally valid");
+    assert!(
+        lb.verify().unwrap().is_ok(),
+        "the forged copy is internally valid"
+    );
     (a, b)
 }
 
@@ -465,7 +524,10 @@ fn chain_rewritten_with_recomputed_hashes_is_named() {
     copy_db(b.path(), a.path());
     let brk = broken(a.path());
     assert_eq!(brk.block, 3, "{brk}");
-    assert!(matches!(brk.reason, BreakReason::CheckpointMismatch { .. }), "{brk}");
+    assert!(
+        matches!(brk.reason, BreakReason::CheckpointMismatch { .. }),
+        "{brk}"
+    );
     assert!(brk.to_string().contains("recomputed hashes"), "{brk}");
 }
 
@@ -481,7 +543,10 @@ fn edited_checkpoint_and_foreign_key_are_named() {
     std::fs::write(&latest, serde_json::to_vec(&cp).unwrap()).unwrap();
     let brk = broken(dir.path());
     assert_eq!(brk.block, 3);
-    assert!(matches!(brk.reason, BreakReason::BadSignature { .. }), "{brk}");
+    assert!(
+        matches!(brk.reason, BreakReason::BadSignature { .. }),
+        "{brk}"
+    );
     assert!(brk.to_string().contains("does not verify"), "{brk}");
 
     // Files are 0600 in a 0700 dir; the key is not in the database.
@@ -518,13 +583,19 @@ fn external_checkpoint_consistency() {
     }
     drop(la);
     let cp_arg = cp_file.path().to_str().unwrap();
-    let ok = agent(a.path(), &["audit", "verify", "--json", "--checkpoint", cp_arg]);
+    let ok = agent(
+        a.path(),
+        &["audit", "verify", "--json", "--checkpoint", cp_arg],
+    );
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(report["consistency"]["ok"], true);
     assert_eq!(report["consistency"]["from_size"], 5);
     assert_eq!(report["consistency"]["to_size"], 10);
-    assert!(!report["consistency"]["proof"].as_array().unwrap().is_empty());
+    assert!(!report["consistency"]["proof"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // The forger replaces database, key and checkpoints with B's (valid,
     // self-signed): only the checkpoint kept elsewhere notices.
@@ -535,13 +606,18 @@ fn external_checkpoint_consistency() {
     for f in ["signing.key", "signing.pub", "journal.jsonl", "latest.json"] {
         std::fs::copy(b.path().join(CHECKPOINT_DIR).join(f), cpa.join(f)).unwrap();
     }
-    assert!(verify_state_dir(a.path(), None).unwrap().is_ok(), "locally consistent");
+    assert!(
+        verify_state_dir(a.path(), None).unwrap().is_ok(),
+        "locally consistent"
+    );
     let bad = agent(a.path(), &["audit", "verify", "--checkpoint", cp_arg]);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     let text = String::from_utf8_lossy(&bad.stdout);
-    assert!(text.starts_with("audit chain broken at block 4: the checkpoint in"), "{text}");
+    assert!(
+        text.starts_with("audit chain broken at block 4: the checkpoint in"),
+        "{text}"
+    );
     assert!(text.contains("not by this host's key"), "{text}");
-
 }
 
 #[test]
@@ -568,11 +644,17 @@ fn consistency_proof_catches_a_rewrite_signed_with_the_same_key() {
         lc.append(entry(6)).unwrap();
     }
     let log = AuditLog::open_existing(c.path()).unwrap();
-    assert!(log.verify().unwrap().is_ok(), "the forgery is self-consistent and signed with the host key");
+    assert!(
+        log.verify().unwrap().is_ok(),
+        "the forgery is self-consistent and signed with the host key"
+    );
     let report = log.verify_against("kept.json", &kept).unwrap();
     let brk = report.broken.expect("a rewritten history must fail");
     assert_eq!(brk.block, 4);
-    assert!(matches!(brk.reason, BreakReason::Inconsistent { .. }), "{brk}");
+    assert!(
+        matches!(brk.reason, BreakReason::Inconsistent { .. }),
+        "{brk}"
+    );
     assert_eq!(report.consistency.as_ref().map(|c| c.ok), Some(false));
 }
 
@@ -615,23 +697,42 @@ for n in range(0, N + 1):
         out["proof %d %d" % (m, n)] = [x.hex() for x in subproof(m, d[:n], True)]
 json.dump(out, sys.stdout)
 "#;
-    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let py: std::collections::BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(&out.stdout).unwrap();
     let n_max = 33u64;
-    let data: Vec<Vec<u8>> = (0..n_max).map(|i| vec![i as u8; (i % 5 + 1) as usize]).collect();
+    let data: Vec<Vec<u8>> = (0..n_max)
+        .map(|i| vec![i as u8; (i % 5 + 1) as usize])
+        .collect();
     let tree = Tree::new(data.iter().map(|d| merkle::leaf_hash(d)).collect());
-    let hexes = |v: Vec<merkle::Hash>| serde_json::json!(v.iter().map(hex::encode).collect::<Vec<_>>());
+    let hexes =
+        |v: Vec<merkle::Hash>| serde_json::json!(v.iter().map(hex::encode).collect::<Vec<_>>());
     let mut compared = 0;
     for n in 0..=n_max {
-        assert_eq!(py[&format!("root {n}")], hex::encode(tree.root(n)), "root {n}");
+        assert_eq!(
+            py[&format!("root {n}")],
+            hex::encode(tree.root(n)),
+            "root {n}"
+        );
         for m in 0..n {
-            assert_eq!(py[&format!("path {m} {n}")], hexes(tree.inclusion_proof(m, n)), "path {m} {n}");
+            assert_eq!(
+                py[&format!("path {m} {n}")],
+                hexes(tree.inclusion_proof(m, n)),
+                "path {m} {n}"
+            );
             compared += 1;
         }
         for m in 1..n {
-            assert_eq!(py[&format!("proof {m} {n}")], hexes(tree.consistency_proof(m, n)), "proof {m} {n}");
+            assert_eq!(
+                py[&format!("proof {m} {n}")],
+                hexes(tree.consistency_proof(m, n)),
+                "proof {m} {n}"
+            );
             compared += 1;
         }
     }
@@ -640,15 +741,27 @@ json.dump(out, sys.stdout)
     // And the log's own root: leaves are SHA-256(0x00 || record hash).
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 6);
-    let leaves: Vec<String> = log.list().unwrap().iter().map(|r| r.current_hash.clone()).collect();
+    let leaves: Vec<String> = log
+        .list()
+        .unwrap()
+        .iter()
+        .map(|r| r.current_hash.clone())
+        .collect();
     let check = format!(
         "{script_head}\nprint(mth([bytes.fromhex(x) for x in {leaves:?}]).hex())",
         script_head = script.split("out = {}").next().unwrap()
     );
-    let out = Command::new("python3").arg("-c").arg(check).output().unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(check)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let report = log.verify().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), report.root_hash);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        report.root_hash
+    );
     // Every exported inclusion proof verifies against the signed root.
     let export = log.export(BlockRange::all()).unwrap();
     let root: merkle::Hash = hex::decode(export["checkpoint"]["root_hash"].as_str().unwrap())
@@ -659,15 +772,24 @@ json.dump(out, sys.stdout)
     assert_eq!(size, 7);
     for b in export["blocks"].as_array().unwrap() {
         for r in b["records"].as_array().unwrap() {
-            let leaf = merkle::leaf_hash(&hex::decode(r["current_hash"].as_str().unwrap()).unwrap());
+            let leaf =
+                merkle::leaf_hash(&hex::decode(r["current_hash"].as_str().unwrap()).unwrap());
             let proof: Vec<merkle::Hash> = r["inclusion_proof"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+                .map(|h| {
+                    hex::decode(h.as_str().unwrap())
+                        .unwrap()
+                        .try_into()
+                        .unwrap()
+                })
                 .collect();
             let index = r["leaf_index"].as_u64().unwrap();
-            assert!(merkle::verify_inclusion(index, size, &leaf, &proof, &root), "record {index}");
+            assert!(
+                merkle::verify_inclusion(index, size, &leaf, &proof, &root),
+                "record {index}"
+            );
         }
     }
 }
@@ -690,12 +812,17 @@ fn search_finds_resources_and_time_phrases() {
     assert_eq!(hits.iter().map(|r| r.id).collect::<Vec<_>>(), [3]);
     assert_eq!(hits[0].block, Some(3));
     let (_, hits) = log.search("containers created", now).unwrap();
-    assert_eq!(hits.iter().map(|r| r.id).collect::<Vec<_>>(), [5], "stemmed words");
+    assert_eq!(
+        hits.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [5],
+        "stemmed words"
+    );
     let (_, hits) = log.search("debian", now).unwrap();
     assert_eq!(hits.len(), 1, "notes are indexed");
     // Forge times: records 1 and 2 ten days ago, 3 thirty days ago.
     let week = 7 * 86_400;
-    let this_monday = (now.div_euclid(86_400) - (now.div_euclid(86_400) + 3).rem_euclid(7)) * 86_400;
+    let this_monday =
+        (now.div_euclid(86_400) - (now.div_euclid(86_400) + 3).rem_euclid(7)) * 86_400;
     sql(
         dir.path(),
         &format!(
@@ -710,7 +837,10 @@ fn search_finds_resources_and_time_phrases() {
     assert_eq!(hits.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2]);
     let (_, hits) = log.search("today", now).unwrap();
     assert!(hits.iter().all(|r| r.id == 0 || r.id >= 4), "{hits:?}");
-    let out = agent(dir.path(), &["audit", "search", "--json", "bridge", "vmbr4"]);
+    let out = agent(
+        dir.path(),
+        &["audit", "search", "--json", "bridge", "vmbr4"],
+    );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["resource"], "bridge:vmbr4");

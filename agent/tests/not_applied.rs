@@ -164,7 +164,12 @@ fn diff_lists_them_under_not_applied() {
     assert_eq!(diff["plugins"][0]["plugin"], "storage");
 
     let text = stdout(&f.agent(&["diff", "STATE"]));
-    assert!(text.contains("\nnot applied:\n  /plugins/firewall: not applied by this version of op-dbus; "), "{text}");
+    assert!(
+        text.contains(
+            "\nnot applied:\n  /plugins/firewall: not applied by this version of op-dbus; "
+        ),
+        "{text}"
+    );
     assert!(
         text.ends_with("1 action(s), 5 part(s) not applied\n"),
         "{text}"

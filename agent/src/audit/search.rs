@@ -121,7 +121,12 @@ impl Query {
                     } else {
                         DAY
                     };
-                    narrow(&mut q, now - n * unit, None, format!("{w} {n} {}", third.unwrap_or("days")));
+                    narrow(
+                        &mut q,
+                        now - n * unit,
+                        None,
+                        format!("{w} {n} {}", third.unwrap_or("days")),
+                    );
                     i += 2;
                 }
                 ("since" | "after", Some(d)) if parse_date(d).is_some() => {
@@ -168,6 +173,7 @@ impl Query {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -186,9 +192,15 @@ mod tests {
         let q = Query::parse("bridge:vmbr0 in the last 3 days", NOW);
         assert_eq!(q.terms, ["bridge:vmbr0"]);
         assert_eq!(q.since, Some(NOW - 3 * DAY));
-        assert_eq!(q.fts_expression().as_deref(), Some("\"bridge\" AND \"vmbr0\""));
+        assert_eq!(
+            q.fts_expression().as_deref(),
+            Some("\"bridge\" AND \"vmbr0\"")
+        );
         let q = Query::parse("last month", NOW);
-        assert_eq!((q.since, q.until), (parse_date("2026-11-01"), parse_date("2026-12-01")));
+        assert_eq!(
+            (q.since, q.until),
+            (parse_date("2026-11-01"), parse_date("2026-12-01"))
+        );
         assert_eq!(q.fts_expression(), None);
     }
 }

@@ -101,7 +101,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 &global.state_dir,
                 external.as_ref().map(|(l, cp)| (l.as_str(), cp)),
             )
-            .with_context(|| format!("verifying the audit log in {}", global.state_dir.display()))?;
+            .with_context(|| {
+                format!("verifying the audit log in {}", global.state_dir.display())
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
@@ -119,7 +121,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                         if let Some(c) = &report.consistency {
                             println!(
                                 "consistent with {}: tree {} -> {} ({} proof hashes)",
-                                checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                                checkpoint
+                                    .as_ref()
+                                    .map(|p| p.display().to_string())
+                                    .unwrap_or_default(),
                                 c.from_size,
                                 c.to_size,
                                 c.proof.len()

@@ -845,3 +845,64 @@ fn search_finds_resources_and_time_phrases() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["resource"], "bridge:vmbr4");
 }
+
+#[test]
+fn verify_current_compares_the_host_with_the_last_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/machine-id"), "aaaa\n").unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"version": 1, "plugins": {"opdbus": {"root": "/var/lib/op-dbus", "subvolumes": {"@cache": {}, "@images": {}}}}}"#,
+    )
+    .unwrap();
+    let state_dir = dir.path().join("sd");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_op-dbus-agent"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .env_remove("OPDBUS_STATE_DIR")
+            .output()
+            .unwrap()
+    };
+    let st = state.to_str().unwrap();
+    let out = run(&["apply", st]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ok = run(&["audit", "verify", "--current", "--state", st]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("host matches block"),
+        "{ok:?}"
+    );
+
+    // Drift: a subvolume the last block created is gone.
+    std::fs::remove_dir(root.join("var/lib/op-dbus/@images")).unwrap();
+    let bad = run(&["audit", "verify", "--current", "--state", st]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        text.contains("host differs from block") && text.contains("@images"),
+        "{text}"
+    );
+
+    // Another state file than the one applied is refused.
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, r#"{"version": 1, "plugins": {"opdbus": {"root": "/var/lib/op-dbus", "subvolumes": {"@cache": {}}}}}"#).unwrap();
+    let wrong = run(&[
+        "audit",
+        "verify",
+        "--current",
+        "--state",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    assert!(
+        String::from_utf8_lossy(&wrong.stdout).contains("is not the state block"),
+        "{wrong:?}"
+    );
+}

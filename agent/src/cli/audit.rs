@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::query::runtime;
 use super::Global;
 use crate::audit::checkpoint::{Checkpoint, Store};
 use crate::audit::{verify_state_dir, AuditLog, BlockRange, Record};
-use crate::engine::Engine;
+use crate::engine::{ApplyOptions, DesiredState, Engine};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,6 +40,17 @@ pub enum AuditCommand {
         /// consistency proof.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<std::path::PathBuf>,
+        /// Also check that the host, as the plugins query it, still equals
+        /// the desired state the last block applied (exit 1 with the
+        /// differences).
+        #[arg(long)]
+        current: bool,
+        /// With --current: the state file the last block applied (its hash
+        /// must be the block's); needed when the block keeps only the hash.
+        #[arg(long, value_name = "FILE", requires = "current")]
+        state: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: super::query::TargetArgs,
     },
     /// Print blocks and records as one JSON document, each record with its
     /// Merkle inclusion proof against the latest signed checkpoint.
@@ -82,7 +94,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { json, checkpoint } => {
+        AuditCommand::Verify {
+            json,
+            checkpoint,
+            current,
+            state,
+            target,
+        } => {
             let external = match &checkpoint {
                 None => None,
                 Some(path) => {
@@ -130,6 +148,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                                 c.proof.len()
                             );
                         }
+                    }
+                    if current {
+                        return verify_current(global, &target, state.as_deref(), json);
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -199,6 +220,83 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `audit verify --current`: the engine's diff of the last block's desired
+/// state against the host; exit 0 when it is empty, 1 with the differences.
+fn verify_current(
+    global: &Global,
+    target: &super::query::TargetArgs,
+    state: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let log = open(global)?;
+    let block = log
+        .blocks(BlockRange::all())
+        .context("reading the audit blocks")?
+        .into_iter()
+        .rev()
+        .find(|b| b.state_hash.is_some())
+        .context("no block records a desired state yet: apply a state first")?;
+    let block_hash = block.state_hash.clone().unwrap_or_default();
+    let desired = match (state, &block.state) {
+        (Some(path), _) => {
+            let desired = DesiredState::load(path)?;
+            if desired.hash != block_hash {
+                println!(
+                    "{} is not the state block {} applied: its hash is {}, the block's {block_hash}",
+                    path.display(),
+                    block.id,
+                    desired.hash
+                );
+                return Ok(ExitCode::from(1));
+            }
+            desired
+        }
+        (None, Some(v)) => DesiredState::from_json(&v.to_string(), &format!("block {}", block.id))?,
+        (None, None) => anyhow::bail!(
+            "block {} keeps only the hash of the state it applied ({block_hash}): give that state file with --state FILE",
+            block.id
+        ),
+    };
+    let ctx = target.context(global, ApplyOptions::default());
+    let engine = Engine::standard();
+    let diffs = runtime()?
+        .block_on(engine.diff(&ctx, &desired))
+        .context("querying the host")?;
+    let lines: Vec<String> = diffs
+        .iter()
+        .flat_map(|d| {
+            d.actions
+                .iter()
+                .map(move |a| format!("{:<9} {a}", d.plugin))
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "block": block.id,
+            "state_hash": block_hash,
+            "matches": lines.is_empty(),
+            "differences": diffs,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if lines.is_empty() {
+        println!("host matches block {} (state {block_hash})", block.id);
+    } else {
+        println!(
+            "host differs from block {} (state {block_hash}): {} difference(s)",
+            block.id,
+            lines.len()
+        );
+        for l in &lines {
+            println!("  {l}");
+        }
+    }
+    Ok(if lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Fingerprints secrets in records written before the engine redacted them

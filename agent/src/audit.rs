@@ -838,6 +838,19 @@ impl AuditLog {
             .map_err(&err)?;
         if count > 0 {
             tx.commit().map_err(&err)?;
+            // A log from before checkpoints (migrated): sign its head now,
+            // so losing it from here on shows.
+            if !self.store.any() {
+                if let Some(b) = self.raw_blocks(BlockRange::all())?.pop() {
+                    self.store.write(
+                        b.tree_size as u64,
+                        b.tree_root,
+                        b.id,
+                        b.block_hash,
+                        now_unix(),
+                    )?;
+                }
+            }
             return Ok(());
         }
         if let Some(cp) = self.store.latest()? {

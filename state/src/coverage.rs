@@ -101,9 +101,6 @@ fn on_bridge(p: &Value, _: &Value) -> bool {
 fn never(_: &Value, _: &Value) -> bool {
     false
 }
-fn is_true(_: &Value, v: &Value) -> bool {
-    v == &Value::Bool(true)
-}
 fn default_audit_db(_: &Value, v: &Value) -> bool {
     v.as_str() == Some("@timing/blockchain.db")
 }
@@ -315,7 +312,8 @@ pub const TABLE: &[Part] = &[
     installer("/plugins/opdbus/subvolumes/*/compression"),
     installer("/plugins/opdbus/plugins/*"),
     installer("/plugins/opdbus/sockets"),
-    applied_if("/plugins/opdbus/audit/enabled", "storage", is_true, "the agent always records to its audit chain; remove audit.enabled"),
+    // audit.enabled false: the agent keeps no audit log (agent-only mode).
+    plugin("/plugins/opdbus/audit/enabled", "storage"),
     applied_if("/plugins/opdbus/audit/database", "storage", default_audit_db, "the agent keeps its audit chain in <state-dir>/@timing/blockchain.db; remove audit.database"),
     installer("/plugins/opdbus/templates/*"),
     not_yet("/plugins/opdbus/templates/*/suite", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
@@ -553,7 +551,6 @@ mod tests {
                 "/plugins/network/interfaces/br0/mac",
                 "/plugins/network/interfaces/ovs0/ports/0/tag",
                 "/plugins/network/interfaces/eth1/slaves",
-                "/plugins/opdbus/audit/enabled",
                 "/plugins/proxmox/vms",
             ]
         );

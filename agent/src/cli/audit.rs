@@ -1,12 +1,16 @@
-//! `op-dbus-agent audit list|verify|export`: reads the hash-chained audit log
-//! under `--state-dir`; `verify` exits 1 naming the first bad record.
+//! `op-dbus-agent audit list|verify|export|checkpoint|search`: reads the
+//! tamper-evident audit log under `--state-dir`; `verify` exits 1 naming
+//! the first bad block.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::query::runtime;
 use super::Global;
-use crate::audit::{AuditLog, Record};
+use crate::audit::checkpoint::{Checkpoint, Store};
+use crate::audit::{verify_state_dir, AuditLog, BlockRange, Record};
+use crate::engine::{ApplyOptions, DesiredState};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,28 +20,72 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Print every record, oldest first.
+    /// Print the records (one line per action, with its block), oldest first.
     List {
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only the records of these blocks: `A..B` (inclusive), `A..`, `..B` or `N`.
+        #[arg(long, value_name = "A..B")]
+        range: Option<BlockRange>,
     },
-    /// Check the whole chain; exit 1 naming the first bad record.
+    /// Check records, blocks, Merkle roots and the signed checkpoints; exit
+    /// 1 naming the first bad block.
     Verify {
         /// Print the verification report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check the log against this checkpoint kept elsewhere (the
+        /// output of `audit checkpoint`): signature, key, RFC 9162
+        /// consistency proof.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+        /// Also check that the host, as the plugins query it, still equals
+        /// the desired state the last block applied (exit 1 with the
+        /// differences).
+        #[arg(long)]
+        current: bool,
+        /// With --current: the state file the last block applied (its hash
+        /// must be the block's); needed when the block keeps only the hash.
+        #[arg(long, value_name = "FILE", requires = "current")]
+        state: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: super::query::TargetArgs,
     },
-    /// Print the log and its verification result as one JSON document.
-    Export,
+    /// Print blocks and records as one JSON document, each record with its
+    /// Merkle inclusion proof against the latest signed checkpoint.
+    Export {
+        /// Only these blocks: `A..B` (inclusive), `A..`, `..B` or `N`.
+        #[arg(long, value_name = "A..B")]
+        range: Option<BlockRange>,
+    },
+    /// Print the latest signed checkpoint (tree size, root, block, time, key, signature) as JSON.
+    Checkpoint,
+    /// Full-text search over resources, actions, results and notes, with
+    /// time phrases: today, yesterday, this|last week, this|last month,
+    /// last N days, since|before|on YYYY-MM-DD.
+    Search {
+        /// Words and time phrases, e.g. "bridge vmbr0 last week".
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(global: &Global) -> anyhow::Result<AuditLog> {
+    AuditLog::open_existing(&global.state_dir)
+        .with_context(|| format!("opening the audit log in {}", global.state_dir.display()))
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let log = AuditLog::open_existing(&global.state_dir)
-        .with_context(|| format!("opening the audit log in {}", global.state_dir.display()))?;
     match args.command {
-        AuditCommand::List { json } => {
-            let mut records = log.list().context("reading the audit log")?;
+        AuditCommand::List { json, range } => {
+            let log = open(global)?;
+            let mut records = log
+                .list_range(range.unwrap_or_default())
+                .context("reading the audit log")?;
             redact(&mut records);
             if json {
                 println!("{}", serde_json::to_string_pretty(&records)?);
@@ -46,8 +94,34 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { json } => {
-            let report = log.verify().context("verifying the audit chain")?;
+        AuditCommand::Verify {
+            json,
+            checkpoint,
+            current,
+            state,
+            target,
+        } => {
+            let external = match &checkpoint {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read(path)
+                        .with_context(|| format!("reading the checkpoint {}", path.display()))?;
+                    let cp: Checkpoint = serde_json::from_slice(&text).with_context(|| {
+                        format!(
+                            "{} is not a checkpoint (expected the JSON of `audit checkpoint`)",
+                            path.display()
+                        )
+                    })?;
+                    Some((path.display().to_string(), cp))
+                }
+            };
+            let report = verify_state_dir(
+                &global.state_dir,
+                external.as_ref().map(|(l, cp)| (l.as_str(), cp)),
+            )
+            .with_context(|| {
+                format!("verifying the audit log in {}", global.state_dir.display())
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
@@ -55,10 +129,28 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 None => {
                     if !json {
                         println!(
-                            "audit chain ok: {} records, head {}",
+                            "audit chain ok: {} records in {} blocks, root {}, head {}, {} signed checkpoints match",
                             report.records,
-                            report.head_hash.as_deref().unwrap_or("-")
+                            report.blocks,
+                            report.root_hash,
+                            report.head_hash.as_deref().unwrap_or("-"),
+                            report.checkpoints_checked,
                         );
+                        if let Some(c) = &report.consistency {
+                            println!(
+                                "consistent with {}: tree {} -> {} ({} proof hashes)",
+                                checkpoint
+                                    .as_ref()
+                                    .map(|p| p.display().to_string())
+                                    .unwrap_or_default(),
+                                c.from_size,
+                                c.to_size,
+                                c.proof.len()
+                            );
+                        }
+                    }
+                    if current {
+                        return verify_current(global, &target, state.as_deref(), json);
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -70,21 +162,141 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Export => {
-            let mut doc = log.export().context("exporting the audit log")?;
+        AuditCommand::Export { range } => {
+            let log = open(global)?;
+            let mut doc = log
+                .export(range.unwrap_or_default())
+                .context("exporting the audit log")?;
             let engine = crate::plugins::standard();
-            if let Some(records) = doc.get_mut("records").and_then(|r| r.as_array_mut()) {
-                for r in records {
-                    let plugin = r["plugin"].as_str().unwrap_or_default().to_string();
-                    if let Some(p) = engine.plugin(&plugin) {
-                        p.redact_json(&mut r["metadata"]);
+            if let Some(blocks) = doc.get_mut("blocks").and_then(|r| r.as_array_mut()) {
+                for b in blocks {
+                    if let Some(records) = b.get_mut("records").and_then(|r| r.as_array_mut()) {
+                        for r in records {
+                            let plugin = r["plugin"].as_str().unwrap_or_default().to_string();
+                            if let Some(p) = engine.plugin(&plugin) {
+                                p.redact_json(&mut r["metadata"]);
+                            }
+                        }
                     }
                 }
             }
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Checkpoint => {
+            let store = Store::new(&global.state_dir);
+            let cp = store
+                .latest()
+                .context("reading the latest checkpoint")?
+                .with_context(|| {
+                    format!(
+                        "no checkpoint at {}: the agent has not recorded anything in this state dir (check --state-dir)",
+                        store.latest_path().display()
+                    )
+                })?;
+            println!("{}", serde_json::to_string_pretty(&cp)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Search { query, json } => {
+            let log = open(global)?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let (q, mut records) = log
+                .search(&query.join(" "), now)
+                .context("searching the audit log")?;
+            redact(&mut records);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                if !q.phrases.is_empty() {
+                    println!(
+                        "# {} from {} to {}",
+                        q.phrases.join(", "),
+                        q.since.map_or("-".into(), format_time),
+                        q.until.map_or("now".into(), format_time)
+                    );
+                }
+                print_table(&records);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `audit verify --current`: the engine's diff of the last block's desired
+/// state against the host; exit 0 when it is empty, 1 with the differences.
+fn verify_current(
+    global: &Global,
+    target: &super::query::TargetArgs,
+    state: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let log = open(global)?;
+    let block = log
+        .blocks(BlockRange::all())
+        .context("reading the audit blocks")?
+        .into_iter()
+        .rev()
+        .find(|b| b.state_hash.is_some())
+        .context("no block records a desired state yet: apply a state first")?;
+    let block_hash = block.state_hash.clone().unwrap_or_default();
+    let desired = match (state, &block.state) {
+        (Some(path), _) => {
+            let desired = DesiredState::load(path)?;
+            if desired.hash != block_hash {
+                println!(
+                    "{} is not the state block {} applied: its hash is {}, the block's {block_hash}",
+                    path.display(),
+                    block.id,
+                    desired.hash
+                );
+                return Ok(ExitCode::from(1));
+            }
+            desired
+        }
+        (None, Some(v)) => DesiredState::from_json(&v.to_string(), &format!("block {}", block.id))?,
+        (None, None) => anyhow::bail!(
+            "block {} keeps only the hash of the state it applied ({block_hash}): give that state file with --state FILE",
+            block.id
+        ),
+    };
+    let ctx = target.context(global, ApplyOptions::default());
+    let engine = crate::plugins::standard();
+    let diffs = runtime()?
+        .block_on(engine.diff(&ctx, &desired))
+        .context("querying the host")?;
+    let lines: Vec<String> = diffs
+        .iter()
+        .flat_map(|d| {
+            d.actions
+                .iter()
+                .map(move |a| format!("{:<9} {a}", d.plugin))
+        })
+        .collect();
+    if json {
+        let out = serde_json::json!({
+            "block": block.id,
+            "state_hash": block_hash,
+            "matches": lines.is_empty(),
+            "differences": diffs,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if lines.is_empty() {
+        println!("host matches block {} (state {block_hash})", block.id);
+    } else {
+        println!(
+            "host differs from block {} (state {block_hash}): {} difference(s)",
+            block.id,
+            lines.len()
+        );
+        for l in &lines {
+            println!("  {l}");
+        }
+    }
+    Ok(if lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Fingerprints secrets in records written before the engine redacted them
@@ -101,12 +313,13 @@ fn redact(records: &mut [Record]) {
 
 fn print_table(records: &[Record]) {
     println!(
-        "{:>6}  {:<20}  {:<12}  {:<10}  {:<30}  {:<10}  HASH",
-        "ID", "TIME (UTC)", "PLUGIN", "ACTION", "RESOURCE", "RESULT"
+        "{:>6}  {:>6}  {:<20}  {:<12}  {:<10}  {:<30}  {:<10}  HASH",
+        "BLOCK", "ID", "TIME (UTC)", "PLUGIN", "ACTION", "RESOURCE", "RESULT"
     );
     for r in records {
         println!(
-            "{:>6}  {:<20}  {:<12}  {:<10}  {:<30}  {:<10}  {}",
+            "{:>6}  {:>6}  {:<20}  {:<12}  {:<10}  {:<30}  {:<10}  {}",
+            r.block.map_or("-".into(), |b| b.to_string()),
             r.id,
             format_time(r.timestamp),
             r.plugin,

@@ -535,7 +535,12 @@ impl Engine {
             };
             let mut audit = std::mem::take(&mut tx.audit);
             audit.push(engine_record(&tx.journal, &result, ""));
-            audited = append_audit(ctx, audit);
+            // `audit.enabled: false` (the seeds' agent-only mode): no log.
+            audited = if crate::audit::enabled(&state.raw) {
+                append_audit(ctx, audit)
+            } else {
+                Ok(())
+            };
         }
         // The transaction is decided: its journal goes even when the audit
         // log failed (a later agent would restore a committed change).

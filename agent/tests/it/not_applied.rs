@@ -1,6 +1,6 @@
 //! The real binary on a state with sections this version does not apply
-//! (an LXC container, a KVM VM, a Proxmox VM, Netmaker, audit
-//! switched off): `validate` warns by pointer and fails with --strict,
+//! (an LXC container, a KVM VM, a Proxmox VM, Netmaker; audit
+//! switched off, which is applied: no audit log): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
 
@@ -24,7 +24,6 @@ const STATE: &str = r#"{
 "#;
 
 const POINTERS: &[&str] = &[
-    "/plugins/opdbus/audit/enabled",
     "/plugins/lxc",
     "/plugins/kvm",
     "/plugins/proxmox/vms",
@@ -129,18 +128,21 @@ fn allow_unapplied_accepts_them_and_still_lists_them() {
     assert_eq!(report["ok"], true);
     assert_eq!(report["allow_unapplied"], true);
     assert_eq!(pointers(&report["not_applied"]), POINTERS);
+    // audit.enabled false: the apply changed the host and recorded nothing.
+    assert!(f.root.join("var/lib/op-dbus/@cache").is_dir());
+    assert!(
+        !opdbus_agent::audit::db_path(&f.state_dir).exists(),
+        "audit.enabled false must keep no audit log"
+    );
 }
 
 #[test]
-fn apply_of_one_plugin_reports_only_that_plugins_parts() {
+fn apply_of_one_plugin_reports_only_that_plugins_parts_and_audit_off_is_applied() {
     let f = fixture();
     let out = f.agent(&["apply", "STATE", "--json", "--plugin", "storage"]);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        pointers(&report["not_applied"]),
-        ["/plugins/opdbus/audit/enabled"]
-    );
+    assert_eq!(pointers(&report["not_applied"]), [] as [&str; 0]);
 }
 
 #[test]
@@ -153,7 +155,6 @@ fn diff_lists_them_under_not_applied() {
     assert_eq!(diff["plugins"][0]["plugin"], "storage");
 
     let text = stdout(&f.agent(&["diff", "STATE"]));
-    assert!(text.contains("\nnot applied:\n  /plugins/opdbus/audit/enabled: not applied by this version of op-dbus; the agent always records to its audit chain; remove audit.enabled\n"), "{text}");
     assert!(
         text.ends_with("1 action(s), 5 part(s) not applied\n"),
         "{text}"
@@ -170,7 +171,7 @@ fn run_exits_3_and_the_result_line_carries_the_list() {
     assert_eq!(f.status(&[]).status.code(), Some(3));
     let text = stdout(&f.status(&[]));
     assert!(
-        text.starts_with("status: done\nnot applied:\n  /plugins/opdbus/audit/enabled: "),
+        text.starts_with("status: done\nnot applied:\n  /plugins/firewall: "),
         "{text}"
     );
     let line = stdout(&f.status(&["--result-line"]));
@@ -193,7 +194,7 @@ fn run_exits_3_and_the_result_line_carries_the_list() {
     assert_eq!(f.status(&[]).status.code(), Some(0));
     let line = stdout(&f.status(&["--result-line"]));
     assert!(
-        line.contains("\"not_applied\":[{\"pointer\":\"/plugins/opdbus/audit/enabled\""),
+        line.contains("\"not_applied\":[{\"pointer\":\"/plugins/firewall\""),
         "{line}"
     );
 }

@@ -318,6 +318,16 @@ pub const TABLE: &[Part] = &[
     not_yet("/plugins/proxmox/network", "proxmox", "no Proxmox plugin exists yet; declare bridges under plugins.network, which also writes /etc/network/interfaces"),
     not_yet("/plugins/proxmox/cluster", "proxmox", "no Proxmox plugin exists yet: no cluster is created or joined"),
     not_yet("/plugins/proxmox/backups", "proxmox", "no Proxmox plugin exists yet: no backup job is scheduled"),
+    // plugins.wireguard.
+    plugin("/plugins/wireguard/interfaces/*/address", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/address/*", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/listen_port", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/private_key_file", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/mtu", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/public_key", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/endpoint", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/allowed_ips/*", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/persistent_keepalive", "wireguard"),
     not_yet("/plugins/netmaker", "netmaker", "no Netmaker plugin exists yet: the host does not join a mesh"),
 ];
 

@@ -7,6 +7,9 @@ mod network;
 mod storage;
 mod systemd;
 mod users;
+mod wireguard;
+
+pub use wireguard::is_wg_key;
 
 use crate::diag::{Diagnostic, Severity};
 use crate::State;
@@ -29,6 +32,7 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     network::check(&mut cx, state);
     systemd::check(&mut cx, state);
     users::check(&mut cx, state);
+    wireguard::check(&mut cx, state);
     if let Some(layout) = &state.plugins.opdbus {
         for (name, sv) in &layout.subvolumes {
             if let Some(c) = &sv.compression {

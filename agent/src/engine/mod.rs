@@ -34,6 +34,7 @@ pub const ORDER: &[&str] = &[
     "packages",
     "users",
     "network",
+    "wireguard",
     "firewall",
     "systemd",
     "containers",

@@ -8,6 +8,7 @@ pub mod packages;
 pub mod storage;
 pub mod systemd;
 pub mod users;
+pub mod wireguard;
 
 /// Applies `f` to each action in order, collecting one result per action.
 pub(crate) async fn each<'a, A, F, Fut>(

@@ -1,0 +1,273 @@
+//! Real packets through what the agent configures: OpenFlow tables on a
+//! user-space Open vSwitch bridge and a WireGuard tunnel (wireguard-go)
+//! between two network namespaces. Privileged; every namespace, link and
+//! daemon a test starts is removed when it ends, also on failure.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::path::Path;
+use std::time::Duration;
+
+use netns::NetNs;
+use opdbus_agent::engine::{ApplyOptions, Context, DesiredState, Engine, RetryPolicy, RunReport};
+use opdbus_agent::plugins::wireguard::WireGuardPlugin;
+use opdbus_common::Task;
+use serde_json::{json, Value};
+
+fn context(dir: &Path) -> Context {
+    Context::new(dir.join("state"))
+        .with_root(dir.join("root"))
+        .with_bus_address(Some(format!("unix:path={}/no-bus", dir.display())))
+        .with_options(ApplyOptions::default())
+        .with_retry(RetryPolicy {
+            attempts: 1,
+            backoff: Duration::ZERO,
+        })
+}
+
+fn apply_with(
+    ns: &NetNs,
+    dir: &Path,
+    state: &Value,
+    make: fn() -> Engine,
+) -> (RunReport, Vec<String>) {
+    let (text, dir) = (state.to_string(), dir.to_path_buf());
+    ns.run(move |_| async move {
+        let desired = DesiredState::from_json(&text, "test.json").unwrap();
+        let ctx = context(&dir);
+        let diff: Vec<String> = make()
+            .diff(&ctx, &desired)
+            .await
+            .unwrap()
+            .into_iter()
+            .flat_map(|d| d.actions)
+            .map(|a| serde_json::to_string(&a).unwrap())
+            .collect();
+        (make().apply(&ctx, &desired).await, diff)
+    })
+}
+
+fn actions(r: &RunReport) -> Vec<String> {
+    r.plugins
+        .iter()
+        .flat_map(|p| p.actions.iter().map(|a| a.description.clone()))
+        .collect()
+}
+
+/// `ip netns exec NS cmd...`, its stdout, or the error.
+fn exec(ns: &NetNs, args: &[&str]) -> Result<String, String> {
+    Task::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .args(args)
+        .read()
+        .map_err(|e| e.to_string())
+}
+
+/// Every file below `dir`, read as bytes and lossily as text.
+fn all_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out += &String::from_utf8_lossy(&b);
+            }
+        }
+    }
+    out
+}
+
+/// One TCP exchange `from` -> `to_ip:port` with a one-shot server in `to`.
+fn tcp_works(from: &NetNs, to: &NetNs, to_ip: &str, port: u16) -> bool {
+    let server = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6 if ':' in '{to_ip}' else socket.AF_INET)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{to_ip}',{port}))\n\
+         s.listen(1)\ns.settimeout(6)\nc,_=s.accept()\nc.sendall(b'hello-'+c.recv(16))\nc.close()\n"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", to.name(), "/usr/bin/python3", "-c", &server])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = format!(
+        "import socket\ns=socket.create_connection(('{to_ip}',{port}),timeout=3)\n\
+         s.sendall(b'x')\nprint(s.recv(16).decode())\n"
+    );
+    let got = exec(from, &["/usr/bin/python3", "-c", &client]);
+    let _ = child.kill();
+    let _ = child.wait();
+    got.map(|s| s.trim() == "hello-x").unwrap_or(false)
+}
+
+fn ping(from: &NetNs, ip: &str) -> bool {
+    exec(from, &["ping", "-c", "1", "-W", "2", ip]).is_ok()
+}
+
+// ---- WireGuard ------------------------------------------------------------
+
+fn wg_engine() -> Engine {
+    let mut e = Engine::new();
+    e.register(WireGuardPlugin);
+    e
+}
+
+/// Deletes the tunnel links (wireguard-go exits when its link goes) before
+/// the namespaces go.
+struct WgLinks(Vec<(String, String)>);
+
+impl Drop for WgLinks {
+    fn drop(&mut self) {
+        for (ns, link) in &self.0 {
+            let _ = Task::new("ip").args(["-n", ns, "link", "del", link]).run();
+        }
+    }
+}
+
+fn wg_state(name: &str, addr: &str, port: u16, peer: Option<(String, String, String)>) -> Value {
+    let peers = match peer {
+        Some((key, endpoint, allowed)) => json!([{
+            "public_key": key, "endpoint": endpoint, "allowed_ips": [allowed],
+            "persistent_keepalive": 5
+        }]),
+        None => json!([]),
+    };
+    json!({"version": 1, "plugins": {"wireguard": {"interfaces": {name: {
+        "address": addr, "listen_port": port, "peers": peers
+    }}}}})
+}
+
+fn public_key(root: &Path, name: &str) -> (String, String) {
+    let private = std::fs::read_to_string(root.join(format!("root/etc/wireguard/{name}.key")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let public = Task::new("wg")
+        .arg("pubkey")
+        .stdin(format!("{private}\n"))
+        .read()
+        .unwrap()
+        .trim()
+        .to_string();
+    (private, public)
+}
+
+/// `wg show NAME dump` without the handshake time and byte counters.
+fn wg_dump(ns: &NetNs, name: &str) -> Vec<String> {
+    exec(ns, &["wg", "show", name, "dump"])
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() == 8 {
+                [f[0], f[1], f[2], f[3], f[7]].join("\t")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: network namespaces, wireguard-go"]
+fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
+    let (a, b) = (NetNs::new(), NetNs::new());
+    let tag = std::process::id() % 100_000;
+    let (wa, wb) = (format!("wgt{tag}a"), format!("wgt{tag}b"));
+    let _links = WgLinks(vec![
+        (a.name().to_string(), wa.clone()),
+        (b.name().to_string(), wb.clone()),
+    ]);
+    // The underlay: a veth pair between the namespaces.
+    a.ip(&["link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", b.name()]);
+    a.ip(&["addr", "add", "192.168.77.1/24", "dev", "ua"]);
+    b.ip(&["addr", "add", "192.168.77.2/24", "dev", "ub"]);
+    a.ip(&["link", "set", "ua", "up"]);
+    b.ip(&["link", "set", "ub", "up"]);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&da, &db] {
+        std::fs::create_dir(d.path().join("root")).unwrap();
+    }
+
+    // First apply without peers: the keys are generated, 0600.
+    let (ra, _) = apply_with(&a, da.path(), &wg_state(&wa, "10.77.0.1/24", 51901, None), wg_engine);
+    assert!(ra.ok, "{ra:#?}");
+    let (rb, _) = apply_with(&b, db.path(), &wg_state(&wb, "10.77.0.2/24", 51902, None), wg_engine);
+    assert!(rb.ok, "{rb:#?}");
+    use std::os::unix::fs::PermissionsExt;
+    let key_path = da.path().join(format!("root/etc/wireguard/{wa}.key"));
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (priv_a, pub_a) = public_key(da.path(), &wa);
+    let (priv_b, pub_b) = public_key(db.path(), &wb);
+    // Only the public key is printed.
+    let notes: Vec<String> = ra.plugins[0]
+        .actions
+        .iter()
+        .filter_map(|x| x.detail.clone())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains(&pub_a)), "{notes:?}");
+
+    // Then with each other as peers: the tunnel carries ICMP and TCP.
+    let sa = wg_state(
+        &wa,
+        "10.77.0.1/24",
+        51901,
+        Some((pub_b.clone(), "192.168.77.2:51902".into(), "10.77.0.2/32".into())),
+    );
+    let sb = wg_state(
+        &wb,
+        "10.77.0.2/24",
+        51902,
+        Some((pub_a.clone(), "192.168.77.1:51901".into(), "10.77.0.1/32".into())),
+    );
+    let (ra2, diff_a) = apply_with(&a, da.path(), &sa, wg_engine);
+    assert!(ra2.ok, "{ra2:#?}");
+    let (rb2, diff_b) = apply_with(&b, db.path(), &sb, wg_engine);
+    assert!(rb2.ok, "{rb2:#?}");
+    assert!(ping(&a, "10.77.0.2"), "no ping through the tunnel");
+    assert!(tcp_works(&a, &b, "10.77.0.2", 7001), "no TCP through the tunnel");
+
+    // Re-apply: nothing to do, the device unchanged.
+    let before = wg_dump(&a, &wa);
+    let (ra3, _) = apply_with(&a, da.path(), &sa, wg_engine);
+    assert!(ra3.ok, "{ra3:#?}");
+    assert_eq!(actions(&ra3), Vec::<String>::new());
+    assert_eq!(wg_dump(&a, &wa), before);
+
+    // Drift: a peer removed by hand comes back.
+    exec(&a, &["wg", "set", &wa, "peer", &pub_b, "remove"]).unwrap();
+    let (ra4, _) = apply_with(&a, da.path(), &sa, wg_engine);
+    assert!(ra4.ok, "{ra4:#?}");
+    assert_eq!(actions(&ra4).len(), 1, "{:?}", actions(&ra4));
+    assert_eq!(wg_dump(&a, &wa), before);
+
+    // The private keys appear in no report, diff, audit record or state file.
+    let mut seen = format!("{ra:?}{rb:?}{ra2:?}{rb2:?}{ra3:?}{ra4:?}");
+    seen += &diff_a.join("\n");
+    seen += &diff_b.join("\n");
+    seen += &all_text(&da.path().join("state"));
+    seen += &all_text(&db.path().join("state"));
+    for k in [&priv_a, &priv_b] {
+        assert!(!seen.contains(k.as_str()), "a private key leaked");
+        let hex = hex_of(k);
+        assert!(!seen.contains(&hex), "a private key leaked in hex");
+    }
+}
+
+fn hex_of(b64: &str) -> String {
+    let out = Task::new("python3")
+        .args(["-c", "import base64,sys;print(base64.b64decode(sys.argv[1]).hex())", b64])
+        .read()
+        .unwrap();
+    out.trim().to_string()
+}
+

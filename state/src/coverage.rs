@@ -95,6 +95,9 @@ fn on_vlan(p: &Value, _: &Value) -> bool {
 fn on_veth(p: &Value, _: &Value) -> bool {
     kind_of(p) == "veth"
 }
+fn on_ovs_bridge(p: &Value, _: &Value) -> bool {
+    kind_of(p) == "ovs-bridge"
+}
 fn on_bridge(p: &Value, _: &Value) -> bool {
     matches!(kind_of(p), "bridge" | "ovs-bridge")
 }
@@ -108,6 +111,7 @@ fn default_audit_db(_: &Value, v: &Value) -> bool {
     v.as_str() == Some("@timing/blockchain.db")
 }
 
+const FLOWS_KIND: &str = "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
 const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode and miimon: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
 
 /// The table. Every value the schema allows is matched by a row (a test
@@ -179,6 +183,8 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/interfaces/*/bridge_ports/*", "network"),
     applied_if("/plugins/network/interfaces/*/ports", "network", on_bridge, IFACE_KIND),
     plugin("/plugins/network/interfaces/*/ports/*", "network"),
+    applied_if("/plugins/network/interfaces/*/flows", "flows", on_ovs_bridge, FLOWS_KIND),
+    plugin("/plugins/network/interfaces/*/flows/*", "flows"),
     plugin("/plugins/network/interfaces/*/ports/*/name", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/type", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/peer", "network"),
@@ -205,6 +211,7 @@ pub const TABLE: &[Part] = &[
     not_yet("/plugins/network/bonds/*/mac", "network", "the network plugin does not set MAC addresses; the link keeps its own"),
     applied_if("/plugins/network/bonds/*/bridge_ports", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/ports", "network", never, IFACE_KIND),
+    applied_if("/plugins/network/bonds/*/flows", "flows", never, FLOWS_KIND),
     plugin("/plugins/network/bonds/*/slaves/*", "network"),
     plugin("/plugins/network/bonds/*/mode", "network"),
     plugin("/plugins/network/bonds/*/miimon", "network"),
@@ -225,6 +232,8 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/type", "network"),
     plugin("/plugins/net/interfaces/*/state", "network"),
     applied_if("/plugins/net/interfaces/*/ports", "network", on_bridge, IFACE_KIND),
+    applied_if("/plugins/net/interfaces/*/flows", "flows", on_ovs_bridge, FLOWS_KIND),
+    plugin("/plugins/net/interfaces/*/flows/*", "flows"),
     plugin("/plugins/net/interfaces/*/ports/*", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/name", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/type", "network"),

@@ -125,6 +125,11 @@ pub struct Interface {
     /// Open vSwitch bridge ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<OvsPort>,
+    /// OpenFlow table of an ovs-bridge, in `ovs-ofctl` flow syntax
+    /// (`table=0,priority=100,tcp,tp_dst=80,actions=drop`); the agent owns
+    /// only the flows it installs (they carry its cookie).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<String>,
     /// Bond members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slaves: Vec<String>,
@@ -272,6 +277,9 @@ pub struct NetInterface {
     /// Ports of an ovs-bridge, or of a Linux bridge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<OvsPort>,
+    /// OpenFlow table of an ovs-bridge (see `Interface::flows`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<IpBlock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,12 +3,14 @@
 //! section; every check has its own pinned message.
 
 mod bootstrap;
+mod flows;
 mod network;
 mod storage;
 mod systemd;
 mod users;
 mod wireguard;
 
+pub use flows::flow_problem;
 pub use wireguard::is_wg_key;
 
 use crate::diag::{Diagnostic, Severity};
@@ -30,6 +32,7 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     }
     storage::check(&mut cx, state);
     network::check(&mut cx, state);
+    flows::check(&mut cx, state);
     systemd::check(&mut cx, state);
     users::check(&mut cx, state);
     wireguard::check(&mut cx, state);

@@ -34,6 +34,7 @@ pub const ORDER: &[&str] = &[
     "packages",
     "users",
     "network",
+    "flows",
     "wireguard",
     "firewall",
     "systemd",

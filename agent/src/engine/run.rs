@@ -55,6 +55,7 @@ impl Engine {
         e.register(crate::plugins::packages::PackagesPlugin);
         e.register(crate::plugins::users::UsersPlugin);
         e.register(crate::plugins::network::NetworkPlugin::default());
+        e.register(crate::plugins::network::flows::FlowsPlugin);
         e.register(crate::plugins::wireguard::WireGuardPlugin);
         e.register(crate::plugins::systemd::SystemdPlugin);
         e

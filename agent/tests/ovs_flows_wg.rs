@@ -21,9 +21,10 @@ fn context(dir: &Path) -> Context {
         .with_root(dir.join("root"))
         .with_bus_address(Some(format!("unix:path={}/no-bus", dir.display())))
         .with_options(ApplyOptions::default())
+        // ovs-vswitchd makes a bridge's device a moment after OVSDB has it.
         .with_retry(RetryPolicy {
-            attempts: 1,
-            backoff: Duration::ZERO,
+            attempts: 3,
+            backoff: Duration::from_millis(200),
         })
 }
 
@@ -488,4 +489,58 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
     assert!(actions(&r5)[0].contains("4 of 4 missing"), "{:?}", actions(&r5));
     assert!(!tcp_works(&h1, &h2, "10.88.0.2", 7002), "TCP to 7002 is dropped again");
     assert!(tcp_works(&h1, &h2, "10.88.0.2", 7003));
+}
+
+// ---- VLAN tags --------------------------------------------------------------
+
+fn net_engine() -> Engine {
+    let mut e = Engine::new();
+    e.register(opdbus_agent::plugins::network::NetworkPlugin::default());
+    e
+}
+
+#[test]
+#[ignore = "privileged: network namespaces, ovs-vswitchd"]
+fn vlan_tags_isolate_ports_and_drift_is_repaired() {
+    let (s, h1, h2, h3) = (NetNs::new(), NetNs::new(), NetNs::new(), NetNs::new());
+    let sw = Switch::start(&s);
+    wire(&h1, &s, "h1", "v1", "10.89.0.1/24");
+    wire(&h2, &s, "h2", "v2", "10.89.0.2/24");
+    wire(&h3, &s, "h3", "v3", "10.89.0.3/24");
+    exec(&h1, &["ip", "link", "set", "h1", "address", "02:00:00:00:89:01"]).unwrap();
+    let state = json!({"version": 1, "plugins": {"net": {
+        "ovsdb": sw.addr(),
+        "interfaces": [
+            {"name": "vbr", "type": "ovs-bridge", "datapath_type": "netdev", "ports": [
+                {"name": "v1", "tag": 10}, {"name": "v2", "tag": 10},
+                {"name": "v3", "tag": 20, "trunks": []}
+            ]},
+            {"name": "v1", "mac": "02:00:00:00:89:11"}
+        ]
+    }}});
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _) = apply_with(&s, dir.path(), &state, net_engine);
+    assert!(r.ok, "{r:#?}");
+    assert_eq!(sw.vsctl(&["get", "Bridge", "vbr", "datapath_type"]).trim(), "netdev");
+    assert_eq!(sw.vsctl(&["get", "Port", "v3", "tag"]).trim(), "20");
+    assert_eq!(s.link("v1").unwrap()["address"], "02:00:00:00:89:11");
+    assert!(ping(&h1, "10.89.0.2"), "same tag: reachable");
+    assert!(!ping(&h1, "10.89.0.3"), "another tag: isolated");
+
+    let (r2, _) = apply_with(&s, dir.path(), &state, net_engine);
+    assert!(r2.ok, "{r2:#?}");
+    assert_eq!(actions(&r2), Vec::<String>::new());
+
+    // A tag and a MAC changed by hand are drift, repaired in place.
+    sw.vsctl(&["set", "Port", "v3", "tag=10"]);
+    s.ip(&["link", "set", "v1", "address", "02:00:00:00:89:99"]);
+    let (r3, _) = apply_with(&s, dir.path(), &state, net_engine);
+    assert!(r3.ok, "{r3:#?}");
+    let a = actions(&r3);
+    assert!(a.iter().any(|x| x.contains("v3 (tag 20)")), "{a:?}");
+    assert!(a.iter().any(|x| x.contains("set MAC address 02:00:00:00:89:11 on v1")), "{a:?}");
+    assert_eq!(sw.vsctl(&["get", "Port", "v3", "tag"]).trim(), "20");
+    std::thread::sleep(Duration::from_millis(300));
+    exec(&h1, &["ip", "neigh", "flush", "all"]).unwrap();
+    assert!(!ping(&h1, "10.89.0.3"), "isolated again");
 }

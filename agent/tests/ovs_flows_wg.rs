@@ -91,7 +91,14 @@ fn tcp_works(from: &NetNs, to: &NetNs, to_ip: &str, port: u16) -> bool {
          s.listen(1)\ns.settimeout(6)\nc,_=s.accept()\nc.sendall(b'hello-'+c.recv(16))\nc.close()\n"
     );
     let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", to.name(), "/usr/bin/python3", "-c", &server])
+        .args([
+            "netns",
+            "exec",
+            to.name(),
+            "/usr/bin/python3",
+            "-c",
+            &server,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -186,7 +193,18 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
         (b.name().to_string(), wb.clone()),
     ]);
     // The underlay: a veth pair between the namespaces.
-    a.ip(&["link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", b.name()]);
+    a.ip(&[
+        "link",
+        "add",
+        "ua",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ub",
+        "netns",
+        b.name(),
+    ]);
     a.ip(&["addr", "add", "192.168.77.1/24", "dev", "ua"]);
     b.ip(&["addr", "add", "192.168.77.2/24", "dev", "ub"]);
     a.ip(&["link", "set", "ua", "up"]);
@@ -197,9 +215,19 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
     }
 
     // First apply without peers: the keys are generated, 0600.
-    let (ra, _) = apply_with(&a, da.path(), &wg_state(&wa, "10.77.0.1/24", 51901, None), wg_engine);
+    let (ra, _) = apply_with(
+        &a,
+        da.path(),
+        &wg_state(&wa, "10.77.0.1/24", 51901, None),
+        wg_engine,
+    );
     assert!(ra.ok, "{ra:#?}");
-    let (rb, _) = apply_with(&b, db.path(), &wg_state(&wb, "10.77.0.2/24", 51902, None), wg_engine);
+    let (rb, _) = apply_with(
+        &b,
+        db.path(),
+        &wg_state(&wb, "10.77.0.2/24", 51902, None),
+        wg_engine,
+    );
     assert!(rb.ok, "{rb:#?}");
     use std::os::unix::fs::PermissionsExt;
     let key_path = da.path().join(format!("root/etc/wireguard/{wa}.key"));
@@ -222,20 +250,31 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
         &wa,
         "10.77.0.1/24",
         51901,
-        Some((pub_b.clone(), "192.168.77.2:51902".into(), "10.77.0.2/32".into())),
+        Some((
+            pub_b.clone(),
+            "192.168.77.2:51902".into(),
+            "10.77.0.2/32".into(),
+        )),
     );
     let sb = wg_state(
         &wb,
         "10.77.0.2/24",
         51902,
-        Some((pub_a.clone(), "192.168.77.1:51901".into(), "10.77.0.1/32".into())),
+        Some((
+            pub_a.clone(),
+            "192.168.77.1:51901".into(),
+            "10.77.0.1/32".into(),
+        )),
     );
     let (ra2, diff_a) = apply_with(&a, da.path(), &sa, wg_engine);
     assert!(ra2.ok, "{ra2:#?}");
     let (rb2, diff_b) = apply_with(&b, db.path(), &sb, wg_engine);
     assert!(rb2.ok, "{rb2:#?}");
     assert!(ping(&a, "10.77.0.2"), "no ping through the tunnel");
-    assert!(tcp_works(&a, &b, "10.77.0.2", 7001), "no TCP through the tunnel");
+    assert!(
+        tcp_works(&a, &b, "10.77.0.2", 7001),
+        "no TCP through the tunnel"
+    );
 
     // Re-apply: nothing to do, the device unchanged.
     let before = wg_dump(&a, &wa);
@@ -266,12 +305,15 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
 
 fn hex_of(b64: &str) -> String {
     let out = Task::new("python3")
-        .args(["-c", "import base64,sys;print(base64.b64decode(sys.argv[1]).hex())", b64])
+        .args([
+            "-c",
+            "import base64,sys;print(base64.b64decode(sys.argv[1]).hex())",
+            b64,
+        ])
         .read()
         .unwrap();
     out.trim().to_string()
 }
-
 
 // ---- OpenFlow tables ------------------------------------------------------
 
@@ -407,7 +449,18 @@ fn flows_state(ovsdb: &str, bridge: &str, flows: &[&str]) -> Value {
 
 /// Host `h` (a namespace) wired to switch port `p` of `sw_ns` by a veth.
 fn wire(host: &NetNs, sw_ns: &NetNs, h: &str, p: &str, addr: &str) {
-    host.ip(&["link", "add", h, "type", "veth", "peer", "name", p, "netns", sw_ns.name()]);
+    host.ip(&[
+        "link",
+        "add",
+        h,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        p,
+        "netns",
+        sw_ns.name(),
+    ]);
     host.ip(&["addr", "add", addr, "dev", h]);
     host.ip(&["link", "set", h, "up"]);
     sw_ns.ip(&["link", "set", p, "up"]);
@@ -420,17 +473,33 @@ fn wire(host: &NetNs, sw_ns: &NetNs, h: &str, p: &str, addr: &str) {
 fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
     let (s, h1, h2) = (NetNs::new(), NetNs::new(), NetNs::new());
     let sw = Switch::start(&s);
-    sw.vsctl(&["add-br", "fbr", "--", "set", "bridge", "fbr", "datapath_type=netdev"]);
+    sw.vsctl(&[
+        "add-br",
+        "fbr",
+        "--",
+        "set",
+        "bridge",
+        "fbr",
+        "datapath_type=netdev",
+    ]);
     wire(&h1, &s, "h1", "p1", "10.88.0.1/24");
     wire(&h2, &s, "h2", "p2", "10.88.0.2/24");
     sw.vsctl(&["add-port", "fbr", "p1", "--", "add-port", "fbr", "p2"]);
     // Someone else's flow: never touched.
     Task::new("ovs-ofctl")
-        .args(["add-flow", &sw.mgmt("fbr"), "cookie=0x99,priority=5,udp,actions=drop"])
+        .args([
+            "add-flow",
+            &sw.mgmt("fbr"),
+            "cookie=0x99,priority=5,udp,actions=drop",
+        ])
         .run()
         .unwrap();
     let foreign = "cookie=0x99, priority=5,udp actions=drop";
-    assert!(sw.flows("fbr").iter().any(|f| f == foreign), "{:?}", sw.flows("fbr"));
+    assert!(
+        sw.flows("fbr").iter().any(|f| f == foreign),
+        "{:?}",
+        sw.flows("fbr")
+    );
 
     let flows = [
         "table=0,priority=100,icmp,actions=normal",
@@ -445,10 +514,19 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
     assert_eq!(actions(&r).len(), 1, "{:?}", actions(&r));
     let table = sw.flows("fbr");
     assert!(table.iter().any(|f| f == foreign), "{table:?}");
-    assert_eq!(table.iter().filter(|f| f.starts_with("cookie=0x6f70")).count(), 4);
+    assert_eq!(
+        table
+            .iter()
+            .filter(|f| f.starts_with("cookie=0x6f70"))
+            .count(),
+        4
+    );
 
     assert!(ping(&h1, "10.88.0.2"), "ICMP is allowed");
-    assert!(!tcp_works(&h1, &h2, "10.88.0.2", 7002), "TCP to 7002 is dropped");
+    assert!(
+        !tcp_works(&h1, &h2, "10.88.0.2", 7002),
+        "TCP to 7002 is dropped"
+    );
     assert!(tcp_works(&h1, &h2, "10.88.0.2", 7003), "TCP to 7003 passes");
 
     // Re-apply: nothing to do.
@@ -461,7 +539,12 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
     // stays as it was, and the error names the flow by pointer.
     let mut bad = flows.to_vec();
     bad.push("table=5,priority=10,actions=goto_table:1");
-    let (r3, _) = apply_with(&s, dir.path(), &flows_state(&sw.addr(), "fbr", &bad), flows_engine);
+    let (r3, _) = apply_with(
+        &s,
+        dir.path(),
+        &flows_state(&sw.addr(), "fbr", &bad),
+        flows_engine,
+    );
     assert!(!r3.ok);
     let err = format!("{r3:?}");
     assert!(err.contains("/plugins/net/interfaces/0/flows/4"), "{err}");
@@ -474,7 +557,11 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
         .unwrap();
     let (r4, _) = apply_with(&s, dir.path(), &state, flows_engine);
     assert!(r4.ok, "{r4:#?}");
-    assert!(actions(&r4)[0].contains("1 of 4 missing"), "{:?}", actions(&r4));
+    assert!(
+        actions(&r4)[0].contains("1 of 4 missing"),
+        "{:?}",
+        actions(&r4)
+    );
     assert_eq!(sw.flows("fbr"), table);
 
     // ovs-vswitchd restarted: flows gone (drift), the apply puts them back.
@@ -486,8 +573,15 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
     }
     let (r5, _) = apply_with(&s, dir.path(), &state, flows_engine);
     assert!(r5.ok, "{r5:#?}");
-    assert!(actions(&r5)[0].contains("4 of 4 missing"), "{:?}", actions(&r5));
-    assert!(!tcp_works(&h1, &h2, "10.88.0.2", 7002), "TCP to 7002 is dropped again");
+    assert!(
+        actions(&r5)[0].contains("4 of 4 missing"),
+        "{:?}",
+        actions(&r5)
+    );
+    assert!(
+        !tcp_works(&h1, &h2, "10.88.0.2", 7002),
+        "TCP to 7002 is dropped again"
+    );
     assert!(tcp_works(&h1, &h2, "10.88.0.2", 7003));
 }
 
@@ -507,7 +601,11 @@ fn vlan_tags_isolate_ports_and_drift_is_repaired() {
     wire(&h1, &s, "h1", "v1", "10.89.0.1/24");
     wire(&h2, &s, "h2", "v2", "10.89.0.2/24");
     wire(&h3, &s, "h3", "v3", "10.89.0.3/24");
-    exec(&h1, &["ip", "link", "set", "h1", "address", "02:00:00:00:89:01"]).unwrap();
+    exec(
+        &h1,
+        &["ip", "link", "set", "h1", "address", "02:00:00:00:89:01"],
+    )
+    .unwrap();
     let state = json!({"version": 1, "plugins": {"net": {
         "ovsdb": sw.addr(),
         "interfaces": [
@@ -521,12 +619,25 @@ fn vlan_tags_isolate_ports_and_drift_is_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let (r, _) = apply_with(&s, dir.path(), &state, net_engine);
     assert!(r.ok, "{r:#?}");
-    assert_eq!(sw.vsctl(&["get", "Bridge", "vbr", "datapath_type"]).trim(), "netdev");
+    assert_eq!(
+        sw.vsctl(&["get", "Bridge", "vbr", "datapath_type"]).trim(),
+        "netdev"
+    );
     assert_eq!(sw.vsctl(&["get", "Port", "v3", "tag"]).trim(), "20");
     assert_eq!(s.link("v1").unwrap()["address"], "02:00:00:00:89:11");
     assert!(ping(&h1, "10.89.0.2"), "same tag: reachable");
     assert!(!ping(&h1, "10.89.0.3"), "another tag: isolated");
 
+    // ovs-vswitchd makes vbr's device after the apply's verify may have
+    // looked: once it is there, one more apply brings it up, then nothing.
+    for _ in 0..100 {
+        if s.link("vbr").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (r1, _) = apply_with(&s, dir.path(), &state, net_engine);
+    assert!(r1.ok, "{r1:#?}");
     let (r2, _) = apply_with(&s, dir.path(), &state, net_engine);
     assert!(r2.ok, "{r2:#?}");
     assert_eq!(actions(&r2), Vec::<String>::new());
@@ -538,7 +649,11 @@ fn vlan_tags_isolate_ports_and_drift_is_repaired() {
     assert!(r3.ok, "{r3:#?}");
     let a = actions(&r3);
     assert!(a.iter().any(|x| x.contains("v3 (tag 20)")), "{a:?}");
-    assert!(a.iter().any(|x| x.contains("set MAC address 02:00:00:00:89:11 on v1")), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|x| x.contains("set MAC address 02:00:00:00:89:11 on v1")),
+        "{a:?}"
+    );
     assert_eq!(sw.vsctl(&["get", "Port", "v3", "tag"]).trim(), "20");
     std::thread::sleep(Duration::from_millis(300));
     exec(&h1, &["ip", "neigh", "flush", "all"]).unwrap();

@@ -322,7 +322,10 @@ async fn vlan_tags_trunks_and_datapath_are_set_read_back_and_repaired() {
     s.ports[0] = PortSpec::new("int0", PortKind::Internal).with_vlans(Some(10), &[]);
     s.ports[1] = PortSpec::new("eth9", PortKind::System).with_vlans(None, &[30, 20]);
     vswitch::ensure_bridge(&c, &s).await.unwrap();
-    assert_eq!(srv.vsctl(&["get", "Bridge", "brt0", "datapath_type"]), "netdev");
+    assert_eq!(
+        srv.vsctl(&["get", "Bridge", "brt0", "datapath_type"]),
+        "netdev"
+    );
     assert_eq!(srv.vsctl(&["get", "Port", "int0", "tag"]), "10");
     assert_eq!(srv.vsctl(&["get", "Port", "eth9", "trunks"]), "[20, 30]");
     let b = &vswitch::list_bridges(&c).await.unwrap()[0];
@@ -340,5 +343,8 @@ async fn vlan_tags_trunks_and_datapath_are_set_read_back_and_repaired() {
     assert!(r.updated_bridge);
     assert_eq!(srv.vsctl(&["get", "Port", "int0", "tag"]), "10");
     assert_eq!(srv.vsctl(&["get", "Port", "eth9", "trunks"]), "[20, 30]");
-    assert_eq!(srv.vsctl(&["get", "Bridge", "brt0", "datapath_type"]), "netdev");
+    assert_eq!(
+        srv.vsctl(&["get", "Bridge", "brt0", "datapath_type"]),
+        "netdev"
+    );
 }

@@ -111,7 +111,8 @@ fn default_audit_db(_: &Value, v: &Value) -> bool {
     v.as_str() == Some("@timing/blockchain.db")
 }
 
-const FLOWS_KIND: &str = "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
+const FLOWS_KIND: &str =
+    "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
 const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode and miimon: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
 
 /// The table. Every value the schema allows is matched by a row (a test

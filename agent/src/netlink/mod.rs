@@ -297,9 +297,11 @@ impl Netlink {
             .ok()
             .filter(|b: &Vec<u8>| b.len() == 6)
             .ok_or_else(|| NetlinkError::InvalidMac(mac.to_string()))?;
-        self.set_link(format!("setting the MAC address of {name} to {mac}"), name, |b| {
-            b.address(bytes)
-        })
+        self.set_link(
+            format!("setting the MAC address of {name} to {mac}"),
+            name,
+            |b| b.address(bytes),
+        )
         .await
     }
 

@@ -28,7 +28,9 @@ pub fn flow_problem(flow: &str) -> Option<(&'static str, &'static str)> {
             "drop the leading command word; the agent replaces its flows as a whole",
         ));
     }
-    if f.split([' ', ',']).any(|t| t.trim_start().starts_with("cookie=")) {
+    if f.split([' ', ','])
+        .any(|t| t.trim_start().starts_with("cookie="))
+    {
         return Some((
             "a flow in the state carries no cookie",
             "remove cookie=: the agent marks its flows with its own cookie",
@@ -114,22 +116,49 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     if let Some(net) = &state.plugins.network {
         for (section, map) in [("interfaces", &net.interfaces), ("bonds", &net.bonds)] {
             for (name, i) in map {
-                let at: Vec<String> = vec!["plugins".into(), "network".into(), section.into(), name.clone()];
-                check_details(cx, &at, i.mac.as_deref(), i.datapath_type.as_deref(), &i.ports);
+                let at: Vec<String> = vec![
+                    "plugins".into(),
+                    "network".into(),
+                    section.into(),
+                    name.clone(),
+                ];
+                check_details(
+                    cx,
+                    &at,
+                    i.mac.as_deref(),
+                    i.datapath_type.as_deref(),
+                    &i.ports,
+                );
             }
         }
     }
     if let Some(net) = &state.plugins.net {
         for (n, i) in net.interfaces.iter().enumerate() {
-            let at: Vec<String> = vec!["plugins".into(), "net".into(), "interfaces".into(), n.to_string()];
-            check_details(cx, &at, i.mac.as_deref(), i.datapath_type.as_deref(), &i.ports);
+            let at: Vec<String> = vec![
+                "plugins".into(),
+                "net".into(),
+                "interfaces".into(),
+                n.to_string(),
+            ];
+            check_details(
+                cx,
+                &at,
+                i.mac.as_deref(),
+                i.datapath_type.as_deref(),
+                &i.ports,
+            );
         }
     }
     let mut lists: Vec<(Vec<String>, &Vec<String>)> = Vec::new();
     if let Some(net) = &state.plugins.network {
         for (name, i) in &net.interfaces {
             lists.push((
-                vec!["plugins".into(), "network".into(), "interfaces".into(), name.clone()],
+                vec![
+                    "plugins".into(),
+                    "network".into(),
+                    "interfaces".into(),
+                    name.clone(),
+                ],
                 &i.flows,
             ));
         }
@@ -137,7 +166,12 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     if let Some(net) = &state.plugins.net {
         for (n, i) in net.interfaces.iter().enumerate() {
             lists.push((
-                vec!["plugins".into(), "net".into(), "interfaces".into(), n.to_string()],
+                vec![
+                    "plugins".into(),
+                    "net".into(),
+                    "interfaces".into(),
+                    n.to_string(),
+                ],
                 &i.flows,
             ));
         }
@@ -187,13 +221,34 @@ mod tests {
                 "flows": ["priority=1,actions=normal", "cookie=0x1,actions=drop", "priority=5", "priority=1,actions=normal"]}]}}}"#,
         );
         let at = |p: &str| got.iter().find(|(x, _)| x == p).map(|(_, m)| m.as_str());
-        assert_eq!(at("/plugins/net/interfaces/0/mac"), Some("'01:00:5e:00:00:01' is a multicast address"));
-        assert_eq!(at("/plugins/net/interfaces/0/datapath_type"), Some("unknown datapath type 'dpdk'"));
-        assert_eq!(at("/plugins/net/interfaces/0/ports/0/tag"), Some("VLAN 4095 is out of range"));
-        assert_eq!(at("/plugins/net/interfaces/0/ports/1/trunks/1"), Some("VLAN 0 is out of range"));
-        assert_eq!(at("/plugins/net/interfaces/0/flows/1"), Some("a flow in the state carries no cookie"));
-        assert_eq!(at("/plugins/net/interfaces/0/flows/2"), Some("a flow needs actions="));
-        assert_eq!(at("/plugins/net/interfaces/0/flows/3"), Some("the same flow as flows/0"));
+        assert_eq!(
+            at("/plugins/net/interfaces/0/mac"),
+            Some("'01:00:5e:00:00:01' is a multicast address")
+        );
+        assert_eq!(
+            at("/plugins/net/interfaces/0/datapath_type"),
+            Some("unknown datapath type 'dpdk'")
+        );
+        assert_eq!(
+            at("/plugins/net/interfaces/0/ports/0/tag"),
+            Some("VLAN 4095 is out of range")
+        );
+        assert_eq!(
+            at("/plugins/net/interfaces/0/ports/1/trunks/1"),
+            Some("VLAN 0 is out of range")
+        );
+        assert_eq!(
+            at("/plugins/net/interfaces/0/flows/1"),
+            Some("a flow in the state carries no cookie")
+        );
+        assert_eq!(
+            at("/plugins/net/interfaces/0/flows/2"),
+            Some("a flow needs actions=")
+        );
+        assert_eq!(
+            at("/plugins/net/interfaces/0/flows/3"),
+            Some("the same flow as flows/0")
+        );
         assert_eq!(got.len(), 7, "{got:?}");
     }
 }

@@ -26,8 +26,7 @@ fn valid_link_name(n: &str) -> bool {
         && n.len() <= 15
         && n != "."
         && n != ".."
-        && n
-            .bytes()
+        && n.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 

@@ -559,7 +559,9 @@ pub fn unmet(current: &Current, actions: &[NetAction]) -> Vec<String> {
                     ..
                 } => ovs.iter().find(|b| &b.name == name).is_some_and(|b| {
                     ports.iter().all(|p| b.ports.contains(p))
-                        && datapath_type.as_ref().is_none_or(|dp| *dp == b.datapath_type)
+                        && datapath_type
+                            .as_ref()
+                            .is_none_or(|dp| *dp == b.datapath_type)
                 }),
                 NetAction::SetUp { link: l } => link(l).is_some_and(|c| c.up),
                 NetAction::SetDown { link: l } => link(l).is_some_and(|c| !c.up),

@@ -363,6 +363,7 @@ impl Plugin for FlowsPlugin {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -370,7 +371,10 @@ mod tests {
     fn dump_lines_are_parsed_and_foreign_cookies_left_out() {
         let c = cookie_of("table=0, priority=100,tcp,tp_dst=80,actions=drop");
         assert_eq!(c & MASK, TAG);
-        assert_eq!(c, cookie_of("table=0,  priority=100,tcp,tp_dst=80,actions=drop"));
+        assert_eq!(
+            c,
+            cookie_of("table=0,  priority=100,tcp,tp_dst=80,actions=drop")
+        );
         let text = format!(
             " cookie={c:#x}, priority=100,tcp,tp_dst=80 actions=drop\n \
              priority=0 actions=NORMAL\n cookie=0x99, priority=5,udp actions=drop\n"
@@ -404,7 +408,11 @@ mod tests {
         assert_eq!(FlowsPlugin.diff(&cur(all.clone()), &d), []);
         let a = FlowsPlugin.diff(&cur(vec![]), &d);
         assert_eq!(a.len(), 1);
-        assert!(a[0].to_string().contains("2 of 2 missing, 0 installed"), "{}", a[0]);
+        assert!(
+            a[0].to_string().contains("2 of 2 missing, 0 installed"),
+            "{}",
+            a[0]
+        );
         assert_eq!(FlowsPlugin.diff(&cur(all[..1].to_vec()), &d).len(), 1);
     }
 }

@@ -121,14 +121,20 @@ impl Action {
 }
 
 fn list<T: fmt::Display>(v: &[T]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::GenerateKey { name, key_file } => {
-                write!(f, "generate the private key of {name} into {key_file} (0600)")
+                write!(
+                    f,
+                    "generate the private key of {name} into {key_file} (0600)"
+                )
             }
             Action::CreateLink { name } => write!(f, "create WireGuard link {name}"),
             Action::Configure {
@@ -218,7 +224,10 @@ fn desired_of(state: &State) -> anyhow::Result<Option<Desired>> {
             .address
             .0
             .iter()
-            .map(|a| a.parse::<IpNet>().with_context(|| format!("{at}/address: '{a}'")))
+            .map(|a| {
+                a.parse::<IpNet>()
+                    .with_context(|| format!("{at}/address: '{a}'"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         addresses.sort();
         let mut peers = Vec::new();
@@ -436,8 +445,9 @@ async fn apply_one(ctx: &Context, nl: &Netlink, a: &Action) -> ActionResult {
             listen_port,
             peers,
         } => {
-            let k = key::read_private(&ctx.root, key_file)?
-                .ok_or_else(|| anyhow::anyhow!("{key_file} vanished before {name} was configured"))?;
+            let k = key::read_private(&ctx.root, key_file)?.ok_or_else(|| {
+                anyhow::anyhow!("{key_file} vanished before {name} was configured")
+            })?;
             configure(
                 name,
                 &SetConf {
@@ -629,6 +639,7 @@ impl Plugin for WireGuardPlugin {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -660,7 +671,13 @@ mod tests {
         let kinds: Vec<&str> = diff_iface(&none, &w).iter().map(|a| a.kind()).collect();
         assert_eq!(
             kinds,
-            ["generate-key", "create-link", "configure", "set-addresses", "up"]
+            [
+                "generate-key",
+                "create-link",
+                "configure",
+                "set-addresses",
+                "up"
+            ]
         );
         let fp = fingerprint("k");
         let same = IfaceNow {

@@ -252,6 +252,7 @@ pub fn parse_ini(text: &str) -> anyhow::Result<DeviceConf> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -259,7 +260,8 @@ mod tests {
 
     #[test]
     fn get_reply_is_parsed_without_statistics_and_key() {
-        let reply = "private_key=e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a\n\
+        let reply =
+            "private_key=e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a\n\
             listen_port=51820\n\
             public_key=c53201039adba14be71f886da1d8dbe9eebded08cb111b75340078999aa9f038\n\
             endpoint=10.0.0.2:51821\n\

@@ -95,6 +95,9 @@ fn on_vlan(p: &Value, _: &Value) -> bool {
 fn on_veth(p: &Value, _: &Value) -> bool {
     kind_of(p) == "veth"
 }
+fn on_ovs_bridge(p: &Value, _: &Value) -> bool {
+    kind_of(p) == "ovs-bridge"
+}
 fn on_bridge(p: &Value, _: &Value) -> bool {
     matches!(kind_of(p), "bridge" | "ovs-bridge")
 }
@@ -105,6 +108,8 @@ fn default_audit_db(_: &Value, v: &Value) -> bool {
     v.as_str() == Some("@timing/blockchain.db")
 }
 
+const FLOWS_KIND: &str =
+    "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
 const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode and miimon: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
 
 /// The table. Every value the schema allows is matched by a row (a test
@@ -172,15 +177,19 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/interfaces/*/dhcp6", "network"),
     plugin("/plugins/network/interfaces/*/dns/*", "network"),
     plugin("/plugins/network/interfaces/*/mtu", "network"),
-    not_yet("/plugins/network/interfaces/*/mac", "network", "the network plugin does not set MAC addresses; the link keeps its own"),
+    plugin("/plugins/network/interfaces/*/mac", "network"),
     applied_if("/plugins/network/interfaces/*/bridge_ports", "network", on_bridge, IFACE_KIND),
     plugin("/plugins/network/interfaces/*/bridge_ports/*", "network"),
     applied_if("/plugins/network/interfaces/*/ports", "network", on_bridge, IFACE_KIND),
     plugin("/plugins/network/interfaces/*/ports/*", "network"),
+    applied_if("/plugins/network/interfaces/*/flows", "flows", on_ovs_bridge, FLOWS_KIND),
+    plugin("/plugins/network/interfaces/*/flows/*", "flows"),
     plugin("/plugins/network/interfaces/*/ports/*/name", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/type", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/peer", "network"),
-    not_yet("/plugins/network/interfaces/*/ports/*/tag", "network", "the network plugin does not set OVS port VLAN tags; the port carries all VLANs"),
+    plugin("/plugins/network/interfaces/*/ports/*/tag", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/trunks/*", "network"),
+    applied_if("/plugins/network/interfaces/*/datapath_type", "network", on_ovs_bridge, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/slaves", "network", on_bond, IFACE_KIND),
     plugin("/plugins/network/interfaces/*/slaves/*", "network"),
     applied_if("/plugins/network/interfaces/*/mode", "network", on_bond, IFACE_KIND),
@@ -200,9 +209,11 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/bonds/*/dhcp6", "network"),
     plugin("/plugins/network/bonds/*/dns/*", "network"),
     plugin("/plugins/network/bonds/*/mtu", "network"),
-    not_yet("/plugins/network/bonds/*/mac", "network", "the network plugin does not set MAC addresses; the link keeps its own"),
+    plugin("/plugins/network/bonds/*/mac", "network"),
+    applied_if("/plugins/network/bonds/*/datapath_type", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/bridge_ports", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/ports", "network", never, IFACE_KIND),
+    applied_if("/plugins/network/bonds/*/flows", "flows", never, FLOWS_KIND),
     plugin("/plugins/network/bonds/*/slaves/*", "network"),
     plugin("/plugins/network/bonds/*/mode", "network"),
     plugin("/plugins/network/bonds/*/miimon", "network"),
@@ -223,11 +234,15 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/type", "network"),
     plugin("/plugins/net/interfaces/*/state", "network"),
     applied_if("/plugins/net/interfaces/*/ports", "network", on_bridge, IFACE_KIND),
+    applied_if("/plugins/net/interfaces/*/flows", "flows", on_ovs_bridge, FLOWS_KIND),
+    plugin("/plugins/net/interfaces/*/flows/*", "flows"),
     plugin("/plugins/net/interfaces/*/ports/*", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/name", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/type", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/peer", "network"),
-    not_yet("/plugins/net/interfaces/*/ports/*/tag", "network", "the network plugin does not set OVS port VLAN tags; the port carries all VLANs"),
+    plugin("/plugins/net/interfaces/*/ports/*/tag", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/trunks/*", "network"),
+    applied_if("/plugins/net/interfaces/*/datapath_type", "network", on_ovs_bridge, IFACE_KIND),
     plugin("/plugins/net/interfaces/*/ipv4/enabled", "network"),
     plugin("/plugins/net/interfaces/*/ipv4/dhcp", "network"),
     plugin("/plugins/net/interfaces/*/ipv4/address/*/ip", "network"),
@@ -241,6 +256,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/ipv6/gateway", "network"),
     plugin("/plugins/net/interfaces/*/ipv6/dns/*", "network"),
     plugin("/plugins/net/interfaces/*/mtu", "network"),
+    plugin("/plugins/net/interfaces/*/mac", "network"),
     applied_if("/plugins/net/interfaces/*/slaves", "network", on_bond, IFACE_KIND),
     plugin("/plugins/net/interfaces/*/slaves/*", "network"),
     applied_if("/plugins/net/interfaces/*/mode", "network", on_bond, IFACE_KIND),
@@ -331,6 +347,16 @@ pub const TABLE: &[Part] = &[
     not_yet("/plugins/proxmox/network", "proxmox", "no Proxmox plugin exists yet; declare bridges under plugins.network, which also writes /etc/network/interfaces"),
     not_yet("/plugins/proxmox/cluster", "proxmox", "no Proxmox plugin exists yet: no cluster is created or joined"),
     not_yet("/plugins/proxmox/backups", "proxmox", "no Proxmox plugin exists yet: no backup job is scheduled"),
+    // plugins.wireguard.
+    plugin("/plugins/wireguard/interfaces/*/address", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/address/*", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/listen_port", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/private_key_file", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/mtu", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/public_key", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/endpoint", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/allowed_ips/*", "wireguard"),
+    plugin("/plugins/wireguard/interfaces/*/peers/*/persistent_keepalive", "wireguard"),
     not_yet("/plugins/netmaker", "netmaker", "no Netmaker plugin exists yet: the host does not join a mesh"),
 ];
 
@@ -548,8 +574,6 @@ mod tests {
         assert_eq!(
             got,
             [
-                "/plugins/network/interfaces/br0/mac",
-                "/plugins/network/interfaces/ovs0/ports/0/tag",
                 "/plugins/network/interfaces/eth1/slaves",
                 "/plugins/proxmox/vms",
             ]

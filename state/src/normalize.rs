@@ -58,6 +58,9 @@ pub struct IfaceSpec {
     pub mtu: Option<u32>,
     pub mac: Option<String>,
     pub dns: Vec<IpAddr>,
+    /// Datapath of an ovs-bridge (`netdev`, `system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -344,6 +347,7 @@ fn from_map(name: &str, i: &Interface, kind: InterfaceType) -> IfaceSpec {
         mtu: i.mtu,
         mac: i.mac.clone(),
         dns: ips(&i.dns),
+        datapath_type: i.datapath_type.clone(),
     }
 }
 
@@ -353,6 +357,7 @@ fn system_port(name: &str) -> OvsPortSpec {
         kind: OvsPortType::System,
         peer: None,
         tag: None,
+        trunks: Vec::new(),
     }
 }
 
@@ -402,7 +407,8 @@ fn from_list(i: &NetInterface) -> IfaceSpec {
             .and_then(|b| b.gateway.as_deref())
             .and_then(|g| g.parse().ok()),
         mtu: i.mtu,
-        mac: None,
+        mac: i.mac.clone(),
+        datapath_type: i.datapath_type.clone(),
         dns,
     }
 }

@@ -38,6 +38,8 @@ pub const ORDER: &[&str] = &[
     "packages",
     "users",
     "network",
+    "flows",
+    "wireguard",
     "firewall",
     "systemd",
     "containers",

@@ -55,6 +55,9 @@ pub enum NetlinkError {
     #[error("{op}: {reason}")]
     InvalidRoute { op: String, reason: String },
 
+    #[error("invalid MAC address '{0}': write six hex pairs, aa:bb:cc:dd:ee:ff")]
+    InvalidMac(String),
+
     #[error("invalid DNS search domain '{0}': it must be non-empty and contain no whitespace")]
     InvalidSearchDomain(String),
 

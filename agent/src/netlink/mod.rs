@@ -288,6 +288,23 @@ impl Netlink {
             .await
     }
 
+    /// Sets the hardware address (`aa:bb:cc:dd:ee:ff`) of a link.
+    pub async fn set_mac(&self, name: &str, mac: &str) -> Result<()> {
+        let bytes: Vec<u8> = mac
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16))
+            .collect::<std::result::Result<_, _>>()
+            .ok()
+            .filter(|b: &Vec<u8>| b.len() == 6)
+            .ok_or_else(|| NetlinkError::InvalidMac(mac.to_string()))?;
+        self.set_link(
+            format!("setting the MAC address of {name} to {mac}"),
+            name,
+            |b| b.address(bytes),
+        )
+        .await
+    }
+
     /// Enslaves `name` to the bridge or bond `master`. Bond ports must be
     /// down when attached (a kernel rule).
     pub async fn set_master(&self, name: &str, master: &str) -> Result<()> {

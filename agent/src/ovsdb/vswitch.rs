@@ -29,6 +29,10 @@ pub struct InterfaceInfo {
 pub struct PortInfo {
     pub uuid: String,
     pub name: String,
+    /// Access VLAN (`tag` column).
+    pub tag: Option<u16>,
+    /// VLANs a trunk port carries (`trunks`), sorted; empty: all.
+    pub trunks: Vec<u16>,
     pub interfaces: Vec<InterfaceInfo>,
 }
 
@@ -36,6 +40,8 @@ pub struct PortInfo {
 pub struct BridgeInfo {
     pub uuid: String,
     pub name: String,
+    /// `netdev` (user-space datapath), `system` or empty (the default).
+    pub datapath_type: String,
     /// Sorted by name.
     pub ports: Vec<PortInfo>,
 }
@@ -83,6 +89,12 @@ pub struct PortSpec {
     pub name: String,
     #[serde(flatten)]
     pub kind: PortKind,
+    /// Access VLAN: the port carries only this VLAN, untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// VLANs a trunk port carries; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
 }
 
 impl PortSpec {
@@ -90,7 +102,28 @@ impl PortSpec {
         Self {
             name: name.into(),
             kind,
+            tag: None,
+            trunks: Vec::new(),
         }
+    }
+
+    /// The same port with access VLAN `tag` and trunk VLANs `trunks`.
+    pub fn with_vlans(mut self, tag: Option<u16>, trunks: &[u16]) -> Self {
+        self.tag = tag;
+        self.trunks = trunks.to_vec();
+        self.trunks.sort();
+        self.trunks.dedup();
+        self
+    }
+
+    fn vlan_columns(&self) -> [(String, Datum); 2] {
+        [
+            ("tag".into(), Datum::set(self.tag.map(i64::from))),
+            (
+                "trunks".into(),
+                Datum::set(self.trunks.iter().map(|t| i64::from(*t))),
+            ),
+        ]
     }
 }
 
@@ -101,6 +134,9 @@ pub struct BridgeSpec {
     pub name: String,
     #[serde(default)]
     pub ports: Vec<PortSpec>,
+    /// `netdev` for the user-space datapath; `None` leaves the column alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_type: Option<String>,
 }
 
 impl BridgeSpec {
@@ -119,11 +155,18 @@ pub struct EnsureReport {
     pub created_bridge: bool,
     pub added_ports: Vec<String>,
     pub updated_interfaces: Vec<String>,
+    /// Ports whose VLAN tag or trunks changed.
+    pub updated_ports: Vec<String>,
+    pub updated_bridge: bool,
 }
 
 impl EnsureReport {
     pub fn changed(&self) -> bool {
-        self.created_bridge || !self.added_ports.is_empty() || !self.updated_interfaces.is_empty()
+        self.created_bridge
+            || !self.added_ports.is_empty()
+            || !self.updated_interfaces.is_empty()
+            || !self.updated_ports.is_empty()
+            || self.updated_bridge
     }
 }
 
@@ -163,8 +206,8 @@ pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
         .transact(
             VSWITCH_DB,
             &[
-                select("Bridge", &["_uuid", "name", "ports"]),
-                select("Port", &["_uuid", "name", "interfaces"]),
+                select("Bridge", &["_uuid", "name", "ports", "datapath_type"]),
+                select("Port", &["_uuid", "name", "interfaces", "tag", "trunks"]),
                 select(
                     "Interface",
                     &["_uuid", "name", "type", "options", "error", "ofport"],
@@ -191,9 +234,17 @@ pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
             .filter_map(|u| ifaces.get(u).cloned())
             .collect();
         interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut trunks: Vec<u16> = col(r, "trunks")?
+            .atoms()
+            .iter()
+            .filter_map(|a| a.as_i64().and_then(|t| u16::try_from(t).ok()))
+            .collect();
+        trunks.sort();
         let info = PortInfo {
             uuid: col_str(r, "_uuid")?,
             name: col_str(r, "name")?,
+            tag: col(r, "tag")?.as_i64().and_then(|t| u16::try_from(t).ok()),
+            trunks,
             interfaces,
         };
         ports.insert(info.uuid.clone(), info);
@@ -208,6 +259,7 @@ pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
         bridges.push(BridgeInfo {
             uuid: col_str(r, "_uuid")?,
             name: col_str(r, "name")?,
+            datapath_type: col_str(r, "datapath_type").unwrap_or_default(),
             ports: bports,
         });
     }
@@ -276,12 +328,14 @@ fn insert_port(ops: &mut Vec<Operation>, p: &PortSpec, i: usize) -> String {
         ]),
         uuid_name: Some(iface.clone()),
     });
+    let mut row = Row::from([
+        ("name".into(), Datum::atom(p.name.as_str())),
+        ("interfaces".into(), Datum::named_uuid(iface)),
+    ]);
+    row.extend(p.vlan_columns());
     ops.push(Operation::Insert {
         table: "Port".into(),
-        row: Row::from([
-            ("name".into(), Datum::atom(p.name.as_str())),
-            ("interfaces".into(), Datum::named_uuid(iface)),
-        ]),
+        row,
         uuid_name: Some(port.clone()),
     });
     port
@@ -315,12 +369,16 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
                 port_refs.push(Atom::named(insert_port(&mut ops, p, i)));
                 report.added_ports.push(p.name.clone());
             }
+            let mut row = Row::from([
+                ("name".into(), Datum::atom(spec.name.as_str())),
+                ("ports".into(), Datum::Set(port_refs)),
+            ]);
+            if let Some(dp) = &spec.datapath_type {
+                row.insert("datapath_type".into(), Datum::atom(dp.as_str()));
+            }
             ops.push(Operation::Insert {
                 table: "Bridge".into(),
-                row: Row::from([
-                    ("name".into(), Datum::atom(spec.name.as_str())),
-                    ("ports".into(), Datum::Set(port_refs)),
-                ]),
+                row,
                 uuid_name: Some("bridge".into()),
             });
             // Without this the new Bridge is garbage-collected at commit.
@@ -337,6 +395,18 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
             report.created_bridge = true;
         }
         Some(bridge) => {
+            if let Some(dp) = spec
+                .datapath_type
+                .as_ref()
+                .filter(|dp| **dp != bridge.datapath_type)
+            {
+                ops.push(Operation::Update {
+                    table: "Bridge".into(),
+                    conditions: vec![Condition::uuid(&bridge.uuid)],
+                    row: Row::from([("datapath_type".into(), Datum::atom(dp.as_str()))]),
+                });
+                report.updated_bridge = true;
+            }
             let mut new_ports = Vec::new();
             for (i, p) in wanted.iter().enumerate() {
                 let Some(port) = bridge.port(&p.name) else {
@@ -355,6 +425,14 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
                             p.name, spec.name
                         ))
                     })?;
+                if port.tag != p.tag || port.trunks != p.trunks {
+                    ops.push(Operation::Update {
+                        table: "Port".into(),
+                        conditions: vec![Condition::uuid(&port.uuid)],
+                        row: Row::from(p.vlan_columns()),
+                    });
+                    report.updated_ports.push(p.name.clone());
+                }
                 if iface.kind != p.kind.type_name() || iface.options != p.kind.options() {
                     ops.push(Operation::Update {
                         table: "Interface".into(),

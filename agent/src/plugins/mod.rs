@@ -10,6 +10,7 @@ pub mod packages;
 pub mod storage;
 pub mod systemd;
 pub mod users;
+pub mod wireguard;
 
 use crate::engine::Engine;
 
@@ -23,6 +24,8 @@ pub fn standard() -> Engine {
     e.register(packages::PackagesPlugin);
     e.register(users::UsersPlugin);
     e.register(network::NetworkPlugin);
+    e.register(network::flows::FlowsPlugin);
+    e.register(wireguard::WireGuardPlugin);
     e.register(firewall::FirewallPlugin::default());
     e.register(systemd::SystemdPlugin);
     e

@@ -30,6 +30,7 @@ mod network;
 mod network_netns;
 mod network_ovs;
 mod not_applied;
+mod ovs_flows_wg;
 mod ovsdb;
 mod transaction;
 mod users_hostile;

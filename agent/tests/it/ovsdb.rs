@@ -39,6 +39,7 @@ fn spec() -> BridgeSpec {
                 },
             ),
         ],
+        datapath_type: None,
     }
 }
 
@@ -308,4 +309,40 @@ async fn next_cfg_wait_times_out_without_vswitchd_and_sees_cur_cfg() {
         .unwrap());
     assert!(start.elapsed() >= Duration::from_millis(250));
     fake.join().unwrap();
+}
+
+#[tokio::test]
+async fn vlan_tags_trunks_and_datapath_are_set_read_back_and_repaired() {
+    let srv = OvsdbServer::start();
+    let c = srv.client().await;
+    let mut s = spec();
+    s.datapath_type = Some("netdev".into());
+    s.ports[0] = PortSpec::new("int0", PortKind::Internal).with_vlans(Some(10), &[]);
+    s.ports[1] = PortSpec::new("eth9", PortKind::System).with_vlans(None, &[30, 20]);
+    vswitch::ensure_bridge(&c, &s).await.unwrap();
+    assert_eq!(
+        srv.vsctl(&["get", "Bridge", "brt0", "datapath_type"]),
+        "netdev"
+    );
+    assert_eq!(srv.vsctl(&["get", "Port", "int0", "tag"]), "10");
+    assert_eq!(srv.vsctl(&["get", "Port", "eth9", "trunks"]), "[20, 30]");
+    let b = &vswitch::list_bridges(&c).await.unwrap()[0];
+    assert_eq!(b.datapath_type, "netdev");
+    assert_eq!(b.port("int0").unwrap().tag, Some(10));
+    assert_eq!(b.port("eth9").unwrap().trunks, [20, 30]);
+    assert!(!vswitch::ensure_bridge(&c, &s).await.unwrap().changed());
+
+    // Changed by hand: seen and put back in place.
+    srv.vsctl(&["set", "Port", "int0", "tag=99"]);
+    srv.vsctl(&["clear", "Port", "eth9", "trunks"]);
+    srv.vsctl(&["set", "Bridge", "brt0", "datapath_type=system"]);
+    let r = vswitch::ensure_bridge(&c, &s).await.unwrap();
+    assert_eq!(r.updated_ports, ["int0", "eth9"]);
+    assert!(r.updated_bridge);
+    assert_eq!(srv.vsctl(&["get", "Port", "int0", "tag"]), "10");
+    assert_eq!(srv.vsctl(&["get", "Port", "eth9", "trunks"]), "[20, 30]");
+    assert_eq!(
+        srv.vsctl(&["get", "Bridge", "brt0", "datapath_type"]),
+        "netdev"
+    );
 }

@@ -13,6 +13,7 @@ mod systemd;
 mod users;
 mod util;
 mod virt;
+mod wireguard;
 
 pub use bootstrap::*;
 pub use host::*;
@@ -25,6 +26,7 @@ pub use systemd::*;
 pub use users::*;
 pub use util::*;
 pub use virt::*;
+pub use wireguard::*;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -85,6 +87,9 @@ pub struct Plugins {
     pub proxmox: Option<Proxmox>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netmaker: Option<Netmaker>,
+    /// WireGuard tunnels (kernel module, or wireguard-go where it is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireGuard>,
     /// The op-dbus host layout under /var/lib/op-dbus (seed 001).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opdbus: Option<HostLayout>,

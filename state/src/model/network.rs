@@ -125,6 +125,14 @@ pub struct Interface {
     /// Open vSwitch bridge ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<OvsPort>,
+    /// Datapath of an ovs-bridge: `netdev` (user space) or `system` (kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_type: Option<String>,
+    /// OpenFlow table of an ovs-bridge, in `ovs-ofctl` flow syntax
+    /// (`table=0,priority=100,tcp,tp_dst=80,actions=drop`); the agent owns
+    /// only the flows it installs (they carry its cookie).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<String>,
     /// Bond members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slaves: Vec<String>,
@@ -159,9 +167,12 @@ pub struct OvsPortSpec {
     /// Peer port name, for `patch` ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
-    /// Access VLAN tag.
+    /// Access VLAN tag (1-4094): the port carries only this VLAN, untagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<u16>,
+    /// VLANs a trunk port carries (1-4094); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -180,7 +191,11 @@ pub struct OvsPort(pub OvsPortSpec);
 impl Serialize for OvsPort {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let p = &self.0;
-        if p.kind == OvsPortType::System && p.peer.is_none() && p.tag.is_none() {
+        if p.kind == OvsPortType::System
+            && p.peer.is_none()
+            && p.tag.is_none()
+            && p.trunks.is_empty()
+        {
             s.serialize_str(&p.name)
         } else {
             p.serialize(s)
@@ -194,7 +209,7 @@ impl<'de> Deserialize<'de> for OvsPort {
         impl<'de> Visitor<'de> for V {
             type Value = OvsPort;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port name or {\"name\", \"type\", \"peer\", \"tag\"}")
+                f.write_str("a port name or {\"name\", \"type\", \"peer\", \"tag\", \"trunks\"}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<OvsPort, E> {
                 Ok(OvsPort(OvsPortSpec {
@@ -202,6 +217,7 @@ impl<'de> Deserialize<'de> for OvsPort {
                     kind: OvsPortType::System,
                     peer: None,
                     tag: None,
+                    trunks: Vec::new(),
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OvsPort, A::Error> {
@@ -272,6 +288,15 @@ pub struct NetInterface {
     /// Ports of an ovs-bridge, or of a Linux bridge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<OvsPort>,
+    /// Datapath of an ovs-bridge: `netdev` (user space) or `system` (kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_type: Option<String>,
+    /// Hardware address, `aa:bb:cc:dd:ee:ff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// OpenFlow table of an ovs-bridge (see `Interface::flows`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<IpBlock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

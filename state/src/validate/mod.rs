@@ -4,10 +4,15 @@
 
 mod bootstrap;
 mod firewall;
+mod flows;
 mod network;
 mod storage;
 mod systemd;
 mod users;
+mod wireguard;
+
+pub use flows::flow_problem;
+pub use wireguard::is_wg_key;
 
 pub(crate) use bootstrap::valid_package;
 
@@ -30,9 +35,11 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     }
     storage::check(&mut cx, state);
     network::check(&mut cx, state);
+    flows::check(&mut cx, state);
     systemd::check(&mut cx, state);
     firewall::check(&mut cx, state);
     users::check(&mut cx, state);
+    wireguard::check(&mut cx, state);
     if let Some(layout) = &state.plugins.opdbus {
         for (name, sv) in &layout.subvolumes {
             if let Some(c) = &sv.compression {

@@ -99,6 +99,7 @@ pub async fn apply_one(
             Ok(None)
         }
         NetAction::SetMtu { link, mtu } => Ok(nl.set_mtu(link, *mtu).await.map(|_| None)?),
+        NetAction::SetMac { link, mac } => Ok(nl.set_mac(link, mac).await.map(|_| None)?),
         NetAction::Attach { link, master } => {
             let is_bond = nl
                 .link(master)
@@ -111,12 +112,18 @@ pub async fn apply_one(
             nl.set_master(link, master).await?;
             Ok(None)
         }
-        NetAction::EnsureOvsBridge { name, ports, ovsdb } => {
+        NetAction::EnsureOvsBridge {
+            name,
+            ports,
+            ovsdb,
+            datapath_type,
+        } => {
             let addr = ovsdb_addr(ctx, ovsdb);
             let c = ovs_client(&addr).await?;
             let spec = BridgeSpec {
                 name: name.clone(),
                 ports: ports.clone(),
+                datapath_type: datapath_type.clone(),
             };
             let report = ovsdb::vswitch::ensure_bridge(&c, &spec)
                 .await

@@ -348,6 +348,7 @@ impl Checkpoint {
                         let spec = BridgeSpec {
                             name: name.to_string(),
                             ports: w.ports.clone(),
+                            datapath_type: Some(w.datapath_type.clone()),
                         };
                         ovsdb::vswitch::ensure_bridge(&client, &spec).await?;
                         for p in is.map(|b| b.ports.clone()).unwrap_or_default() {

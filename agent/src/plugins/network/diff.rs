@@ -279,10 +279,14 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
             continue;
         };
         match ovs_now.iter().find(|b| b.name == l.name) {
-            None => ovs_ensure.push((l.name.clone(), ports.clone())),
+            None => ovs_ensure.push((l.name.clone(), ports.clone(), l.datapath_type.clone())),
             Some(b) => {
-                if ports.iter().any(|p| !b.ports.contains(p)) {
-                    ovs_ensure.push((l.name.clone(), ports.clone()));
+                let dp_differs = l
+                    .datapath_type
+                    .as_ref()
+                    .is_some_and(|dp| *dp != b.datapath_type);
+                if dp_differs || ports.iter().any(|p| !b.ports.contains(p)) {
+                    ovs_ensure.push((l.name.clone(), ports.clone(), l.datapath_type.clone()));
                 }
                 if desired.prune {
                     for p in b.ports.iter().filter(|p| {
@@ -376,6 +380,14 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                 });
             }
         }
+        if let Some(mac) = &l.mac {
+            if now(&l.name).and_then(|c| c.mac.as_deref()) != Some(mac.as_str()) {
+                out.push(NetAction::SetMac {
+                    link: l.name.clone(),
+                    mac: mac.clone(),
+                });
+            }
+        }
     }
     // Bond slaves are taken down to be attached: bring them up again.
     let mut force_up: Vec<&str> = Vec::new();
@@ -394,11 +406,12 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
             }
         }
     }
-    for (name, ports) in ovs_ensure {
+    for (name, ports, datapath_type) in ovs_ensure {
         out.push(NetAction::EnsureOvsBridge {
             name,
             ports,
             ovsdb: desired.ovsdb.clone(),
+            datapath_type,
         });
     }
     for l in links.iter().filter(|l| present(l)) {
@@ -533,13 +546,23 @@ pub fn unmet(current: &Current, actions: &[NetAction]) -> Vec<String> {
                 NetAction::DeleteLink { name } => link(name).is_none(),
                 NetAction::CreateLink { name, .. } => link(name).is_some(),
                 NetAction::SetMtu { link: l, mtu } => link(l).is_some_and(|c| c.mtu == Some(*mtu)),
+                NetAction::SetMac { link: l, mac } => {
+                    link(l).is_some_and(|c| c.mac.as_ref() == Some(mac))
+                }
                 NetAction::Attach { link: l, master } => {
                     link(l).is_some_and(|c| c.master.as_ref() == Some(master))
                 }
-                NetAction::EnsureOvsBridge { name, ports, .. } => ovs
-                    .iter()
-                    .find(|b| &b.name == name)
-                    .is_some_and(|b| ports.iter().all(|p| b.ports.contains(p))),
+                NetAction::EnsureOvsBridge {
+                    name,
+                    ports,
+                    datapath_type,
+                    ..
+                } => ovs.iter().find(|b| &b.name == name).is_some_and(|b| {
+                    ports.iter().all(|p| b.ports.contains(p))
+                        && datapath_type
+                            .as_ref()
+                            .is_none_or(|dp| *dp == b.datapath_type)
+                }),
                 NetAction::SetUp { link: l } => link(l).is_some_and(|c| c.up),
                 NetAction::SetDown { link: l } => link(l).is_some_and(|c| !c.up),
                 NetAction::AddAddress { link, addr } => has_addr(link, addr),

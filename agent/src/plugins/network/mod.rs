@@ -8,6 +8,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod diff;
 pub mod dns;
+pub mod flows;
 pub mod interfaces;
 pub mod model;
 pub mod query;

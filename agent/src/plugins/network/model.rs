@@ -78,6 +78,12 @@ pub struct LinkWant {
     /// DHCP (v4 or v6) runs on it: dynamic addresses are left alone.
     #[serde(default)]
     pub dhcp: bool,
+    /// Hardware address, lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Datapath of an OVS bridge (`netdev`, `system`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_type: Option<String>,
 }
 
 fn yes() -> bool {
@@ -169,6 +175,8 @@ pub struct LinkNow {
     pub bond_mode: Option<BondMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bond_miimon: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl From<&crate::netlink::LinkInfo> for LinkNow {
@@ -185,6 +193,7 @@ impl From<&crate::netlink::LinkInfo> for LinkNow {
             vlan_base: l.vlan.as_ref().and_then(|v| v.base_name.clone()),
             bond_mode: l.bond.as_ref().and_then(|b| b.mode),
             bond_miimon: l.bond.as_ref().and_then(|b| b.miimon),
+            mac: l.mac.clone(),
         }
     }
 }
@@ -211,6 +220,8 @@ pub struct RouteNow {
 pub struct OvsBridgeNow {
     pub name: String,
     pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub datapath_type: String,
 }
 
 impl From<&crate::ovsdb::BridgeInfo> for OvsBridgeNow {
@@ -230,12 +241,13 @@ impl From<&crate::ovsdb::BridgeInfo> for OvsBridgeNow {
                     },
                     _ => PortKind::System,
                 };
-                PortSpec::new(p.name.clone(), kind)
+                PortSpec::new(p.name.clone(), kind).with_vlans(p.tag, &p.trunks)
             })
             .collect();
         OvsBridgeNow {
             name: b.name.clone(),
             ports,
+            datapath_type: b.datapath_type.clone(),
         }
     }
 }
@@ -386,6 +398,12 @@ pub enum NetAction {
         ports: Vec<PortSpec>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ovsdb: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        datapath_type: Option<String>,
+    },
+    SetMac {
+        link: String,
+        mac: String,
     },
     SetUp {
         link: String,
@@ -420,6 +438,7 @@ impl PluginAction for NetAction {
             NetAction::DeleteLink { .. } => "delete-link",
             NetAction::CreateLink { .. } => "create-link",
             NetAction::SetMtu { .. } => "set-mtu",
+            NetAction::SetMac { .. } => "set-mac",
             NetAction::Attach { .. } => "attach",
             NetAction::EnsureOvsBridge { .. } => "ensure-ovs-bridge",
             NetAction::SetUp { .. } => "set-up",
@@ -442,6 +461,7 @@ impl PluginAction for NetAction {
             }
             NetAction::Detach { link }
             | NetAction::SetMtu { link, .. }
+            | NetAction::SetMac { link, .. }
             | NetAction::Attach { link, .. }
             | NetAction::SetUp { link }
             | NetAction::SetDown { link } => format!("link:{link}"),
@@ -491,12 +511,34 @@ impl fmt::Display for NetAction {
             NetAction::DeleteLink { name } => write!(f, "delete link {name}"),
             NetAction::CreateLink { name, kind } => write!(f, "create {kind} {name}"),
             NetAction::SetMtu { link, mtu } => write!(f, "set mtu {mtu} on {link}"),
+            NetAction::SetMac { link, mac } => write!(f, "set MAC address {mac} on {link}"),
             NetAction::Attach { link, master } => write!(f, "attach {link} to {master}"),
-            NetAction::EnsureOvsBridge { name, ports, .. } => write!(
-                f,
-                "ensure OVS bridge {name} with ports {}",
-                list(ports.iter().map(|p| &p.name))
-            ),
+            NetAction::EnsureOvsBridge {
+                name,
+                ports,
+                datapath_type,
+                ..
+            } => {
+                write!(
+                    f,
+                    "ensure OVS bridge {name} with ports {}",
+                    list(ports.iter().map(|p| {
+                        let mut s = p.name.clone();
+                        if let Some(t) = p.tag {
+                            s += &format!(" (tag {t})");
+                        }
+                        if !p.trunks.is_empty() {
+                            let t: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
+                            s += &format!(" (trunks {})", t.join(","));
+                        }
+                        s
+                    }))
+                )?;
+                if let Some(dp) = datapath_type {
+                    write!(f, ", datapath {dp}")?;
+                }
+                Ok(())
+            }
             NetAction::SetUp { link } => write!(f, "set {link} up"),
             NetAction::SetDown { link } => write!(f, "set {link} down"),
             NetAction::AddAddress { link, addr } => write!(f, "add address {addr} to {link}"),
@@ -529,7 +571,7 @@ fn port_spec(p: &opdbus_state::model::OvsPortSpec) -> PortSpec {
             peer: p.peer.clone().unwrap_or_default(),
         },
     };
-    PortSpec::new(p.name.clone(), kind)
+    PortSpec::new(p.name.clone(), kind).with_vlans(p.tag, &p.trunks)
 }
 
 fn bond_mode(m: opdbus_state::model::BondMode) -> Option<BondMode> {
@@ -610,6 +652,8 @@ pub fn desired_from_spec(spec: &NetworkSpec) -> Desired {
                 master: None,
                 addresses: Some(addresses),
                 dhcp: i.dhcp4 || i.dhcp6,
+                mac: i.mac.as_ref().map(|m| m.to_ascii_lowercase()),
+                datapath_type: i.datapath_type.clone(),
             },
         );
     }
@@ -624,6 +668,8 @@ pub fn desired_from_spec(spec: &NetworkSpec) -> Desired {
             master: None,
             addresses: None,
             dhcp: false,
+            mac: None,
+            datapath_type: None,
         });
         l.master = Some(master.clone());
     }

@@ -1,5 +1,5 @@
 //! The real binary on a state with sections this version does not apply
-//! (a firewall, an LXC container, a KVM VM, a Proxmox VM, Netmaker, audit
+//! (a firewall, LXC containers in the list form, a KVM VM, a Proxmox VM, Netmaker, audit
 //! switched off): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
@@ -23,7 +23,7 @@ const STATE: &str = r#"{
         {"port": 8006, "proto": "tcp", "action": "accept"}
       ]
     },
-    "lxc": {"containers": {"web": {"template": "debian-12", "autostart": true}}},
+    "lxc": {"containers": [{"id": "100", "veth": "veth100"}]},
     "kvm": {"vms": {"db": {"cores": 2, "memory": 2048}}},
     "proxmox": {"vms": [{"vmid": 100, "name": "app"}]},
     "netmaker": {"enabled": true, "server": "https://nm.example.test", "network": "mesh"}
@@ -34,7 +34,8 @@ const STATE: &str = r#"{
 const POINTERS: &[&str] = &[
     "/plugins/opdbus/audit/enabled",
     "/plugins/firewall",
-    "/plugins/lxc",
+    "/plugins/lxc/containers/0/id",
+    "/plugins/lxc/containers/0/veth",
     "/plugins/kvm",
     "/plugins/proxmox/vms",
     "/plugins/netmaker",
@@ -123,7 +124,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("6 part(s) of the state not applied by this version (exit 3)")
+        err.contains("7 part(s) of the state not applied by this version (exit 3)")
             && err.contains("--allow-unapplied"),
         "{err}"
     );
@@ -164,7 +165,7 @@ fn diff_lists_them_under_not_applied() {
     let text = stdout(&f.agent(&["diff", "STATE"]));
     assert!(text.contains("\nnot applied:\n  /plugins/opdbus/audit/enabled: not applied by this version of op-dbus; the agent always records to its audit chain; remove audit.enabled\n"), "{text}");
     assert!(
-        text.ends_with("1 action(s), 6 part(s) not applied\n"),
+        text.ends_with("1 action(s), 7 part(s) not applied\n"),
         "{text}"
     );
 }
@@ -229,14 +230,14 @@ fn validate_warns_by_pointer_and_strict_fails() {
         "{text}"
     );
     assert!(
-        text.ends_with(&format!("{file}: valid, 6 warning(s)\n")),
+        text.ends_with(&format!("{file}: valid, 7 warning(s)\n")),
         "{text}"
     );
     let out = validate(true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         stdout(&out).ends_with(&format!(
-            "{file}: invalid: 6 warning(s), fatal with --strict\n"
+            "{file}: invalid: 7 warning(s), fatal with --strict\n"
         )),
         "{out:?}"
     );

@@ -36,6 +36,6 @@ pub const ORDER: &[&str] = &[
     "network",
     "firewall",
     "systemd",
-    "containers",
+    "lxc",
     "proxmox",
 ];

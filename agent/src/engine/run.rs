@@ -46,8 +46,8 @@ impl Engine {
         Self::default()
     }
 
-    /// The agent's plugins: storage, host, packages, users, systemd.
-    /// (Network, firewall, containers and proxmox register here when they exist.)
+    /// The agent's plugins: storage, host, packages, users, network, systemd, lxc.
+    /// (Firewall and proxmox register here when they exist.)
     pub fn standard() -> Self {
         let mut e = Self::new();
         e.register(crate::plugins::storage::StoragePlugin);
@@ -56,6 +56,7 @@ impl Engine {
         e.register(crate::plugins::users::UsersPlugin);
         e.register(crate::plugins::network::NetworkPlugin::default());
         e.register(crate::plugins::systemd::SystemdPlugin);
+        e.register(crate::plugins::lxc::LxcPlugin);
         e
     }
 

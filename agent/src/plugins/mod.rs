@@ -3,6 +3,7 @@
 //! diffs purely and applies through one adapter (D-Bus, files, commands).
 
 pub mod host;
+pub mod lxc;
 pub mod network;
 pub mod packages;
 pub mod storage;

@@ -316,3 +316,97 @@ fn create_refuses_bad_names_missing_templates_and_another_filesystem() {
     assert!(stderr(&out).contains("is not on btrfs"), "{}", stderr(&out));
     assert!(!other.join("x").exists(), "a failed create left {}", other.join("x").display());
 }
+
+/// A state naming containers `(name, ip, memory, state)` on `brt`.
+fn lxc_state(w: &World, containers: &[(&str, &str, &str, &str)]) -> PathBuf {
+    let mut map = serde_json::Map::new();
+    for (name, ip, memory, state) in containers {
+        map.insert(
+            name.to_string(),
+            serde_json::json!({
+                "template": "bb",
+                "config": {"memory": memory, "cpus": 1,
+                           "network": {"bridge": "brt", "ip": format!("{ip}/24"), "gateway": "10.250.0.1"}},
+                "autostart": true,
+                "state": state
+            }),
+        );
+    }
+    let doc = serde_json::json!({"version": 1, "plugins": {"lxc": {"containers": map}}});
+    let path = w.dir.path().join("state.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    path
+}
+
+/// `apply --plugin lxc --json STATE`: the exit status and the lxc plugin's
+/// action kinds.
+fn apply(w: &World, state: &Path) -> (bool, Vec<String>, String) {
+    let out = w.agent(&["apply", "--plugin", "lxc", "--json", state.to_str().unwrap()]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("apply report: {e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    let kinds = report["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["plugin"] == "lxc")
+        .flat_map(|p| p["actions"].as_array().cloned().unwrap_or_default())
+        .map(|a| format!("{} {}", a["action"].as_str().unwrap(), a["resource"].as_str().unwrap()))
+        .collect();
+    (out.status.success(), kinds, format!("{report}\n{}", stderr(&out)))
+}
+
+#[test]
+#[ignore = "privileged: loop device, btrfs, network namespace, LXC"]
+fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new();
+    let tpl_uuid = w.make_template();
+    // A container made by hand, not by op-dbus.
+    let foreign = w.lxc_path().join("foreign");
+    std::fs::create_dir_all(foreign.join("rootfs")).unwrap();
+    std::fs::write(foreign.join("config"), "lxc.uts.name = foreign\n").unwrap();
+
+    let s1 = lxc_state(&w, &[("p1", "10.250.0.21", "64M", "started"), ("p2", "10.250.0.22", "64M", "started")]);
+    let (ok, kinds, log) = apply(&w, &s1);
+    assert!(ok, "{log}");
+    assert_eq!(kinds, ["create-container container:p1", "create-container container:p2"], "{log}");
+    for name in ["p1", "p2"] {
+        let c = w.container(name);
+        assert_eq!(c["status"], "running", "{c}");
+        assert_eq!(c["subvolume"]["parent_uuid"], tpl_uuid.as_str(), "{c}");
+        assert_eq!(c["autostart"], true, "{c}");
+    }
+    assert!(w.ping("p1", "10.250.0.22") && w.ping("p2", "10.250.0.21"));
+    assert!(w.ping("p1", "10.250.0.1"));
+
+    // Re-apply: nothing to do.
+    let (ok, kinds, log) = apply(&w, &s1);
+    assert!(ok && kinds.is_empty(), "re-apply was not a no-op: {kinds:?} {log}");
+
+    // Stop one, reconfigure the other (restarted with the new limit).
+    let s2 = lxc_state(&w, &[("p1", "10.250.0.21", "64M", "stopped"), ("p2", "10.250.0.22", "96M", "started")]);
+    let (ok, kinds, log) = apply(&w, &s2);
+    assert!(ok, "{log}");
+    assert_eq!(kinds, ["stop-container container:p1", "reconfigure-container container:p2"], "{log}");
+    assert_eq!(w.container("p1")["status"], "stopped");
+    let p2 = w.container("p2");
+    assert_eq!((p2["status"].as_str(), p2["memory"].as_u64()), (Some("running"), Some(96 << 20)), "{p2}");
+    let (ok, kinds, log) = apply(&w, &s2);
+    assert!(ok && kinds.is_empty(), "{kinds:?} {log}");
+
+    // Absent: both go; the foreign container and the template stay.
+    let s3 = lxc_state(&w, &[("p1", "10.250.0.21", "64M", "absent"), ("p2", "10.250.0.22", "96M", "absent")]);
+    let (ok, kinds, log) = apply(&w, &s3);
+    assert!(ok, "{log}");
+    assert_eq!(kinds, ["delete-container container:p1", "delete-container container:p2"], "{log}");
+    assert!(!w.lxc_path().join("p1").exists() && !w.lxc_path().join("p2").exists());
+    assert!(foreign.join("config").exists(), "the foreign container was removed");
+    assert!(w.layout().join("@templates/bb/rootfs/bin/busybox").exists());
+
+    // Naming the foreign one absent is refused as a conflict; it stays.
+    let s4 = lxc_state(&w, &[("foreign", "10.250.0.23", "64M", "absent")]);
+    let (ok, _, log) = apply(&w, &s4);
+    assert!(!ok, "deleting a foreign container succeeded: {log}");
+    assert!(log.contains("was not created by op-dbus"), "{log}");
+    assert!(foreign.join("config").exists() && foreign.join("rootfs").exists());
+}

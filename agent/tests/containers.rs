@@ -56,8 +56,15 @@ impl World {
             loopdev,
             ns,
         };
-        Task::new("mkfs.btrfs").args(["-q", &w.loopdev]).run().unwrap();
-        Task::new("mount").arg(&w.loopdev).arg(&w.mnt).run().unwrap();
+        Task::new("mkfs.btrfs")
+            .args(["-q", &w.loopdev])
+            .run()
+            .unwrap();
+        Task::new("mount")
+            .arg(&w.loopdev)
+            .arg(&w.mnt)
+            .run()
+            .unwrap();
         Task::new("mount")
             .arg("--rbind")
             .arg("/sys/fs/cgroup")
@@ -158,7 +165,9 @@ impl World {
     /// (lxc-stop) powers it off.
     fn busybox_tree(&self) -> PathBuf {
         let r = self.dir.path().join("busybox-root");
-        for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "run", "var"] {
+        for d in [
+            "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "run", "var",
+        ] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
@@ -222,8 +231,18 @@ fn two_containers_on_a_bridge_from_a_btrfs_template() {
     for (name, ip) in [("c1", "10.250.0.11"), ("c2", "10.250.0.12")] {
         let net = format!("bridge=brt,ip={ip}/24,gw=10.250.0.1");
         w.agent_ok(&[
-            "container", "create", name, "--template", "bb", "--network", &net, "--memory",
-            "64M", "--cpus", "1", "--start",
+            "container",
+            "create",
+            name,
+            "--template",
+            "bb",
+            "--network",
+            &net,
+            "--memory",
+            "64M",
+            "--cpus",
+            "1",
+            "--start",
         ]);
     }
     for name in ["c1", "c2"] {
@@ -251,14 +270,21 @@ fn two_containers_on_a_bridge_from_a_btrfs_template() {
     // An existing name is an error.
     let again = w.agent(&["container", "create", "c1", "--template", "bb"]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 
     // Stop, start.
     w.agent_ok(&["container", "stop", "c1"]);
     assert_eq!(w.container("c1")["status"], "stopped");
     w.agent_ok(&["container", "start", "c1"]);
     assert_eq!(w.container("c1")["status"], "running");
-    assert!(w.ping("c1", "10.250.0.12"), "c1 cannot reach c2 after a restart");
+    assert!(
+        w.ping("c1", "10.250.0.12"),
+        "c1 cannot reach c2 after a restart"
+    );
 
     // A container op-dbus did not create is not deleted.
     let foreign = w.lxc_path().join("foreign");
@@ -279,7 +305,10 @@ fn two_containers_on_a_bridge_from_a_btrfs_template() {
     w.agent_ok(&["container", "delete", "c2"]);
     assert!(!w.lxc_path().join("c1").exists() && !w.lxc_path().join("c2").exists());
     let tpl_root = w.layout().join("@templates/bb/rootfs");
-    assert!(tpl_root.join("bin/busybox").exists(), "template rootfs damaged");
+    assert!(
+        tpl_root.join("bin/busybox").exists(),
+        "template rootfs damaged"
+    );
     assert!(w.lxc_path().join("foreign/config").exists());
 }
 
@@ -290,10 +319,22 @@ fn create_refuses_bad_names_missing_templates_and_another_filesystem() {
     let w = World::new();
     w.make_template();
     let bad = w.agent(&["container", "create", "../etc", "--template", "bb"]);
-    assert!(stderr(&bad).contains("invalid container name"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("invalid container name"),
+        "{}",
+        stderr(&bad)
+    );
     let missing = w.agent(&["container", "create", "x", "--template", "nope"]);
-    assert!(stderr(&missing).contains("no template \"nope\""), "{}", stderr(&missing));
-    assert!(stderr(&missing).contains("templates: bb"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("no template \"nope\""),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(
+        stderr(&missing).contains("templates: bb"),
+        "{}",
+        stderr(&missing)
+    );
     // --lxc-path on a filesystem that is not the layout's btrfs.
     let other = w.dir.path().join("not-btrfs");
     let out = w.in_ns(
@@ -314,7 +355,11 @@ fn create_refuses_bad_names_missing_templates_and_another_filesystem() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("is not on btrfs"), "{}", stderr(&out));
-    assert!(!other.join("x").exists(), "a failed create left {}", other.join("x").display());
+    assert!(
+        !other.join("x").exists(),
+        "a failed create left {}",
+        other.join("x").display()
+    );
 }
 
 /// A state naming containers `(name, ip, memory, state)` on `brt`.
@@ -341,18 +386,39 @@ fn lxc_state(w: &World, containers: &[(&str, &str, &str, &str)]) -> PathBuf {
 /// `apply --plugin lxc --json STATE`: the exit status and the lxc plugin's
 /// action kinds.
 fn apply(w: &World, state: &Path) -> (bool, Vec<String>, String) {
-    let out = w.agent(&["apply", "--plugin", "lxc", "--json", state.to_str().unwrap()]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("apply report: {e}: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    let out = w.agent(&[
+        "apply",
+        "--plugin",
+        "lxc",
+        "--json",
+        state.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "apply report: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        )
+    });
     let kinds = report["plugins"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| p["plugin"] == "lxc")
         .flat_map(|p| p["actions"].as_array().cloned().unwrap_or_default())
-        .map(|a| format!("{} {}", a["action"].as_str().unwrap(), a["resource"].as_str().unwrap()))
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["action"].as_str().unwrap(),
+                a["resource"].as_str().unwrap()
+            )
+        })
         .collect();
-    (out.status.success(), kinds, format!("{report}\n{}", stderr(&out)))
+    (
+        out.status.success(),
+        kinds,
+        format!("{report}\n{}", stderr(&out)),
+    )
 }
 
 #[test]
@@ -366,10 +432,23 @@ fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
     std::fs::create_dir_all(foreign.join("rootfs")).unwrap();
     std::fs::write(foreign.join("config"), "lxc.uts.name = foreign\n").unwrap();
 
-    let s1 = lxc_state(&w, &[("p1", "10.250.0.21", "64M", "started"), ("p2", "10.250.0.22", "64M", "started")]);
+    let s1 = lxc_state(
+        &w,
+        &[
+            ("p1", "10.250.0.21", "64M", "started"),
+            ("p2", "10.250.0.22", "64M", "started"),
+        ],
+    );
     let (ok, kinds, log) = apply(&w, &s1);
     assert!(ok, "{log}");
-    assert_eq!(kinds, ["create-container container:p1", "create-container container:p2"], "{log}");
+    assert_eq!(
+        kinds,
+        [
+            "create-container container:p1",
+            "create-container container:p2"
+        ],
+        "{log}"
+    );
     for name in ["p1", "p2"] {
         let c = w.container(name);
         assert_eq!(c["status"], "running", "{c}");
@@ -381,26 +460,62 @@ fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
 
     // Re-apply: nothing to do.
     let (ok, kinds, log) = apply(&w, &s1);
-    assert!(ok && kinds.is_empty(), "re-apply was not a no-op: {kinds:?} {log}");
+    assert!(
+        ok && kinds.is_empty(),
+        "re-apply was not a no-op: {kinds:?} {log}"
+    );
 
     // Stop one, reconfigure the other (restarted with the new limit).
-    let s2 = lxc_state(&w, &[("p1", "10.250.0.21", "64M", "stopped"), ("p2", "10.250.0.22", "96M", "started")]);
+    let s2 = lxc_state(
+        &w,
+        &[
+            ("p1", "10.250.0.21", "64M", "stopped"),
+            ("p2", "10.250.0.22", "96M", "started"),
+        ],
+    );
     let (ok, kinds, log) = apply(&w, &s2);
     assert!(ok, "{log}");
-    assert_eq!(kinds, ["stop-container container:p1", "reconfigure-container container:p2"], "{log}");
+    assert_eq!(
+        kinds,
+        [
+            "stop-container container:p1",
+            "reconfigure-container container:p2"
+        ],
+        "{log}"
+    );
     assert_eq!(w.container("p1")["status"], "stopped");
     let p2 = w.container("p2");
-    assert_eq!((p2["status"].as_str(), p2["memory"].as_u64()), (Some("running"), Some(96 << 20)), "{p2}");
+    assert_eq!(
+        (p2["status"].as_str(), p2["memory"].as_u64()),
+        (Some("running"), Some(96 << 20)),
+        "{p2}"
+    );
     let (ok, kinds, log) = apply(&w, &s2);
     assert!(ok && kinds.is_empty(), "{kinds:?} {log}");
 
     // Absent: both go; the foreign container and the template stay.
-    let s3 = lxc_state(&w, &[("p1", "10.250.0.21", "64M", "absent"), ("p2", "10.250.0.22", "96M", "absent")]);
+    let s3 = lxc_state(
+        &w,
+        &[
+            ("p1", "10.250.0.21", "64M", "absent"),
+            ("p2", "10.250.0.22", "96M", "absent"),
+        ],
+    );
     let (ok, kinds, log) = apply(&w, &s3);
     assert!(ok, "{log}");
-    assert_eq!(kinds, ["delete-container container:p1", "delete-container container:p2"], "{log}");
+    assert_eq!(
+        kinds,
+        [
+            "delete-container container:p1",
+            "delete-container container:p2"
+        ],
+        "{log}"
+    );
     assert!(!w.lxc_path().join("p1").exists() && !w.lxc_path().join("p2").exists());
-    assert!(foreign.join("config").exists(), "the foreign container was removed");
+    assert!(
+        foreign.join("config").exists(),
+        "the foreign container was removed"
+    );
     assert!(w.layout().join("@templates/bb/rootfs/bin/busybox").exists());
 
     // Naming the foreign one absent is refused as a conflict; it stays.

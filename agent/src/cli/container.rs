@@ -94,7 +94,13 @@ pub fn parse_memory(text: &str) -> anyhow::Result<u64> {
     }
 }
 
-fn audit(g: &Global, action: &str, name: &str, result: &str, meta: serde_json::Value) -> anyhow::Result<()> {
+fn audit(
+    g: &Global,
+    action: &str,
+    name: &str,
+    result: &str,
+    meta: serde_json::Value,
+) -> anyhow::Result<()> {
     let mut log = AuditLog::open(&g.state_dir)?;
     log.append(NewEntry {
         plugin: lxc::OWNER_PLUGIN.to_string(),
@@ -162,7 +168,10 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{:<20} {:<8} {:<6} {:<16} ADDRESS", "NAME", "STATE", "OWNED", "TEMPLATE");
+                println!(
+                    "{:<20} {:<8} {:<6} {:<16} ADDRESS",
+                    "NAME", "STATE", "OWNED", "TEMPLATE"
+                );
                 for c in &all {
                     println!(
                         "{:<20} {:<8} {:<6} {:<16} {}",

@@ -29,13 +29,5 @@ pub use status::{Phase, Status};
 /// that run as them, the network before the firewall, and systemd units after
 /// the files, packages and users they need. Plugins not listed run last.
 pub const ORDER: &[&str] = &[
-    "storage",
-    "host",
-    "packages",
-    "users",
-    "network",
-    "firewall",
-    "systemd",
-    "lxc",
-    "proxmox",
+    "storage", "host", "packages", "users", "network", "firewall", "systemd", "lxc", "proxmox",
 ];

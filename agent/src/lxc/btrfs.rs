@@ -9,7 +9,10 @@ pub enum BtrfsError {
     #[error("{path} is not on btrfs: templates and containers are btrfs subvolumes; put {what} on the btrfs filesystem that holds the layout")]
     NotBtrfs { path: PathBuf, what: &'static str },
     #[error("snapshotting {source_path} to {target}: they are on different btrfs filesystems; put --lxc-path on the filesystem that holds the layout's @templates")]
-    CrossDevice { source_path: PathBuf, target: PathBuf },
+    CrossDevice {
+        source_path: PathBuf,
+        target: PathBuf,
+    },
     #[error("{what} {path}")]
     Call {
         what: &'static str,

@@ -32,7 +32,9 @@ impl Nic {
     /// Parses `bridge=BR[,ip=CIDR][,gw=IP][,name=IF]` (the CLI's `--network`).
     pub fn parse(text: &str) -> anyhow::Result<Nic> {
         if text == "socket" || text == "mesh" {
-            anyhow::bail!("--network {text} is not supported yet; use --network bridge=BR[,ip=CIDR][,gw=IP]");
+            anyhow::bail!(
+                "--network {text} is not supported yet; use --network bridge=BR[,ip=CIDR][,gw=IP]"
+            );
         }
         let mut nic = Nic::default();
         for part in text.split(',') {
@@ -44,7 +46,9 @@ impl Nic {
                 "ip" => nic.ip = Some(v.to_string()),
                 "gw" | "gateway" => nic.gateway = Some(v.to_string()),
                 "name" => nic.name = Some(v.to_string()),
-                _ => anyhow::bail!("--network {text:?}: unknown key {k:?}; the keys are bridge, ip, gw, name"),
+                _ => anyhow::bail!(
+                    "--network {text:?}: unknown key {k:?}; the keys are bridge, ip, gw, name"
+                ),
             }
         }
         nic.validate()?;
@@ -116,7 +120,10 @@ pub fn mac_for(name: &str) -> String {
 /// does not depend on the template staying put.
 pub fn render(spec: &Spec, rootfs: &Path, cgroups: Cgroups, extra: &str) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# Written by op-dbus-agent; `op-dbus-agent container` manages it.");
+    let _ = writeln!(
+        s,
+        "# Written by op-dbus-agent; `op-dbus-agent container` manages it."
+    );
     let _ = writeln!(s, "{MARKER}{}", spec.template);
     let common = "/usr/share/lxc/config/common.conf";
     let _ = writeln!(s, "lxc.include = {common}");
@@ -128,7 +135,11 @@ pub fn render(spec: &Spec, rootfs: &Path, cgroups: Cgroups, extra: &str) -> Stri
             let _ = writeln!(s, "lxc.net.0.type = veth");
             let _ = writeln!(s, "lxc.net.0.link = {}", n.bridge);
             let _ = writeln!(s, "lxc.net.0.flags = up");
-            let _ = writeln!(s, "lxc.net.0.name = {}", n.name.as_deref().unwrap_or("eth0"));
+            let _ = writeln!(
+                s,
+                "lxc.net.0.name = {}",
+                n.name.as_deref().unwrap_or("eth0")
+            );
             let _ = writeln!(s, "lxc.net.0.hwaddr = {}", mac_for(&spec.name));
             if let Some(ip) = &n.ip {
                 let _ = writeln!(s, "lxc.net.0.ipv4.address = {ip}");
@@ -234,6 +245,7 @@ pub fn parse(text: &str) -> Parsed {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -288,7 +300,10 @@ lxc.signal.halt = SIGUSR2
         let p = parse(&text);
         assert_eq!(p.template.as_deref(), Some("debian-base"));
         assert_eq!(p.network, spec().network);
-        assert_eq!((p.memory, p.cpus, p.autostart), (Some(512 << 20), Some(2), true));
+        assert_eq!(
+            (p.memory, p.cpus, p.autostart),
+            (Some(512 << 20), Some(2), true)
+        );
         assert_eq!(p.rootfs, Some(PathBuf::from("/var/lib/lxc/web-01/rootfs")));
     }
 
@@ -307,7 +322,13 @@ lxc.signal.halt = SIGUSR2
         assert_eq!(n.bridge, "br0");
         assert_eq!(n.ip.as_deref(), Some("10.1.0.5/24"));
         assert_eq!(n.gateway.as_deref(), Some("10.1.0.1"));
-        for bad in ["ip=10.0.0.1/24", "bridge=br0,ip=10.0.0.1", "bridge=br0,mtu=9000", "bridge=a b", "socket"] {
+        for bad in [
+            "ip=10.0.0.1/24",
+            "bridge=br0,ip=10.0.0.1",
+            "bridge=br0,mtu=9000",
+            "bridge=a b",
+            "socket",
+        ] {
             assert!(Nic::parse(bad).is_err(), "{bad} accepted");
         }
     }

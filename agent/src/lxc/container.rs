@@ -95,8 +95,13 @@ fn write_config(paths: &Paths, spec: &Spec, extra: &str) -> anyhow::Result<()> {
     let text = config::render(spec, &rootfs, Cgroups::detect(), extra);
     let root = RootDir::open(&paths.lxc_path)
         .with_context(|| format!("opening {}", paths.lxc_path.display()))?;
-    root.write_atomic(format!("/{}/config", spec.name), text.as_bytes(), 0o640, None)
-        .with_context(|| format!("writing {}", config_path(paths, &spec.name).display()))
+    root.write_atomic(
+        format!("/{}/config", spec.name),
+        text.as_bytes(),
+        0o640,
+        None,
+    )
+    .with_context(|| format!("writing {}", config_path(paths, &spec.name).display()))
 }
 
 fn check(spec: &Spec) -> anyhow::Result<()> {
@@ -183,10 +188,7 @@ fn refuse_unowned(owners: &Ownership, name: &str, verb: &str) -> anyhow::Result<
 pub fn delete(paths: &Paths, owners: &Ownership, name: &str) -> anyhow::Result<()> {
     validate_name("container", name)?;
     let Some(c) = read(paths, owners, name)? else {
-        anyhow::bail!(
-            "no container {name:?} in {}",
-            paths.lxc_path.display()
-        );
+        anyhow::bail!("no container {name:?} in {}", paths.lxc_path.display());
     };
     refuse_unowned(owners, name, "delete")?;
     let dir = paths.container(name);
@@ -201,7 +203,10 @@ pub fn delete(paths: &Paths, owners: &Ownership, name: &str) -> anyhow::Result<(
     }
     let templates = std::fs::canonicalize(paths.templates()).unwrap_or_else(|_| paths.templates());
     if std::fs::canonicalize(&rootfs).is_ok_and(|r| r.starts_with(&templates)) {
-        anyhow::bail!("{} resolves into the templates; refusing to delete it", rootfs.display());
+        anyhow::bail!(
+            "{} resolves into the templates; refusing to delete it",
+            rootfs.display()
+        );
     }
     if c.status == Status::Running {
         runner::kill(paths, name)?;

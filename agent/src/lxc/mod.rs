@@ -74,7 +74,10 @@ impl Paths {
 /// directory name, so no `/`, no leading `.` or `-`).
 pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     let ok = (1..=63).contains(&name.len())
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -103,6 +106,7 @@ pub fn validate_ifname(what: &str, name: &str) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -111,7 +115,17 @@ mod tests {
         for good in ["web-01", "debian-12", "a", "db_1.prod"] {
             validate_name("container", good).unwrap();
         }
-        for bad in ["", "-x", ".x", "a/b", "a..b", "a b", "ü", &"x".repeat(64), "../etc"] {
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a/b",
+            "a..b",
+            "a b",
+            "ü",
+            &"x".repeat(64),
+            "../etc",
+        ] {
             assert!(validate_name("container", bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -59,7 +59,11 @@ pub fn status(paths: &Paths, name: &str) -> anyhow::Result<Status> {
 }
 
 /// Starts `name` in the background and waits until it runs.
-pub async fn start(ctx: Option<&crate::engine::Context>, paths: &Paths, name: &str) -> anyhow::Result<String> {
+pub async fn start(
+    ctx: Option<&crate::engine::Context>,
+    paths: &Paths,
+    name: &str,
+) -> anyhow::Result<String> {
     match (Via::detect(paths), ctx) {
         (Via::Systemd, Some(ctx)) => {
             let sd = crate::dbus::Systemd::new(&ctx.bus().await?).await?;
@@ -77,7 +81,11 @@ pub async fn start(ctx: Option<&crate::engine::Context>, paths: &Paths, name: &s
 }
 
 /// Stops `name` cleanly (SIGPWR to its init, killed after [`STOP_TIMEOUT`]).
-pub async fn stop(ctx: Option<&crate::engine::Context>, paths: &Paths, name: &str) -> anyhow::Result<String> {
+pub async fn stop(
+    ctx: Option<&crate::engine::Context>,
+    paths: &Paths,
+    name: &str,
+) -> anyhow::Result<String> {
     match (Via::detect(paths), ctx) {
         (Via::Systemd, Some(ctx)) => {
             let sd = crate::dbus::Systemd::new(&ctx.bus().await?).await?;

@@ -166,7 +166,14 @@ fn fill(path: &Path, rootfs: &Path, name: &str, from: &Path, is_dir: bool) -> an
             .with_context(|| format!("copying {} into template {name:?}", from.display()))?;
     } else {
         Task::new("tar")
-            .args(["-x", "-p", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-f"])
+            .args([
+                "-x",
+                "-p",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "-f",
+            ])
             .arg(from)
             .arg("-C")
             .arg(rootfs)
@@ -179,8 +186,11 @@ fn fill(path: &Path, rootfs: &Path, name: &str, from: &Path, is_dir: bool) -> an
         name: name.to_string(),
         source: from.display().to_string(),
     };
-    std::fs::write(config.join("template.json"), serde_json::to_vec_pretty(&meta)?)
-        .with_context(|| format!("writing {}/template.json", config.display()))?;
+    std::fs::write(
+        config.join("template.json"),
+        serde_json::to_vec_pretty(&meta)?,
+    )
+    .with_context(|| format!("writing {}/template.json", config.display()))?;
     btrfs::set_read_only(rootfs, true)?;
     btrfs::set_read_only(path, true)?;
     Ok(())

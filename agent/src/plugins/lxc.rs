@@ -45,12 +45,24 @@ pub struct Current {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
-    Create { spec: Spec, start: bool },
+    Create {
+        spec: Spec,
+        start: bool,
+    },
     /// Rewrites the config; `restart` when it runs and should keep running.
-    Reconfigure { spec: Spec, restart: bool },
-    Start { name: String },
-    Stop { name: String },
-    Delete { name: String },
+    Reconfigure {
+        spec: Spec,
+        restart: bool,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 fn describe(spec: &Spec) -> String {
@@ -97,7 +109,10 @@ impl fmt::Display for Action {
             ),
             Action::Start { name } => write!(f, "start container {name}"),
             Action::Stop { name } => write!(f, "stop container {name}"),
-            Action::Delete { name } => write!(f, "delete container {name} (its rootfs snapshot and config)"),
+            Action::Delete { name } => write!(
+                f,
+                "delete container {name} (its rootfs snapshot and config)"
+            ),
         }
     }
 }
@@ -219,11 +234,19 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
 #[serde(tag = "undo", rename_all = "kebab-case")]
 pub enum Undo {
     /// Delete a container this transaction created.
-    Delete { name: String },
-    Start { name: String },
-    Stop { name: String },
+    Delete {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
     /// Put back the configuration it had.
-    Configure { spec: Spec },
+    Configure {
+        spec: Spec,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,7 +395,11 @@ pub fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
                     cp.undo.push(Undo::Configure {
                         spec: Spec {
                             name: spec.name.clone(),
-                            template: c.config.template.clone().unwrap_or_else(|| spec.template.clone()),
+                            template: c
+                                .config
+                                .template
+                                .clone()
+                                .unwrap_or_else(|| spec.template.clone()),
                             network: c.config.network.clone(),
                             memory: c.config.memory,
                             cpus: c.config.cpus,
@@ -395,6 +422,7 @@ pub fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -417,8 +445,10 @@ mod tests {
         assert_eq!(web.spec.cpus, Some(2));
         assert!(web.spec.autostart);
         let n = web.spec.network.as_ref().unwrap();
-        assert_eq!((n.bridge.as_str(), n.ip.as_deref(), n.gateway.as_deref()),
-            ("vmbr0", Some("192.168.1.101/24"), Some("192.168.1.1")));
+        assert_eq!(
+            (n.bridge.as_str(), n.ip.as_deref(), n.gateway.as_deref()),
+            ("vmbr0", Some("192.168.1.101/24"), Some("192.168.1.1"))
+        );
         assert_eq!(d.containers["old"].state, Wanted::Absent);
         let dhcp = d.containers["dhcp"].spec.network.as_ref().unwrap();
         assert_eq!((dhcp.ip.as_deref(), dhcp.name.as_deref()), (None, None));
@@ -430,11 +460,18 @@ mod tests {
             let s = opdbus_state::parse::parse_only(json).unwrap();
             format!("{:#}", desired(&s).unwrap_err())
         };
-        let e = bad(r#"{"version": 1, "plugins": {"lxc": {"containers": {"a/b": {"template": "t"}}}}}"#);
+        let e = bad(
+            r#"{"version": 1, "plugins": {"lxc": {"containers": {"a/b": {"template": "t"}}}}}"#,
+        );
         assert!(e.contains("invalid container name"), "{e}");
-        let e = bad(r#"{"version": 1, "plugins": {"lxc": {"containers": {"c": {"template": "t",
-            "config": {"network": {"bridge": "br0", "ip": "10.0.0.1"}}}}}}}"#);
-        assert!(e.contains("/plugins/lxc/containers/c/config/network"), "{e}");
+        let e = bad(
+            r#"{"version": 1, "plugins": {"lxc": {"containers": {"c": {"template": "t",
+            "config": {"network": {"bridge": "br0", "ip": "10.0.0.1"}}}}}}}"#,
+        );
+        assert!(
+            e.contains("/plugins/lxc/containers/c/config/network"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -458,8 +495,14 @@ mod tests {
         let cp = checkpoint(
             &current,
             &[
-                Action::Create { spec: spec("n"), start: true },
-                Action::Reconfigure { spec: spec("r"), restart: true },
+                Action::Create {
+                    spec: spec("n"),
+                    start: true,
+                },
+                Action::Reconfigure {
+                    spec: spec("r"),
+                    restart: true,
+                },
                 Action::Delete { name: "d".into() },
             ],
         );

@@ -465,6 +465,22 @@ fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
         "re-apply was not a no-op: {kinds:?} {log}"
     );
 
+    // The network plugin pruning the bridge the containers hang on leaves
+    // their veths on it.
+    let net = w.dir.path().join("net.json");
+    std::fs::write(
+        &net,
+        r#"{"version": 1, "plugins": {"network": {"prune": true,
+            "interfaces": {"brt": {"type": "bridge", "address": "10.250.0.1/24"}}}}}"#,
+    )
+    .unwrap();
+    let out = w.agent(&["apply", "--plugin", "network", net.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ports = w.ns.ip(&["-j", "link", "show", "master", "brt"]);
+    let ports: serde_json::Value = serde_json::from_str(&ports).unwrap();
+    assert_eq!(ports.as_array().unwrap().len(), 2, "container veths detached: {ports}");
+    assert!(w.ping("p1", "10.250.0.22"), "p1 lost p2 after a network prune");
+
     // Stop one, reconfigure the other (restarted with the new limit).
     let s2 = lxc_state(
         &w,

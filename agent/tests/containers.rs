@@ -478,8 +478,15 @@ fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
     assert!(out.status.success(), "{}", stderr(&out));
     let ports = w.ns.ip(&["-j", "link", "show", "master", "brt"]);
     let ports: serde_json::Value = serde_json::from_str(&ports).unwrap();
-    assert_eq!(ports.as_array().unwrap().len(), 2, "container veths detached: {ports}");
-    assert!(w.ping("p1", "10.250.0.22"), "p1 lost p2 after a network prune");
+    assert_eq!(
+        ports.as_array().unwrap().len(),
+        2,
+        "container veths detached: {ports}"
+    );
+    assert!(
+        w.ping("p1", "10.250.0.22"),
+        "p1 lost p2 after a network prune"
+    );
 
     // Stop one, reconfigure the other (restarted with the new limit).
     let s2 = lxc_state(

@@ -156,8 +156,16 @@ pub fn create(paths: &Paths, owners: &Ownership, spec: &Spec) -> anyhow::Result<
         let _ = owners.forget(OWNER_PLUGIN, OWNER_KIND, &spec.name);
         return Err(e.context(format!("creating container {:?}", spec.name)));
     }
-    read(paths, owners, &spec.name)?
-        .with_context(|| format!("container {:?} vanished right after creation", spec.name))
+    // Just made, so stopped: no need to ask LXC (a process start per call).
+    let text = std::fs::read_to_string(config_path(paths, &spec.name))
+        .with_context(|| format!("reading {}", config_path(paths, &spec.name).display()))?;
+    Ok(Container {
+        name: spec.name.clone(),
+        status: Status::Stopped,
+        owned: true,
+        config: config::parse(&text),
+        subvolume: btrfs::subvolume(&rootfs),
+    })
 }
 
 /// Rewrites the config of a container op-dbus created (takes effect at its

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/dbus_daemon.rs"]
+mod dbus_daemon;
+#[path = "support/fake_systemd.rs"]
+mod fake_systemd;
 #[path = "support/netns.rs"]
 mod netns;
 
@@ -547,4 +551,44 @@ fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
     assert!(!ok, "deleting a foreign container succeeded: {log}");
     assert!(log.contains("was not created by op-dbus"), "{log}");
     assert!(foreign.join("config").exists() && foreign.join("rootfs").exists());
+}
+
+/// When systemd runs the host, start and stop are `lxc@NAME.service` jobs
+/// over D-Bus (a fake systemd on a private bus; tier 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_stop_go_through_lxc_at_name_service_under_systemd() {
+    use opdbus_agent::lxc::runner::{self, Via};
+    let bus = dbus_daemon::PrivateBus::start().unwrap();
+    let fake = fake_systemd::FakeSystemd::serve(bus.address())
+        .await
+        .unwrap();
+    fake.set_job_delay(std::time::Duration::from_millis(1));
+    fake.add_unit("lxc@web.service", "inactive", "dead", "static")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = opdbus_agent::engine::Context::new(dir.path()).with_bus(bus.connect().await.unwrap());
+    let paths = opdbus_agent::lxc::Paths::default();
+    let how = runner::start_via(Via::Systemd, Some(&ctx), &paths, "web")
+        .await
+        .unwrap();
+    assert_eq!(how, "via systemd (lxc@web.service)");
+    runner::stop_via(Via::Systemd, Some(&ctx), &paths, "web")
+        .await
+        .unwrap();
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"StartUnit(lxc@web.service, replace)".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"StopUnit(lxc@web.service, replace)".to_string()),
+        "{calls:?}"
+    );
+    // A failing job is an error naming the unit.
+    fake.set_job_result("lxc@web.service", "failed");
+    let err = runner::start_via(Via::Systemd, Some(&ctx), &paths, "web")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("lxc@web.service"), "{err:#}");
 }

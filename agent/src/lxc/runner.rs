@@ -64,7 +64,17 @@ pub async fn start(
     paths: &Paths,
     name: &str,
 ) -> anyhow::Result<String> {
-    match (Via::detect(paths), ctx) {
+    start_via(Via::detect(paths), ctx, paths, name).await
+}
+
+/// [`start`] through `via` (systemd needs `ctx` for its bus).
+pub async fn start_via(
+    via: Via,
+    ctx: Option<&crate::engine::Context>,
+    paths: &Paths,
+    name: &str,
+) -> anyhow::Result<String> {
+    match (via, ctx) {
         (Via::Systemd, Some(ctx)) => {
             let sd = crate::dbus::Systemd::new(&ctx.bus().await?).await?;
             sd.start(&unit(name)).await?;
@@ -86,7 +96,17 @@ pub async fn stop(
     paths: &Paths,
     name: &str,
 ) -> anyhow::Result<String> {
-    match (Via::detect(paths), ctx) {
+    stop_via(Via::detect(paths), ctx, paths, name).await
+}
+
+/// [`stop`] through `via`.
+pub async fn stop_via(
+    via: Via,
+    ctx: Option<&crate::engine::Context>,
+    paths: &Paths,
+    name: &str,
+) -> anyhow::Result<String> {
+    match (via, ctx) {
         (Via::Systemd, Some(ctx)) => {
             let sd = crate::dbus::Systemd::new(&ctx.bus().await?).await?;
             sd.stop(&unit(name)).await?;

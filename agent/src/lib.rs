@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cli;
 pub mod dbus;
 pub mod engine;
+pub mod lxc;
 pub mod netlink;
 pub mod ovsdb;
 pub mod plugins;

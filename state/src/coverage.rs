@@ -336,7 +336,24 @@ pub const TABLE: &[Part] = &[
     not_yet("/plugins/opdbus/templates/*/packages", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
     not_yet("/plugins/opdbus/templates/*/netmaker", "storage", "no Netmaker enrollment is built into templates yet"),
     // Sections no plugin of this version applies.
-    not_yet("/plugins/lxc", "containers", "no container plugin exists yet: no LXC container is created, started or stopped"),
+    // plugins.lxc: the map form; the list form (containers known by
+    // their OVS port) is not applied.
+    plugin("/plugins/lxc/containers/*/template", "lxc"),
+    not_yet("/plugins/lxc/containers/*/storage", "lxc", "containers are btrfs snapshots under --lxc-path; remove storage"),
+    plugin("/plugins/lxc/containers/*/config/memory", "lxc"),
+    plugin("/plugins/lxc/containers/*/config/cpus", "lxc"),
+    not_yet("/plugins/lxc/containers/*/config/rootfs", "lxc", "a container's rootfs is a btrfs snapshot without a size limit (no quota is set); remove rootfs"),
+    plugin("/plugins/lxc/containers/*/config/network/name", "lxc"),
+    plugin("/plugins/lxc/containers/*/config/network/bridge", "lxc"),
+    plugin("/plugins/lxc/containers/*/config/network/ip", "lxc"),
+    plugin("/plugins/lxc/containers/*/config/network/gateway", "lxc"),
+    not_yet("/plugins/lxc/containers/*/config/network/model", "lxc", "an LXC container always gets a veth; model is for VMs, remove it"),
+    plugin("/plugins/lxc/containers/*/autostart", "lxc"),
+    plugin("/plugins/lxc/containers/*/state", "lxc"),
+    not_yet("/plugins/lxc/containers/*/id", "lxc", "the list form of containers (known by their OVS port) is not applied; use the map form name -> {template, config, state}"),
+    not_yet("/plugins/lxc/containers/*/veth", "lxc", "the list form of containers (known by their OVS port) is not applied; use the map form name -> {template, config, state}"),
+    not_yet("/plugins/lxc/containers/*/bridge", "lxc", "the list form of containers (known by their OVS port) is not applied; use the map form name -> {template, config, state}"),
+    not_yet("/plugins/lxc/containers/*/running", "lxc", "the list form of containers (known by their OVS port) is not applied; use the map form name -> {template, config, state}"),
     not_yet("/plugins/kvm", "vms", "no VM plugin exists yet: no KVM guest is created, started or stopped"),
     // plugins.proxmox: only its presence is used (the network plugin then
     // writes /etc/network/interfaces too).

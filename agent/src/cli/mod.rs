@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod apply;
 pub mod audit;
 pub mod confirm;
+pub mod container;
 pub mod diff;
 pub mod query;
 pub mod run;
@@ -45,6 +46,12 @@ pub struct Global {
     /// OVSDB server socket, as unix:PATH.
     #[arg(long, global = true, default_value = "unix:/run/openvswitch/db.sock")]
     pub ovsdb: String,
+    /// The op-dbus layout root (templates under its `@templates`).
+    #[arg(long, global = true, default_value = crate::lxc::DEFAULT_LAYOUT)]
+    pub layout: PathBuf,
+    /// LXC's container directory.
+    #[arg(long, global = true, default_value = crate::lxc::DEFAULT_LXC_PATH)]
+    pub lxc_path: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +72,10 @@ pub enum Command {
     Status(status::Args),
     /// The hash-chained audit log.
     Audit(audit::Args),
+    /// LXC containers as btrfs snapshots of a template.
+    Container(container::Args),
+    /// Container templates (btrfs subvolumes under the layout's @templates).
+    Template(container::TemplateArgs),
 }
 
 /// Runs the parsed command; the returned code is the process exit status.
@@ -79,5 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(&g, a),
         Command::Status(a) => status::run(&g, a),
         Command::Audit(a) => audit::run(&g, a),
+        Command::Container(a) => container::run(&g, a),
+        Command::Template(a) => container::run_template(&g, a),
     }
 }

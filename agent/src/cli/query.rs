@@ -31,6 +31,7 @@ impl TargetArgs {
             .with_bus_address(self.bus.clone())
             .with_options(options);
         ctx.ovsdb = global.ovsdb.clone();
+        ctx.lxc = crate::lxc::Paths::new(&global.layout, &global.lxc_path);
         ctx
     }
 }

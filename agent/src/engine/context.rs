@@ -63,6 +63,8 @@ pub struct Context {
     pub apt_get: String,
     /// `dpkg-query` program for the packages plugin's fallback query.
     pub dpkg_query: String,
+    /// Where container templates and containers live (lxc plugin).
+    pub lxc: crate::lxc::Paths,
     bus_address: Option<String>,
     bus: OnceCell<zbus::Connection>,
 }
@@ -79,6 +81,7 @@ impl Context {
             lock_wait: Duration::from_secs(30),
             apt_get: "apt-get".to_string(),
             dpkg_query: "dpkg-query".to_string(),
+            lxc: crate::lxc::Paths::default(),
             bus_address: None,
             bus: OnceCell::new(),
         }

@@ -42,6 +42,6 @@ pub const ORDER: &[&str] = &[
     "wireguard",
     "firewall",
     "systemd",
-    "containers",
+    "lxc",
     "proxmox",
 ];

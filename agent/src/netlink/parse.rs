@@ -50,6 +50,7 @@ fn link(msg: &LinkMessage, names: &HashMap<u32, String>) -> LinkInfo {
         master_index: None,
         master: None,
         veth_peer: None,
+        peer_netns: false,
         vlan: None,
         bond: None,
     };
@@ -96,7 +97,10 @@ fn link(msg: &LinkMessage, names: &HashMap<u32, String>) -> LinkInfo {
         .filter(|_| !peer_elsewhere)
         .and_then(|i| names.get(&i).cloned());
     match info.kind {
-        LinkKind::Veth => info.veth_peer = lower_name,
+        LinkKind::Veth => {
+            info.veth_peer = lower_name;
+            info.peer_netns = peer_elsewhere;
+        }
         LinkKind::Vlan => {
             if let (Some(vlan), Some(idx)) = (info.vlan.as_mut(), lower) {
                 vlan.base_index = idx;

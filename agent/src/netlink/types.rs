@@ -149,6 +149,10 @@ pub struct LinkInfo {
     pub master: Option<String>,
     /// For a veth: the peer's name, when the peer is in the same namespace.
     pub veth_peer: Option<String>,
+    /// For a veth: its peer is in another network namespace (a container's
+    /// end, made by LXC or another runtime).
+    #[serde(default)]
+    pub peer_netns: bool,
     pub vlan: Option<VlanInfo>,
     pub bond: Option<BondInfo>,
 }

@@ -5,6 +5,7 @@
 
 pub mod firewall;
 pub mod host;
+pub mod lxc;
 pub mod network;
 pub mod packages;
 pub mod storage;
@@ -28,6 +29,7 @@ pub fn standard() -> Engine {
     e.register(wireguard::WireGuardPlugin);
     e.register(firewall::FirewallPlugin::default());
     e.register(systemd::SystemdPlugin);
+    e.register(lxc::LxcPlugin);
     e
 }
 

@@ -18,6 +18,7 @@ mod ovsdb_server;
 
 mod audit;
 mod clean_output;
+mod containers;
 mod dbus_packagekit;
 mod dbus_settings;
 mod dbus_systemd;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_op_dbus_agent_global_optspecs
-    string join \n v/verbose state-dir= ovsdb= h/help V/version
+    string join \n v/verbose state-dir= ovsdb= layout= lxc-path= h/help V/version
 end
 
 function __fish_op_dbus_agent_needs_command
@@ -26,6 +26,8 @@ end
 
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -s V -l version -d 'Print version'
@@ -37,9 +39,13 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "confirm
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "run" -d 'First reconcile once per installation, then stay resident'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "status" -d 'Exit 0 done, 1 failed, 2 still running'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "audit" -d 'The hash-chained audit log'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "container" -d 'LXC containers as btrfs snapshots of a template'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "template" -d 'Container templates (btrfs subvolumes under the layout\'s @templates)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l strict -d 'Treat warnings (malformed SSH keys, a root nobody can log in as) as errors'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s h -l help -d 'Print help'
@@ -49,12 +55,16 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l ro
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l json -d 'The actions as JSON (per plugin)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s h -l help -d 'Print help'
@@ -64,6 +74,8 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l ro
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l dry-run -d 'Plan only: print the actions, change nothing'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l no-rollback -d 'Take no checkpoints: a failed apply is not rolled back (debugging)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l json -d 'Print the run report as JSON'
@@ -72,6 +84,8 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s v 
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state -d 'The state to keep the host at' -r -F
@@ -80,6 +94,8 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l root
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l once -d 'Exit after the first reconcile instead of staying resident'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l force -d 'Reconcile even when the first-boot marker says it already ran'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l allow-unapplied -d 'Exit 0 even when the state sets parts this version does not apply'
@@ -88,6 +104,8 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -s h -l
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l timeout -d 'Give up waiting after N seconds (exit 2)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l wait -d 'Poll until the first reconcile is no longer running'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l json -d 'Print the status file as one JSON line'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l result-line -d 'Print `OPDBUS-RESULT {json}` (one line)'
@@ -95,6 +113,8 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -s v
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "list" -d 'Print every record, oldest first'
@@ -103,31 +123,127 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and n
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l json -d 'One JSON array instead of a table'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l json -d 'Print the verification report as JSON'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'Print every record, oldest first'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Print the log and its verification result as one JSON document'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "validate" -d 'Check state files (same as the installer\'s validate)'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "query" -d 'Current state of what the plugins manage, as JSON'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "diff" -d 'The actions an apply would take'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "apply" -d 'Apply, verify, and record to the audit chain'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "confirm" -d 'Keep a change applied with --confirm-timeout'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "run" -d 'First reconcile once per installation, then stay resident'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "status" -d 'Exit 0 done, 1 failed, 2 still running'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "audit" -d 'The hash-chained audit log'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -f -a "create" -d 'Snapshot a template into a new container and write its LXC config'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -f -a "list" -d 'The containers under --lxc-path, with state and whether op-dbus made them'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -f -a "start" -d 'Start a container'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -f -a "stop" -d 'Stop a container (clean shutdown, killed after 10 s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -f -a "delete" -d 'Delete a container op-dbus created (never a template, never another\'s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l template -d 'Template under <layout>/@templates' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l network -d '`bridge=BR[,ip=CIDR][,gw=IP]`: a veth on the host bridge BR' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l memory -d 'Memory limit (512M, 2G)' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l cpus -d 'CPU limit in whole CPUs' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l autostart -d 'Start the container when the host boots (lxc.start.auto)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l start -d 'Start it right away'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -l json
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from start" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from start" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from start" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from start" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from start" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from stop" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from stop" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from stop" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from stop" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from stop" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from delete" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from delete" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from delete" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from delete" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from help" -f -a "create" -d 'Snapshot a template into a new container and write its LXC config'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from help" -f -a "list" -d 'The containers under --lxc-path, with state and whether op-dbus made them'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start a container'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a container (clean shutdown, killed after 10 s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a container op-dbus created (never a template, never another\'s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -f -a "list" -d 'The templates under <layout>/@templates'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -f -a "create" -d 'Make a read-only template from a directory or a tarball'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and not __fish_seen_subcommand_from list create help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -l json
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -l from -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from help" -f -a "list" -d 'The templates under <layout>/@templates'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from help" -f -a "create" -d 'Make a read-only template from a directory or a tarball'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand template; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "validate" -d 'Check state files (same as the installer\'s validate)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "query" -d 'Current state of what the plugins manage, as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "diff" -d 'The actions an apply would take'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "apply" -d 'Apply, verify, and record to the audit chain'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "confirm" -d 'Keep a change applied with --confirm-timeout'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "run" -d 'First reconcile once per installation, then stay resident'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "status" -d 'Exit 0 done, 1 failed, 2 still running'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "audit" -d 'The hash-chained audit log'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "container" -d 'LXC containers as btrfs snapshots of a template'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "template" -d 'Container templates (btrfs subvolumes under the layout\'s @templates)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'Print every record, oldest first'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Print the log and its verification result as one JSON document'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "create" -d 'Snapshot a template into a new container and write its LXC config'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "list" -d 'The containers under --lxc-path, with state and whether op-dbus made them'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "start" -d 'Start a container'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "stop" -d 'Stop a container (clean shutdown, killed after 10 s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "delete" -d 'Delete a container op-dbus created (never a template, never another\'s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from template" -f -a "list" -d 'The templates under <layout>/@templates'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from template" -f -a "create" -d 'Make a read-only template from a directory or a tarball'

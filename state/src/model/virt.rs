@@ -77,6 +77,8 @@ pub enum GuestState {
     Started,
     Stopped,
     Running,
+    /// Removed, if op-dbus created it.
+    Absent,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -218,6 +218,8 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                 && !is_named(&c.name)
                 && !peer_named
                 && !peer_going
+                && !c.peer_netns
+                && !current.has_guest_port(&c.name)
                 && current.owns(c)
             {
                 delete.push(c);
@@ -262,7 +264,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
         let want = desired.link(&c.name);
         let detach = match want {
             Some(w) => w.master.is_none() && w.declared && is_named(m),
-            None => desired.prune && desired.link(m).is_some() && !deleted(&c.name),
+            // A container's veth stays on its bridge.
+            None => {
+                desired.prune && desired.link(m).is_some() && !deleted(&c.name) && !c.peer_netns
+            }
         };
         if detach && !deleted(m) {
             out.push(NetAction::Detach {

@@ -167,6 +167,10 @@ pub struct LinkNow {
     pub master: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub veth_peer: Option<String>,
+    /// A veth whose peer is in another network namespace: a container's
+    /// interface, which the network plugin never detaches or deletes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peer_netns: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan_id: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +193,7 @@ impl From<&crate::netlink::LinkInfo> for LinkNow {
             mtu: l.mtu,
             master: l.master.clone(),
             veth_peer: l.veth_peer.clone(),
+            peer_netns: l.peer_netns,
             vlan_id: l.vlan.as_ref().map(|v| v.id),
             vlan_base: l.vlan.as_ref().and_then(|v| v.base_name.clone()),
             bond_mode: l.bond.as_ref().and_then(|b| b.mode),
@@ -298,6 +303,13 @@ impl Current {
         self.owned_ovs
             .iter()
             .any(|o| o.kind == super::OVS_PORT && o.id == id)
+    }
+
+    /// Whether a container's veth hangs on `bridge` (it is then never pruned).
+    pub fn has_guest_port(&self, bridge: &str) -> bool {
+        self.links
+            .iter()
+            .any(|l| l.peer_netns && l.master.as_deref() == Some(bridge))
     }
 
     /// Whether the agent created `l` (a veth counts when either end was recorded).

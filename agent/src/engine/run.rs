@@ -56,6 +56,7 @@ impl Engine {
         e.register(crate::plugins::users::UsersPlugin);
         e.register(crate::plugins::network::NetworkPlugin::default());
         e.register(crate::plugins::systemd::SystemdPlugin);
+        e.register(crate::plugins::proxmox::ProxmoxPlugin::default());
         e
     }
 

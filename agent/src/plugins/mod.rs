@@ -5,6 +5,7 @@
 pub mod host;
 pub mod network;
 pub mod packages;
+pub mod proxmox;
 pub mod storage;
 pub mod systemd;
 pub mod users;

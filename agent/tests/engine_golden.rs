@@ -106,6 +106,6 @@ fn diff_is_deterministic() {
 fn plugins_run_in_the_documented_order() {
     assert_eq!(
         Engine::standard().plugin_names(),
-        ["storage", "host", "packages", "users", "network", "systemd"]
+        ["storage", "host", "packages", "users", "network", "systemd", "proxmox"]
     );
 }

@@ -337,7 +337,7 @@ async fn the_simulator_rejects_what_the_schema_does_not_allow() {
 /// (`apt-get install python3-proxmoxer`) creates a VM, waits for its task
 /// and reads its config back. If they disagree, the simulator is wrong.
 #[test]
-#[ignore = "needs python3-proxmoxer (ci/apt-packages.txt); run with -- --ignored"]
+#[ignore = "privileged tier: needs python3-proxmoxer (ci/apt-packages.txt)"]
 fn proxmoxer_agrees_with_the_simulator() {
     let sim = Sim::start(fast());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pve/proxmoxer_check.py");

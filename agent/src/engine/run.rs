@@ -46,8 +46,8 @@ impl Engine {
         Self::default()
     }
 
-    /// The agent's plugins: storage, host, packages, users, systemd.
-    /// (Network, firewall, containers and proxmox register here when they exist.)
+    /// The agent's plugins: storage, host, packages, users, network, systemd, proxmox.
+    /// (Firewall and containers register here when they exist.)
     pub fn standard() -> Self {
         let mut e = Self::new();
         e.register(crate::plugins::storage::StoragePlugin);

@@ -161,7 +161,34 @@ async fn drift_behind_the_agents_back_is_repaired_and_other_keys_kept() {
     assert_eq!(g.config["tags"], "by-hand", "a key the state does not name was touched");
     // The write carried the digest it was computed from.
     let log = env.sim.world.lock().unwrap().log.clone();
-    assert!(log.iter().any(|l| l == "PUT /nodes/pve/qemu/100/config"), "{log:?}");
+    assert!(
+        log.iter().any(|l| l == "PUT /nodes/pve/qemu/100/config cores,digest,net0"),
+        "{log:?}"
+    );
+}
+
+/// Another writer changes the VM between the agent's read and its write:
+/// the digest makes PVE refuse the stale write (no lost update), the error
+/// is retryable, and the next attempt keeps the other writer's change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_changed_meanwhile_is_not_overwritten() {
+    let env = Env::new(fast());
+    let state = env.state(json!({"vms": [{"vmid": 100, "cores": 2, "state": "stopped"}]}));
+    assert!(env.apply(&state).await.ok);
+    {
+        let mut w = env.sim.world.lock().unwrap();
+        w.guests.get_mut(&100).unwrap().config.insert("cores".into(), "8".into());
+        w.meanwhile = Some((100, "tags".into(), "edited-meanwhile".into()));
+    }
+    let r = env.apply(&state).await;
+    assert!(r.ok, "{}", dump(&r));
+    let g = env.sim.guest(100).unwrap();
+    assert_eq!(g.config["cores"], "2");
+    assert_eq!(g.config["tags"], "edited-meanwhile", "the other writer's change was lost");
+    let first = &r.plugins[0].actions[0];
+    assert_eq!(first.result, "failed", "{}", dump(&r));
+    assert!(first.detail.as_deref().unwrap().contains("detected modified configuration"), "{}", dump(&r));
+    assert_eq!(r.plugins[0].attempts, 2, "{}", dump(&r));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -307,6 +307,9 @@ pub struct World {
     pub storage: BTreeMap<String, BTreeMap<String, String>>,
     pub backups: BTreeMap<String, BTreeMap<String, String>>,
     pub tasks: BTreeMap<String, Task>,
+    /// Another writer, once: just before the next config write to guest
+    /// `.0`, key `.1` is set to `.2` (the write's digest is then stale).
+    pub meanwhile: Option<(u32, String, String)>,
     /// The cluster this node is in (`None`: standalone).
     pub cluster: Option<String>,
     /// Every request: "METHOD /path".
@@ -455,7 +458,9 @@ impl Shared {
         if method != "GET" {
             self.writes.fetch_add(1, Ordering::SeqCst);
         }
-        self.world.lock().unwrap().log.push(format!("{method} {rest}"));
+        // "METHOD /path name,name": what was sent, without values.
+        let names: Vec<&str> = params.keys().map(String::as_str).collect();
+        self.world.lock().unwrap().log.push(format!("{method} {rest} {}", names.join(",")).trim_end().to_string());
         self.route(method, &segments(rest), all)
     }
 
@@ -630,6 +635,9 @@ impl Shared {
                         std::thread::sleep(task / 2);
                         let r = (|| {
                             let mut w = self.world.lock().unwrap();
+                            if let Some((gid, k, v)) = w.meanwhile.take_if(|m| m.0 == id) {
+                                w.guests.get_mut(&gid).unwrap().config.insert(k, v);
+                            }
                             let cur = digest_of(&w.guests[&id].config);
                             if let Some(d) = p.get("digest") { if d != &cur { return fail(500, format!("{} {vmid}: detected modified configuration - file changed by other user? Try again.", if kind == "qemu" {"VM"} else {"CT"})); } }
                             let mut lines = vec![];

@@ -100,11 +100,22 @@ async fn seed_example_applies_and_a_second_apply_writes_nothing() {
     assert!(vm.running);
     assert_eq!(vm.config["cores"], "2");
     assert_eq!(vm.config["memory"], "2048");
-    assert!(vm.config["scsi0"].starts_with("local-lvm:vm-100-disk-0,size=20G"), "{:?}", vm.config);
-    assert!(vm.config["net0"].starts_with("virtio=BC:24:11:"), "{:?}", vm.config);
+    assert!(
+        vm.config["scsi0"].starts_with("local-lvm:vm-100-disk-0,size=20G"),
+        "{:?}",
+        vm.config
+    );
+    assert!(
+        vm.config["net0"].starts_with("virtio=BC:24:11:"),
+        "{:?}",
+        vm.config
+    );
     assert_eq!(vm.config["boot"], "order=scsi0;net0");
     let db = env.sim.guest(101).unwrap();
-    assert_eq!(db.config["description"], "Database server - mitigations disabled for performance");
+    assert_eq!(
+        db.config["description"],
+        "Database server - mitigations disabled for performance"
+    );
     let ct = env.sim.guest(200).expect("CT 200 created");
     assert_eq!(ct.kind, "lxc");
     assert!(ct.running);
@@ -116,19 +127,30 @@ async fn seed_example_applies_and_a_second_apply_writes_nothing() {
         let job = &w.backups["opdbus-1"];
         assert_eq!(job["schedule"], "02:00");
         assert_eq!(job["vmid"], "100,101,200");
-        assert_eq!(job["prune-backups"], "keep-daily=7,keep-monthly=3,keep-weekly=4");
+        assert_eq!(
+            job["prune-backups"],
+            "keep-daily=7,keep-monthly=3,keep-weekly=4"
+        );
         assert!(w.rejected.is_empty(), "{:?}", w.rejected);
         // Every write of a task was polled to its end.
         assert!(w.tasks.values().all(|t| t.done && t.exitstatus == "OK"));
     }
     // The parts PVE's API does not take are reported, not ignored.
     let na: Vec<&str> = r.not_applied.iter().map(|u| u.pointer.as_str()).collect();
-    assert!(na.contains(&"/plugins/proxmox/vms/1/cpu_mitigations"), "{na:?}");
+    assert!(
+        na.contains(&"/plugins/proxmox/vms/1/cpu_mitigations"),
+        "{na:?}"
+    );
 
     let writes = env.sim.writes();
     let again = env.apply(&state).await;
     assert!(again.ok, "{}", dump(&again));
-    assert_eq!(outcome(&again), PluginOutcome::Unchanged, "{}", dump(&again));
+    assert_eq!(
+        outcome(&again),
+        PluginOutcome::Unchanged,
+        "{}",
+        dump(&again)
+    );
     assert_eq!(env.sim.writes(), writes, "a re-apply wrote to the API");
 }
 
@@ -147,7 +169,10 @@ async fn drift_behind_the_agents_back_is_repaired_and_other_keys_kept() {
         let mut w = env.sim.world.lock().unwrap();
         let g = w.guests.get_mut(&100).unwrap();
         g.config.insert("cores".into(), "8".into());
-        g.config.insert("net0".into(), format!("{},firewall=1", mac.replace("vmbr0", "vmbr9")));
+        g.config.insert(
+            "net0".into(),
+            format!("{},firewall=1", mac.replace("vmbr0", "vmbr9")),
+        );
         g.config.insert("tags".into(), "by-hand".into());
         g.running = false;
     }
@@ -158,11 +183,15 @@ async fn drift_behind_the_agents_back_is_repaired_and_other_keys_kept() {
     assert!(g.running);
     // The NIC is back on vmbr0 with its MAC and the firewall flag set by hand.
     assert_eq!(g.config["net0"], format!("{},firewall=1", mac));
-    assert_eq!(g.config["tags"], "by-hand", "a key the state does not name was touched");
+    assert_eq!(
+        g.config["tags"], "by-hand",
+        "a key the state does not name was touched"
+    );
     // The write carried the digest it was computed from.
     let log = env.sim.world.lock().unwrap().log.clone();
     assert!(
-        log.iter().any(|l| l == "PUT /nodes/pve/qemu/100/config cores,digest,net0"),
+        log.iter()
+            .any(|l| l == "PUT /nodes/pve/qemu/100/config cores,digest,net0"),
         "{log:?}"
     );
 }
@@ -177,17 +206,32 @@ async fn a_config_changed_meanwhile_is_not_overwritten() {
     assert!(env.apply(&state).await.ok);
     {
         let mut w = env.sim.world.lock().unwrap();
-        w.guests.get_mut(&100).unwrap().config.insert("cores".into(), "8".into());
+        w.guests
+            .get_mut(&100)
+            .unwrap()
+            .config
+            .insert("cores".into(), "8".into());
         w.meanwhile = Some((100, "tags".into(), "edited-meanwhile".into()));
     }
     let r = env.apply(&state).await;
     assert!(r.ok, "{}", dump(&r));
     let g = env.sim.guest(100).unwrap();
     assert_eq!(g.config["cores"], "2");
-    assert_eq!(g.config["tags"], "edited-meanwhile", "the other writer's change was lost");
+    assert_eq!(
+        g.config["tags"], "edited-meanwhile",
+        "the other writer's change was lost"
+    );
     let first = &r.plugins[0].actions[0];
     assert_eq!(first.result, "failed", "{}", dump(&r));
-    assert!(first.detail.as_deref().unwrap().contains("detected modified configuration"), "{}", dump(&r));
+    assert!(
+        first
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("detected modified configuration"),
+        "{}",
+        dump(&r)
+    );
     assert_eq!(r.plugins[0].attempts, 2, "{}", dump(&r));
 }
 
@@ -204,7 +248,11 @@ async fn adding_a_disk_keeps_the_vm_and_its_other_disks() {
     assert!(r.ok, "{}", dump(&r));
     let g = env.sim.guest(100).unwrap();
     assert_eq!(g.config["scsi0"], scsi0.replace("20G", "30G"));
-    assert!(g.config["scsi1"].starts_with("local-lvm:vm-100-disk-1,size=10G"), "{:?}", g.config);
+    assert!(
+        g.config["scsi1"].starts_with("local-lvm:vm-100-disk-1,size=10G"),
+        "{:?}",
+        g.config
+    );
     let log = env.sim.world.lock().unwrap().log.clone();
     assert!(!log.iter().any(|l| l.starts_with("DELETE")), "{log:?}");
 }
@@ -232,7 +280,10 @@ async fn two_vms_at_once_under_lock_contention_both_end_right() {
         .filter(|t| t.exitstatus.contains("got timeout"))
         .map(|t| &t.exitstatus)
         .collect();
-    assert!(!timeouts.is_empty(), "no lock contention happened: the test proves nothing");
+    assert!(
+        !timeouts.is_empty(),
+        "no lock contention happened: the test proves nothing"
+    );
     // The failed attempt was reported with the task log, and retried.
     let failed: Vec<_> = r.plugins[0]
         .actions
@@ -240,7 +291,11 @@ async fn two_vms_at_once_under_lock_contention_both_end_right() {
         .filter(|a| a.result == "failed")
         .collect();
     assert!(
-        failed.iter().any(|a| a.detail.as_deref().unwrap_or("").contains("TASK ERROR: can't lock file")),
+        failed.iter().any(|a| a
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("TASK ERROR: can't lock file")),
         "{}",
         dump(&r)
     );
@@ -249,19 +304,37 @@ async fn two_vms_at_once_under_lock_contention_both_end_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_destroys_only_what_op_dbus_created() {
     let env = Env::new(fast());
-    assert!(env.apply(&env.state(json!({"vms": [{"vmid": 120}]}))).await.ok);
+    assert!(
+        env.apply(&env.state(json!({"vms": [{"vmid": 120}]})))
+            .await
+            .ok
+    );
     // 121 was made by hand.
     env.sim.world.lock().unwrap().guests.insert(
         121,
-        pve_sim::Guest { kind: "qemu", config: [("name".to_string(), "mine".to_string())].into(), running: true },
+        pve_sim::Guest {
+            kind: "qemu",
+            config: [("name".to_string(), "mine".to_string())].into(),
+            running: true,
+        },
     );
     let r = env
-        .apply(&env.state(json!({"vms": [{"vmid": 120, "state": "absent"}, {"vmid": 121, "state": "absent"}]})))
+        .apply(&env.state(
+            json!({"vms": [{"vmid": 120, "state": "absent"}, {"vmid": 121, "state": "absent"}]}),
+        ))
         .await;
     assert!(env.sim.guest(120).is_none(), "{}", dump(&r));
     assert!(env.sim.guest(121).is_some_and(|g| g.running));
     assert!(!r.ok);
-    assert!(r.plugins[0].error.as_deref().unwrap().contains("op-dbus did not create it"), "{}", dump(&r));
+    assert!(
+        r.plugins[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("op-dbus did not create it"),
+        "{}",
+        dump(&r)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,15 +345,30 @@ async fn the_certificate_is_pinned_and_the_token_file_must_be_private() {
     p["api"]["fingerprint"] = json!("ab".repeat(32));
     let text = json!({"version": 1, "plugins": {"proxmox": p}}).to_string();
     let wrong = DesiredState::from_json(&text, "t.json").unwrap();
-    let err = format!("{:#}", env.engine.query(&env.ctx(), &wrong, None).await.unwrap_err());
-    assert!(err.contains("plugins.proxmox.api.fingerprint pins"), "{err}");
+    let err = format!(
+        "{:#}",
+        env.engine
+            .query(&env.ctx(), &wrong, None)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("plugins.proxmox.api.fingerprint pins"),
+        "{err}"
+    );
     assert_eq!(env.sim.writes(), 0);
 
     let token = env.dir.path().join("pve-token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
     let st = env.state(json!({"vms": [{"vmid": 130}]}));
-    let err = format!("{:#}", env.engine.query(&env.ctx(), &st, None).await.unwrap_err());
-    assert!(err.contains("readable by group or others") && err.contains("chmod 600"), "{err}");
+    let err = format!(
+        "{:#}",
+        env.engine.query(&env.ctx(), &st, None).await.unwrap_err()
+    );
+    assert!(
+        err.contains("readable by group or others") && err.contains("chmod 600"),
+        "{err}"
+    );
     assert!(!err.contains("5f2b8c1e"), "the token leaked: {err}");
 }
 
@@ -301,10 +389,15 @@ async fn the_simulator_rejects_what_the_schema_does_not_allow() {
     };
     let c = client(pve_sim::TOKEN);
     let form = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let refused = |r: Result<Value, ApiError>| match r {
-        Err(ApiError::Status { status, message, .. }) => (status, message),
+        Err(ApiError::Status {
+            status, message, ..
+        }) => (status, message),
         other => panic!("not refused: {other:?}"),
     };
     let (s, m) = refused(
@@ -322,15 +415,30 @@ async fn the_simulator_rejects_what_the_schema_does_not_allow() {
         .await,
     );
     assert_eq!(s, 400, "{m}");
-    assert!(m.contains("colour: property is not defined in schema"), "{m}");
-    assert!(m.contains("ostype: value 'linux' does not have a value in the enumeration"), "{m}");
+    assert!(
+        m.contains("colour: property is not defined in schema"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ostype: value 'linux' does not have a value in the enumeration"),
+        "{m}"
+    );
     assert!(m.contains("cores: type check ('integer') failed"), "{m}");
-    assert!(m.contains("net0: invalid format - unknown property 'speed'"), "{m}");
+    assert!(
+        m.contains("net0: invalid format - unknown property 'speed'"),
+        "{m}"
+    );
     assert!(!m.contains("memory"), "{m}");
     // A required parameter missing; a digest where the schema has none.
-    let (s, m) = refused(c.post("/nodes/pve/qemu", &form(&[("name", "x"), ("digest", "00")])).await);
+    let (s, m) = refused(
+        c.post("/nodes/pve/qemu", &form(&[("name", "x"), ("digest", "00")]))
+            .await,
+    );
     assert_eq!(s, 400);
-    assert!(m.contains("vmid: property is missing and it is not optional"), "{m}");
+    assert!(
+        m.contains("vmid: property is missing and it is not optional"),
+        "{m}"
+    );
     assert!(m.contains("digest: property is not defined"), "{m}");
     // A method the path does not have; a path that does not exist.
     let (s, m) = refused(c.put("/nodes/pve/qemu", &[]).await);
@@ -340,24 +448,41 @@ async fn the_simulator_rejects_what_the_schema_does_not_allow() {
     // A wrong token: refused.
     let (s, _) = refused(client("root@pam!opdbus=wrong").get("/version").await);
     assert_eq!(s, 401);
-    assert_eq!(env.sim.writes(), 0, "a rejected request changed the simulator");
+    assert_eq!(
+        env.sim.writes(),
+        0,
+        "a rejected request changed the simulator"
+    );
     // A valid create returns a real UPID whose task is polled to its end.
     let r = c
         .post(
             "/nodes/pve/qemu",
-            &form(&[("vmid", "150"), ("net0", "virtio,bridge=vmbr0"), ("scsi0", "local-lvm:4")]),
+            &form(&[
+                ("vmid", "150"),
+                ("net0", "virtio,bridge=vmbr0"),
+                ("scsi0", "local-lvm:4"),
+            ]),
         )
         .await
         .unwrap();
     let upid = r.as_str().unwrap().to_string();
-    assert!(upid.starts_with("UPID:pve:") && upid.contains(":qmcreate:150:root@pam!opdbus:"), "{upid}");
+    assert!(
+        upid.starts_with("UPID:pve:") && upid.contains(":qmcreate:150:root@pam!opdbus:"),
+        "{upid}"
+    );
     assert_eq!(c.wait("pve", r).await.unwrap(), Some(upid));
     // A task that fails: its log is in the error.
-    let r = c.post("/nodes/pve/qemu/150/status/start", &[]).await.unwrap();
+    let r = c
+        .post("/nodes/pve/qemu/150/status/start", &[])
+        .await
+        .unwrap();
     c.wait("pve", r).await.unwrap();
     let r = c.delete("/nodes/pve/qemu/150", &[]).await.unwrap();
     let err = c.wait("pve", r).await.unwrap_err().to_string();
-    assert!(err.contains("VM 150 is running - destroy failed") && err.contains("TASK ERROR"), "{err}");
+    assert!(
+        err.contains("VM 150 is running - destroy failed") && err.contains("TASK ERROR"),
+        "{err}"
+    );
 }
 
 /// The simulator is checked by an independent client: proxmoxer
@@ -367,8 +492,13 @@ async fn the_simulator_rejects_what_the_schema_does_not_allow() {
 #[ignore = "privileged tier: needs python3-proxmoxer (ci/apt-packages.txt)"]
 fn proxmoxer_agrees_with_the_simulator() {
     let sim = Sim::start(fast());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pve/proxmoxer_check.py");
-    let (host, port) = sim.url.trim_start_matches("https://").split_once(':').unwrap();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pve/proxmoxer_check.py");
+    let (host, port) = sim
+        .url
+        .trim_start_matches("https://")
+        .split_once(':')
+        .unwrap();
     let (user_token, secret) = pve_sim::TOKEN.split_once('=').unwrap();
     let (user, token_name) = user_token.split_once('!').unwrap();
     // Debian's python3-proxmoxer is for the system interpreter.
@@ -379,7 +509,11 @@ fn proxmoxer_agrees_with_the_simulator() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("OK"), "{stdout}");
     let g = sim.guest(160).expect("proxmoxer's VM exists");
     assert_eq!(g.config["name"], "from-proxmoxer");

@@ -28,6 +28,9 @@ use sha2::{Digest, Sha256};
 pub const TOKEN: &str = "root@pam!opdbus=5f2b8c1e-3a4d-4e6f-9b7a-0c1d2e3f4a5b";
 pub const NODE: &str = "pve";
 
+/// The values of a path's `{params}`.
+type Vars = BTreeMap<String, String>;
+
 /// The schema, indexed by path pattern.
 pub struct Schema {
     /// (segments, method -> info)
@@ -44,7 +47,12 @@ pub fn schema_path() -> PathBuf {
     here.ancestors()
         .map(|a| a.join("shared/pve-api/apidata.json"))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("no shared/pve-api/apidata.json above {}; set PVE_APIDATA", here.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/pve-api/apidata.json above {}; set PVE_APIDATA",
+                here.display()
+            )
+        })
 }
 
 impl Schema {
@@ -55,7 +63,11 @@ impl Schema {
         fn walk(nodes: &Value, out: &mut Vec<(Vec<String>, Map<String, Value>)>) {
             for n in nodes.as_array().into_iter().flatten() {
                 if let (Some(p), Some(info)) = (n["path"].as_str(), n["info"].as_object()) {
-                    let segs = p.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+                    let segs = p
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
                     out.push((segs, info.clone()));
                 }
                 walk(&n["children"], out);
@@ -66,9 +78,13 @@ impl Schema {
     }
 
     /// The endpoint for `path` and the values of its `{params}`; most literal match wins.
-    fn find(&self, path: &str) -> Option<(&Map<String, Value>, BTreeMap<String, String>)> {
-        let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
-        let mut best: Option<(usize, &Map<String, Value>, BTreeMap<String, String>)> = None;
+    fn find(&self, path: &str) -> Option<(&Map<String, Value>, Vars)> {
+        let segs: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(decode)
+            .collect();
+        let mut best: Option<(usize, &Map<String, Value>, Vars)> = None;
         for (pat, info) in &self.paths {
             if pat.len() != segs.len() {
                 continue;
@@ -77,7 +93,10 @@ impl Schema {
             let mut literal = 0;
             let ok = pat.iter().zip(&segs).all(|(p, s)| {
                 if p.starts_with('{') {
-                    vars.insert(p.trim_matches(|c| c == '{' || c == '}').to_string(), s.clone());
+                    vars.insert(
+                        p.trim_matches(|c| c == '{' || c == '}').to_string(),
+                        s.clone(),
+                    );
                     true
                 } else {
                     literal += 1;
@@ -99,7 +118,9 @@ fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(v) => {
                         out.push(v);
@@ -132,7 +153,9 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
     let ty = s["type"].as_str().unwrap_or("string");
     match ty {
         "integer" => {
-            let n: i64 = v.parse().map_err(|_| format!("type check ('integer') failed - got '{v}'"))?;
+            let n: i64 = v
+                .parse()
+                .map_err(|_| format!("type check ('integer') failed - got '{v}'"))?;
             if let Some(min) = s["minimum"].as_i64() {
                 if n < min {
                     return Err(format!("value must have a minimum value of {min}"));
@@ -145,10 +168,14 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
             }
         }
         "number" => {
-            v.parse::<f64>().map_err(|_| format!("type check ('number') failed - got '{v}'"))?;
+            v.parse::<f64>()
+                .map_err(|_| format!("type check ('number') failed - got '{v}'"))?;
         }
         "boolean" => {
-            if !matches!(v.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false" | "yes" | "no" | "on" | "off") {
+            if !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "0" | "1" | "true" | "false" | "yes" | "no" | "on" | "off"
+            ) {
                 return Err(format!("type check ('boolean') failed - got '{v}'"));
             }
         }
@@ -156,7 +183,10 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
             if let Some(en) = s["enum"].as_array() {
                 if !en.iter().any(|e| e.as_str() == Some(v)) {
                     let list: Vec<&str> = en.iter().filter_map(Value::as_str).collect();
-                    return Err(format!("value '{v}' does not have a value in the enumeration '{}'", list.join(", ")));
+                    return Err(format!(
+                        "value '{v}' does not have a value in the enumeration '{}'",
+                        list.join(", ")
+                    ));
                 }
             }
             if let Some(max) = s["maxLength"].as_u64() {
@@ -167,12 +197,18 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
             if let Some(fmt) = s["format"].as_object() {
                 check_props(fmt, v)?;
             } else if s["format"].as_str() == Some("pve-vmid-list") {
-                if !v.split([',', ' ', ';']).filter(|x| !x.is_empty()).all(|x| x.parse::<u32>().is_ok_and(|n| n >= 100)) {
+                if !v
+                    .split([',', ' ', ';'])
+                    .filter(|x| !x.is_empty())
+                    .all(|x| x.parse::<u32>().is_ok_and(|n| n >= 100))
+                {
                     return Err(format!("value '{v}' does not look like a valid vmid list"));
                 }
             } else if s["format"].as_str() == Some("pve-storage-id") {
-                let ok = !v.is_empty() && v.chars().next().unwrap().is_ascii_alphabetic()
-                    && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                let ok = !v.is_empty()
+                    && v.chars().next().unwrap().is_ascii_alphabetic()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
                 if !ok {
                     return Err(format!("storage ID '{v}' contains illegal characters"));
                 }
@@ -186,14 +222,21 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
 /// (aliases and `MODEL=MAC` key aliases resolved), value types and enums,
 /// required keys.
 fn check_props(fmt: &Map<String, Value>, v: &str) -> Result<(), String> {
-    let default_key = fmt.iter().find(|(_, s)| s["default_key"].as_i64() == Some(1)).map(|(k, _)| k.clone());
+    let default_key = fmt
+        .iter()
+        .find(|(_, s)| s["default_key"].as_i64() == Some(1))
+        .map(|(k, _)| k.clone());
     let mut seen = HashSet::new();
     for part in v.split(',').filter(|p| !p.is_empty()) {
         let (k, val) = match part.split_once('=') {
             Some((k, val)) => (k.to_string(), val.to_string()),
             None => match &default_key {
                 Some(dk) => (dk.clone(), part.to_string()),
-                None => return Err(format!("value without key, but schema does not define a default key: '{part}'")),
+                None => {
+                    return Err(format!(
+                        "value without key, but schema does not define a default key: '{part}'"
+                    ))
+                }
             },
         };
         let Some(mut s) = fmt.get(&k) else {
@@ -212,7 +255,9 @@ fn check_props(fmt: &Map<String, Value>, v: &str) -> Result<(), String> {
         }
         check_value(s, &val).map_err(|e| format!("invalid format - {key}: {e}"))?;
         if !seen.insert(key.clone()) {
-            return Err(format!("invalid format - duplicate key in comma-separated list property: {key}"));
+            return Err(format!(
+                "invalid format - duplicate key in comma-separated list property: {key}"
+            ));
         }
     }
     for (k, s) in fmt {
@@ -227,12 +272,17 @@ fn check_props(fmt: &Map<String, Value>, v: &str) -> Result<(), String> {
 fn property<'a>(props: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     props.get(name).or_else(|| {
         let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
-        (base.len() < name.len()).then(|| props.get(&format!("{base}[n]"))).flatten()
+        (base.len() < name.len())
+            .then(|| props.get(&format!("{base}[n]")))
+            .flatten()
     })
 }
 
 /// PVE's answer to a request that failed validation: the `errors` object.
-pub fn validate(info: &Map<String, Value>, params: &BTreeMap<String, String>) -> Result<(), Map<String, Value>> {
+pub fn validate(
+    info: &Map<String, Value>,
+    params: &BTreeMap<String, String>,
+) -> Result<(), Map<String, Value>> {
     let schema = &info["parameters"];
     let empty = Map::new();
     let props = schema["properties"].as_object().unwrap_or(&empty);
@@ -253,10 +303,17 @@ pub fn validate(info: &Map<String, Value>, params: &BTreeMap<String, String>) ->
     }
     for (k, s) in props {
         if s["optional"].as_i64() != Some(1) && !k.ends_with("[n]") && !params.contains_key(k) {
-            errors.insert(k.clone(), json!("property is missing and it is not optional"));
+            errors.insert(
+                k.clone(),
+                json!("property is missing and it is not optional"),
+            );
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -359,7 +416,11 @@ type Reply = (u16, String, Value);
 
 fn fail(status: u16, msg: impl Into<String>) -> Reply {
     let m = msg.into();
-    (status, m.clone(), json!({"data": null, "message": format!("{m}\n")}))
+    (
+        status,
+        m.clone(),
+        json!({"data": null, "message": format!("{m}\n")}),
+    )
 }
 
 fn ok(data: Value) -> Reply {
@@ -369,8 +430,16 @@ fn ok(data: Value) -> Reply {
 impl Shared {
     fn upid(&self, kind: &str, id: &str) -> String {
         let n = self.seq.fetch_add(1, Ordering::SeqCst);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        format!("UPID:{NODE}:{:08X}:{:08X}:{:08X}:{kind}:{id}:root@pam!opdbus:", 4000 + n, 100000 + n, now)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        format!(
+            "UPID:{NODE}:{:08X}:{:08X}:{:08X}:{kind}:{id}:root@pam!opdbus:",
+            4000 + n,
+            100000 + n,
+            now
+        )
     }
 
     /// Starts a worker task that takes `locks`, waits the task time, runs `work`.
@@ -384,7 +453,12 @@ impl Shared {
         let upid = self.upid(kind, id);
         self.world.lock().unwrap().tasks.insert(
             upid.clone(),
-            Task { upid: upid.clone(), done: false, exitstatus: String::new(), log: vec![] },
+            Task {
+                upid: upid.clone(),
+                done: false,
+                exitstatus: String::new(),
+                log: vec![],
+            },
         );
         let me = self.clone();
         let u = upid.clone();
@@ -427,7 +501,13 @@ impl Shared {
         ok(json!(upid))
     }
 
-    fn handle(self: &Arc<Self>, method: &str, path: &str, auth: Option<&str>, params: BTreeMap<String, String>) -> Reply {
+    fn handle(
+        self: &Arc<Self>,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        params: BTreeMap<String, String>,
+    ) -> Reply {
         let Some(rest) = path.strip_prefix("/api2/json") else {
             return fail(404, "Not found");
         };
@@ -441,26 +521,43 @@ impl Shared {
             return fail(501, format!("Method '{method} {rest}' not implemented"));
         };
         if minfo.get("allowtoken").and_then(Value::as_i64) == Some(0) {
-            return fail(403, "Permission check failed (user != root@pam, API tokens are not allowed)");
+            return fail(
+                403,
+                "Permission check failed (user != root@pam, API tokens are not allowed)",
+            );
         }
         let mut all = params.clone();
         for (k, v) in &vars {
             if let Some(prev) = all.insert(k.clone(), v.clone()) {
                 if &prev != v {
-                    return fail(400, format!("Parameter verification failed: {k} given twice"));
+                    return fail(
+                        400,
+                        format!("Parameter verification failed: {k} given twice"),
+                    );
                 }
             }
         }
         if let Err(errors) = validate(minfo, &all) {
-            self.world.lock().unwrap().rejected.push(format!("{method} {rest}: {}", Value::Object(errors.clone())));
-            return (400, "Parameter verification failed.".into(), json!({"data": null, "errors": errors, "message": "Parameter verification failed.\n"}));
+            self.world.lock().unwrap().rejected.push(format!(
+                "{method} {rest}: {}",
+                Value::Object(errors.clone())
+            ));
+            return (
+                400,
+                "Parameter verification failed.".into(),
+                json!({"data": null, "errors": errors, "message": "Parameter verification failed.\n"}),
+            );
         }
         if method != "GET" {
             self.writes.fetch_add(1, Ordering::SeqCst);
         }
         // "METHOD /path name,name": what was sent, without values.
         let names: Vec<&str> = params.keys().map(String::as_str).collect();
-        self.world.lock().unwrap().log.push(format!("{method} {rest} {}", names.join(",")).trim_end().to_string());
+        self.world.lock().unwrap().log.push(
+            format!("{method} {rest} {}", names.join(","))
+                .trim_end()
+                .to_string(),
+        );
         self.route(method, &segments(rest), all)
     }
 
@@ -468,10 +565,14 @@ impl Shared {
         let s: Vec<&str> = seg.iter().map(String::as_str).collect();
         let lock_wait = self.timing.lock().unwrap().lock_wait;
         match (method, s.as_slice()) {
-            ("GET", ["version"]) => ok(json!({"version": "9.1.1", "release": "9.1", "repoid": "sim"})),
+            ("GET", ["version"]) => {
+                ok(json!({"version": "9.1.1", "release": "9.1", "repoid": "sim"}))
+            }
             ("GET", ["nodes"]) => ok(json!([{"node": NODE, "status": "online"}])),
             ("GET", ["cluster", "status"]) => {
-                let mut v = vec![json!({"type": "node", "name": NODE, "id": format!("node/{NODE}"), "ip": "127.0.0.1", "local": 1, "online": 1, "nodeid": 1})];
+                let mut v = vec![
+                    json!({"type": "node", "name": NODE, "id": format!("node/{NODE}"), "ip": "127.0.0.1", "local": 1, "online": 1, "nodeid": 1}),
+                ];
                 if let Some(c) = &self.world.lock().unwrap().cluster {
                     v.insert(0, json!({"type": "cluster", "name": c, "id": "cluster", "nodes": 1, "quorate": 1, "version": 1}));
                 }
@@ -479,32 +580,65 @@ impl Shared {
             }
             ("GET", ["nodes", _, "tasks", upid, "status"]) => {
                 let w = self.world.lock().unwrap();
-                let Some(t) = w.tasks.get(*upid) else { return fail(500, format!("no such task '{upid}'")) };
+                let Some(t) = w.tasks.get(*upid) else {
+                    return fail(500, format!("no such task '{upid}'"));
+                };
                 let mut v = json!({"upid": t.upid, "node": NODE, "status": if t.done {"stopped"} else {"running"}, "type": t.upid.split(':').nth(5), "id": t.upid.split(':').nth(6), "user": "root@pam!opdbus", "pid": 1, "pstart": 1, "starttime": 1});
-                if t.done { v["exitstatus"] = json!(t.exitstatus); }
+                if t.done {
+                    v["exitstatus"] = json!(t.exitstatus);
+                }
                 ok(v)
             }
             ("GET", ["nodes", _, "tasks", upid, "log"]) => {
                 let w = self.world.lock().unwrap();
-                let Some(t) = w.tasks.get(*upid) else { return fail(500, format!("no such task '{upid}'")) };
-                ok(Value::Array(t.log.iter().enumerate().map(|(i, l)| json!({"n": i + 1, "t": l})).collect()))
+                let Some(t) = w.tasks.get(*upid) else {
+                    return fail(500, format!("no such task '{upid}'"));
+                };
+                ok(Value::Array(
+                    t.log
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| json!({"n": i + 1, "t": l}))
+                        .collect(),
+                ))
             }
-            (_, ["nodes", _, kind @ ("qemu" | "lxc"), rest @ ..]) => self.guest(method, kind, rest, p, lock_wait),
+            (_, ["nodes", _, kind @ ("qemu" | "lxc"), rest @ ..]) => {
+                self.guest(method, kind, rest, p, lock_wait)
+            }
             ("GET", ["storage"]) => {
                 let w = self.world.lock().unwrap();
-                ok(Value::Array(w.storage.iter().map(|(id, c)| { let mut o = obj(c); o["storage"] = json!(id); o }).collect()))
+                ok(Value::Array(
+                    w.storage
+                        .iter()
+                        .map(|(id, c)| {
+                            let mut o = obj(c);
+                            o["storage"] = json!(id);
+                            o
+                        })
+                        .collect(),
+                ))
             }
             ("GET", ["storage", id]) => {
                 let w = self.world.lock().unwrap();
                 match w.storage.get(*id) {
-                    Some(c) => { let mut o = obj(c); o["storage"] = json!(id); o["digest"] = json!(digest_of(c)); ok(o) }
+                    Some(c) => {
+                        let mut o = obj(c);
+                        o["storage"] = json!(id);
+                        o["digest"] = json!(digest_of(c));
+                        ok(o)
+                    }
                     None => fail(500, format!("storage '{id}' does not exist")),
                 }
             }
             ("POST", ["storage"]) => {
                 let mut w = self.world.lock().unwrap();
                 let id = p["storage"].clone();
-                if w.storage.contains_key(&id) { return fail(500, format!("create storage failed: storage ID '{id}' already defined")); }
+                if w.storage.contains_key(&id) {
+                    return fail(
+                        500,
+                        format!("create storage failed: storage ID '{id}' already defined"),
+                    );
+                }
                 let mut c = p.clone();
                 c.remove("storage");
                 w.storage.insert(id.clone(), c);
@@ -512,28 +646,66 @@ impl Shared {
             }
             ("PUT", ["storage", id]) => {
                 let mut w = self.world.lock().unwrap();
-                let Some(c) = w.storage.get_mut(*id) else { return fail(500, format!("storage '{id}' does not exist")) };
-                if let Some(d) = p.get("digest") { if d != &digest_of(c) { return fail(500, "update storage failed: detected modified configuration - file changed by other user? Try again."); } }
-                for (k, v) in &p { if k != "digest" && k != "storage" && k != "delete" { c.insert(k.clone(), v.clone()); } }
-                for k in p.get("delete").map(|d| d.split(',').map(String::from).collect::<Vec<_>>()).unwrap_or_default() { c.remove(&k); }
+                let Some(c) = w.storage.get_mut(*id) else {
+                    return fail(500, format!("storage '{id}' does not exist"));
+                };
+                if let Some(d) = p.get("digest") {
+                    if d != &digest_of(c) {
+                        return fail(500, "update storage failed: detected modified configuration - file changed by other user? Try again.");
+                    }
+                }
+                for (k, v) in &p {
+                    if k != "digest" && k != "storage" && k != "delete" {
+                        c.insert(k.clone(), v.clone());
+                    }
+                }
+                for k in p
+                    .get("delete")
+                    .map(|d| d.split(',').map(String::from).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                {
+                    c.remove(&k);
+                }
                 ok(json!({"storage": id, "type": c.get("type")}))
             }
             ("GET", ["cluster", "backup"]) => {
                 let w = self.world.lock().unwrap();
-                ok(Value::Array(w.backups.iter().map(|(id, c)| { let mut o = obj(c); o["id"] = json!(id); o }).collect()))
+                ok(Value::Array(
+                    w.backups
+                        .iter()
+                        .map(|(id, c)| {
+                            let mut o = obj(c);
+                            o["id"] = json!(id);
+                            o
+                        })
+                        .collect(),
+                ))
             }
             ("GET", ["cluster", "backup", id]) => {
                 let w = self.world.lock().unwrap();
                 match w.backups.get(*id) {
-                    Some(c) => { let mut o = obj(c); o["id"] = json!(id); o["type"] = json!("vzdump"); ok(o) }
+                    Some(c) => {
+                        let mut o = obj(c);
+                        o["id"] = json!(id);
+                        o["type"] = json!("vzdump");
+                        ok(o)
+                    }
                     None => fail(500, format!("Job '{id}' does not exist")),
                 }
             }
             ("POST", ["cluster", "backup"]) => {
                 let mut w = self.world.lock().unwrap();
-                let id = p.get("id").cloned().unwrap_or_else(|| format!("backup-{:x}", self.seq.fetch_add(1, Ordering::SeqCst)));
-                if w.backups.contains_key(&id) { return fail(500, format!("Job '{id}' already exists")); }
-                if let Some(st) = p.get("storage") { if !w.storage.contains_key(st) { return fail(500, format!("storage '{st}' does not exist")); } }
+                let id = p.get("id").cloned().unwrap_or_else(|| {
+                    format!("backup-{:x}", self.seq.fetch_add(1, Ordering::SeqCst))
+                });
+                if w.backups.contains_key(&id) {
+                    return fail(500, format!("Job '{id}' already exists"));
+                }
+                if let Some(st) = p.get("storage") {
+                    if !w.storage.contains_key(st) {
+                        return fail(500, format!("storage '{st}' does not exist"));
+                    }
+                }
                 let mut c = p.clone();
                 c.remove("id");
                 w.backups.insert(id, c);
@@ -541,22 +713,55 @@ impl Shared {
             }
             ("PUT", ["cluster", "backup", id]) => {
                 let mut w = self.world.lock().unwrap();
-                let Some(c) = w.backups.get_mut(*id) else { return fail(500, format!("Job '{id}' does not exist")) };
-                for (k, v) in &p { if k != "id" && k != "delete" { c.insert(k.clone(), v.clone()); } }
+                let Some(c) = w.backups.get_mut(*id) else {
+                    return fail(500, format!("Job '{id}' does not exist"));
+                };
+                for (k, v) in &p {
+                    if k != "id" && k != "delete" {
+                        c.insert(k.clone(), v.clone());
+                    }
+                }
                 ok(Value::Null)
             }
             ("DELETE", ["cluster", "backup", id]) => {
                 self.world.lock().unwrap().backups.remove(*id);
                 ok(Value::Null)
             }
-            _ => fail(501, format!("Method '{method} /{}' not implemented in the simulator", seg.join("/"))),
+            _ => fail(
+                501,
+                format!(
+                    "Method '{method} /{}' not implemented in the simulator",
+                    seg.join("/")
+                ),
+            ),
         }
     }
 
-    fn guest(self: &Arc<Self>, method: &str, kind: &str, rest: &[&str], p: BTreeMap<String, String>, lock_wait: Duration) -> Reply {
+    fn guest(
+        self: &Arc<Self>,
+        method: &str,
+        kind: &str,
+        rest: &[&str],
+        p: BTreeMap<String, String>,
+        lock_wait: Duration,
+    ) -> Reply {
         let kind: &'static str = if kind == "qemu" { "qemu" } else { "lxc" };
-        let lockname = |vmid: &str| if kind == "qemu" { format!("qemu-server/lock-{vmid}.conf") } else { format!("lxc/pve-config-{vmid}.lock") };
-        let conf_missing = |vmid: &str| fail(500, format!("Configuration file 'nodes/{NODE}/{}/{vmid}.conf' does not exist", if kind == "qemu" { "qemu-server" } else { "lxc" }));
+        let lockname = |vmid: &str| {
+            if kind == "qemu" {
+                format!("qemu-server/lock-{vmid}.conf")
+            } else {
+                format!("lxc/pve-config-{vmid}.lock")
+            }
+        };
+        let conf_missing = |vmid: &str| {
+            fail(
+                500,
+                format!(
+                    "Configuration file 'nodes/{NODE}/{}/{vmid}.conf' does not exist",
+                    if kind == "qemu" { "qemu-server" } else { "lxc" }
+                ),
+            )
+        };
         match (method, rest) {
             ("GET", []) => {
                 let w = self.world.lock().unwrap();
@@ -569,47 +774,103 @@ impl Shared {
                     return fail(500, format!("unable to create {} {vmid} - VM {vmid} already exists on node '{NODE}'", if kind == "qemu" { "VM" } else { "CT" }));
                 }
                 let mut locks = vec![lockname(&vmid)];
-                let mut storages: Vec<String> = p.iter().filter(|(k, _)| is_disk(k)).filter_map(|(_, v)| v.split_once(':').map(|x| x.0.to_string())).collect();
+                let mut storages: Vec<String> = p
+                    .iter()
+                    .filter(|(k, _)| is_disk(k))
+                    .filter_map(|(_, v)| v.split_once(':').map(|x| x.0.to_string()))
+                    .collect();
                 storages.sort();
                 storages.dedup();
-                locks.extend(storages.iter().map(|s| format!("pve-manager/pve-storage-{s}")));
+                locks.extend(
+                    storages
+                        .iter()
+                        .map(|s| format!("pve-manager/pve-storage-{s}")),
+                );
                 let start = p.get("start").is_some_and(|s| s == "1");
-                self.task(if kind == "qemu" { "qmcreate" } else { "vzcreate" }, &vmid.clone(), locks, move |w| {
-                    if w.guests.contains_key(&id) { return Err(format!("VM {vmid} already exists")); }
-                    let mut config = BTreeMap::new();
-                    let mut lines = vec![];
-                    for (k, v) in &p {
-                        if matches!(k.as_str(), "vmid" | "start" | "ostemplate" | "node") { continue; }
-                        let v = if is_disk(k) { alloc(w, id, k, v, &mut lines)? } else if k.starts_with("net") { with_mac(kind, id, k, v) } else { v.clone() };
-                        config.insert(k.clone(), v);
-                    }
-                    if kind == "lxc" {
-                        let t = p.get("ostemplate").cloned().unwrap_or_default();
-                        let st = t.split(':').next().unwrap_or_default().to_string();
-                        if !w.storage.contains_key(&st) { return Err(format!("storage '{st}' does not exist")); }
-                        lines.push(format!("extracting archive '{t}'"));
-                        config.entry("arch".into()).or_insert("amd64".into());
-                        config.entry("ostype".into()).or_insert("debian".into());
+                self.task(
+                    if kind == "qemu" {
+                        "qmcreate"
                     } else {
-                        config.entry("smbios1".into()).or_insert(format!("uuid=00000000-0000-4000-8000-{id:012}"));
-                        config.entry("vmgenid".into()).or_insert(format!("00000000-0000-4000-8000-{id:012}"));
-                    }
-                    w.guests.insert(id, Guest { kind, config, running: start });
-                    Ok(lines)
-                })
+                        "vzcreate"
+                    },
+                    &vmid.clone(),
+                    locks,
+                    move |w| {
+                        if w.guests.contains_key(&id) {
+                            return Err(format!("VM {vmid} already exists"));
+                        }
+                        let mut config = BTreeMap::new();
+                        let mut lines = vec![];
+                        for (k, v) in &p {
+                            if matches!(k.as_str(), "vmid" | "start" | "ostemplate" | "node") {
+                                continue;
+                            }
+                            let v = if is_disk(k) {
+                                alloc(w, id, k, v, &mut lines)?
+                            } else if k.starts_with("net") {
+                                with_mac(kind, id, k, v)
+                            } else {
+                                v.clone()
+                            };
+                            config.insert(k.clone(), v);
+                        }
+                        if kind == "lxc" {
+                            let t = p.get("ostemplate").cloned().unwrap_or_default();
+                            let st = t.split(':').next().unwrap_or_default().to_string();
+                            if !w.storage.contains_key(&st) {
+                                return Err(format!("storage '{st}' does not exist"));
+                            }
+                            lines.push(format!("extracting archive '{t}'"));
+                            config.entry("arch".into()).or_insert("amd64".into());
+                            config.entry("ostype".into()).or_insert("debian".into());
+                        } else {
+                            config
+                                .entry("smbios1".into())
+                                .or_insert(format!("uuid=00000000-0000-4000-8000-{id:012}"));
+                            config
+                                .entry("vmgenid".into())
+                                .or_insert(format!("00000000-0000-4000-8000-{id:012}"));
+                        }
+                        w.guests.insert(
+                            id,
+                            Guest {
+                                kind,
+                                config,
+                                running: start,
+                            },
+                        );
+                        Ok(lines)
+                    },
+                )
             }
             (m, [vmid, rest @ ..]) => {
                 let id: u32 = vmid.parse().unwrap();
-                let exists = self.world.lock().unwrap().guests.get(&id).is_some_and(|g| g.kind == kind);
-                if !exists { return conf_missing(vmid); }
+                let exists = self
+                    .world
+                    .lock()
+                    .unwrap()
+                    .guests
+                    .get(&id)
+                    .is_some_and(|g| g.kind == kind);
+                if !exists {
+                    return conf_missing(vmid);
+                }
                 match (m, rest) {
                     ("GET", ["config"]) => {
                         let w = self.world.lock().unwrap();
                         let g = &w.guests[&id];
                         let mut o = Map::new();
                         for (k, v) in &g.config {
-                            let num = matches!(k.as_str(), "cores" | "sockets") || (kind == "lxc" && matches!(k.as_str(), "memory" | "swap"));
-                            o.insert(k.clone(), if num { json!(v.parse::<i64>().unwrap_or(0)) } else { json!(v) });
+                            let num = matches!(k.as_str(), "cores" | "sockets")
+                                || (kind == "lxc" && matches!(k.as_str(), "memory" | "swap"));
+                            o.insert(
+                                k.clone(),
+                                if num {
+                                    json!(v.parse::<i64>().unwrap_or(0))
+                                } else {
+                                    json!(v)
+                                },
+                            );
                         }
                         o.insert("digest".into(), json!(digest_of(&g.config)));
                         ok(Value::Object(o))
@@ -617,16 +878,27 @@ impl Shared {
                     ("GET", ["status", "current"]) => {
                         let w = self.world.lock().unwrap();
                         let g = &w.guests[&id];
-                        ok(json!({"vmid": id, "status": if g.running {"running"} else {"stopped"}, "name": g.config.get("name").or(g.config.get("hostname"))}))
+                        ok(
+                            json!({"vmid": id, "status": if g.running {"running"} else {"stopped"}, "name": g.config.get("name").or(g.config.get("hostname"))}),
+                        )
                     }
                     ("PUT", ["config"]) | ("POST", ["config"]) => {
                         // Synchronous: the guest's lock, then the storages of new disks.
                         let mut locks = vec![lockname(vmid)];
-                        for (k, v) in &p { if is_disk(k) && is_alloc(v) { locks.push(format!("pve-manager/pve-storage-{}", v.split(':').next().unwrap())); } }
+                        for (k, v) in &p {
+                            if is_disk(k) && is_alloc(v) {
+                                locks.push(format!(
+                                    "pve-manager/pve-storage-{}",
+                                    v.split(':').next().unwrap()
+                                ));
+                            }
+                        }
                         let mut taken: Vec<String> = vec![];
                         for l in &locks {
                             if let Err(e) = self.locks.acquire(l, lock_wait) {
-                                for t in &taken { self.locks.release(t); }
+                                for t in &taken {
+                                    self.locks.release(t);
+                                }
                                 return fail(500, e);
                             }
                             taken.push(l.clone());
@@ -639,21 +911,45 @@ impl Shared {
                                 w.guests.get_mut(&gid).unwrap().config.insert(k, v);
                             }
                             let cur = digest_of(&w.guests[&id].config);
-                            if let Some(d) = p.get("digest") { if d != &cur { return fail(500, format!("{} {vmid}: detected modified configuration - file changed by other user? Try again.", if kind == "qemu" {"VM"} else {"CT"})); } }
+                            if let Some(d) = p.get("digest") {
+                                if d != &cur {
+                                    return fail(500, format!("{} {vmid}: detected modified configuration - file changed by other user? Try again.", if kind == "qemu" {"VM"} else {"CT"}));
+                                }
+                            }
                             let mut lines = vec![];
                             let mut updates = vec![];
                             for (k, v) in &p {
-                                if matches!(k.as_str(), "digest" | "delete" | "node" | "vmid") { continue; }
-                                let v = if is_disk(k) && is_alloc(v) { match alloc(&mut w, id, k, v, &mut lines) { Ok(v) => v, Err(e) => return fail(500, e) } }
-                                    else if k.starts_with("net") && !v.contains(':') { with_mac(kind, id, k, v) } else { v.clone() };
+                                if matches!(k.as_str(), "digest" | "delete" | "node" | "vmid") {
+                                    continue;
+                                }
+                                let v = if is_disk(k) && is_alloc(v) {
+                                    match alloc(&mut w, id, k, v, &mut lines) {
+                                        Ok(v) => v,
+                                        Err(e) => return fail(500, e),
+                                    }
+                                } else if k.starts_with("net") && !v.contains(':') {
+                                    with_mac(kind, id, k, v)
+                                } else {
+                                    v.clone()
+                                };
                                 updates.push((k.clone(), v));
                             }
                             let g = w.guests.get_mut(&id).unwrap();
-                            for (k, v) in updates { g.config.insert(k, v); }
-                            for k in p.get("delete").map(|d| d.split(',').map(String::from).collect::<Vec<_>>()).unwrap_or_default() { g.config.remove(&k); }
+                            for (k, v) in updates {
+                                g.config.insert(k, v);
+                            }
+                            for k in p
+                                .get("delete")
+                                .map(|d| d.split(',').map(String::from).collect::<Vec<_>>())
+                                .unwrap_or_default()
+                            {
+                                g.config.remove(&k);
+                            }
                             ok(Value::Null)
                         })();
-                        for t in &taken { self.locks.release(t); }
+                        for t in &taken {
+                            self.locks.release(t);
+                        }
                         r
                     }
                     ("PUT", ["resize"]) => {
@@ -672,19 +968,44 @@ impl Shared {
                     }
                     ("POST", ["status", verb @ ("start" | "stop" | "shutdown")]) => {
                         let run = *verb == "start";
-                        self.task(&format!("{}{verb}", if kind == "qemu" {"qm"} else {"vz"}), vmid, vec![lockname(vmid)], move |w| {
-                            let g = w.guests.get_mut(&id).unwrap();
-                            if run && g.running { return Err(format!("VM {id} already running")); }
-                            g.running = run;
-                            Ok(vec![])
-                        })
+                        self.task(
+                            &format!("{}{verb}", if kind == "qemu" { "qm" } else { "vz" }),
+                            vmid,
+                            vec![lockname(vmid)],
+                            move |w| {
+                                let g = w.guests.get_mut(&id).unwrap();
+                                if run && g.running {
+                                    return Err(format!("VM {id} already running"));
+                                }
+                                g.running = run;
+                                Ok(vec![])
+                            },
+                        )
                     }
-                    ("DELETE", []) => self.task(if kind == "qemu" {"qmdestroy"} else {"vzdestroy"}, vmid, vec![lockname(vmid)], move |w| {
-                        if w.guests[&id].running { return Err(format!("VM {id} is running - destroy failed")); }
-                        w.guests.remove(&id);
-                        Ok(vec![format!("destroyed {id}")])
-                    }),
-                    _ => fail(501, format!("Method '{m} {}/{vmid}/{}' not implemented in the simulator", kind, rest.join("/"))),
+                    ("DELETE", []) => self.task(
+                        if kind == "qemu" {
+                            "qmdestroy"
+                        } else {
+                            "vzdestroy"
+                        },
+                        vmid,
+                        vec![lockname(vmid)],
+                        move |w| {
+                            if w.guests[&id].running {
+                                return Err(format!("VM {id} is running - destroy failed"));
+                            }
+                            w.guests.remove(&id);
+                            Ok(vec![format!("destroyed {id}")])
+                        },
+                    ),
+                    _ => fail(
+                        501,
+                        format!(
+                            "Method '{m} {}/{vmid}/{}' not implemented in the simulator",
+                            kind,
+                            rest.join("/")
+                        ),
+                    ),
                 }
             }
             _ => fail(501, "not implemented in the simulator"),
@@ -700,31 +1021,66 @@ fn is_disk(k: &str) -> bool {
 /// `STORAGE:SIZE` (a new volume) rather than an existing volume name.
 fn is_alloc(v: &str) -> bool {
     let file = v.split(',').next().unwrap_or_default();
-    file.split_once(':').is_some_and(|(_, s)| s.parse::<f64>().is_ok())
+    file.split_once(':')
+        .is_some_and(|(_, s)| s.parse::<f64>().is_ok())
 }
 
-fn alloc(w: &mut World, id: u32, key: &str, v: &str, lines: &mut Vec<String>) -> Result<String, String> {
+fn alloc(
+    w: &mut World,
+    id: u32,
+    key: &str,
+    v: &str,
+    lines: &mut Vec<String>,
+) -> Result<String, String> {
     let mut parts = v.split(',');
     let file = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
-    let Some((st, size)) = file.split_once(':') else { return Ok(v.to_string()) };
-    if size.parse::<f64>().is_err() { return Ok(v.to_string()); }
-    if !w.storage.contains_key(st) { return Err(format!("storage '{st}' does not exist")); }
-    let n = w.guests.values().flat_map(|g| g.config.values()).filter(|x| x.contains(&format!("vm-{id}-disk-"))).count()
-        + lines.iter().filter(|l| l.contains("Logical volume")).count();
+    let Some((st, size)) = file.split_once(':') else {
+        return Ok(v.to_string());
+    };
+    if size.parse::<f64>().is_err() {
+        return Ok(v.to_string());
+    }
+    if !w.storage.contains_key(st) {
+        return Err(format!("storage '{st}' does not exist"));
+    }
+    let n = w
+        .guests
+        .values()
+        .flat_map(|g| g.config.values())
+        .filter(|x| x.contains(&format!("vm-{id}-disk-")))
+        .count()
+        + lines
+            .iter()
+            .filter(|l| l.contains("Logical volume"))
+            .count();
     let vol = format!("{st}:vm-{id}-disk-{n}");
-    lines.push(format!("  Logical volume \"vm-{id}-disk-{n}\" created ({key})."));
+    lines.push(format!(
+        "  Logical volume \"vm-{id}-disk-{n}\" created ({key})."
+    ));
     let mut out = format!("{vol},size={size}G");
-    for r in rest { if !r.starts_with("size=") { out.push(','); out.push_str(r); } }
+    for r in rest {
+        if !r.starts_with("size=") {
+            out.push(',');
+            out.push_str(r);
+        }
+    }
     Ok(out)
 }
 
 /// A NIC as PVE stores it: a generated MAC (`virtio=BC:24:11:..` for a VM, `hwaddr=` for a CT).
 fn with_mac(kind: &str, id: u32, key: &str, v: &str) -> String {
     let idx: u32 = key.trim_start_matches("net").parse().unwrap_or(0);
-    let mac = format!("BC:24:11:{:02X}:{:02X}:{:02X}", (id >> 8) & 0xff, id & 0xff, idx);
+    let mac = format!(
+        "BC:24:11:{:02X}:{:02X}:{:02X}",
+        (id >> 8) & 0xff,
+        id & 0xff,
+        idx
+    );
     if kind == "lxc" {
-        if v.contains("hwaddr=") { return v.to_string(); }
+        if v.contains("hwaddr=") {
+            return v.to_string();
+        }
         return format!("{v},hwaddr={mac},type=veth");
     }
     let mut model = "virtio".to_string();
@@ -737,7 +1093,12 @@ fn with_mac(kind: &str, id: u32, key: &str, v: &str) -> String {
         }
     }
     let mut out = format!("{model}={mac}");
-    for r in rest { if !r.starts_with("macaddr=") { out.push(','); out.push_str(&r); } }
+    for r in rest {
+        if !r.starts_with("macaddr=") {
+            out.push(',');
+            out.push_str(&r);
+        }
+    }
     out
 }
 
@@ -746,13 +1107,20 @@ fn obj(m: &BTreeMap<String, String>) -> Value {
 }
 
 fn segments(path: &str) -> Vec<String> {
-    path.split('/').filter(|s| !s.is_empty()).map(decode).collect()
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode)
+        .collect()
 }
 
 fn reason(status: u16, r: &str) -> String {
     // A status line carries no newline or control character.
     let r: String = r.chars().filter(|c| !c.is_control()).collect();
-    if r.is_empty() { format!("{status}") } else { r }
+    if r.is_empty() {
+        format!("{status}")
+    } else {
+        r
+    }
 }
 
 fn serve(shared: Arc<Shared>, mut stream: impl Read + Write) {
@@ -793,7 +1161,10 @@ fn serve(shared: Arc<Shared>, mut stream: impl Read + Write) {
         }
     }
     let (status, why, value) = match dup {
-        Some(k) => fail(400, format!("Parameter verification failed: {k} given twice")),
+        Some(k) => fail(
+            400,
+            format!("Parameter verification failed: {k} given twice"),
+        ),
         None => shared.handle(&method, path, auth.as_deref(), params),
     };
     let text = value.to_string();
@@ -815,9 +1186,22 @@ impl Sim {
         let dir = tempfile::tempdir().unwrap();
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         let st = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+            ])
             .args(["-subj", "/CN=pve", "-addext", "subjectAltName=IP:127.0.0.1"])
-            .arg("-keyout").arg(&key).arg("-out").arg(&cert)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
             .stderr(std::process::Stdio::null())
             .status()
             .unwrap();
@@ -825,16 +1209,39 @@ impl Sim {
         let der = CertificateDer::from_pem_file(&cert).unwrap();
         let fingerprint = hex::encode(Sha256::digest(der.as_ref()));
         let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![der], PrivateKeyDer::from_pem_file(&key).unwrap())
-                .unwrap(),
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der], PrivateKeyDer::from_pem_file(&key).unwrap())
+            .unwrap(),
         );
         let mut world = World::default();
-        world.storage.insert("local".into(), [("type", "dir"), ("path", "/var/lib/vz"), ("content", "backup,iso,vztmpl")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        world.storage.insert("local-lvm".into(), [("type", "lvmthin"), ("thinpool", "data"), ("vgname", "pve"), ("content", "images,rootdir")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        world.storage.insert(
+            "local".into(),
+            [
+                ("type", "dir"),
+                ("path", "/var/lib/vz"),
+                ("content", "backup,iso,vztmpl"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        world.storage.insert(
+            "local-lvm".into(),
+            [
+                ("type", "lvmthin"),
+                ("thinpool", "data"),
+                ("vgname", "pve"),
+                ("content", "images,rootdir"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
         let world = Arc::new(Mutex::new(world));
         let writes = Arc::new(AtomicU64::new(0));
         let timing = Arc::new(Mutex::new(timing));

@@ -33,8 +33,14 @@ pub enum ApiError {
         exitstatus: String,
         log: String,
     },
-    #[error("PVE task {upid} still running after {secs} s (api.task_timeout); task log so far:\n{log}")]
-    TaskTimeout { upid: String, secs: u64, log: String },
+    #[error(
+        "PVE task {upid} still running after {secs} s (api.task_timeout); task log so far:\n{log}"
+    )]
+    TaskTimeout {
+        upid: String,
+        secs: u64,
+        log: String,
+    },
 }
 
 impl ApiError {
@@ -327,10 +333,7 @@ pub fn encode(segment: &str) -> String {
 
 /// Parameters of one write, in a stable order.
 pub fn form(params: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Accepts exactly one server certificate, by the SHA-256 of its DER;
@@ -413,5 +416,76 @@ impl rustls::client::danger::ServerCertVerifier for CertPin {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, message: &str) -> ApiError {
+        ApiError::Status {
+            method: "PUT".into(),
+            path: "/nodes/pve/qemu/100/config".into(),
+            status: code,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn lock_timeouts_and_stale_digests_are_retryable_the_rest_is_not() {
+        assert!(status(
+            500,
+            "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+        )
+        .is_retryable());
+        assert!(status(
+            500,
+            "VM 100: detected modified configuration - file changed by other user? Try again."
+        )
+        .is_retryable());
+        assert!(
+            ApiError::Task {
+                upid: "UPID:pve:1:1:1:qmcreate:100:root@pam:".into(),
+                exitstatus:
+                    "can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout"
+                        .into(),
+                log: String::new(),
+            }
+            .is_retryable()
+        );
+        assert!(!status(
+            400,
+            "Parameter verification failed. (cores: type check ('integer') failed - got 'two')"
+        )
+        .is_retryable());
+        assert!(!status(500, "storage 'nope' does not exist").is_retryable());
+        assert!(!status(401, "authentication failure").is_retryable());
+    }
+
+    #[test]
+    fn the_token_file_must_be_private_and_well_formed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "root@pam!op=s3cret\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_token(&f).unwrap(), "root@pam!op=s3cret");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let e = read_token(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("readable by group or others") && !e.contains("s3cret"),
+            "{e}"
+        );
+        std::fs::write(&f, "just-a-secret\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = read_token(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("USER@REALM!TOKENID=SECRET") && !e.contains("just-a-secret"),
+            "{e}"
+        );
+        assert!(normalize_fingerprint(&format!("{}AB", "AB:".repeat(31))).is_ok());
+        assert!(normalize_fingerprint("abc").is_err());
     }
 }

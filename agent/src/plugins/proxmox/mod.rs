@@ -28,15 +28,21 @@ use serde_json::Value;
 use crate::engine::ownership::Ownership;
 use crate::engine::{ActionError, ActionResult, Context, Plugin, PluginAction};
 use api::{encode, form, ApiError, Client, Endpoint};
-pub use model::{Current, Desired, GuestKind};
 use model::{ClusterInfo, ClusterNode, GuestCurrent};
+pub use model::{Current, Desired, GuestKind};
 use opdbus_state::model::PveGuestState;
 use opdbus_state::State;
 
 const PLUGIN: &str = "proxmox";
 
 /// Secrets a PVE parameter may carry (storage passwords, cloud-init).
-const SECRET_KEYS: &[&str] = &["password", "cipassword", "encryption-key", "token", "keyring"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "cipassword",
+    "encryption-key",
+    "token",
+    "keyring",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -99,10 +105,7 @@ pub enum Action {
     },
     /// What the state asks and this plugin will not do; applying it fails
     /// with a conflict that says why and what to do.
-    Refuse {
-        resource: String,
-        why: String,
-    },
+    Refuse { resource: String, why: String },
 }
 
 fn keys(m: &BTreeMap<String, String>) -> String {
@@ -252,7 +255,9 @@ impl ProxmoxPlugin {
             .lock()
             .ok()
             .and_then(|c| c.clone())
-            .ok_or_else(|| anyhow::anyhow!("the proxmox plugin applies only after a query (engine bug)"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("the proxmox plugin applies only after a query (engine bug)")
+            })
     }
 }
 
@@ -532,9 +537,8 @@ fn action_error(e: ApiError) -> ActionError {
 }
 
 async fn apply_one(c: &Client, ownership: &Ownership, a: &Action) -> ActionResult {
-    let guest = |kind: GuestKind, node: &str, vmid: u32| {
-        format!("/nodes/{node}/{}/{vmid}", kind.path())
-    };
+    let guest =
+        |kind: GuestKind, node: &str, vmid: u32| format!("/nodes/{node}/{}/{vmid}", kind.path());
     let note = match a {
         Action::CreateGuest {
             kind,
@@ -632,7 +636,9 @@ async fn apply_one(c: &Client, ownership: &Ownership, a: &Action) -> ActionResul
         Action::CreateBackupJob { id, params: p } => {
             let mut form = vec![pair("id", id.clone())];
             form.extend(params(p));
-            c.post("/cluster/backup", &form).await.map_err(action_error)?;
+            c.post("/cluster/backup", &form)
+                .await
+                .map_err(action_error)?;
             ownership.record(PLUGIN, "backup-job", id, None)?;
             None
         }
@@ -726,8 +732,11 @@ impl Plugin for ProxmoxPlugin {
             );
         }
         for b in &desired.backups {
-            let v = c.get_opt(&format!("/cluster/backup/{}", encode(&b.id))).await?;
-            out.backups.insert(b.id.clone(), v.map(|v| config_map(&v).0));
+            let v = c
+                .get_opt(&format!("/cluster/backup/{}", encode(&b.id)))
+                .await?;
+            out.backups
+                .insert(b.id.clone(), v.map(|v| config_map(&v).0));
         }
         out.owned = Ownership::new(&ctx.state_dir)
             .owned(PLUGIN, "guest")?
@@ -771,7 +780,12 @@ impl Plugin for ProxmoxPlugin {
                     for i in idx {
                         let a = &actions[i];
                         if let Some(res) = &failed {
-                            out.push((i, Err(ActionError::fatal(anyhow::anyhow!("not applied: an earlier action on {res} failed")))));
+                            out.push((
+                                i,
+                                Err(ActionError::fatal(anyhow::anyhow!(
+                                    "not applied: an earlier action on {res} failed"
+                                ))),
+                            ));
                             continue;
                         }
                         let r = apply_one(&c, &ownership, a).await;
@@ -791,7 +805,13 @@ impl Plugin for ProxmoxPlugin {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(ActionError::fatal(anyhow::anyhow!("not applied (plugin bug)")))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ActionError::fatal(anyhow::anyhow!(
+                        "not applied (plugin bug)"
+                    )))
+                })
+            })
             .collect()
     }
 

@@ -207,7 +207,11 @@ fn ipconfig(n: &GuestNic) -> Option<String> {
 }
 
 fn ct_nic(n: &GuestNic) -> String {
-    let mut s = format!("name={},bridge={}", n.name.as_deref().unwrap_or("eth0"), n.bridge);
+    let mut s = format!(
+        "name={},bridge={}",
+        n.name.as_deref().unwrap_or("eth0"),
+        n.bridge
+    );
     if let Some(ip) = &n.ip {
         s.push_str(&format!(",ip={ip}"));
     }
@@ -266,7 +270,8 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
         set("boot", vm.boot.clone());
         set("ostype", vm.ostype.clone());
         set("description", vm.comment.clone());
-        let mut nics: BTreeMap<String, &GuestNic> = vm.nics.iter().map(|(k, v)| (k.clone(), v)).collect();
+        let mut nics: BTreeMap<String, &GuestNic> =
+            vm.nics.iter().map(|(k, v)| (k.clone(), v)).collect();
         if let Some(n) = &vm.network {
             nics.entry("net0".to_string()).or_insert(n);
         }
@@ -341,7 +346,10 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
     }
     for (i, b) in p.backups.iter().enumerate() {
         let mut params = BTreeMap::new();
-        params.insert("schedule".to_string(), calendar(&b.schedule, b.time.as_deref()));
+        params.insert(
+            "schedule".to_string(),
+            calendar(&b.schedule, b.time.as_deref()),
+        );
         params.insert("storage".to_string(), b.storage.clone());
         params.insert("enabled".to_string(), "1".to_string());
         if let Some(m) = &b.mode {
@@ -451,7 +459,9 @@ pub fn merged(kind: GuestKind, key: &str, current: Option<&str>, want: &str) -> 
     let Some(dk) = default_key(kind, key) else {
         return want.to_string();
     };
-    let mut m = current.map(|c| guest_props(kind, key, c)).unwrap_or_default();
+    let mut m = current
+        .map(|c| guest_props(kind, key, c))
+        .unwrap_or_default();
     m.extend(guest_props(kind, key, want));
     let mut parts = Vec::new();
     if dk == "model" {
@@ -551,3 +561,89 @@ pub fn storage_params(s: &PveStorage) -> BTreeMap<String, String> {
 
 /// Storage options PVE fixes at creation (`PUT /storage/{id}` refuses them).
 pub const STORAGE_FIXED: &[&str] = &["type", "thinpool", "vgname", "export", "path"];
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_nic_matches_whatever_mac_pve_generated() {
+        let have = "virtio=BC:24:11:00:64:00,bridge=vmbr0,firewall=1";
+        assert!(matches(
+            GuestKind::Qemu,
+            "net0",
+            Some(have),
+            "model=virtio,bridge=vmbr0"
+        ));
+        assert!(!matches(
+            GuestKind::Qemu,
+            "net0",
+            Some(have),
+            "model=e1000,bridge=vmbr0"
+        ));
+        assert!(!matches(
+            GuestKind::Qemu,
+            "net0",
+            Some(have),
+            "model=virtio,bridge=vmbr1"
+        ));
+        assert_eq!(
+            merged(
+                GuestKind::Qemu,
+                "net0",
+                Some(have),
+                "model=virtio,bridge=vmbr1"
+            ),
+            "virtio=BC:24:11:00:64:00,bridge=vmbr1,firewall=1"
+        );
+        assert_eq!(
+            merged(GuestKind::Qemu, "net1", None, "model=virtio,bridge=vmbr1"),
+            "model=virtio,bridge=vmbr1"
+        );
+    }
+
+    #[test]
+    fn property_strings_compare_canonically() {
+        assert!(matches(
+            GuestKind::Qemu,
+            "memory",
+            Some("current=2048"),
+            "2048"
+        ));
+        assert!(matches(
+            GuestKind::Qemu,
+            "cpu",
+            Some("cputype=host,flags=+aes"),
+            "host"
+        ));
+        assert!(matches(
+            GuestKind::Qemu,
+            "description",
+            Some("db server\n"),
+            "db server"
+        ));
+        assert!(matches(
+            GuestKind::Lxc,
+            "net0",
+            Some("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:C8:00,ip=dhcp,type=veth"),
+            "name=eth0,bridge=vmbr0,ip=dhcp"
+        ));
+        assert!(!matches(GuestKind::Qemu, "cores", None, "2"));
+        assert_eq!(
+            disk_of("local-lvm:vm-100-disk-0,iothread=1,size=20G"),
+            ("local-lvm".to_string(), Some(20 << 30))
+        );
+        assert!(storage_matches(
+            "content",
+            Some("rootdir,images"),
+            "images,rootdir"
+        ));
+        assert!(backup_matches("vmid", Some("200,100"), "100,200"));
+        assert!(backup_matches(
+            "prune-backups",
+            Some("keep-weekly=4,keep-daily=7"),
+            "keep-daily=7,keep-weekly=4"
+        ));
+    }
+}

@@ -142,6 +142,29 @@ async fn seed_example_applies_and_a_second_apply_writes_nothing() {
         "{na:?}"
     );
 
+    // The token's secret is in no report and no file of the state directory.
+    let secret = pve_sim::TOKEN.split_once('=').unwrap().1;
+    assert!(!dump(&r).contains(secret));
+    let mut dirs = vec![env.dir.path().join("state")];
+    let mut files = 0;
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the token",
+                path.display()
+            );
+        }
+    }
+    assert!(files >= 2, "no audit log or ownership file was written");
+
     let writes = env.sim.writes();
     let again = env.apply(&state).await;
     assert!(again.ok, "{}", dump(&again));
@@ -370,6 +393,35 @@ async fn the_certificate_is_pinned_and_the_token_file_must_be_private() {
         "{err}"
     );
     assert!(!err.contains("5f2b8c1e"), "the token leaked: {err}");
+}
+
+/// A token without the privilege an action needs: the schema's permission
+/// check refuses it with 403, the error says which privilege on which path,
+/// and nothing else changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_the_privilege_is_refused_by_name() {
+    let env = Env::new(fast());
+    env.sim.world.lock().unwrap().token_privs = Some(
+        [
+            "VM.Audit",
+            "VM.Allocate",
+            "Datastore.AllocateSpace",
+            "Datastore.Audit",
+            "Sys.Audit",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    let state = env.state(json!({"vms": [{"vmid": 140, "cores": 1}]}));
+    let r = env.apply(&state).await;
+    assert!(!r.ok);
+    let text = dump(&r);
+    assert!(
+        text.contains("HTTP 403: Permission check failed (/vms/140, VM.PowerMgmt)"),
+        "{text}"
+    );
+    assert!(env.sim.guest(140).is_some_and(|g| !g.running));
 }
 
 /// Requests the schema forbids get PVE's 400 with an `errors` object

@@ -367,6 +367,8 @@ pub struct World {
     /// Another writer, once: just before the next config write to guest
     /// `.0`, key `.1` is set to `.2` (the write's digest is then stale).
     pub meanwhile: Option<(u32, String, String)>,
+    /// The token's privileges (a privilege-separated token); `None`: all.
+    pub token_privs: Option<Vec<String>>,
     /// The cluster this node is in (`None`: standalone).
     pub cluster: Option<String>,
     /// Every request: "METHOD /path".
@@ -548,6 +550,9 @@ impl Shared {
                 json!({"data": null, "errors": errors, "message": "Parameter verification failed.\n"}),
             );
         }
+        if let Some(denied) = self.denied(minfo, &all) {
+            return fail(403, denied);
+        }
         if method != "GET" {
             self.writes.fetch_add(1, Ordering::SeqCst);
         }
@@ -559,6 +564,41 @@ impl Shared {
                 .to_string(),
         );
         self.route(method, &segments(rest), all)
+    }
+
+    /// The token's privileges against the endpoint's `["perm", PATH,
+    /// [PRIVS], "any", 1]` check (other checks pass).
+    fn denied(
+        &self,
+        minfo: &Map<String, Value>,
+        params: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let privs = self.world.lock().unwrap().token_privs.clone()?;
+        let check = minfo.get("permissions")?.get("check")?.as_array()?;
+        if check.first()?.as_str()? != "perm" {
+            return None;
+        }
+        let mut path = check.get(1)?.as_str()?.to_string();
+        for (k, v) in params {
+            path = path.replace(&format!("{{{k}}}"), v);
+        }
+        let wanted: Vec<&str> = check
+            .get(2)?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let any = check.get(3).and_then(Value::as_str) == Some("any");
+        let has = |p: &&str| privs.iter().any(|x| x == p);
+        let ok = if any {
+            wanted.iter().any(has)
+        } else {
+            wanted.iter().all(has)
+        };
+        (!ok).then(|| {
+            let missing: Vec<&str> = wanted.iter().filter(|p| !has(p)).copied().collect();
+            format!("Permission check failed ({path}, {})", missing.join("|"))
+        })
     }
 
     fn route(self: &Arc<Self>, method: &str, seg: &[String], p: BTreeMap<String, String>) -> Reply {

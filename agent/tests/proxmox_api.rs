@@ -258,6 +258,51 @@ async fn a_config_changed_meanwhile_is_not_overwritten() {
     assert_eq!(r.plugins[0].attempts, 2, "{}", dump(&r));
 }
 
+/// The plugin's checkpoint and restore, as the engine's transaction calls
+/// them: a created guest is destroyed, changed keys get their old values,
+/// the power state comes back, a created backup job goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_puts_back_what_the_checkpoint_recorded() {
+    let env = Env::new(fast());
+    let first = env.state(json!({"vms": [{"vmid": 100, "cores": 2, "name": "web"}]}));
+    assert!(env.apply(&first).await.ok);
+    let before = env.sim.guest(100).unwrap();
+    let jobs_before = env.sim.world.lock().unwrap().backups.clone();
+    let state = env.state(json!({
+        "vms": [{"vmid": 100, "cores": 4, "name": "web", "comment": "new", "state": "stopped"},
+                {"vmid": 101, "cores": 1}],
+        "backups": [{"schedule": "daily", "storage": "local", "vms": [100]}]
+    }));
+    let p = env.engine.plugin("proxmox").unwrap();
+    let ctx = env.ctx();
+    let desired = p.desired_json(&state.state).unwrap().unwrap();
+    let current = p.query_json(&ctx, &desired).await.unwrap();
+    let actions = p.diff_json(&current, &desired).unwrap();
+    let cp = p
+        .checkpoint_json(&ctx, &current, &actions)
+        .await
+        .unwrap()
+        .unwrap();
+    for r in p.apply_json(&ctx, &actions).await.unwrap() {
+        r.unwrap();
+    }
+    assert_eq!(env.sim.guest(100).unwrap().config["cores"], "4");
+    assert!(env.sim.guest(101).is_some());
+    let line = p.restore_json(&ctx, &cp).await.unwrap();
+    let after = env.sim.guest(100).unwrap();
+    assert_eq!(after.config, before.config, "{line}");
+    assert!(after.running, "{line}");
+    assert!(env.sim.guest(101).is_none(), "{line}");
+    assert_eq!(env.sim.world.lock().unwrap().backups, jobs_before, "{line}");
+    assert_eq!(line, "5 change(s) undone");
+    // What restore destroyed is no longer recorded as op-dbus's.
+    let owned = std::fs::read_to_string(env.dir.path().join("state/ownership.json")).unwrap();
+    assert!(
+        owned.contains("vm/100") && !owned.contains("vm/101") && !owned.contains("opdbus-1"),
+        "{owned}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_disk_keeps_the_vm_and_its_other_disks() {
     let env = Env::new(fast());

@@ -655,6 +655,219 @@ async fn apply_one(c: &Client, ownership: &Ownership, a: &Action) -> ActionResul
     Ok(note.map(|upid| format!("task {upid}")))
 }
 
+/// What a transaction's actions are about to change, as it was before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guests: Vec<GuestBefore>,
+    /// Storage id to its options before (`None`: op-dbus defines it now).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// Backup job id to its options before (`None`: op-dbus creates it now).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<String, Option<BTreeMap<String, String>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestBefore {
+    pub kind: GuestKind,
+    pub node: String,
+    pub vmid: u32,
+    /// `None`: the guest did not exist (the transaction creates it).
+    pub config: Option<BTreeMap<String, String>>,
+    pub running: bool,
+    /// The config keys the actions set.
+    pub keys: Vec<String>,
+    /// Disks the actions grow (PVE cannot shrink them back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grown: Vec<String>,
+}
+
+fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
+    let mut cp = Checkpoint::default();
+    for a in actions {
+        match a {
+            Action::CreateGuest {
+                kind, node, vmid, ..
+            }
+            | Action::ConfigureGuest {
+                kind, node, vmid, ..
+            }
+            | Action::ResizeDisk {
+                kind, node, vmid, ..
+            }
+            | Action::StartGuest { kind, node, vmid }
+            | Action::StopGuest { kind, node, vmid }
+            | Action::DestroyGuest { kind, node, vmid } => {
+                let at = match cp
+                    .guests
+                    .iter()
+                    .position(|g| g.kind == *kind && g.vmid == *vmid)
+                {
+                    Some(i) => i,
+                    None => {
+                        let cur = current
+                            .guests
+                            .iter()
+                            .find(|g| g.kind == *kind && g.vmid == *vmid);
+                        cp.guests.push(GuestBefore {
+                            kind: *kind,
+                            node: node.clone(),
+                            vmid: *vmid,
+                            config: cur.and_then(|g| g.config.clone()),
+                            running: cur.and_then(|g| g.status.as_deref()) == Some("running"),
+                            keys: Vec::new(),
+                            grown: Vec::new(),
+                        });
+                        cp.guests.len() - 1
+                    }
+                };
+                let g = &mut cp.guests[at];
+                match a {
+                    Action::ConfigureGuest { set, delete, .. } => {
+                        g.keys.extend(set.keys().cloned());
+                        g.keys.extend(delete.iter().cloned());
+                    }
+                    Action::ResizeDisk { disk, .. } => g.grown.push(disk.clone()),
+                    _ => {}
+                }
+            }
+            Action::CreateStorage { id, .. } | Action::UpdateStorage { id, .. } => {
+                cp.storage
+                    .insert(id.clone(), current.storage.get(id).cloned().flatten());
+            }
+            Action::CreateBackupJob { id, .. } | Action::UpdateBackupJob { id, .. } => {
+                cp.backups
+                    .insert(id.clone(), current.backups.get(id).cloned().flatten());
+            }
+            Action::Refuse { .. } => {}
+        }
+    }
+    cp
+}
+
+/// Puts back what [`checkpoint`] recorded: guests the transaction created
+/// are destroyed, config keys it set get their old values (or are
+/// deleted), the power state is restored; storage and backup jobs alike.
+/// A grown disk stays grown (PVE cannot shrink): the line says so.
+async fn restore(c: &Client, ownership: &Ownership, cp: &Checkpoint) -> anyhow::Result<String> {
+    let mut undone = 0;
+    let mut kept = Vec::new();
+    for g in cp.guests.iter().rev() {
+        let base = format!("/nodes/{}/{}/{}", g.node, g.kind.path(), g.vmid);
+        let now = c.get_opt(&format!("{base}/config")).await?;
+        let running = match &now {
+            Some(_) => {
+                c.get(&format!("{base}/status/current"))
+                    .await?
+                    .get("status")
+                    .and_then(Value::as_str)
+                    == Some("running")
+            }
+            None => false,
+        };
+        let Some(before) = &g.config else {
+            if now.is_some() {
+                if running {
+                    let r = c.post(&format!("{base}/status/stop"), &[]).await?;
+                    c.wait(&g.node, r).await?;
+                }
+                let r = c.delete(&base, &[pair("purge", "1")]).await?;
+                c.wait(&g.node, r).await?;
+                ownership.forget(PLUGIN, "guest", &owned_id(g.kind, g.vmid))?;
+                undone += 1;
+            }
+            continue;
+        };
+        let Some(now) = now else {
+            kept.push(format!(
+                "{} {} is gone and is not recreated",
+                g.kind.short(),
+                g.vmid
+            ));
+            continue;
+        };
+        let (now, digest) = config_map(&now);
+        let mut form = Vec::new();
+        let mut delete = Vec::new();
+        for k in &g.keys {
+            match (before.get(k), now.get(k)) {
+                (Some(b), n) if n != Some(b) => form.push(pair(k, b.clone())),
+                (None, Some(_)) => delete.push(k.clone()),
+                _ => {}
+            }
+        }
+        if !form.is_empty() || !delete.is_empty() {
+            undone += form.len() + delete.len();
+            if !delete.is_empty() {
+                form.push(pair("delete", delete.join(",")));
+            }
+            if let Some(d) = digest {
+                form.push(pair("digest", d));
+            }
+            let r = c.put(&format!("{base}/config"), &form).await?;
+            c.wait(&g.node, r).await?;
+        }
+        for d in &g.grown {
+            kept.push(format!(
+                "disk {d} of {} {} stays grown (PVE cannot shrink a disk)",
+                g.kind.short(),
+                g.vmid
+            ));
+        }
+        if running != g.running {
+            let verb = if g.running { "start" } else { "stop" };
+            let r = c.post(&format!("{base}/status/{verb}"), &[]).await?;
+            c.wait(&g.node, r).await?;
+            undone += 1;
+        }
+    }
+    for (id, before) in &cp.storage {
+        let path = format!("/storage/{}", encode(id));
+        match before {
+            None => {
+                c.delete(&path, &[]).await?;
+                ownership.forget(PLUGIN, "storage", id)?;
+                undone += 1;
+            }
+            Some(b) => {
+                let form: Vec<(String, String)> = b
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "content" || k.as_str() == "server")
+                    .map(|(k, v)| pair(k, v.clone()))
+                    .collect();
+                if !form.is_empty() {
+                    c.put(&path, &form).await?;
+                    undone += 1;
+                }
+            }
+        }
+    }
+    for (id, before) in &cp.backups {
+        let path = format!("/cluster/backup/{}", encode(id));
+        match before {
+            None => {
+                c.delete(&path, &[]).await?;
+                ownership.forget(PLUGIN, "backup-job", id)?;
+            }
+            Some(b) => {
+                let form: Vec<(String, String)> = b
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "id" | "type" | "next-run"))
+                    .map(|(k, v)| pair(k, v.clone()))
+                    .collect();
+                c.put(&path, &form).await?;
+            }
+        }
+        undone += 1;
+    }
+    let mut line = format!("{undone} change(s) undone");
+    if !kept.is_empty() {
+        line.push_str(&format!("; not undone: {}", kept.join("; ")));
+    }
+    Ok(line)
+}
+
 /// Which actions run one after another: one lane per guest (PVE locks a
 /// guest's config per write), one for storage before any guest, one for
 /// backup jobs and refusals after.
@@ -672,7 +885,7 @@ impl Plugin for ProxmoxPlugin {
     type Desired = Desired;
     type Current = Current;
     type Action = Action;
-    type Checkpoint = ();
+    type Checkpoint = Checkpoint;
 
     fn name(&self) -> &'static str {
         PLUGIN
@@ -748,6 +961,20 @@ impl Plugin for ProxmoxPlugin {
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
         diff(current, desired)
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &Context,
+        current: &Current,
+        actions: &[Action],
+    ) -> anyhow::Result<Option<Checkpoint>> {
+        Ok(Some(checkpoint(current, actions)))
+    }
+
+    async fn restore(&self, ctx: &Context, cp: &Checkpoint) -> anyhow::Result<String> {
+        let c = self.client()?;
+        restore(&c, &Ownership::new(&ctx.state_dir), cp).await
     }
 
     async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {

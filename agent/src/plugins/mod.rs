@@ -8,6 +8,7 @@ pub mod host;
 pub mod lxc;
 pub mod network;
 pub mod packages;
+pub mod proxmox;
 pub mod storage;
 pub mod systemd;
 pub mod users;
@@ -30,6 +31,7 @@ pub fn standard() -> Engine {
     e.register(firewall::FirewallPlugin::default());
     e.register(systemd::SystemdPlugin);
     e.register(lxc::LxcPlugin);
+    e.register(proxmox::ProxmoxPlugin::default());
     e
 }
 

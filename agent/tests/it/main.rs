@@ -15,6 +15,8 @@ mod fake_systemd;
 mod netns;
 #[path = "../support/ovsdb_server.rs"]
 mod ovsdb_server;
+#[path = "../support/pve_sim.rs"]
+mod pve_sim;
 
 mod audit;
 mod clean_output;
@@ -33,6 +35,7 @@ mod network_ovs;
 mod not_applied;
 mod ovs_flows_wg;
 mod ovsdb;
+mod proxmox_api;
 mod transaction;
 mod users_hostile;
 mod users_injection;

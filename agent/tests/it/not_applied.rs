@@ -1,6 +1,6 @@
 //! The real binary on a state with sections this version does not apply
-//! (an LXC container, a KVM VM, a Proxmox VM, Netmaker; audit
-//! switched off, which is applied: no audit log): `validate` warns by pointer and fails with --strict,
+//! (LXC containers in the list form, a KVM VM, Netmaker; audit switched
+//! off, which is applied: no audit log): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
 
@@ -17,7 +17,6 @@ const STATE: &str = r#"{
     },
     "lxc": {"containers": [{"id": "100", "veth": "veth100"}]},
     "kvm": {"vms": {"db": {"cores": 2, "memory": 2048}}},
-    "proxmox": {"vms": [{"vmid": 100, "name": "app"}]},
     "netmaker": {"enabled": true, "server": "https://nm.example.test", "network": "mesh"}
   }
 }
@@ -27,7 +26,6 @@ const POINTERS: &[&str] = &[
     "/plugins/lxc/containers/0/id",
     "/plugins/lxc/containers/0/veth",
     "/plugins/kvm",
-    "/plugins/proxmox/vms",
     "/plugins/netmaker",
 ];
 
@@ -114,7 +112,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("6 part(s) of the state not applied by this version (exit 3)")
+        err.contains("5 part(s) of the state not applied by this version (exit 3)")
             && err.contains("--allow-unapplied"),
         "{err}"
     );
@@ -157,7 +155,7 @@ fn diff_lists_them_under_not_applied() {
 
     let text = stdout(&f.agent(&["diff", "STATE"]));
     assert!(
-        text.ends_with("1 action(s), 6 part(s) not applied\n"),
+        text.ends_with("1 action(s), 5 part(s) not applied\n"),
         "{text}"
     );
 }
@@ -222,14 +220,14 @@ fn validate_warns_by_pointer_and_strict_fails() {
         "{text}"
     );
     assert!(
-        text.ends_with(&format!("{file}: valid, 6 warning(s)\n")),
+        text.ends_with(&format!("{file}: valid, 5 warning(s)\n")),
         "{text}"
     );
     let out = validate(true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         stdout(&out).ends_with(&format!(
-            "{file}: invalid: 6 warning(s), fatal with --strict\n"
+            "{file}: invalid: 5 warning(s), fatal with --strict\n"
         )),
         "{out:?}"
     );

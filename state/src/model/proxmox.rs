@@ -4,6 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::{GuestNic, OneOrMany, VmDisk};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -11,6 +13,9 @@ use super::{GuestNic, OneOrMany, VmDisk};
 pub struct Proxmox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How the agent reaches the PVE REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<PveApi>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms: Vec<PveVm>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -25,12 +30,34 @@ pub struct Proxmox {
     pub backups: Vec<PveBackup>,
 }
 
+/// The PVE REST API endpoint (`/api2/json`) and its credentials.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PveApi {
+    /// Default `https://localhost:8006`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A root-only file (mode 0600 or stricter) holding one line
+    /// `USER@REALM!TOKENID=SECRET`. Default `/etc/op-dbus/pve-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// SHA-256 of the server certificate (DER), 64 hex digits, colons
+    /// allowed. Default: the node's own `/etc/pve/local/pve-ssl.pem`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// How long to wait for one PVE task (UPID), in seconds. Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_timeout: Option<u64>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PveGuestState {
     #[default]
     Running,
     Stopped,
+    /// Destroyed if op-dbus created it; refused otherwise.
+    Absent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -49,10 +76,22 @@ pub struct PveVm {
     /// Memory in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// Emulated CPU type (`host`, `x86-64-v2-AES`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Shorthand for `disks.scsi0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<VmDisk>,
+    /// Disks by slot (`scsi0`, `virtio1`, `sata0`, `ide2`): adding one never
+    /// touches the others; a bigger size grows the disk, a smaller one is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub disks: BTreeMap<String, VmDisk>,
+    /// Shorthand for `nics.net0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<GuestNic>,
+    /// NICs by slot (`net0`, `net1`); the MAC PVE generated is kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nics: BTreeMap<String, GuestNic>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +198,9 @@ pub struct PveNode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PveBackup {
+    /// The job id in `/etc/pve/jobs.cfg`; default `opdbus-N` (N = position, from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub schedule: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,

@@ -88,6 +88,13 @@ pub fn preflight(state: &State, source: &BaseSource, opts: &InstallOptions) -> R
             );
         }
     }
+    if let Some(p) = &opts.agent_package {
+        readable_file(
+            p,
+            "the agent package",
+            "build it with ci/build-debs, or pass --agent-package",
+        )?;
+    }
     for rel in TEMPLATE_FILES {
         let path: PathBuf = opts.templates.join(rel);
         readable_file(

@@ -161,21 +161,28 @@ fn the_agent_package_installs_upgrades_and_purges_in_a_clean_debian_root() {
 
     // An operator disables the result unit; an upgrade keeps that and
     // carries the new version.
-    let (ok, out) = in_root(
-        &tree,
-        &["systemctl", "disable", "op-dbus-result.service"],
-    );
+    let (ok, out) = in_root(&tree, &["systemctl", "disable", "op-dbus-result.service"]);
     assert!(ok, "{out}");
     let newer = format!("{}+1", env!("CARGO_PKG_VERSION"));
     let pkg = deb::build_into(&deb::agent_package(&inputs(&newer)).unwrap(), dir.path()).unwrap();
     // The payload's dpkg excludes /usr/share/man: the pages are in the
     // package for hosts that keep them.
-    let listing = Command::new("dpkg-deb").arg("-c").arg(&pkg).output().unwrap();
+    let listing = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&pkg)
+        .output()
+        .unwrap();
     let listing = String::from_utf8(listing.stdout).unwrap();
-    for page in ["op-dbus-agent.1", "op-dbus-agent-apply.1", "op-dbus-agent-audit-verify.1"] {
+    for page in [
+        "op-dbus-agent.1",
+        "op-dbus-agent-apply.1",
+        "op-dbus-agent-audit-verify.1",
+    ] {
         assert!(
-            listing.lines().any(|l| l.starts_with("-rw-r--r-- root/root")
-                && l.ends_with(&format!(" ./usr/share/man/man1/{page}"))),
+            listing
+                .lines()
+                .any(|l| l.starts_with("-rw-r--r-- root/root")
+                    && l.ends_with(&format!(" ./usr/share/man/man1/{page}"))),
             "{page} is not in the package:\n{listing}"
         );
     }

@@ -6,10 +6,18 @@ use super::Global;
 use crate::engine::confirm;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Print `{"confirmed": "..."}` on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     match confirm::confirm(&global.state_dir)? {
+        Some(what) if args.json => {
+            println!("{}", serde_json::json!({ "confirmed": what.trim() }));
+            Ok(ExitCode::SUCCESS)
+        }
         Some(what) => {
             println!("confirmed: {}", what.trim());
             Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! Runs the real `op-dbus-agent validate` on a good and a bad state file and
 //! checks stdout and the exit status.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -41,6 +41,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_needs_command" -f -a "help" -
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l strict -d 'Treat warnings (malformed SSH keys, a root nobody can log in as) as errors'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l json -d 'Print `{"ok": bool, "lines": [...]}` on stdout instead of the lines'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l state -d 'State file naming what to query' -r -F
@@ -72,6 +73,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s v 
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l json -d 'Print `{"confirmed": "..."}` on stdout'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state -d 'The state to keep the host at' -r -F

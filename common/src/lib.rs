@@ -3,6 +3,7 @@
 //! stay beneath a root directory.
 
 pub mod cmd;
+pub mod deb;
 pub mod interrupt;
 pub mod logging;
 pub mod rootfs;

@@ -144,19 +144,35 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<Summary> {
     let payload = stages.run("target payload", || payload(opts, &cache, work.path()))?;
 
     let layer_file = work.path().join("op-dbus.squashfs");
-    stages.run("op-dbus layer (binaries, templates, units)", || {
-        let root = work.path().join("layer");
-        layer::stage(
-            &layer::LayerInputs {
-                installer: opts.installer.clone(),
+    stages.run(
+        "op-dbus layer (binaries, templates, units, agent package)",
+        || {
+            let root = work.path().join("layer");
+            layer::stage(
+                &layer::LayerInputs {
+                    installer: opts.installer.clone(),
+                    agent: opts.agent.clone(),
+                    templates: opts.templates.clone(),
+                    proxmox_keys: opts.proxmox_keys.clone(),
+                },
+                &root,
+            )?;
+            // The installer installs this package into the target (dpkg -i), so
+            // the installed system's dpkg knows the agent and apt can upgrade it.
+            let inputs = opdbus_common::deb::Inputs {
                 agent: opts.agent.clone(),
+                installer: None,
+                dist: opdbus_common::deb::Inputs::dist_beside(&opts.templates),
                 templates: opts.templates.clone(),
-                proxmox_keys: opts.proxmox_keys.clone(),
-            },
-            &root,
-        )?;
-        layer::pack(&root, &layer_file)
-    })?;
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let deb = root.join(opdbus_common::deb::LIVE_AGENT_PACKAGE.trim_start_matches('/'));
+            fs::create_dir_all(deb.parent().context("the package path has a parent")?)
+                .with_context(|| format!("creating the directory of {}", deb.display()))?;
+            opdbus_common::deb::build(&opdbus_common::deb::agent_package(&inputs)?, &deb)?;
+            layer::pack(&root, &layer_file)
+        },
+    )?;
 
     let iso_root = work.path().join("iso");
     let efi_img = work.path().join("efi.img");

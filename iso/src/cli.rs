@@ -1,4 +1,4 @@
-//! The `op-dbus-iso` command line (CLI.md): `build` and `customize`.
+//! The `op-dbus-iso` command line (CLI.md): `build`, `customize` and `package`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,8 @@ pub enum Command {
     Build(BuildArgs),
     /// Replace the embedded state and kernel arguments of a built ISO.
     Customize(CustomizeArgs),
+    /// Build the op-dbus-agent and op-dbus-install .deb packages.
+    Package(PackageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +99,39 @@ pub struct CustomizeArgs {
     /// ISO file to write.
     #[arg(long, short, value_name = "ISO2")]
     pub output: PathBuf,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PackageArgs {
+    /// The agent binary to package.
+    #[arg(
+        long,
+        value_name = "BIN",
+        default_value = "target/release/op-dbus-agent"
+    )]
+    pub agent: PathBuf,
+    /// The installer binary to package.
+    #[arg(
+        long,
+        value_name = "BIN",
+        default_value = "target/release/op-dbus-install"
+    )]
+    pub installer: PathBuf,
+    /// The templates directory (units, D-Bus policy, host layout).
+    #[arg(long, value_name = "DIR", default_value = "templates")]
+    pub templates: PathBuf,
+    /// Generated man pages and completions (`cargo run -p opdbus-docgen`).
+    #[arg(long, value_name = "DIR", default_value = "dist")]
+    pub dist: PathBuf,
+    /// Directory the packages are written to (NAME_VERSION_ARCH.deb).
+    #[arg(long, short, value_name = "DIR", default_value = "target/debian")]
+    pub output_dir: PathBuf,
+    /// Print the built packages as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -130,12 +165,78 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Customize(a) => {
             customize::customize(&a.iso, &a.state, a.kargs.as_deref(), &a.output)?;
             let (sha, size) = build::hash_file(&a.output)?;
-            println!(
-                "{} ({:.1} MiB), sha256 {sha}",
-                a.output.display(),
-                size as f64 / 1048576.0
-            );
+            if a.json {
+                let out = serde_json::json!({"iso": a.output, "iso_size": size, "iso_sha256": sha});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "{} ({:.1} MiB), sha256 {sha}",
+                    a.output.display(),
+                    size as f64 / 1048576.0
+                );
+            }
+        }
+        Command::Package(a) => {
+            let built = package(&a)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&built)?);
+            } else {
+                for p in &built {
+                    println!(
+                        "{} {} ({} bytes, sha256 {})",
+                        p.package,
+                        p.path.display(),
+                        p.size,
+                        p.sha256
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One package `op-dbus-iso package` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct BuiltPackage {
+    pub package: String,
+    pub version: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn package(a: &PackageArgs) -> anyhow::Result<Vec<BuiltPackage>> {
+    use opdbus_common::deb;
+    for bin in [&a.agent, &a.installer] {
+        if !bin.is_file() {
+            anyhow::bail!(
+                "{} not found: build it first (`cargo build --release`, or pass --agent/--installer)",
+                bin.display()
+            );
+        }
+    }
+    let inputs = deb::Inputs {
+        agent: a.agent.clone(),
+        installer: Some(a.installer.clone()),
+        templates: a.templates.clone(),
+        dist: Some(a.dist.clone()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut out = Vec::new();
+    for p in [
+        deb::agent_package(&inputs)?,
+        deb::installer_package(&inputs)?,
+    ] {
+        let path = deb::build_into(&p, &a.output_dir)?;
+        let (sha256, size) = build::hash_file(&path)?;
+        out.push(BuiltPackage {
+            package: p.name,
+            version: p.version,
+            path,
+            size,
+            sha256,
+        });
+    }
+    Ok(out)
 }

@@ -145,3 +145,66 @@ fn a_proxmox_state_without_its_release_key_is_refused_before_the_build() {
     assert!(!dir.path().join("pve.iso").exists());
     assert!(fs::read_dir(dir.path().join("cache")).unwrap().next().is_none());
 }
+
+/// `customize --json` and `package --json` print one JSON document (the
+/// real binary; `package` wraps a stand-in ELF, its layout is checked in
+/// installer/tests/debian_package.rs).
+#[test]
+fn customize_and_package_json_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = small_iso(dir.path());
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let new_state = repo.join("iso/tests/fixtures/ci-state-customized.json");
+    let iso2 = dir.path().join("b.iso");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_op-dbus-iso"))
+        .arg("customize")
+        .arg(&iso)
+        .arg("--state")
+        .arg(&new_state)
+        .arg("-o")
+        .arg(&iso2)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["iso"], iso2.display().to_string());
+    assert_eq!(v["iso_size"], fs::metadata(&iso2).unwrap().len());
+    assert_eq!(v["iso_sha256"], build::hash_file(&iso2).unwrap().0);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_op-dbus-iso"))
+        .current_dir(&repo)
+        .args([
+            "package",
+            "--agent",
+            "/usr/bin/true",
+            "--installer",
+            "/usr/bin/true",
+        ])
+        .arg("--output-dir")
+        .arg(dir.path().join("debs"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["package"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["op-dbus-agent", "op-dbus-install"]);
+    for p in v.as_array().unwrap() {
+        let path = Path::new(p["path"].as_str().unwrap());
+        assert_eq!(p["size"], fs::metadata(path).unwrap().len());
+    }
+}

@@ -16,6 +16,13 @@ pub struct Report {
     pub ok: bool,
 }
 
+impl Report {
+    /// `validate --json`: `{"ok": bool, "lines": [...]}`, the same lines.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "ok": self.ok, "lines": self.lines })
+    }
+}
+
 /// Validates every file; with `strict`, warnings count as errors.
 pub fn check_files<P: AsRef<Path>>(paths: &[P], strict: bool) -> Report {
     let mut report = Report {

@@ -9,10 +9,21 @@ use crate::engine::confirm::{self, Confirmation};
 use crate::engine::transaction::format_time;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Print `{"confirmed": "..."}` on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(global: &Global, _args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     match confirm::confirm(&global.state_dir, None)? {
+        Confirmation::Confirmed(t) if args.json => {
+            println!(
+                "{}",
+                serde_json::json!({ "confirmed": t.description.trim(), "transaction": t.id })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Confirmation::Confirmed(t) => {
             println!("confirmed: transaction {} ({})", t.id, t.description);
             Ok(ExitCode::SUCCESS)

@@ -14,12 +14,19 @@ pub struct Args {
     /// Treat warnings (malformed SSH keys, a root nobody can log in as) as errors.
     #[arg(long)]
     pub strict: bool,
+    /// Print `{"ok": bool, "lines": [...]}` on stdout instead of the lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let report = opdbus_state::check_files(&args.files, args.strict);
-    for line in &report.lines {
-        println!("{line}");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        for line in &report.lines {
+            println!("{line}");
+        }
     }
     Ok(if report.ok {
         ExitCode::SUCCESS

@@ -1,5 +1,6 @@
 //! Runs the real `op-dbus-agent validate` on a good and a bad state file and
 //! checks stdout and the exit status.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;
@@ -55,4 +56,44 @@ fn warnings_are_fatal_only_with_strict() {
         "{stdout}"
     );
     assert_eq!(code, Some(1));
+}
+
+#[test]
+fn json_output_parses_and_carries_the_same_lines() {
+    let bad = "state/tests/fixtures/invalid/gateway_outside_subnet/state.json";
+    let (stdout, code) = validate(&["--json", "state-examples/default.json", bad]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("validate --json prints JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["lines"][0], "state-examples/default.json: valid");
+    assert_eq!(v["lines"][2], format!("{bad}: invalid: 1 error(s)"));
+    assert_eq!(code, Some(1));
+}
+
+/// `confirm --json` (tier 1: a private state directory with a pending change).
+#[test]
+fn confirm_json_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = opdbus_agent::engine::confirm::WaitToken {
+        id: "t1".into(),
+        pid: std::process::id(),
+        description: "network: 2 actions".into(),
+        deadline,
+    };
+    opdbus_agent::engine::confirm::begin(dir.path(), &token).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_op-dbus-agent"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["confirm", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("confirm --json prints JSON");
+    assert_eq!(v["confirmed"], "network: 2 actions");
+    assert_eq!(v["transaction"], "t1");
 }

@@ -37,6 +37,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "wiz
 complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "auto" -d 'Live-ISO entry: read opdbus.* from the kernel command line and install unattended'
 complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand validate" -l strict -d 'Treat warnings (malformed SSH keys, a root nobody can log in as) as errors'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand validate" -l json -d 'Print `{"ok": bool, "lines": [...]}` on stdout instead of the lines'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand validate" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand validate" -s h -l help -d 'Print help'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand schema" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
@@ -56,6 +57,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -l
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -l yes -d 'Allow wiping what is on the targets'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -l reformat -d 'Replace filesystems of the planned type too (needs --yes); by default they are kept and their UUIDs used'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -l dry-run -d 'Print the plan and what would change; write nothing'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -l json -d 'Print the report (and with --dry-run the plan) as JSON on stdout'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand disk" -s h -l help -d 'Print help'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand payload" -l state -d 'State file whose `bootstrap` section (distribution, suite, mirror, packages) describes the payload; without it: Debian bookworm' -r -F
@@ -72,6 +74,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install"
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l report -d 'Also write the install report here' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l mount-at -d 'Where to mount the target while installing' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l agent -d 'The agent binary to install (default: op-dbus-agent next to this binary)' -r -F
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l agent-package -d 'The op-dbus-agent .deb to install into the target (default: the live medium\'s /usr/share/op-dbus/packages/op-dbus-agent.deb, else one built from --agent)' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l templates -d 'The templates folder (default: /usr/share/op-dbus/templates, else ./templates)' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l disk -d 'Map a device key of the state to a block device or image file' -r
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l uuid-seed -d 'Derive UUIDs from this seed instead of at random (reproducible plans)' -r
@@ -81,6 +84,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install"
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l yes -d 'Allow wiping the target disks'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l reformat -d 'Replace filesystems of the planned type too (needs --yes); by default they are kept and their UUIDs used'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l json-progress -d 'One JSON object per phase event on stdout'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l json -d 'Print the install report (install.json) as JSON on stdout at the end'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -s h -l help -d 'Print help'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand wizard" -l from -d 'Start from this state: every question defaults to its value, and everything the wizard does not ask about is kept as it is' -r -F

@@ -29,6 +29,7 @@ complete -c op-dbus-iso -n "__fish_op_dbus_iso_needs_command" -s h -l help -d 'P
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_needs_command" -s V -l version -d 'Print version'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_needs_command" -f -a "build" -d 'Build a hybrid UEFI+BIOS live ISO'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_needs_command" -f -a "customize" -d 'Replace the embedded state and kernel arguments of a built ISO'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_needs_command" -f -a "package" -d 'Build the op-dbus-agent and op-dbus-install .deb packages'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l state -d 'State embedded at /opdbus/state.json (its bootstrap section also describes the payload)' -r -F
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -s o -l output -d 'ISO file to write' -r -F
@@ -45,8 +46,18 @@ complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -s h -l h
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand customize" -l state -d 'New state for /opdbus/state.json' -r -F
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand customize" -l kargs -d 'Extra kernel arguments for every entry (replace the earlier ones)' -r
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand customize" -s o -l output -d 'ISO file to write' -r -F
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand customize" -l json -d 'Print the result as JSON on stdout'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand customize" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand customize" -s h -l help -d 'Print help'
-complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize help" -f -a "build" -d 'Build a hybrid UEFI+BIOS live ISO'
-complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize help" -f -a "customize" -d 'Replace the embedded state and kernel arguments of a built ISO'
-complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -l agent -d 'The agent binary to package' -r -F
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -l installer -d 'The installer binary to package' -r -F
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -l templates -d 'The templates directory (units, D-Bus policy, host layout)' -r -F
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -l dist -d 'Generated man pages and completions (`cargo run -p opdbus-docgen`)' -r -F
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -s o -l output-dir -d 'Directory the packages are written to (NAME_VERSION_ARCH.deb)' -r -F
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -l json -d 'Print the built packages as JSON on stdout'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand package" -s h -l help -d 'Print help'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize package help" -f -a "build" -d 'Build a hybrid UEFI+BIOS live ISO'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize package help" -f -a "customize" -d 'Replace the embedded state and kernel arguments of a built ISO'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize package help" -f -a "package" -d 'Build the op-dbus-agent and op-dbus-install .deb packages'
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand help; and not __fish_seen_subcommand_from build customize package help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -178,6 +178,7 @@ fn install(state: &Path, disk: &str) -> anyhow::Result<()> {
         json_progress: false,
         mount_at: PathBuf::from("/run/opdbus/target"),
         agent_binary: PathBuf::from("/usr/local/bin/op-dbus-agent"),
+        agent_package: None,
         templates: super::install::default_templates(),
         proc_cmdline: std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
         sys: PathBuf::from("/sys"),

@@ -27,6 +27,9 @@ pub struct Args {
     /// Leave the installed system's tree mounted here.
     #[arg(long)]
     pub mount_at: Option<PathBuf>,
+    /// Print the report (and with --dry-run the plan) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub map: super::plan::DiskMap,
 }
@@ -60,12 +63,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // The plan as it would run: kept filesystems with their UUIDs.
         plan.disk = exec.plan.clone();
         plan.fstab = crate::disk::fstab(&plan.disk);
-        print!("{}", super::plan::render(&plan));
+        if !args.json {
+            print!("{}", super::plan::render(&plan));
+        }
     }
-    print!("{}", exec.report);
+    let mounted_at = exec.mounted.as_ref().and(args.mount_at.as_ref());
+    if args.json {
+        let out = serde_json::json!({
+            "plan": args.dry_run.then_some(&plan),
+            "report": &exec.report,
+            "mounted_at": mounted_at,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", exec.report);
+    }
     if let Some(m) = exec.mounted {
         if let Some(dir) = &args.mount_at {
-            println!("mounted at {}", dir.display());
+            if !args.json {
+                println!("mounted at {}", dir.display());
+            }
             // Leave it mounted: forget the guards on purpose.
             std::mem::forget(m);
         } else {

@@ -34,12 +34,20 @@ pub struct Args {
     /// One JSON object per phase event on stdout.
     #[arg(long)]
     pub json_progress: bool,
+    /// Print the install report (install.json) as JSON on stdout at the end.
+    #[arg(long, conflicts_with = "json_progress")]
+    pub json: bool,
     /// Where to mount the target while installing.
     #[arg(long, default_value = "/run/opdbus/target")]
     pub mount_at: PathBuf,
     /// The agent binary to install (default: op-dbus-agent next to this binary).
     #[arg(long)]
     pub agent: Option<PathBuf>,
+    /// The op-dbus-agent .deb to install into the target (default: the live
+    /// medium's /usr/share/op-dbus/packages/op-dbus-agent.deb, else one built
+    /// from --agent).
+    #[arg(long, value_name = "DEB")]
+    pub agent_package: Option<PathBuf>,
     /// The templates folder (default: /usr/share/op-dbus/templates, else ./templates).
     #[arg(long)]
     pub templates: Option<PathBuf>,
@@ -74,6 +82,7 @@ impl Args {
                 Some(a) => a.clone(),
                 None => default_agent()?,
             },
+            agent_package: self.agent_package.clone(),
             templates: self.templates.clone().unwrap_or_else(default_templates),
             proc_cmdline: std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
             sys: self.map.sys.clone(),
@@ -107,6 +116,9 @@ pub fn default_templates() -> PathBuf {
 pub fn run(args: Args) -> Result<ExitCode> {
     let opts = args.options()?;
     let report = install(&opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     let total: f64 = report.phases.iter().map(|p| p.seconds).sum();
     eprintln!(
         "installed {} onto {} in {:.1} s",

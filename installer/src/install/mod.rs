@@ -53,8 +53,12 @@ pub struct InstallOptions {
     pub json_progress: bool,
     /// Where the target is mounted while installing.
     pub mount_at: PathBuf,
-    /// The agent binary copied into the target.
+    /// The agent binary (run on this system for the users plugin; packaged
+    /// when there is no `agent_package`).
     pub agent_binary: PathBuf,
+    /// The op-dbus-agent .deb installed into the target (`--agent-package`);
+    /// None: the live medium's, else one built from `agent_binary`.
+    pub agent_package: Option<PathBuf>,
     /// The `templates/` folder.
     pub templates: PathBuf,
     /// The live system's kernel command line (for `console=`).
@@ -372,13 +376,6 @@ fn first_boot_network(net: &opdbus_state::NetworkSpec) -> target::FirstBootNetwo
 }
 
 fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
-    let agent = std::fs::read(&opts.agent_binary).with_context(|| {
-        format!(
-            "reading the agent binary {} (build it, or pass --agent)",
-            opts.agent_binary.display()
-        )
-    })?;
-    root.write("/usr/bin/op-dbus-agent", agent, 0o755)?;
     // The installer itself: its `boot-sync` keeps the boot menus current
     // after kernel updates (the same code that wrote them now).
     let me = std::env::current_exe().context("finding the installer's own binary")?;
@@ -393,24 +390,15 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
         root.write(dest, &text, 0o755)?;
     }
     // The firewall unit loads the agent's last applied table at boot,
-    // before network-pre.target (so from sysinit.target).
-    for (unit, wanted_by) in [
-        ("op-dbus-agent.service", "multi-user.target"),
-        ("op-dbus-result.service", "multi-user.target"),
-        ("op-dbus-firewall.service", "sysinit.target"),
-    ] {
-        let src = t.join("systemd").join(unit);
-        let text =
-            std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
-        root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
-        target::enable_unit(root, unit, wanted_by)?;
-    }
-    let policy = t.join("dbus/org.opdbus.conf");
-    let text =
-        std::fs::read(&policy).with_context(|| format!("reading template {}", policy.display()))?;
-    root.write("/usr/share/dbus-1/system.d/org.opdbus.conf", text, 0o644)?;
+    // before network-pre.target (so from sysinit.target). The agent's own
+    // units and D-Bus policy come with its package (below).
+    let unit = "op-dbus-firewall.service";
+    let src = t.join("systemd").join(unit);
+    let text = std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
+    root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
+    target::enable_unit(root, unit, "sysinit.target")?;
     let layout = state.plugins.opdbus.clone().unwrap_or_default();
-    let plugin_toml = std::fs::read_to_string(t.join("layout/plugin.toml"))
+    let plugin_toml = std::fs::read_to_string(opts.templates.join("layout/plugin.toml"))
         .context("reading template layout/plugin.toml")?;
     create_host_layout(root, &layout, &plugin_toml)?;
     if state.plugins.users.is_some() {
@@ -427,7 +415,64 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
             .run()
             .context("creating the state's users in the target before first boot")?;
     }
-    Ok(())
+    install_agent_package(
+        root,
+        opts.agent_package.as_deref(),
+        &opts.agent_binary,
+        &opts.templates,
+    )
+}
+
+/// The agent, its units (enabled by the package's postinst) and D-Bus
+/// policy as the `op-dbus-agent` package, installed with the target's own
+/// dpkg: `dpkg -s op-dbus-agent` works there and apt can upgrade it.
+/// `package` None: the live medium's, else one built from `agent_binary`
+/// and `templates` (with `dist/` beside them when there is one).
+pub fn install_agent_package(
+    root: &Root,
+    package: Option<&Path>,
+    agent_binary: &Path,
+    templates: &Path,
+) -> Result<()> {
+    use opdbus_common::deb;
+    let built;
+    let package = match package {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(deb::LIVE_AGENT_PACKAGE).is_file() => {
+            PathBuf::from(deb::LIVE_AGENT_PACKAGE)
+        }
+        None => {
+            built = tempfile::tempdir().context("creating a directory for the agent package")?;
+            let inputs = deb::Inputs {
+                agent: agent_binary.to_path_buf(),
+                installer: None,
+                dist: deb::Inputs::dist_beside(templates),
+                templates: templates.to_path_buf(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            deb::build_into(&deb::agent_package(&inputs)?, built.path())
+                .context("packaging the agent binary (or pass --agent-package)")?
+        }
+    };
+    let data = std::fs::read(&package).with_context(|| {
+        format!(
+            "reading the agent package {} (build it with ci/build-debs, or pass --agent-package)",
+            package.display()
+        )
+    })?;
+    const IN_TARGET: &str = "/var/cache/op-dbus/op-dbus-agent.deb";
+    root.create_dir_all("/var/cache/op-dbus", 0o755)?;
+    root.write(IN_TARGET, data, 0o644)?;
+    let chroot = target::Chroot::enter(root)?;
+    let result = chroot
+        .task("dpkg")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["--force-confold", "-i", IN_TARGET])
+        .run()
+        .with_context(|| format!("installing {} into the target with dpkg", package.display()));
+    chroot.close()?;
+    result?;
+    root.remove_file(IN_TARGET)
 }
 
 fn install_bootloaders(

@@ -14,7 +14,7 @@ use crate::payload::{self, BuildTool};
 
 /// The templates `handoff` copies into the target, relative to the templates
 /// folder.
-pub const TEMPLATE_FILES: [&str; 5] = [
+pub const TEMPLATE_FILES: [&str; 6] = [
     "systemd/op-dbus-agent.service",
     "systemd/op-dbus-result.service",
     "systemd/op-dbus-firewall.service",
@@ -89,6 +89,13 @@ pub fn preflight(state: &State, source: &BaseSource, opts: &InstallOptions) -> R
                 opts.agent_binary.display()
             );
         }
+    }
+    if let Some(p) = &opts.agent_package {
+        readable_file(
+            p,
+            "the agent package",
+            "build it with ci/build-debs, or pass --agent-package",
+        )?;
     }
     for rel in TEMPLATE_FILES {
         let path: PathBuf = opts.templates.join(rel);

@@ -135,3 +135,29 @@ fn an_image_attached_to_a_loop_device_is_in_use() {
     drop(lo);
     assert_eq!(loops_of(&img).trim(), "");
 }
+
+/// `disk --dry-run --json` on a blank image: one JSON document with the
+/// plan and the per-item report, and nothing written.
+#[test]
+fn disk_dry_run_json_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), |_| {});
+    let img = marked_image(dir.path(), "a.img", 4 * GIB);
+    let before = marks(&img);
+    let out = run(&[
+        OsStr::new("disk"),
+        st.as_os_str(),
+        OsStr::new("--disk"),
+        OsStr::new(&format!("/dev/vda={}", img.display())),
+        OsStr::new("--dry-run"),
+        OsStr::new("--json"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .expect("disk --dry-run --json prints one JSON document");
+    assert_eq!(v["report"]["dry_run"], true);
+    assert!(!v["report"]["items"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["plan"]["disk"].is_object(), "{v}");
+    assert!(v["mounted_at"].is_null());
+    assert_eq!(marks(&img), before, "a dry run wrote the image");
+}

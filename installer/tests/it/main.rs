@@ -3,12 +3,12 @@
 //! `#[ignore]`d: run them as root with `-- --ignored`.
 #![allow(clippy::unwrap_used)]
 
-mod cli_common;
-mod disk_common;
-
 mod auto_state;
 mod boot_sync;
 mod clean_output;
+mod cli_common;
+mod debian_package;
+mod disk_common;
 mod disk_exec;
 mod disk_map;
 mod disk_plan;

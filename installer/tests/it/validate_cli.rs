@@ -56,3 +56,14 @@ fn warnings_are_fatal_only_with_strict() {
     );
     assert_eq!(code, Some(1));
 }
+
+#[test]
+fn json_output_parses_and_carries_the_same_lines() {
+    let bad = "state/tests/fixtures/invalid/gateway_outside_subnet/state.json";
+    let (stdout, code) = validate(&["--json", "state-examples/default.json", bad]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("validate --json prints JSON");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["lines"][0], "state-examples/default.json: valid");
+    assert_eq!(v["lines"][2], format!("{bad}: invalid: 1 error(s)"));
+    assert_eq!(code, Some(1));
+}

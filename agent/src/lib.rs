@@ -9,3 +9,4 @@ pub mod netlink;
 pub mod ovsdb;
 pub mod plugins;
 pub mod service;
+pub mod watch;

@@ -282,6 +282,32 @@ fn whole_apply() {
         check_applied(&ns);
     }
 
+    // Where the apply's time goes: the plugin alone (query, diff, its
+    // checkpoint, the actions, its verify), and the audit records the
+    // engine writes, one transaction each vs one for all.
+    let mut plugin_only = Vec::new();
+    for _ in 0..APPLY_ROUNDS {
+        let ns = NetNs::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let text = bridges_state();
+        plugin_only.push(ns.run(move |_nl| async move {
+            use opdbus_agent::engine::DynPlugin;
+            let p = NetworkPlugin::default();
+            let ctx = context(&path);
+            let desired = DesiredState::from_json(&text, "bench.json").unwrap();
+            let t = Instant::now();
+            let d = p.desired_json(&desired.state).unwrap().unwrap();
+            let cur = p.query_json(&ctx, &d).await.unwrap();
+            let actions = p.diff_json(&cur, &d).unwrap();
+            let results = p.apply_json(&ctx, &actions).await.unwrap();
+            assert!(results.iter().all(Result::is_ok));
+            t.elapsed()
+        }));
+        check_applied(&ns);
+    }
+    let (per_record, one_tx) = audit_cost(120);
+
     let (apply, noop, query) = (median(apply), median(noop), median(query));
     let (batch, ip_loop, ip_query) = (median(batch), median(ip_loop), median(ip_query));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -308,6 +334,13 @@ fn whole_apply() {
         ratio(ip_loop, apply)
     );
     println!(
+        "  of which: the network plugin alone (query, diff, checkpoint, actions, verify) {:.2} ms; \
+         120 audit records one transaction each {:.2} ms, all in one transaction {:.2} ms",
+        ms(median(plugin_only)),
+        ms(per_record),
+        ms(one_tx)
+    );
+    println!(
         "  no-op reconcile (apply with nothing to do): {:8.2} ms",
         ms(noop)
     );
@@ -317,4 +350,30 @@ fn whole_apply() {
         ms(ip_query),
         ratio(query, ip_query)
     );
+}
+
+/// `n` audit records appended one transaction each, and `n` in one
+/// transaction (`AuditLog::append_all`), each in a fresh state dir.
+fn audit_cost(n: usize) -> (Duration, Duration) {
+    use opdbus_agent::audit::{AuditLog, NewEntry};
+    let entry = |i: usize| NewEntry {
+        plugin: "network".into(),
+        action: "add-address".into(),
+        resource: format!("address:tb0/10.0.0.{i}/24"),
+        result: "ok".into(),
+        state_hash: Some("0".repeat(64)),
+        metadata: serde_json::json!({"description": format!("add 10.0.0.{i}/24 to tb0")}),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        log.append(entry(i)).unwrap();
+    }
+    let each = t.elapsed();
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    let t = Instant::now();
+    log.append_all((0..n).map(entry).collect()).unwrap();
+    (each, t.elapsed())
 }

@@ -337,7 +337,7 @@ mod tests {
     fn vlan_message_reports_id_and_base() {
         let base = with_index(
             LinkMessageBuilder::<LinkUnspec>::new()
-                .name("eth0".into())
+                .name("eth0")
                 .mtu(9000)
                 .address(vec![0x52, 0x54, 0, 0x12, 0x34, 0xab])
                 .build(),
@@ -370,7 +370,7 @@ mod tests {
         let ovs = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Other(
             "openvswitch".into(),
         ))
-        .name("ovs-system".into())
+        .name("ovs-system")
         .build();
         let veth = LinkVeth::new("v0", "v1").build();
         let got = links(&[with_index(eth, 1), with_index(ovs, 2), with_index(veth, 3)]);

@@ -10,3 +10,4 @@ pub mod netlink;
 pub mod ovsdb;
 pub mod plugins;
 pub mod service;
+pub mod watch;

@@ -1,8 +1,12 @@
 //! Resident mode: owns `org.opdbus` on the system bus (ApplyState, QueryState,
-//! Status; root only) and repairs drift: a unit the state wants active that
-//! goes inactive is started again, audited as `drift-repair` with the reason.
+//! Status; root only), applies each new valid version of the state file
+//! (an invalid one is refused and the held state stays in force), and
+//! repairs drift: every plugin is re-checked on an interval, and a unit the
+//! state wants active that goes inactive is started again at once; repairs
+//! are audited as `drift-repair` with the reason.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +17,11 @@ use zbus::message::Header;
 use zbus::{fdo, interface, Connection};
 
 use crate::dbus::Systemd;
-use crate::engine::{ActionView, Context, DesiredState, Engine, Repair, Status};
+use crate::engine::{
+    ActionView, Context, DesiredState, Engine, InvalidState, PluginReport, Refused, Repair, Status,
+};
 use crate::plugins::systemd::desired_from;
+use crate::watch::StateWatch;
 
 pub const BUS_NAME: &str = "org.opdbus";
 pub const OBJECT_PATH: &str = "/org/opdbus";
@@ -47,6 +54,144 @@ impl Agent {
             .await
             .context("taking the bus name org.opdbus (is another agent running? is templates/dbus/org.opdbus.conf installed?)")?;
         Ok(())
+    }
+
+    /// The hash of the state the agent keeps the host at.
+    pub async fn state_hash(&self) -> String {
+        self.state.lock().await.hash.clone()
+    }
+
+    /// Watches `file` and applies each new valid version of it as one
+    /// apply; see [`Agent::state_file_changed`]. Runs until the watch fails.
+    pub async fn watch_state(&self, file: PathBuf) -> anyhow::Result<()> {
+        let mut watch = StateWatch::new(&file)?;
+        loop {
+            watch.changed().await?;
+            self.state_file_changed(&file).await?;
+        }
+    }
+
+    /// Reads `file` again. A version that does not validate (or cannot be
+    /// read) is refused: its error lines go to the log and to the status
+    /// file's `refused`, and the held state stays in force. A valid new
+    /// version is applied; it becomes the held state unless a plugin failed
+    /// (the host was then rolled back to, or is repaired towards, the old one).
+    pub async fn state_file_changed(&self, file: &Path) -> anyhow::Result<()> {
+        let loaded = DesiredState::load(file);
+        let mut held = self.state.lock().await;
+        let new = match loaded {
+            Ok(new) => new,
+            Err(e) => {
+                let errors = match e.downcast_ref::<InvalidState>() {
+                    Some(invalid) => invalid.lines.clone(),
+                    None => vec![format!("{e:#}")],
+                };
+                tracing::error!(
+                    file = %file.display(),
+                    "refusing the changed state file; the state {} stays in force:\n{}",
+                    held.hash,
+                    errors.join("\n")
+                );
+                let mut status = Status::read(&self.ctx.state_dir)?
+                    .unwrap_or_else(|| Status::fatal("the state file was refused".into()));
+                status.refused = Some(Refused {
+                    file: file.display().to_string(),
+                    at: crate::engine::status::now(),
+                    errors,
+                    in_force: held.hash.clone(),
+                });
+                return status.write(&self.ctx.state_dir);
+            }
+        };
+        if new.hash == held.hash {
+            tracing::debug!(file = %file.display(), "state file touched, content unchanged");
+            // A refused version was reverted: nothing is refused any more.
+            if let Some(mut status) = Status::read(&self.ctx.state_dir)? {
+                if status.refused.take().is_some() {
+                    status.write(&self.ctx.state_dir)?;
+                }
+            }
+            return Ok(());
+        }
+        tracing::info!(file = %file.display(), state = %new.hash, "state file changed: applying");
+        Status::running(Some(new.hash.clone())).write(&self.ctx.state_dir)?;
+        let report = self.engine.apply(&self.ctx, &new).await;
+        crate::cli::apply::print_report(&report);
+        let failed = report.any_failed();
+        if failed {
+            tracing::error!(
+                "the changed state failed to apply; the state {} stays in force: {}",
+                held.hash,
+                report.failures().join("; ")
+            );
+        }
+        Status::finished(report).write(&self.ctx.state_dir)?;
+        if !failed {
+            *held = new;
+        }
+        Ok(())
+    }
+
+    /// Every `interval`, checks every plugin for drift and repairs it.
+    pub async fn check_drift_every(&self, interval: Duration) -> anyhow::Result<()> {
+        let start = tokio::time::Instant::now() + interval;
+        let mut tick = tokio::time::interval_at(start, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let repaired = self.repair_drift().await;
+            for r in repaired.iter().filter(|r| r.failed()) {
+                tracing::error!(plugin = %r.plugin, "drift repair failed: {}", r.error.as_deref().unwrap_or("unknown error"));
+            }
+        }
+    }
+
+    /// Queries and diffs every plugin against the held state; each plugin
+    /// whose diff is not empty is reconciled, audited as `drift-repair`
+    /// with what differed. A plugin whose query fails is logged and the
+    /// others are still checked. Returns the repairs made.
+    pub async fn repair_drift(&self) -> Vec<PluginReport> {
+        let held = self.state.lock().await;
+        let mut out = Vec::new();
+        for name in self.engine.plugin_names() {
+            let Some(p) = self.engine.plugin(name) else {
+                continue;
+            };
+            let drift = async {
+                let Some(desired) = p.desired_json(&held.state)? else {
+                    return anyhow::Ok(Vec::new());
+                };
+                let current = p.query_json(&self.ctx, &desired).await?;
+                p.diff_json(&current, &desired)
+            };
+            let actions = match drift.await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(plugin = name, "drift check: querying failed: {e:#}");
+                    continue;
+                }
+            };
+            if actions.is_empty() {
+                continue;
+            }
+            let lines: Vec<String> = actions.iter().map(|a| a.description.clone()).collect();
+            let reason = format!(
+                "periodic drift check: {} change(s) needed to match the state: {}",
+                lines.len(),
+                lines.join("; ")
+            );
+            tracing::info!(plugin = name, "{reason}: repairing");
+            let all = |_: &ActionView| true;
+            let repair = Repair {
+                reason,
+                filter: &all,
+            };
+            match self.engine.repair(&self.ctx, &held, name, repair).await {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(plugin = name, "drift repair failed: {e:#}"),
+            }
+        }
+        out
     }
 
     /// Watches systemd's unit signals and starts again every unit the state

@@ -1,8 +1,10 @@
 //! `op-dbus-agent run [--state FILE]`: the first reconcile once per
 //! installation (first-boot marker tied to /etc/machine-id), the status file,
-//! then resident: `org.opdbus` on the system bus and drift repair. Exit 1
-//! when a plugin failed, 3 when parts of the state are not applied by this
-//! version (0 with `--allow-unapplied`).
+//! then resident: `org.opdbus` on the system bus, the state file watched
+//! (each new valid version applied), and drift repair (every plugin checked
+//! every `--drift-interval` seconds, systemd units at once). Exit 1 when a
+//! plugin failed, 3 when parts of the state are not applied by this version
+//! (0 with `--allow-unapplied`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +21,18 @@ use crate::service::Agent;
 
 /// Seconds `run` waits for an apply holding the state directory.
 const RESIDENT_LOCK_WAIT: u64 = 3600;
+/// Minimum time between two repairs of the same systemd unit (a unit that
+/// keeps failing is not restarted in a tight loop).
+const UNIT_REPAIR_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs `task` until it fails; its error is logged (naming `what`) and the
+/// agent's other duties go on.
+async fn keep_going(what: &str, task: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(e) = task.await {
+        tracing::error!("{what} stopped: {e:#}");
+    }
+    std::future::pending::<()>().await
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,8 +45,9 @@ pub struct Args {
     /// Reconcile even when the first-boot marker says it already ran.
     #[arg(long)]
     pub force: bool,
-    /// Minimum seconds between two repairs of the same unit.
-    #[arg(long, default_value_t = 5)]
+    /// Seconds between two drift checks of every plugin (resident mode).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub drift_interval: u64,
     /// Exit 0 even when the state sets parts this version does not apply.
     #[arg(long)]
@@ -103,12 +118,30 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let agent = Agent::new(engine, ctx.clone(), state);
         let conn = ctx.bus().await?;
         agent.serve(&conn).await?;
-        tracing::info!("resident: serving org.opdbus, watching systemd for drift");
-        let drift = agent.watch_drift(Duration::from_secs(args.drift_interval));
+        let interval = Duration::from_secs(args.drift_interval);
+        tracing::info!(
+            state = %args.state.display(),
+            "resident: serving org.opdbus, watching the state file, checking drift every {} s",
+            interval.as_secs()
+        );
+        let units = keep_going(
+            "watching systemd units for drift",
+            agent.watch_drift(UNIT_REPAIR_MIN_INTERVAL),
+        );
+        let file = keep_going(
+            "watching the state file",
+            agent.watch_state(args.state.clone()),
+        );
+        let periodic = keep_going(
+            "the periodic drift check",
+            agent.check_drift_every(interval),
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
-            r = drift => r.context("watching systemd for drift")?,
+            _ = units => {}
+            _ = file => {}
+            _ = periodic => {}
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
         }

@@ -1,7 +1,9 @@
 //! `op-dbus-agent status [--wait]`: exit 0 done, 1 failed, 2 still running (or
 //! not started), 3 done but parts of the state were not applied by this
-//! version (without `--allow-unapplied`), like `cloud-init status --wait`. `--result-line` prints the
-//! `OPDBUS-RESULT {json}` line the serial-console unit shows.
+//! version (without `--allow-unapplied`), like `cloud-init status --wait`;
+//! 1 also when the resident agent refused the state file's latest version.
+//! `--result-line` prints the `OPDBUS-RESULT {json}` line the serial-console
+//! unit shows.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -71,6 +73,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                         println!("  {u}");
                     }
                 }
+                if let Some(r) = &s.refused {
+                    println!(
+                        "refused: the current {} does not validate; the state {} stays in force:",
+                        r.file, r.in_force
+                    );
+                    for e in &r.errors {
+                        println!("  {e}");
+                    }
+                }
             }
         }
     }
@@ -78,7 +89,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .and_then(|s| s.report.as_ref())
         .is_some_and(|r| !r.ok);
+    let refused = status.as_ref().is_some_and(|s| s.refused.is_some());
     Ok(match status.map(|s| s.status) {
+        Some(Phase::Done) if refused => ExitCode::from(1),
         Some(Phase::Done) if unapplied => ExitCode::from(crate::engine::EXIT_NOT_APPLIED),
         Some(Phase::Done) => ExitCode::SUCCESS,
         Some(Phase::Failed) => ExitCode::from(1),

@@ -83,16 +83,27 @@ impl Ownership {
         id: &str,
         index: Option<u32>,
     ) -> anyhow::Result<()> {
-        let mut reg = self.load()?;
-        reg.version = 1;
-        reg.owned
-            .retain(|o| !(o.plugin == plugin && o.kind == kind && o.id == id));
-        reg.owned.push(Owned {
+        self.record_all(&[Owned {
             plugin: plugin.to_string(),
             kind: kind.to_string(),
             id: id.to_string(),
             index,
-        });
+        }])
+    }
+
+    /// Records several created objects in one write of the registry (each
+    /// write is synced: an apply that creates ten bridges pays one, not ten).
+    pub fn record_all(&self, objects: &[Owned]) -> anyhow::Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let mut reg = self.load()?;
+        reg.version = 1;
+        for new in objects {
+            reg.owned
+                .retain(|o| !(o.plugin == new.plugin && o.kind == new.kind && o.id == new.id));
+            reg.owned.push(new.clone());
+        }
         self.store(&reg)
     }
 
@@ -153,6 +164,31 @@ mod tests {
         reg.forget("network", "link", "br0")?;
         assert!(reg.owned("network", "link")?.is_empty());
         assert_eq!(reg.owned("firewall", "rule")?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn record_all_is_one_write_with_the_same_result() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let reg = Ownership::new(dir.path().join("state"));
+        reg.record("network", "link", "br0", Some(3))?;
+        let owned = |id: &str, index| Owned {
+            plugin: "network".into(),
+            kind: "link".into(),
+            id: id.into(),
+            index,
+        };
+        let before = std::fs::metadata(reg.path())?.modified()?;
+        reg.record_all(&[
+            owned("br0", Some(4)),
+            owned("br1", Some(5)),
+            owned("br1", Some(6)),
+        ])?;
+        let links = reg.owned("network", "link")?;
+        assert_eq!(links, vec![owned("br0", Some(4)), owned("br1", Some(6))]);
+        assert!(std::fs::metadata(reg.path())?.modified()? >= before);
+        reg.record_all(&[])?;
+        assert_eq!(reg.owned("network", "link")?.len(), 2);
         Ok(())
     }
 }

@@ -38,13 +38,31 @@ pub struct Status {
     /// (also in `report`); `status` exits 3 for them unless they were allowed.
     #[serde(default)]
     pub not_applied: Vec<Unapplied>,
+    /// The last version of the state file the resident agent refused; the
+    /// state it held before stays in force. Cleared by the next valid version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refused>,
+}
+
+/// A state file version that did not validate (or could not be read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The state file.
+    pub file: String,
+    /// Unix seconds when it was refused.
+    pub at: i64,
+    /// What `validate` says about it, one line per error.
+    pub errors: Vec<String>,
+    /// Hash of the state still in force.
+    pub in_force: String,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(STATUS_FILE)
 }
 
-fn now() -> i64 {
+/// Unix seconds now.
+pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -58,6 +76,7 @@ impl Status {
             report: None,
             errors: Vec::new(),
             not_applied: Vec::new(),
+            refused: None,
         }
     }
 
@@ -79,6 +98,7 @@ impl Status {
             },
             not_applied: report.not_applied.clone(),
             report: Some(report),
+            refused: None,
         }
     }
 
@@ -92,6 +112,7 @@ impl Status {
             report: None,
             errors: vec![error],
             not_applied: Vec::new(),
+            refused: None,
         }
     }
 

@@ -8,13 +8,16 @@ mod resolv;
 mod types;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::AddressMessage;
-use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::link::{LinkExtentMask, LinkMessage};
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{
     AddressMessageBuilder, LinkBond, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec,
     LinkVeth, LinkVlan, RouteMessageBuilder,
@@ -29,11 +32,32 @@ pub use types::{
 
 pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
 
+/// How a single link is looked up.
+#[derive(Clone, Copy)]
+enum LinkKey<'a> {
+    Name(&'a str),
+    Index(u32),
+}
+
 /// A handle on one rtnetlink socket. Cheap to clone; all clones share the
-/// socket and its connection task.
+/// socket, its connection task and the link index cache.
+///
+/// The cache maps link names to ifindexes. Every link dump and look-up fills
+/// it, so an apply never lists the links again to act on one it already
+/// knows. It lives as long as the handle (the network plugin opens one per
+/// query and per apply); deleting a link clears it, and an operation whose
+/// cached index went stale meanwhile (ENODEV) looks the name up once more.
 #[derive(Clone)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
+    indices: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// Link dumps and look-ups skip the statistics blocks (as `ip link show`
+/// without `-s` does): nothing here reads them, and they are most of a
+/// link message.
+fn skip_stats(req: rtnetlink::LinkGetRequest) -> rtnetlink::LinkGetRequest {
+    req.set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
 }
 
 impl Netlink {
@@ -43,19 +67,83 @@ impl Netlink {
     pub fn new() -> Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            indices: Arc::default(),
+        })
+    }
+
+    // ---- the link index cache ---------------------------------------------
+
+    fn cached(&self, name: &str) -> Option<u32> {
+        self.indices.lock().ok()?.get(name).copied()
+    }
+
+    fn cached_name(&self, index: u32) -> Option<String> {
+        let map = self.indices.lock().ok()?;
+        map.iter()
+            .find(|(_, i)| **i == index)
+            .map(|(n, _)| n.clone())
+    }
+
+    fn remember(&self, name: &str, index: u32) {
+        if let Ok(mut map) = self.indices.lock() {
+            map.insert(name.to_string(), index);
+        }
+    }
+
+    fn forget_all(&self) {
+        if let Ok(mut map) = self.indices.lock() {
+            map.clear();
+        }
     }
 
     // ---- queries -------------------------------------------------------
 
+    /// Dumps every link; the cache then holds exactly these links.
     async fn link_messages(&self) -> Result<Vec<LinkMessage>> {
-        self.handle
-            .link()
-            .get()
+        let msgs: Vec<LinkMessage> = skip_stats(self.handle.link().get())
             .execute()
             .try_collect()
             .await
-            .map_err(|e| NetlinkError::from_rtnl("listing links", e))
+            .map_err(|e| NetlinkError::from_rtnl("listing links", e))?;
+        if let Ok(mut map) = self.indices.lock() {
+            map.clear();
+            for m in &msgs {
+                if let Some(n) = parse::link_name(m) {
+                    map.insert(n.to_string(), m.header.index);
+                }
+            }
+        }
+        Ok(msgs)
+    }
+
+    /// The message of one link, by name or index; `None` when it does not exist.
+    async fn link_message(&self, op: &str, by: LinkKey<'_>) -> Result<Option<LinkMessage>> {
+        let req = skip_stats(self.handle.link().get());
+        let req = match by {
+            LinkKey::Name(name) => req.match_name(name.to_string()),
+            LinkKey::Index(index) => req.match_index(index),
+        };
+        let found: Result<Vec<LinkMessage>, _> = req.execute().try_collect().await;
+        match found {
+            Ok(mut msgs) if !msgs.is_empty() => {
+                let m = msgs.swap_remove(0);
+                if let Some(n) = parse::link_name(&m) {
+                    self.remember(n, m.header.index);
+                }
+                Ok(Some(m))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let e = NetlinkError::from_rtnl(op, e);
+                if e.is_missing() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     fn names(msgs: &[LinkMessage]) -> HashMap<u32, String> {
@@ -98,9 +186,30 @@ impl Netlink {
         Ok(parse::links(&self.link_messages().await?))
     }
 
-    /// The link named `name`, if it exists.
+    /// The link named `name`, if it exists: one look-up by name (plus one
+    /// per master or peer the cache cannot name), not a dump.
     pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
-        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+        if types::check_link_name(name).is_err() {
+            return Ok(None);
+        }
+        let op = format!("looking up link {name}");
+        let Some(msg) = self.link_message(&op, LinkKey::Name(name)).await? else {
+            return Ok(None);
+        };
+        let mut names = HashMap::from([(msg.header.index, name.to_string())]);
+        for index in parse::referenced(&msg) {
+            let known = match self.cached_name(index) {
+                Some(n) => Some(n),
+                None => self
+                    .link_message(&op, LinkKey::Index(index))
+                    .await?
+                    .and_then(|m| parse::link_name(&m).map(str::to_string)),
+            };
+            if let Some(n) = known {
+                names.insert(index, n);
+            }
+        }
+        Ok(Some(parse::one_link(&msg, &names)))
     }
 
     /// IPv4 and IPv6 addresses, without the IPv6 link-local ones the kernel
@@ -134,33 +243,41 @@ impl Netlink {
         })
     }
 
-    /// The ifindex of `name`; `op` names the operation for the error.
+    /// The ifindex of `name` (from the cache when it is there); `op` names
+    /// the operation for the error.
     pub async fn index_of(&self, op: &str, name: &str) -> Result<u32> {
-        types::check_link_name(name).map_err(|_| NetlinkError::LinkNotFound {
+        let not_found = || NetlinkError::LinkNotFound {
             op: op.to_string(),
             name: name.to_string(),
-        })?;
-        let found: Result<Vec<LinkMessage>, _> = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_collect()
-            .await;
-        let err = match found {
-            Ok(msgs) => match msgs.first() {
-                Some(m) => return Ok(m.header.index),
-                None => None,
-            },
-            Err(e) => Some(NetlinkError::from_rtnl(op, e)),
         };
-        match err {
-            Some(e) if !e.is_missing() => Err(e),
-            _ => Err(NetlinkError::LinkNotFound {
-                op: op.to_string(),
-                name: name.to_string(),
-            }),
+        types::check_link_name(name).map_err(|_| not_found())?;
+        if let Some(index) = self.cached(name) {
+            return Ok(index);
+        }
+        match self.link_message(op, LinkKey::Name(name)).await? {
+            Some(m) => Ok(m.header.index),
+            None => Err(not_found()),
+        }
+    }
+
+    /// Runs `f` with the ifindex of `name`. When the index came from the
+    /// cache and the kernel no longer knows it (the link was deleted and
+    /// perhaps made again behind the agent's back), the name is looked up
+    /// once more and `f` tried again.
+    async fn with_index<T, F, Fut>(&self, op: &str, name: &str, f: F) -> Result<T>
+    where
+        F: Fn(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let was_cached = self.cached(name).is_some();
+        let index = self.index_of(op, name).await?;
+        match f(index).await {
+            Err(e) if was_cached && e.errno() == Some(libc::ENODEV) => {
+                self.forget_all();
+                let index = self.index_of(op, name).await?;
+                f(index).await
+            }
+            r => r,
         }
     }
 
@@ -246,29 +363,34 @@ impl Netlink {
         let op = format!("deleting link {name}");
         let index = self.index_of(&op, name).await?;
         tracing::debug!("{op}");
-        self.handle
+        let r = self
+            .handle
             .link()
             .del(index)
             .execute()
             .await
-            .map_err(|e| NetlinkError::from_rtnl(op, e))
+            .map_err(|e| NetlinkError::from_rtnl(op, e));
+        // Its index, and a veth peer's, are gone.
+        self.forget_all();
+        r
     }
 
     async fn set_link(
         &self,
         op: String,
         name: &str,
-        build: impl FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>,
+        build: impl Fn(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec>,
     ) -> Result<()> {
-        let index = self.index_of(&op, name).await?;
         tracing::debug!("{op}");
-        let msg = build(LinkUnspec::new_with_index(index)).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::from_rtnl(op, e))
+        self.with_index(&op, name, |index| {
+            let msg = build(LinkUnspec::new_with_index(index)).build();
+            let req = self.handle.link().set(msg).execute();
+            async {
+                req.await
+                    .map_err(|e| NetlinkError::from_rtnl(op.clone(), e))
+            }
+        })
+        .await
     }
 
     /// Sets a link administratively up.
@@ -300,7 +422,7 @@ impl Netlink {
         self.set_link(
             format!("setting the MAC address of {name} to {mac}"),
             name,
-            |b| b.address(bytes),
+            |b| b.address(bytes.clone()),
         )
         .await
     }
@@ -327,14 +449,19 @@ impl Netlink {
     /// Adds `addr` (host address with prefix, e.g. `10.0.0.1/24`) to `ifname`.
     pub async fn add_address(&self, ifname: &str, addr: IpNet) -> Result<()> {
         let op = format!("adding address {addr} to {ifname}");
-        let index = self.index_of(&op, ifname).await?;
         tracing::debug!("{op}");
-        self.handle
-            .address()
-            .add(index, addr.addr(), addr.prefix_len())
-            .execute()
-            .await
-            .map_err(|e| NetlinkError::from_rtnl(op, e))
+        self.with_index(&op, ifname, |index| {
+            let req = self
+                .handle
+                .address()
+                .add(index, addr.addr(), addr.prefix_len())
+                .execute();
+            async {
+                req.await
+                    .map_err(|e| NetlinkError::from_rtnl(op.clone(), e))
+            }
+        })
+        .await
     }
 
     pub async fn delete_address(&self, ifname: &str, addr: IpNet) -> Result<()> {

@@ -31,6 +31,29 @@ pub(crate) fn links(msgs: &[LinkMessage]) -> Vec<LinkInfo> {
     out
 }
 
+/// Converts one link message; `names` resolves the indices it refers to
+/// (see [`referenced`]).
+pub(crate) fn one_link(msg: &LinkMessage, names: &HashMap<u32, String>) -> LinkInfo {
+    link(msg, names)
+}
+
+/// The other links a link message names by index: its master and its lower
+/// link (veth peer, VLAN base) when that is in the same namespace.
+pub(crate) fn referenced(msg: &LinkMessage) -> Vec<u32> {
+    let elsewhere = msg
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+    msg.attributes
+        .iter()
+        .filter_map(|a| match a {
+            LinkAttribute::Controller(i) => Some(*i),
+            LinkAttribute::Link(i) if !elsewhere => Some(*i),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.as_str()),
@@ -318,7 +341,7 @@ mod tests {
     fn vlan_message_reports_id_and_base() {
         let base = with_index(
             LinkMessageBuilder::<LinkUnspec>::new()
-                .name("eth0".into())
+                .name("eth0")
                 .mtu(9000)
                 .address(vec![0x52, 0x54, 0, 0x12, 0x34, 0xab])
                 .build(),
@@ -351,7 +374,7 @@ mod tests {
         let ovs = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Other(
             "openvswitch".into(),
         ))
-        .name("ovs-system".into())
+        .name("ovs-system")
         .build();
         let veth = LinkVeth::new("v0", "v1").build();
         let got = links(&[with_index(eth, 1), with_index(ovs, 2), with_index(veth, 3)]);

@@ -21,6 +21,7 @@ mod pve_sim;
 mod audit;
 mod clean_output;
 mod containers;
+mod convergence;
 mod dbus_packagekit;
 mod dbus_settings;
 mod dbus_systemd;

@@ -442,3 +442,47 @@ fn chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// The adapter caches link indices for the life of a handle; a link that is
+/// deleted and made again behind its back (a new index) is still acted on
+/// by name, and `link()` by name reports the veth peer and master.
+#[test]
+#[ignore = "privileged: network namespace"]
+fn cached_index_follows_a_link_recreated_behind_its_back() {
+    let ns = NetNs::new();
+    let name = ns.name().to_string();
+    ns.run(|nl| async move {
+        nl.create_bridge("cz0").await.unwrap();
+        let old = nl.index_of("test", "cz0").await.unwrap();
+        nl.set_up("cz0").await.unwrap();
+        for args in [
+            &["link", "del", "cz0"][..],
+            &["link", "add", "cz0", "type", "bridge"][..],
+        ] {
+            opdbus_common::Task::new("ip")
+                .args(["-n", &name])
+                .args(args)
+                .run()
+                .unwrap();
+        }
+        nl.add_address("cz0", net("10.93.0.1/24")).await.unwrap();
+        nl.set_up("cz0").await.unwrap();
+        let now = nl.link("cz0").await.unwrap().unwrap();
+        assert_ne!(now.index, old, "the kernel gave the new bridge a new index");
+        assert!(now.up);
+
+        nl.create_veth("cz1", "cz2").await.unwrap();
+        nl.set_master("cz1", "cz0").await.unwrap();
+        let cz1 = nl.link("cz1").await.unwrap().unwrap();
+        assert_eq!(cz1.master.as_deref(), Some("cz0"));
+        assert_eq!(cz1.veth_peer.as_deref(), Some("cz2"));
+        nl.delete_link("cz2").await.unwrap();
+        assert!(
+            nl.link("cz1").await.unwrap().is_none(),
+            "a veth goes with its peer"
+        );
+        assert!(nl.index_of("test", "cz1").await.is_err());
+    });
+    let addrs = ns.addrs("cz0");
+    assert!(addrs.iter().any(|a| a == "10.93.0.1/24"), "{addrs:?}");
+}

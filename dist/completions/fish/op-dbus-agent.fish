@@ -89,7 +89,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l 
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state -d 'The state to keep the host at' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l drift-interval -d 'Minimum seconds between two repairs of the same unit' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l drift-interval -d 'Seconds between two drift checks of every plugin (resident mode)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F

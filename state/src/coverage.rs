@@ -653,7 +653,7 @@ mod tests {
             got,
             [
                 "/plugins/network/interfaces/eth1/slaves",
-                "/plugins/proxmox/vms",
+                "/plugins/proxmox/vms/0/ha",
             ]
         );
     }

@@ -902,7 +902,7 @@ async fn step_inner(
         report.outcome = PluginOutcome::Skipped;
         return Ok(());
     };
-    let (current, actions) = plan(p, ctx, &desired, tx.repair).await?;
+    let (current, mut actions) = plan(p, ctx, &desired, tx.repair).await?;
     if actions.is_empty() {
         return Ok(());
     }
@@ -937,11 +937,20 @@ async fn step_inner(
         let batch: Vec<ActionView> = pending.iter().map(|&i| actions[i].clone()).collect();
         let results = p.apply_json(ctx, &batch).await?;
         let mut again = Vec::new();
+        let mut skipped_now = Vec::new();
         for (&i, r) in pending.iter().zip(results) {
-            if matches!(&r, Err(e) if e.is_retryable()) && attempt < attempts {
-                again.push(i);
+            match &r {
+                Err(e) if e.is_retryable() && attempt < attempts => again.push(i),
+                // Not tried because an earlier action failed: tried again
+                // with it when that one is retried.
+                Err(e) if format!("{e:#}").starts_with("not applied:") => skipped_now.push(i),
+                _ => {}
             }
             done[i] = Some((r, attempt));
+        }
+        if !again.is_empty() {
+            again.extend(skipped_now);
+            again.sort_unstable();
         }
         if again.is_empty() {
             break;
@@ -953,6 +962,29 @@ async fn step_inner(
             "actions failed with a retryable error; trying them again"
         );
         tokio::time::sleep(ctx.retry.backoff * attempt).await;
+        // What a retryable error says is often that the host moved under
+        // the action (a config digest, a lock holder's change): the retried
+        // actions are re-planned from a fresh query; one whose resource
+        // needs nothing any more is done.
+        if let Ok((_, fresh)) = plan(p, ctx, &desired, tx.repair).await {
+            let mut still = Vec::new();
+            for i in again {
+                match fresh
+                    .iter()
+                    .find(|f| f.resource == actions[i].resource && f.action == actions[i].action)
+                {
+                    Some(f) => {
+                        actions[i] = f.clone();
+                        still.push(i);
+                    }
+                    None => done[i] = Some((Ok(Some("done meanwhile".into())), attempt)),
+                }
+            }
+            again = still;
+        }
+        if again.is_empty() {
+            break;
+        }
         pending = again;
     }
     let mut errors = Vec::new();

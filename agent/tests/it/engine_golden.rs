@@ -103,6 +103,18 @@ fn diff_is_deterministic() {
 fn plugins_run_in_the_documented_order() {
     assert_eq!(
         opdbus_agent::plugins::standard().plugin_names(),
-        ["storage", "host", "packages", "users", "network", "systemd"]
+        [
+            "storage",
+            "host",
+            "packages",
+            "users",
+            "network",
+            "flows",
+            "wireguard",
+            "firewall",
+            "systemd",
+            "lxc",
+            "proxmox"
+        ]
     );
 }

@@ -96,7 +96,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(pointers(&report["not_applied"]), POINTERS);
-    assert_eq!(report["not_applied"][1]["plugin"], "containers");
+    assert_eq!(report["not_applied"][0]["plugin"], "lxc");
     // What is applied still is.
     assert!(f.root.join("var/lib/op-dbus/@cache").is_dir());
 
@@ -106,13 +106,13 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     assert!(text.contains("\nnot applied:\n"), "{text}");
     assert!(
         text.contains(
-            "\n  /plugins/lxc: not applied by this version of op-dbus; no container plugin exists yet: no LXC container is created, started or stopped\n"
+            "\n  /plugins/lxc/containers/0/id: not applied by this version of op-dbus; the list form of containers"
         ),
         "{text}"
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("5 part(s) of the state not applied by this version (exit 3)")
+        err.contains("4 part(s) of the state not applied by this version (exit 3)")
             && err.contains("--allow-unapplied"),
         "{err}"
     );
@@ -155,7 +155,7 @@ fn diff_lists_them_under_not_applied() {
 
     let text = stdout(&f.agent(&["diff", "STATE"]));
     assert!(
-        text.ends_with("1 action(s), 5 part(s) not applied\n"),
+        text.ends_with("1 action(s), 4 part(s) not applied\n"),
         "{text}"
     );
 }
@@ -170,7 +170,7 @@ fn run_exits_3_and_the_result_line_carries_the_list() {
     assert_eq!(f.status(&[]).status.code(), Some(3));
     let text = stdout(&f.status(&[]));
     assert!(
-        text.starts_with("status: done\nnot applied:\n  /plugins/firewall: "),
+        text.starts_with("status: done\nnot applied:\n  /plugins/lxc/containers/0/id: "),
         "{text}"
     );
     let line = stdout(&f.status(&["--result-line"]));
@@ -193,7 +193,7 @@ fn run_exits_3_and_the_result_line_carries_the_list() {
     assert_eq!(f.status(&[]).status.code(), Some(0));
     let line = stdout(&f.status(&["--result-line"]));
     assert!(
-        line.contains("\"not_applied\":[{\"pointer\":\"/plugins/firewall\""),
+        line.contains("\"not_applied\":[{\"pointer\":\"/plugins/lxc/containers/0/id\""),
         "{line}"
     );
 }
@@ -215,19 +215,19 @@ fn validate_warns_by_pointer_and_strict_fails() {
     let text = stdout(&out);
     assert!(
         text.contains(&format!(
-            "{file}:9:12: /plugins/lxc: warning: not applied by this version of op-dbus; no container plugin exists yet"
+            "{file}:9:35: /plugins/lxc/containers/0/id: warning: not applied by this version of op-dbus; the list form"
         )),
         "{text}"
     );
     assert!(
-        text.ends_with(&format!("{file}: valid, 5 warning(s)\n")),
+        text.ends_with(&format!("{file}: valid, 4 warning(s)\n")),
         "{text}"
     );
     let out = validate(true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         stdout(&out).ends_with(&format!(
-            "{file}: invalid: 5 warning(s), fatal with --strict\n"
+            "{file}: invalid: 4 warning(s), fatal with --strict\n"
         )),
         "{out:?}"
     );

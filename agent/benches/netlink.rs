@@ -221,7 +221,7 @@ fn whole_apply() {
         let text = text.clone();
         let (a, n, q) = ns.run(move |_nl| async move {
             let mut engine = Engine::new();
-            engine.register(NetworkPlugin::default());
+            engine.register(NetworkPlugin);
             let ctx = context(&path);
             let desired = DesiredState::from_json(&text, "bench.json").unwrap();
             let t = Instant::now();
@@ -293,7 +293,7 @@ fn whole_apply() {
         let text = bridges_state();
         plugin_only.push(ns.run(move |_nl| async move {
             use opdbus_agent::engine::DynPlugin;
-            let p = NetworkPlugin::default();
+            let p = NetworkPlugin;
             let ctx = context(&path);
             let desired = DesiredState::from_json(&text, "bench.json").unwrap();
             let t = Instant::now();

@@ -141,9 +141,15 @@ fn a_proxmox_state_without_its_release_key_is_refused_before_the_build() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no --proxmox-key for trixie"), "{err}");
-    assert!(err.contains("24B30F06ECC1836A4E5EFECBA7BCD1420BFE778E"), "{err}");
+    assert!(
+        err.contains("24B30F06ECC1836A4E5EFECBA7BCD1420BFE778E"),
+        "{err}"
+    );
     assert!(!dir.path().join("pve.iso").exists());
-    assert!(fs::read_dir(dir.path().join("cache")).unwrap().next().is_none());
+    assert!(fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 /// `customize --json` and `package --json` print one JSON document (the

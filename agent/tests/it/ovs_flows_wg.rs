@@ -587,7 +587,7 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
 
 fn net_engine() -> Engine {
     let mut e = Engine::new();
-    e.register(opdbus_agent::plugins::network::NetworkPlugin::default());
+    e.register(opdbus_agent::plugins::network::NetworkPlugin);
     e
 }
 

@@ -47,6 +47,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l strict -d 'Treat warnings (malformed SSH keys, a root nobody can log in as) as errors'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -l json -d 'Print `{"ok": bool, "lines": [...]}` on stdout instead of the lines'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand validate" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand query" -l state -d 'State file naming what to query' -r -F
@@ -86,6 +87,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l 
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -l json -d 'Print `{"confirmed": "..."}` on stdout'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand confirm" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand run" -l state -d 'The state to keep the host at' -r -F
@@ -111,16 +113,19 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l j
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -l result-line -d 'Print `OPDBUS-RESULT {json}` (one line)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand status" -s h -l help -d 'Print help'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -l lxc-path -d 'LXC\'s container directory' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -s h -l help -d 'Print help'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "list" -d 'Print every record, oldest first'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "export" -d 'Print the log and its verification result as one JSON document'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -f -a "list" -d 'Print the records (one line per action, with its block), oldest first'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -f -a "verify" -d 'Check records, blocks, Merkle roots and the signed checkpoints; exit 1 naming the first bad block'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -f -a "export" -d 'Print blocks and records as one JSON document, each record with its Merkle inclusion proof against the latest signed checkpoint'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -f -a "checkpoint" -d 'Print the latest signed checkpoint (tree size, root, block, time, key, signature) as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -f -a "search" -d 'Full-text search over resources, actions, results and notes, with time phrases: today, yesterday, this|last week, this|last month, last N days, since|before|on YYYY-MM-DD'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and not __fish_seen_subcommand_from list verify export checkpoint search help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l range -d 'Only the records of these blocks: `A..B` (inclusive), `A..`, `..B` or `N`' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
@@ -128,22 +133,43 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and _
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -l json -d 'One JSON array instead of a table'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l checkpoint -d 'Also check the log against this checkpoint kept elsewhere (the output of `audit checkpoint`): signature, key, RFC 9162 consistency proof' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l state -d 'With --current: the state file the last block applied (its hash must be the block\'s); needed when the block keeps only the hash' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l json -d 'Print the verification report as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -l current -d 'Also check that the host, as the plugins query it, still equals the desired state the last block applied (exit 1 with the differences)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l range -d 'Only these blocks: `A..B` (inclusive), `A..`, `..B` or `N`' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'Print every record, oldest first'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Print the log and its verification result as one JSON document'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from checkpoint" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from checkpoint" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from checkpoint" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from checkpoint" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from checkpoint" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from checkpoint" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -l lxc-path -d 'LXC\'s container directory' -r -F
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -l json -d 'One JSON array instead of a table'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from search" -s h -l help -d 'Print help'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "list" -d 'Print the records (one line per action, with its block), oldest first'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check records, blocks, Merkle roots and the signed checkpoints; exit 1 naming the first bad block'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Print blocks and records as one JSON document, each record with its Merkle inclusion proof against the latest signed checkpoint'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "checkpoint" -d 'Print the latest signed checkpoint (tree size, root, block, time, key, signature) as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "search" -d 'Full-text search over resources, actions, results and notes, with time phrases: today, yesterday, this|last week, this|last month, last N days, since|before|on YYYY-MM-DD'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and not __fish_seen_subcommand_from create list start stop delete help" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
@@ -237,9 +263,11 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and no
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "container" -d 'LXC containers as btrfs snapshots of a template'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "template" -d 'Container templates (btrfs subvolumes under the layout\'s @templates)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and not __fish_seen_subcommand_from validate query diff apply confirm run status audit container template help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'Print every record, oldest first'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check the whole chain; exit 1 naming the first bad record'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Print the log and its verification result as one JSON document'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "list" -d 'Print the records (one line per action, with its block), oldest first'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check records, blocks, Merkle roots and the signed checkpoints; exit 1 naming the first bad block'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Print blocks and records as one JSON document, each record with its Merkle inclusion proof against the latest signed checkpoint'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "checkpoint" -d 'Print the latest signed checkpoint (tree size, root, block, time, key, signature) as JSON'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "search" -d 'Full-text search over resources, actions, results and notes, with time phrases: today, yesterday, this|last week, this|last month, last N days, since|before|on YYYY-MM-DD'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "create" -d 'Snapshot a template into a new container and write its LXC config'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "list" -d 'The containers under --lxc-path, with state and whether op-dbus made them'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand help; and __fish_seen_subcommand_from container" -f -a "start" -d 'Start a container'

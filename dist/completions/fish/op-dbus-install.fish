@@ -35,6 +35,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "pay
 complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "install" -d 'The whole install'
 complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "wizard" -d 'Interactive editor that writes a valid state.json'
 complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "auto" -d 'Live-ISO entry: read opdbus.* from the kernel command line and install unattended'
+complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "boot-sync" -d 'On an installed system: boot entries for every kernel in /boot (run by the kernel package hooks)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand validate" -l strict -d 'Treat warnings (malformed SSH keys, a root nobody can log in as) as errors'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand validate" -l json -d 'Print `{"ok": bool, "lines": [...]}` on stdout instead of the lines'
@@ -76,6 +77,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install"
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l agent -d 'The agent binary to install (default: op-dbus-agent next to this binary)' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l agent-package -d 'The op-dbus-agent .deb to install into the target (default: the live medium\'s /usr/share/op-dbus/packages/op-dbus-agent.deb, else one built from --agent)' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l templates -d 'The templates folder (default: /usr/share/op-dbus/templates, else ./templates)' -r -F
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l proxmox-keys -d 'Folder holding Proxmox\'s release keys (`proxmox-release-SUITE.gpg`), where `op-dbus-iso build --proxmox-key` puts them' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l disk -d 'Map a device key of the state to a block device or image file' -r
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l uuid-seed -d 'Derive UUIDs from this seed instead of at random (reproducible plans)' -r
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand install" -l sys -r -F
@@ -102,12 +104,18 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -l
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -l no-finish -d 'Do not power off or reboot at the end, whatever the state says'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -s h -l help -d 'Print help'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "validate" -d 'Check state files; errors as FILE:LINE:COL: /json/pointer: message'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "schema" -d 'Print the JSON Schema of state.json'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "plan" -d 'Print the resolved install plan; pure, writes nothing'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "disk" -d 'Run only the disk phase: partitions, ESP, btrfs, subvolumes, mounts'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "payload" -d 'Build the offline base-system payload (tar.zst and .sha256)'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "install" -d 'The whole install'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "wizard" -d 'Interactive editor that writes a valid state.json'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "auto" -d 'Live-ISO entry: read opdbus.* from the kernel command line and install unattended'
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l root -d 'Root of the installed system' -r -F
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l esp -d 'The mounted ESP (default: ROOT/boot/efi)' -r -F
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l json -d 'Print what was done as JSON'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -s h -l help -d 'Print help'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "validate" -d 'Check state files; errors as FILE:LINE:COL: /json/pointer: message'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "schema" -d 'Print the JSON Schema of state.json'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "plan" -d 'Print the resolved install plan; pure, writes nothing'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "disk" -d 'Run only the disk phase: partitions, ESP, btrfs, subvolumes, mounts'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "payload" -d 'Build the offline base-system payload (tar.zst and .sha256)'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "install" -d 'The whole install'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "wizard" -d 'Interactive editor that writes a valid state.json'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "auto" -d 'Live-ISO entry: read opdbus.* from the kernel command line and install unattended'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "boot-sync" -d 'On an installed system: boot entries for every kernel in /boot (run by the kernel package hooks)'
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand help; and not __fish_seen_subcommand_from validate schema plan disk payload install wizard auto boot-sync help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

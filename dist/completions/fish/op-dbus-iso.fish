@@ -39,6 +39,7 @@ complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l agent 
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l templates -d 'The templates directory (copied to /usr/share/op-dbus/templates; its live/rootfs/ goes to / of the live system)' -r -F
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l payload -d 'Reuse this payload (tar.zst with FILE.sha256) instead of building one' -r -F
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l kargs -d 'Extra kernel arguments for every boot entry' -r
+complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l proxmox-key -d 'A Proxmox repository key for the live medium (repeatable): FILE, one of the release keys Proxmox publishes (recognised by its digest), or SUITE=FILE for the key of another Proxmox repository. Needed when the state installs Proxmox VE' -r
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l auto -d 'Make "Automated install" the default entry, with a 3 s timeout'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -l json -d 'Print the summary as JSON on stdout'
 complete -c op-dbus-iso -n "__fish_op_dbus_iso_using_subcommand build" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'

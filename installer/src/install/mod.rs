@@ -394,7 +394,8 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
     // units and D-Bus policy come with its package (below).
     let unit = "op-dbus-firewall.service";
     let src = t.join("systemd").join(unit);
-    let text = std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
+    let text =
+        std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
     root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
     target::enable_unit(root, unit, "sysinit.target")?;
     let layout = state.plugins.opdbus.clone().unwrap_or_default();

@@ -45,6 +45,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "udev",
     "kmod",
     "btrfs-progs",
+    // The agent links libbtrfsutil (container snapshots); its package depends on it.
+    "libbtrfsutil1",
     "e2fsprogs",
     "dosfstools",
     "iproute2",

@@ -84,6 +84,9 @@ fn dpkg_field(root: &Path, field: &str) -> String {
 #[test]
 #[ignore = "privileged: extracts the bookworm payload (mmdebstrap once) and runs dpkg in a chroot"]
 fn the_agent_package_installs_upgrades_and_purges_in_a_clean_debian_root() {
+    let _cache = crate::cli_common::PAYLOAD_CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let spec = PayloadSpec::new(Distribution::Debian, "bookworm", None, &[]);
     let payload =

@@ -23,6 +23,9 @@ fn cache_dir() -> PathBuf {
 #[test]
 #[ignore = "privileged: runs mmdebstrap --mode=root of bookworm (about 1-2 min the first time)"]
 fn bookworm_payload_has_kernel_systemd_btrfs_and_extracts() {
+    let _cache = crate::cli_common::PAYLOAD_CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let spec = PayloadSpec::new(Distribution::Debian, "bookworm", None, &[]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("base.tar.zst");

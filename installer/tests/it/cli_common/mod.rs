@@ -148,3 +148,8 @@ pub fn base_tree(dir: &Path) -> PathBuf {
     }
     tree
 }
+
+/// Held by tests that build or read the shared payload cache
+/// (target/opdbus-cache): in one test binary they run in parallel, and
+/// mmdebstrap is not reproducible, so two builds of one key must not race.
+pub static PAYLOAD_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());

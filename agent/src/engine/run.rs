@@ -558,7 +558,7 @@ impl Engine {
 /// How often verification re-queries (kernel state settles), and the pause
 /// between queries (times the try number).
 const VERIFY_TRIES: u32 = 5;
-const VERIFY_PAUSE: Duration = Duration::from_millis(100);
+const VERIFY_PAUSE: Duration = Duration::from_millis(250);
 
 /// A transaction in progress: its journal, the audit records written at
 /// its end, and the repair it serves (if any).
@@ -1043,10 +1043,29 @@ async fn step_inner(
             report.outcome = PluginOutcome::Changed;
             return Ok(());
         }
-        left = remaining;
         if attempt < VERIFY_TRIES {
             tokio::time::sleep(VERIFY_PAUSE * attempt).await;
         }
+        // Kernel state that lags the actions (an OVS device ovs-vswitchd
+        // creates later comes up down): what still differs after a settled
+        // re-query is applied once more, on the resources this transaction
+        // already touched (the checkpoint covers them), then verified again.
+        if attempt >= 2 && attempt < VERIFY_TRIES {
+            let touched: Vec<ActionView> = remaining
+                .iter()
+                .filter(|r| actions.iter().any(|a| a.resource == r.resource))
+                .cloned()
+                .collect();
+            if !touched.is_empty() {
+                tracing::info!(
+                    plugin = p.name(),
+                    again = touched.len(),
+                    "not verified yet; applying what still differs once more"
+                );
+                let _ = p.apply_json(ctx, &touched).await;
+            }
+        }
+        left = remaining;
     }
     report.failed_resources = left.iter().map(|a| a.resource.clone()).collect();
     report.failed_resources.dedup();

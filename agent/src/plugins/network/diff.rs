@@ -247,7 +247,10 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
             continue;
         }
         for a in current.addresses.iter().filter(|a| a.link == l.name) {
-            let kept = want.contains(&a.addr) || (a.dynamic && l.dhcp);
+            // Dynamic addresses belong to DHCP or to the kernel's IPv6
+            // autoconfiguration (router advertisements): not the agent's
+            // to delete, or every RA would be drift.
+            let kept = want.contains(&a.addr) || (a.dynamic && (l.dhcp || a.addr.addr().is_ipv6()));
             if !kept {
                 out.push(NetAction::DeleteAddress {
                     link: l.name.clone(),

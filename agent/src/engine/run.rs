@@ -1051,9 +1051,24 @@ async fn step_inner(
         // re-query is applied once more, on the resources this transaction
         // already touched (the checkpoint covers them), then verified again.
         if attempt >= 2 && attempt < VERIFY_TRIES {
+            // A resource counts as touched when an action of this
+            // transaction names it (`link:ovsint0` after "ensure OVS bridge
+            // ovsbr0 with ports ovsint0" created it).
             let touched: Vec<ActionView> = remaining
                 .iter()
-                .filter(|r| actions.iter().any(|a| a.resource == r.resource))
+                .filter(|r| {
+                    let name = r
+                        .resource
+                        .split_once(':')
+                        .map_or(r.resource.as_str(), |x| x.1);
+                    actions.iter().any(|a| {
+                        a.resource == r.resource
+                            || a.resource.contains(name)
+                            || a.description
+                                .split_whitespace()
+                                .any(|w| w.trim_matches(',') == name)
+                    })
+                })
                 .cloned()
                 .collect();
             if !touched.is_empty() {

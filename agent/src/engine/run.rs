@@ -1050,7 +1050,7 @@ async fn step_inner(
         // creates later comes up down): what still differs after a settled
         // re-query is applied once more, on the resources this transaction
         // already touched (the checkpoint covers them), then verified again.
-        if attempt >= 2 && attempt < VERIFY_TRIES {
+        if (2..VERIFY_TRIES).contains(&attempt) {
             // A resource counts as touched when an action of this
             // transaction names it (`link:ovsint0` after "ensure OVS bridge
             // ovsbr0 with ports ovsint0" created it).

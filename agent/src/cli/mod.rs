@@ -11,6 +11,7 @@ pub mod audit;
 pub mod confirm;
 pub mod container;
 pub mod diff;
+pub mod discover;
 pub mod query;
 pub mod run;
 pub mod status;
@@ -62,6 +63,8 @@ pub enum Command {
     Query(query::Args),
     /// The actions an apply would take.
     Diff(diff::Args),
+    /// A state.json describing the running host (diff of it here is empty).
+    Discover(discover::Args),
     /// Apply, verify, and record to the audit chain.
     Apply(apply::Args),
     /// Keep a change applied with --confirm-timeout.
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => validate::run(&g, a),
         Command::Query(a) => query::run(&g, a),
         Command::Diff(a) => diff::run(&g, a),
+        Command::Discover(a) => discover::run(&g, a),
         Command::Apply(a) => apply::run(&g, a),
         Command::Confirm(a) => confirm::run(&g, a),
         Command::Run(a) => run::run(&g, a),

@@ -34,6 +34,7 @@ trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
+    fn list_unit_files(&self) -> zbus::Result<Vec<(String, String)>>;
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
@@ -224,6 +225,16 @@ impl Systemd {
                 .await
                 .map_err(call_err(read("UnitFileState")))?,
         })
+    }
+
+    /// Manager.ListUnitFiles: every unit file systemd knows, as (path, state).
+    pub async fn unit_files(&self) -> Result<Vec<(String, String)>> {
+        self.manager
+            .list_unit_files()
+            .await
+            .map_err(call_err(
+                "calling org.freedesktop.systemd1.Manager.ListUnitFiles".to_string(),
+            ))
     }
 
     /// Manager.GetUnitFileState for a unit name or path (fails when no unit file exists).

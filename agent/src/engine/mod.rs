@@ -5,6 +5,7 @@
 pub mod confirm;
 pub mod context;
 pub mod desired;
+pub mod discover;
 pub mod first_boot;
 pub mod ownership;
 pub mod plugin;

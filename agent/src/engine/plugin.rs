@@ -184,6 +184,18 @@ pub trait Plugin: Send + Sync + 'static {
         actions: &[Self::Action],
     ) -> impl Future<Output = Vec<ActionResult>> + Send;
 
+    /// The plugin's part of a state.json describing the host as it is, for
+    /// `discover`: a JSON object merged into `plugins` (normally one key,
+    /// the plugin's section), such that `diff` of it on the same host is
+    /// empty. Never holds a secret. `Ok(None)`: the plugin cannot discover
+    /// without a desired state (the default), or finds nothing to describe.
+    fn discover(
+        &self,
+        _ctx: &Context,
+    ) -> impl Future<Output = anyhow::Result<Option<serde_json::Value>>> + Send {
+        async { Ok(None) }
+    }
+
     /// Replaces every secret in `v` with its fingerprint
     /// ([`super::secret::fingerprint`]); `v` is this plugin's current state,
     /// one of its actions, its checkpoint or an audit record's metadata, as
@@ -245,6 +257,11 @@ pub trait DynPlugin: Send + Sync {
     ) -> BoxFuture<'a, anyhow::Result<String>>;
     /// [`Plugin::redact`].
     fn redact_json(&self, v: &mut serde_json::Value);
+    /// [`Plugin::discover`].
+    fn discover_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, anyhow::Result<Option<serde_json::Value>>>;
 }
 
 impl ActionView {
@@ -373,5 +390,12 @@ impl<P: Plugin> DynPlugin for P {
 
     fn redact_json(&self, v: &mut serde_json::Value) {
         Plugin::redact(self, v)
+    }
+
+    fn discover_json<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, anyhow::Result<Option<serde_json::Value>>> {
+        self.discover(ctx).boxed()
     }
 }

@@ -314,6 +314,70 @@ impl Plugin for PackagesPlugin {
             })
             .collect()
     }
+
+    /// The packages installed by hand (see [`manual_packages`]), read from
+    /// dpkg's and apt's databases below the root.
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
+        let read = |path: &str| -> anyhow::Result<String> {
+            let p = ctx.host_path(path);
+            match std::fs::read_to_string(&p) {
+                Ok(t) => Ok(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+            }
+        };
+        let status = read("/var/lib/dpkg/status")?;
+        if status.is_empty() {
+            return Ok(None);
+        }
+        let packages = manual_packages(&status, &read("/var/lib/apt/extended_states")?);
+        if packages.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::json!({ "packagekit": { "packages": packages } })))
+    }
+}
+
+/// The `Field: value` stanzas of a deb822 file (dpkg status, apt's
+/// extended_states); continuation lines are dropped.
+fn stanzas(text: &str) -> Vec<BTreeMap<&str, &str>> {
+    text.split("\n\n")
+        .map(|block| {
+            block
+                .lines()
+                .filter(|l| !l.starts_with([' ', '\t']))
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .filter(|m| m.contains_key("Package"))
+        .collect()
+}
+
+/// What `apt-mark showmanual` lists, less the base system: installed
+/// packages (dpkg `status`) that apt did not mark as installed
+/// automatically (`extended_states`), without the essential ones and those
+/// of priority required or important (what debootstrap installs). Sorted,
+/// without architecture qualifiers.
+pub fn manual_packages(status: &str, extended_states: &str) -> Vec<String> {
+    let auto: BTreeSet<&str> = stanzas(extended_states)
+        .iter()
+        .filter(|m| m.get("Auto-Installed") == Some(&"1"))
+        .filter_map(|m| m.get("Package").copied())
+        .collect();
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for m in stanzas(status) {
+        let name = m["Package"];
+        let installed = m
+            .get("Status")
+            .is_some_and(|s| s.ends_with(" installed"));
+        let base = m.get("Essential") == Some(&"yes")
+            || matches!(m.get("Priority"), Some(&"required") | Some(&"important"));
+        if installed && !base && !auto.contains(name) {
+            out.insert(name.to_string());
+        }
+    }
+    out.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -369,6 +369,33 @@ impl Plugin for SystemdPlugin {
         diff(current, desired)
     }
 
+    /// Unit files in state `enabled` or `masked` (what an administrator or
+    /// a package's preset set; static and generated units are left out),
+    /// with their active state. `None` when systemd is not on the bus.
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
+        let sd = match adapter(ctx).await {
+            Ok(sd) => sd,
+            Err(e) => {
+                tracing::info!("systemd not reachable ({e:#}): plugins.systemd left out");
+                return Ok(None);
+            }
+        };
+        let files = sd.unit_files().await?;
+        let mut units = Vec::new();
+        for (name, file_state) in discoverable_units(&files) {
+            let st = sd
+                .unit(&name)
+                .await
+                .with_context(|| format!("querying unit '{name}'"))?;
+            units.push((name, file_state, st.active_state));
+        }
+        let section = discover_section(&units);
+        if section.units.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::json!({ "systemd": section })))
+    }
+
     async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
         let sd = match adapter(ctx).await {
             Ok(sd) => sd,
@@ -398,6 +425,64 @@ impl Plugin for SystemdPlugin {
         })
         .await
     }
+}
+
+/// The unit types `discover` describes (devices, scopes, slices and
+/// swaps come and go with the hardware and the sessions).
+const DISCOVERED_TYPES: &[&str] = &[
+    ".service",
+    ".socket",
+    ".timer",
+    ".path",
+    ".target",
+    ".mount",
+    ".automount",
+];
+
+/// Names and unit-file states of the units `discover` describes, from
+/// ListUnitFiles' (path, state): enabled or masked, no templates
+/// (`name@.service` cannot be loaded by that name), sorted.
+pub fn discoverable_units(files: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = files
+        .iter()
+        .filter(|(_, st)| st == "enabled" || st == "masked")
+        .filter_map(|(path, st)| {
+            let name = path.rsplit('/').next()?.to_string();
+            let typed = DISCOVERED_TYPES.iter().any(|t| name.ends_with(t));
+            (typed && !name.contains("@.")).then(|| (name, st.clone()))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `plugins.systemd` for (unit, unit-file state, active state): enabled
+/// units with `enabled: true` and their active state, masked ones with
+/// `masked: true`.
+pub fn discover_section(units: &[(String, String, String)]) -> opdbus_state::model::Systemd {
+    use opdbus_state::model::UnitSpec;
+    let mut sd = opdbus_state::model::Systemd::default();
+    for (name, file_state, active) in units {
+        let spec = if file_state == "masked" {
+            UnitSpec {
+                masked: Some(true),
+                ..UnitSpec::default()
+            }
+        } else {
+            UnitSpec {
+                enabled: Some(true),
+                active_state: Some(if is_active(active) {
+                    ActiveState::Active
+                } else {
+                    ActiveState::Inactive
+                }),
+                masked: None,
+            }
+        };
+        sd.units.insert(name.clone(), spec);
+    }
+    sd
 }
 
 fn write_unit_file(ctx: &Context, unit: &str, content: &str) -> anyhow::Result<()> {

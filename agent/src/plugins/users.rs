@@ -773,4 +773,81 @@ impl Plugin for UsersPlugin {
     async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
         apply(&ctx.root, actions)
     }
+
+    /// Regular accounts (uid 1000-65533), root when it has SSH keys, their
+    /// groups; never a password hash.
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
+        let root = open_root(&ctx.root)?;
+        let db = EtcDb::load(&root)?;
+        let mut keys = BTreeMap::new();
+        for f in db.passwd.entries().filter(|f| discoverable(f)) {
+            let uid = f[2].parse().unwrap_or(u32::MAX);
+            if let Some(k) = home::keys_current(&root, &f[5], uid) {
+                keys.insert(f[0].clone(), k.keys);
+            }
+        }
+        let users = discover_section(&db, &keys);
+        if users.accounts.is_empty() && users.groups.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::json!({ "users": users })))
+    }
+}
+
+/// The uids of regular accounts, as `prune` counts them.
+const REGULAR: std::ops::Range<u32> = 1000..65534;
+
+/// A passwd entry `discover` describes: a regular account, or root.
+fn discoverable(f: &[String]) -> bool {
+    f[2].parse::<u32>()
+        .is_ok_and(|uid| uid == 0 || REGULAR.contains(&uid))
+}
+
+/// `plugins.users` for the accounts of `db` (regular ones, and root when
+/// `keys` has some for it), with `keys` (authorized keys by account) and
+/// the groups they use: the groups of gid 1000-65533 and every
+/// supplementary group of a described account. Password hashes are
+/// secrets and never part of it: the diff then leaves passwords alone.
+pub fn discover_section(db: &EtcDb, keys: &BTreeMap<String, Vec<String>>) -> Users {
+    use opdbus_state::model::{Account, Group};
+    let mut users = Users::default();
+    let mut wanted_groups: BTreeSet<String> = BTreeSet::new();
+    for f in db.passwd.entries().filter(|f| discoverable(f)) {
+        let name = &f[0];
+        let uid: u32 = f[2].parse().unwrap_or(u32::MAX);
+        let account_keys = keys.get(name).cloned().unwrap_or_default();
+        if uid == 0 && account_keys.is_empty() {
+            continue;
+        }
+        let mut groups = db.groups_of(name);
+        groups.sort();
+        wanted_groups.extend(groups.iter().cloned());
+        users.accounts.insert(
+            name.clone(),
+            Account {
+                uid: Some(uid),
+                gid: f[3].parse().ok(),
+                shell: Some(f[6].clone()),
+                home: Some(f[5].clone()),
+                comment: Some(f[4].clone()).filter(|c| !c.is_empty()),
+                groups,
+                ssh_authorized_keys: account_keys,
+                ..Account::default()
+            },
+        );
+    }
+    for g in db.group.entries() {
+        let Ok(gid) = g[2].parse::<u32>() else { continue };
+        if REGULAR.contains(&gid) || wanted_groups.contains(&g[0]) {
+            users.groups.insert(
+                g[0].clone(),
+                Group {
+                    gid: Some(gid),
+                    system: gid < 1000,
+                    ..Group::default()
+                },
+            );
+        }
+    }
+    users
 }

@@ -22,6 +22,7 @@ mod audit;
 mod clean_output;
 mod containers;
 mod convergence;
+mod discover;
 mod dbus_packagekit;
 mod dbus_settings;
 mod dbus_systemd;

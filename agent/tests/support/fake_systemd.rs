@@ -233,6 +233,18 @@ impl Manager {
         }
     }
 
+    /// Every unit with a unit-file state, as if its file were in /etc/systemd/system.
+    async fn list_unit_files(&self) -> Vec<(String, String)> {
+        self.shared.record("ListUnitFiles()".to_string());
+        self.shared
+            .lock()
+            .units
+            .iter()
+            .filter(|(_, u)| !u.unit_file_state.is_empty())
+            .map(|(n, u)| (format!("/etc/systemd/system/{n}"), u.unit_file_state.clone()))
+            .collect()
+    }
+
     async fn start_unit(
         &self,
         name: String,

@@ -12,6 +12,7 @@
 //! [`BOOT_FILE`], which `op-dbus-firewall.service` loads at boot before
 //! `network-pre.target`.
 
+pub mod discover;
 pub mod nft;
 pub mod render;
 
@@ -487,5 +488,38 @@ impl Plugin for FirewallPlugin {
                     .collect()
             }
         }
+    }
+
+    /// The table `inet opdbus` when it exists and its section renders it
+    /// again exactly (the plugin's own diff of the two is empty, boot file
+    /// included); otherwise the section is left out, with a warning.
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<Value>> {
+        let current = self.query(ctx, &Desired { table: Table::default() }).await?;
+        let Some(live) = &current.table else {
+            return Ok(None);
+        };
+        let Some((fw, floor)) = discover::section(live) else {
+            tracing::warn!(
+                "the table {} {} holds rules op-dbus does not write (added by hand?): plugins.firewall left out",
+                render::FAMILY,
+                render::TABLE
+            );
+            return Ok(None);
+        };
+        let desired = Desired {
+            table: render::table(&fw, &floor)?,
+        };
+        let pending = diff(&current, &desired);
+        if !pending.is_empty() {
+            let what: Vec<String> = pending.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "the table {} {} differs from what its rules render ({}): plugins.firewall left out",
+                render::FAMILY,
+                render::TABLE,
+                what.join("; ")
+            );
+            return Ok(None);
+        }
+        Ok(Some(serde_json::json!({ "firewall": fw })))
     }
 }

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod diff;
+pub mod discover;
 pub mod dns;
 pub mod flows;
 pub mod interfaces;
@@ -113,5 +114,24 @@ impl Plugin for NetworkPlugin {
 
     async fn apply(&self, ctx: &Context, actions: &[NetAction]) -> Vec<ActionResult> {
         apply::apply_all(ctx, actions).await
+    }
+
+    /// Every link, static address and route over netlink, and the OVS
+    /// bridges when OVSDB answers at `--ovsdb` (its socket exists).
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
+        let nl = Netlink::new().context("opening netlink")?;
+        let socket = ctx.ovsdb.strip_prefix("unix:").unwrap_or(&ctx.ovsdb);
+        let probe = query::Probe {
+            ovsdb: std::path::Path::new(socket)
+                .exists()
+                .then(|| ctx.ovsdb.clone()),
+            ..query::Probe::default()
+        };
+        let current = query::read_current(ctx, &nl, &probe).await?;
+        let section = discover::section(&current);
+        if section.interfaces.is_empty() && section.routes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::json!({ "network": section })))
     }
 }

@@ -267,7 +267,7 @@ fn network_round_trip_in_a_namespace() {
     let state: Value = serde_json::from_str(&text).unwrap();
     let ifs = &state["plugins"]["network"]["interfaces"];
     assert_eq!(ifs["br0"]["type"], "bridge", "{text}");
-    assert_eq!(ifs["br0"]["bridge_ports"], json!(["va0"]), "{text}");
+    assert_eq!(ifs["br0"]["bridge_ports"], "va0", "{text}");
     assert_eq!(
         ifs["br0"]["address"],
         json!(["10.20.0.1/24", "10.20.1.1/24", "fd20::1/64"]),
@@ -279,9 +279,11 @@ fn network_round_trip_in_a_namespace() {
     assert_eq!(ifs["ovsd0"]["type"], "ovs-bridge", "{text}");
     assert_eq!(
         ifs["ovsd0"]["ports"],
-        json!([{"name": "eth5", "type": "system", "tag": 10},
-               {"name": "eth6", "type": "system", "trunks": [20, 30]},
-               {"name": "int5", "type": "internal"}]),
+        json!([
+            {"name": "eth5", "type": "system", "tag": 10},
+            {"name": "eth6", "type": "system", "trunks": [20, 30]},
+            {"name": "int5", "type": "internal"}
+        ]),
         "{text}"
     );
     assert!(!ifs.as_object().unwrap().contains_key("lo"), "{text}");

@@ -52,11 +52,13 @@ pub fn section(current: &Current) -> Network {
     let mut interfaces: BTreeMap<String, Interface> = BTreeMap::new();
 
     for b in &ovs {
+        let mut ports: Vec<OvsPort> = b.ports.iter().map(port).collect();
+        ports.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         interfaces.insert(
             b.name.clone(),
             Interface {
                 kind: InterfaceType::OvsBridge,
-                ports: b.ports.iter().map(port).collect(),
+                ports,
                 datapath_type: Some(b.datapath_type.clone()).filter(|d| !d.is_empty()),
                 ..Interface::default()
             },

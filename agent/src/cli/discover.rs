@@ -34,7 +34,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         if c.sections.is_empty() {
             tracing::debug!("plugin {}: nothing discovered", c.plugin);
         } else {
-            tracing::info!("plugin {}: plugins.{}", c.plugin, c.sections.join(", plugins."));
+            tracing::info!(
+                "plugin {}: plugins.{}",
+                c.plugin,
+                c.sections.join(", plugins.")
+            );
         }
     }
     let text = d.text();

@@ -229,12 +229,9 @@ impl Systemd {
 
     /// Manager.ListUnitFiles: every unit file systemd knows, as (path, state).
     pub async fn unit_files(&self) -> Result<Vec<(String, String)>> {
-        self.manager
-            .list_unit_files()
-            .await
-            .map_err(call_err(
-                "calling org.freedesktop.systemd1.Manager.ListUnitFiles".to_string(),
-            ))
+        self.manager.list_unit_files().await.map_err(call_err(
+            "calling org.freedesktop.systemd1.Manager.ListUnitFiles".to_string(),
+        ))
     }
 
     /// Manager.GetUnitFileState for a unit name or path (fails when no unit file exists).

@@ -334,7 +334,9 @@ impl Plugin for PackagesPlugin {
         if packages.is_empty() {
             return Ok(None);
         }
-        Ok(Some(serde_json::json!({ "packagekit": { "packages": packages } })))
+        Ok(Some(
+            serde_json::json!({ "packagekit": { "packages": packages } }),
+        ))
     }
 }
 
@@ -368,9 +370,7 @@ pub fn manual_packages(status: &str, extended_states: &str) -> Vec<String> {
     let mut out: BTreeSet<String> = BTreeSet::new();
     for m in stanzas(status) {
         let name = m["Package"];
-        let installed = m
-            .get("Status")
-            .is_some_and(|s| s.ends_with(" installed"));
+        let installed = m.get("Status").is_some_and(|s| s.ends_with(" installed"));
         let base = m.get("Essential") == Some(&"yes")
             || matches!(m.get("Priority"), Some(&"required") | Some(&"important"));
         if installed && !base && !auto.contains(name) {

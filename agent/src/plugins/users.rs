@@ -837,7 +837,9 @@ pub fn discover_section(db: &EtcDb, keys: &BTreeMap<String, Vec<String>>) -> Use
         );
     }
     for g in db.group.entries() {
-        let Ok(gid) = g[2].parse::<u32>() else { continue };
+        let Ok(gid) = g[2].parse::<u32>() else {
+            continue;
+        };
         if REGULAR.contains(&gid) || wanted_groups.contains(&g[0]) {
             users.groups.insert(
                 g[0].clone(),

@@ -48,14 +48,18 @@ fn listing_of(t: &firewall::Table) -> Vec<Value> {
     let mut out = vec![json!({"table": {"family": "inet", "name": "opdbus", "handle": 1}})];
     let mut handle = 2;
     for c in &t.chains {
-        out.push(json!({"chain": {"family": "inet", "table": "opdbus", "name": c.name,
-            "handle": handle, "type": c.kind, "hook": c.hook, "prio": c.prio, "policy": c.policy}}));
+        out.push(
+            json!({"chain": {"family": "inet", "table": "opdbus", "name": c.name,
+            "handle": handle, "type": c.kind, "hook": c.hook, "prio": c.prio, "policy": c.policy}}),
+        );
         handle += 1;
     }
     for c in &t.chains {
         for r in &c.rules {
-            out.push(json!({"rule": {"family": "inet", "table": "opdbus", "chain": c.name,
-                "handle": handle, "comment": r.comment, "expr": r.expr}}));
+            out.push(
+                json!({"rule": {"family": "inet", "table": "opdbus", "chain": c.name,
+                "handle": handle, "comment": r.comment, "expr": r.expr}}),
+            );
             handle += 1;
         }
     }
@@ -118,7 +122,10 @@ fn golden_discovered_state_of_a_fixed_host() {
     let sd = systemd::discover_section(&picked);
 
     let d = discover::assemble(&[
-        ("packages".into(), json!({ "packagekit": { "packages": pkgs } })),
+        (
+            "packages".into(),
+            json!({ "packagekit": { "packages": pkgs } }),
+        ),
         ("users".into(), json!({ "users": accounts })),
         ("network".into(), json!({ "network": net })),
         ("firewall".into(), json!({ "firewall": fw })),
@@ -235,14 +242,40 @@ fn network_round_trip_in_a_namespace() {
     }
     // vb1 stays down; routes by hand (protocol boot).
     ns.ip(&["route", "add", "10.30.0.0/16", "via", "10.20.0.254"]);
-    ns.ip(&["route", "add", "default", "via", "10.21.0.254", "dev", "br1"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.21.0.254",
+        "dev",
+        "br1",
+    ]);
     ns.ip(&["route", "add", "fd30::/48", "via", "fd20::fe", "dev", "br0"]);
     // OVS in the database (no ovs-vswitchd: no kernel devices).
     srv.vsctl(&["add-br", "ovsd0"]);
-    srv.vsctl(&["add-port", "ovsd0", "int5", "--", "set", "Interface", "int5", "type=internal"]);
-    srv.vsctl(&["add-port", "ovsd0", "eth5", "--", "set", "Port", "eth5", "tag=10"]);
     srv.vsctl(&[
-        "add-port", "ovsd0", "eth6", "--", "set", "Port", "eth6", "trunks=20,30",
+        "add-port",
+        "ovsd0",
+        "int5",
+        "--",
+        "set",
+        "Interface",
+        "int5",
+        "type=internal",
+    ]);
+    srv.vsctl(&[
+        "add-port", "ovsd0", "eth5", "--", "set", "Port", "eth5", "tag=10",
+    ]);
+    srv.vsctl(&[
+        "add-port",
+        "ovsd0",
+        "eth6",
+        "--",
+        "set",
+        "Port",
+        "eth6",
+        "trunks=20,30",
     ]);
     let before = snapshot(&ns);
 
@@ -259,7 +292,11 @@ fn network_round_trip_in_a_namespace() {
         // Adopting it writes the agent's networkd drop-ins and nothing else.
         let desired = DesiredState::from_json(&text, "discovered.json").unwrap();
         let report = engine.apply(&ctx, &desired).await;
-        assert!(report.ok, "{}", serde_json::to_string_pretty(&report).unwrap());
+        assert!(
+            report.ok,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
         let second = diff_lines(&engine, &ctx, &text).await;
         let again = engine.discover(&ctx, &[]).await.unwrap().text();
         (text, first, second, again)
@@ -324,7 +361,11 @@ fn firewall_round_trip_in_a_namespace() {
         let ctx = context(&path);
         let desired = DesiredState::from_json(&state, "fw.json").unwrap();
         let report = engine.apply(&ctx, &desired).await;
-        assert!(report.ok, "{}", serde_json::to_string_pretty(&report).unwrap());
+        assert!(
+            report.ok,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap()
+        );
         let text = engine.discover(&ctx, &[]).await.unwrap().text();
         let lines = diff_lines(&engine, &ctx, &text).await;
         (text, lines)
@@ -353,35 +394,76 @@ fn home(root: &Path, path: &str, owner: (u32, u32)) {
     }
 }
 
-const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPYcnlLb3rIHfIzZSRw6Nud1wp3YIuHNQEBHN2d5J9Iu alice@laptop";
-const KEY_R: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPYcnlLb3rIHfIzZSRw6Nud1wp3YIuHNQEBHN2d5J9Iu admin@ops";
+const KEY_A: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPYcnlLb3rIHfIzZSRw6Nud1wp3YIuHNQEBHN2d5J9Iu alice@laptop";
+const KEY_R: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPYcnlLb3rIHfIzZSRw6Nud1wp3YIuHNQEBHN2d5J9Iu admin@ops";
 
 #[test]
 #[ignore = "privileged: root (files owned by other users)"]
 fn users_round_trip_in_a_fake_root() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    write(&root, "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n\
+    write(
+        &root,
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\n\
         daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
         alice:x:1000:1000:Alice Doe,,,:/home/alice:/bin/bash\n\
         bob:x:1001:1001::/home/bob:/bin/sh\n\
-        nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", 0o644, (0, 0));
-    write(&root, "/etc/shadow", "root:$6$salt$rootsecrethash:19000:0:99999:7:::\n\
+        nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        0o644,
+        (0, 0),
+    );
+    write(
+        &root,
+        "/etc/shadow",
+        "root:$6$salt$rootsecrethash:19000:0:99999:7:::\n\
         daemon:*:19000:0:99999:7:::\n\
         alice:$6$salt$alicesecrethash:19000:0:99999:7:::\n\
         bob:!:19000:0:99999:7:::\n\
-        nobody:*:19000:0:99999:7:::\n", 0o640, (0, 0));
-    write(&root, "/etc/group", "root:x:0:\ndaemon:x:1:\nsudo:x:27:alice\n\
-        alice:x:1000:\nbob:x:1001:\ndevs:x:1005:alice,bob\nnogroup:x:65534:\n", 0o644, (0, 0));
-    write(&root, "/etc/gshadow", "root:*::\nsudo:*::alice\nalice:!::\nbob:!::\ndevs:!::alice,bob\n", 0o640, (0, 0));
+        nobody:*:19000:0:99999:7:::\n",
+        0o640,
+        (0, 0),
+    );
+    write(
+        &root,
+        "/etc/group",
+        "root:x:0:\ndaemon:x:1:\nsudo:x:27:alice\n\
+        alice:x:1000:\nbob:x:1001:\ndevs:x:1005:alice,bob\nnogroup:x:65534:\n",
+        0o644,
+        (0, 0),
+    );
+    write(
+        &root,
+        "/etc/gshadow",
+        "root:*::\nsudo:*::alice\nalice:!::\nbob:!::\ndevs:!::alice,bob\n",
+        0o640,
+        (0, 0),
+    );
     home(&root, "/home/alice", (1000, 1000));
-    write(&root, "/home/alice/.ssh/authorized_keys", &format!("# laptop\n{KEY_A}\n"), 0o600, (1000, 1000));
+    write(
+        &root,
+        "/home/alice/.ssh/authorized_keys",
+        &format!("# laptop\n{KEY_A}\n"),
+        0o600,
+        (1000, 1000),
+    );
     home(&root, "/home/bob", (1001, 1001));
     home(&root, "/root", (0, 0));
-    write(&root, "/root/.ssh/authorized_keys", &format!("{KEY_R}\n"), 0o600, (0, 0));
+    write(
+        &root,
+        "/root/.ssh/authorized_keys",
+        &format!("{KEY_R}\n"),
+        0o600,
+        (0, 0),
+    );
 
     let path = dir.path().to_path_buf();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (text, lines) = rt.block_on(async move {
         let mut engine = Engine::new();
         engine.register(users::UsersPlugin);
@@ -391,13 +473,28 @@ fn users_round_trip_in_a_fake_root() {
         (text, lines)
     });
     assert_eq!(lines, Vec::<String>::new(), "{text}");
-    assert!(!text.contains("secrethash") && !text.contains("password_hash"), "{text}");
+    assert!(
+        !text.contains("secrethash") && !text.contains("password_hash"),
+        "{text}"
+    );
     let u: Value = serde_json::from_str::<Value>(&text).unwrap()["plugins"]["users"].clone();
     let names: Vec<&String> = u["accounts"].as_object().unwrap().keys().collect();
     assert_eq!(names, ["alice", "bob", "root"], "{text}");
-    assert_eq!(u["accounts"]["alice"]["ssh_authorized_keys"], json!([KEY_A]), "{text}");
-    assert_eq!(u["accounts"]["alice"]["groups"], json!(["devs", "sudo"]), "{text}");
-    assert_eq!(u["accounts"]["root"]["ssh_authorized_keys"], json!([KEY_R]), "{text}");
+    assert_eq!(
+        u["accounts"]["alice"]["ssh_authorized_keys"],
+        json!([KEY_A]),
+        "{text}"
+    );
+    assert_eq!(
+        u["accounts"]["alice"]["groups"],
+        json!(["devs", "sudo"]),
+        "{text}"
+    );
+    assert_eq!(
+        u["accounts"]["root"]["ssh_authorized_keys"],
+        json!([KEY_R]),
+        "{text}"
+    );
     let groups: Vec<&String> = u["groups"].as_object().unwrap().keys().collect();
     assert_eq!(groups, ["alice", "bob", "devs", "sudo"], "{text}");
 }
@@ -424,7 +521,8 @@ async fn systemd_round_trip_over_a_private_bus() {
     let mut engine = Engine::new();
     engine.register(systemd::SystemdPlugin);
     let text = engine.discover(&ctx, &[]).await.unwrap().text();
-    let units: Value = serde_json::from_str::<Value>(&text).unwrap()["plugins"]["systemd"]["units"].clone();
+    let units: Value =
+        serde_json::from_str::<Value>(&text).unwrap()["plugins"]["systemd"]["units"].clone();
     assert_eq!(
         units,
         json!({
@@ -436,8 +534,13 @@ async fn systemd_round_trip_over_a_private_bus() {
     );
     assert_eq!(diff_lines(&engine, &ctx, &text).await, Vec::<String>::new());
     // Drift after discovery shows as a difference.
-    fake.set_active_state("cron.service", "inactive", "dead").await.unwrap();
-    assert_eq!(diff_lines(&engine, &ctx, &text).await, ["start cron.service"]);
+    fake.set_active_state("cron.service", "inactive", "dead")
+        .await
+        .unwrap();
+    assert_eq!(
+        diff_lines(&engine, &ctx, &text).await,
+        ["start cron.service"]
+    );
 }
 
 #[test]
@@ -451,7 +554,10 @@ fn packages_round_trip_with_dpkg_query() {
     }
     std::fs::create_dir_all(dst.join("lib/dpkg/info")).unwrap();
     std::fs::create_dir_all(dst.join("lib/dpkg/updates")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let path = dir.path().to_path_buf();
     let (text, lines) = rt.block_on(async move {
         let mut engine = Engine::new();
@@ -463,7 +569,11 @@ fn packages_round_trip_with_dpkg_query() {
     });
     assert_eq!(lines, Vec::<String>::new(), "{text}");
     let pk: Value = serde_json::from_str::<Value>(&text).unwrap()["plugins"]["packagekit"].clone();
-    assert_eq!(pk["packages"], json!(["htop", "openssh-server", "vim"]), "{text}");
+    assert_eq!(
+        pk["packages"],
+        json!(["htop", "openssh-server", "vim"]),
+        "{text}"
+    );
 }
 
 #[test]
@@ -471,12 +581,61 @@ fn unknown_plugin_is_refused_naming_the_plugins() {
     let engine = opdbus_agent::plugins::standard();
     let dir = tempfile::tempdir().unwrap();
     let ctx = context(dir.path());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let err = rt
         .block_on(engine.discover(&ctx, &["nope".to_string()]))
         .unwrap_err();
     assert!(
-        err.to_string().starts_with("no plugin named \"nope\"; the plugins are storage, "),
+        err.to_string()
+            .starts_with("no plugin named \"nope\"; the plugins are storage, "),
         "{err}"
     );
+}
+
+#[test]
+fn the_command_writes_a_private_file_that_validates_and_diffs_empty() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("host/root/var");
+    let root = dir.path().join("root");
+    for f in ["lib/dpkg/status", "lib/apt/extended_states"] {
+        let to = root.join("var").join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), to).unwrap();
+    }
+    std::fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
+    let out = dir.path().join("discovered.json");
+    let bus = format!("unix:path={}/no-bus", dir.path().display());
+    let agent = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_op-dbus-agent"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    let (root_s, out_s) = (root.to_str().unwrap(), out.to_str().unwrap());
+    agent(&[
+        "discover", "--plugin", "packages", "--root", root_s, "--bus", &bus, "--output", out_s,
+    ]);
+    assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
+    assert!(agent(&["validate", out_s]).contains("valid"));
+    let diff = agent(&["diff", out_s, "--root", root_s, "--bus", &bus]);
+    assert_eq!(diff.trim(), "0 action(s), 0 part(s) not applied");
+    // Standard output when no file is named: the same document.
+    let printed = agent(&[
+        "discover", "--plugin", "packages", "--root", root_s, "--bus", &bus,
+    ]);
+    assert_eq!(printed, std::fs::read_to_string(&out).unwrap());
 }

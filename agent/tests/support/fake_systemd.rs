@@ -241,7 +241,12 @@ impl Manager {
             .units
             .iter()
             .filter(|(_, u)| !u.unit_file_state.is_empty())
-            .map(|(n, u)| (format!("/etc/systemd/system/{n}"), u.unit_file_state.clone()))
+            .map(|(n, u)| {
+                (
+                    format!("/etc/systemd/system/{n}"),
+                    u.unit_file_state.clone(),
+                )
+            })
             .collect()
     }
 

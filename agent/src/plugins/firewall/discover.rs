@@ -25,7 +25,11 @@ fn net(v: &Value) -> Option<String> {
         return Some(s.to_string());
     }
     let p = v.get("prefix")?;
-    Some(format!("{}/{}", p.get("addr")?.as_str()?, p.get("len")?.as_u64()?))
+    Some(format!(
+        "{}/{}",
+        p.get("addr")?.as_str()?,
+        p.get("len")?.as_u64()?
+    ))
 }
 
 fn port(v: &Value) -> Option<PortSpec> {
@@ -91,9 +95,9 @@ fn rule(expr: &[Value], comment: Option<String>) -> Option<FirewallRule> {
                 },
                 (_, Some((Some("ip" | "ip6"), Some("saddr")))) => {
                     r.source = Some(match right.get("set") {
-                        Some(set) => Sources::Many(
-                            set.as_array()?.iter().map(net).collect::<Option<_>>()?,
-                        ),
+                        Some(set) => {
+                            Sources::Many(set.as_array()?.iter().map(net).collect::<Option<_>>()?)
+                        }
                         None => Sources::One(net(right)?),
                     });
                 }
@@ -125,7 +129,11 @@ fn rule(expr: &[Value], comment: Option<String>) -> Option<FirewallRule> {
 /// `None` when a rule is not one the renderer writes.
 pub fn section(table: &Table) -> Option<(Firewall, Vec<(u16, &'static str)>)> {
     let chain = |name: &str| table.chains.iter().find(|c| c.name == name);
-    let policy = |name: &str| chain(name).map(|c| verdict(&c.policy)).unwrap_or(Verdict::Accept);
+    let policy = |name: &str| {
+        chain(name)
+            .map(|c| verdict(&c.policy))
+            .unwrap_or(Verdict::Accept)
+    };
     let mut fw = Firewall {
         default_policy: Some(DefaultPolicy {
             input: policy("input"),
@@ -137,7 +145,10 @@ pub fn section(table: &Table) -> Option<(Firewall, Vec<(u16, &'static str)>)> {
     };
     let mut floor = Vec::new();
     let mut rules: Vec<(usize, FirewallRule)> = Vec::new();
-    for r in chain("input").map(|c| c.rules.as_slice()).unwrap_or_default() {
+    for r in chain("input")
+        .map(|c| c.rules.as_slice())
+        .unwrap_or_default()
+    {
         let (name, comment) = split_comment(&r.comment)?;
         if let Some(i) = name.strip_prefix("rule-") {
             rules.push((i.parse().ok()?, rule(&r.expr, comment)?));

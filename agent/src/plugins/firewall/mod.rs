@@ -494,7 +494,14 @@ impl Plugin for FirewallPlugin {
     /// again exactly (the plugin's own diff of the two is empty, boot file
     /// included); otherwise the section is left out, with a warning.
     async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<Value>> {
-        let current = self.query(ctx, &Desired { table: Table::default() }).await?;
+        let current = self
+            .query(
+                ctx,
+                &Desired {
+                    table: Table::default(),
+                },
+            )
+            .await?;
         let Some(live) = &current.table else {
             return Ok(None);
         };

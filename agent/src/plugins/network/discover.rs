@@ -125,7 +125,12 @@ pub fn section(current: &Current) -> Network {
         .routes
         .iter()
         .filter(|r| r.protocol == "static" || r.protocol == "boot")
-        .filter(|r| r.spec.dev.as_deref().is_none_or(|d| interfaces.contains_key(d)))
+        .filter(|r| {
+            r.spec
+                .dev
+                .as_deref()
+                .is_none_or(|d| interfaces.contains_key(d))
+        })
         .map(|r| {
             let s = &r.spec;
             let to = if s.dst.prefix_len() == 0 && s.gateway.is_some() {
@@ -144,9 +149,8 @@ pub fn section(current: &Current) -> Network {
             }
         })
         .collect();
-    routes.sort_by(|a, b| {
-        (&a.to, &a.dev, &a.via, a.metric).cmp(&(&b.to, &b.dev, &b.via, b.metric))
-    });
+    routes
+        .sort_by(|a, b| (&a.to, &a.dev, &a.via, a.metric).cmp(&(&b.to, &b.dev, &b.via, b.metric)));
     routes.dedup();
 
     Network {

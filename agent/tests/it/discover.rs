@@ -72,7 +72,7 @@ fn golden_discovered_state_of_a_fixed_host() {
     let current: network::Current = serde_json::from_str(&read(&dir.join("network.json"))).unwrap();
     let net = network::discover::section(&current);
 
-    let root = RootDir::open(&dir.join("root")).unwrap();
+    let root = RootDir::open(dir.join("root")).unwrap();
     let db = users::EtcDb::load(&root).unwrap();
     let mut keys = BTreeMap::new();
     for (user, file) in [

@@ -373,6 +373,19 @@ impl Plugin for LxcPlugin {
     async fn apply(&self, ctx: &Context, actions: &[Action]) -> Vec<ActionResult> {
         super::each(actions, |a| act(ctx, a)).await
     }
+
+    /// The containers under `--lxc-path` that op-dbus wrote (their config
+    /// names the template), with their configuration and running state.
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
+        let containers = container::list(&ctx.lxc, &owners(ctx))?;
+        for c in containers.iter().filter(|c| c.config.template.is_none()) {
+            tracing::info!(
+                "container {} was not made by op-dbus (no template recorded): left out",
+                c.name
+            );
+        }
+        Ok(discover_section(&containers).map(|l| serde_json::json!({ "lxc": l })))
+    }
 }
 
 /// What undoes `actions` from `current` (pure).
@@ -513,4 +526,44 @@ mod tests {
         assert!(undo[3].starts_with("Delete { name: \"n\""), "{undo:?}");
         assert_eq!(cp.lost, ["deleted container d"]);
     }
+}
+
+/// `plugins.lxc` (map form) for the containers whose config records their
+/// template (written by op-dbus); `None` when there is none.
+pub fn discover_section(containers: &[Container]) -> Option<opdbus_state::model::Lxc> {
+    use opdbus_state::model::{GuestNic, LxcConfig, LxcContainer};
+    let mut map = BTreeMap::new();
+    for c in containers {
+        let Some(template) = &c.config.template else {
+            continue;
+        };
+        let network = c.config.network.as_ref().map(|n| GuestNic {
+            name: n.name.clone(),
+            bridge: n.bridge.clone(),
+            ip: n.ip.clone(),
+            gateway: n.gateway.clone(),
+            model: None,
+        });
+        map.insert(
+            c.name.clone(),
+            LxcContainer {
+                template: template.clone(),
+                storage: None,
+                config: LxcConfig {
+                    memory: c.config.memory.map(Size::Bytes),
+                    cpus: c.config.cpus,
+                    rootfs: None,
+                    network,
+                },
+                autostart: c.config.autostart,
+                state: match c.status {
+                    Status::Running => GuestState::Started,
+                    Status::Stopped => GuestState::Stopped,
+                },
+            },
+        );
+    }
+    (!map.is_empty()).then(|| opdbus_state::model::Lxc {
+        containers: MapOrList::Map(map),
+    })
 }

@@ -121,6 +121,27 @@ fn golden_discovered_state_of_a_fixed_host() {
         .collect();
     let sd = systemd::discover_section(&picked);
 
+    // Containers: what the plugin lists, and the pure round trip through
+    // the plugin's own desired slice and diff.
+    let containers: Vec<opdbus_agent::lxc::Container> =
+        serde_json::from_str(&read(&dir.join("lxc.json"))).unwrap();
+    let lxc = opdbus_agent::plugins::lxc::discover_section(&containers).unwrap();
+    let lxc_state = DesiredState::from_json(
+        &json!({"version": 1, "plugins": {"lxc": lxc}}).to_string(),
+        "lxc.json",
+    )
+    .unwrap();
+    let want = opdbus_agent::plugins::lxc::desired(&lxc_state.state)
+        .unwrap()
+        .unwrap();
+    let now = opdbus_agent::plugins::lxc::Current {
+        containers: containers
+            .iter()
+            .map(|c| (c.name.clone(), Some(c.clone())))
+            .collect(),
+    };
+    assert!(opdbus_agent::plugins::lxc::diff(&now, &want).is_empty());
+
     let d = discover::assemble(&[
         (
             "packages".into(),
@@ -130,6 +151,7 @@ fn golden_discovered_state_of_a_fixed_host() {
         ("network".into(), json!({ "network": net })),
         ("firewall".into(), json!({ "firewall": fw })),
         ("systemd".into(), json!({ "systemd": sd })),
+        ("lxc".into(), json!({ "lxc": lxc })),
     ])
     .unwrap();
     discover::check(&d, true).unwrap();

@@ -517,6 +517,34 @@ fn the_lxc_plugin_creates_reconfigures_stops_and_deletes_only_its_own() {
     let (ok, kinds, log) = apply(&w, &s2);
     assert!(ok && kinds.is_empty(), "{kinds:?} {log}");
 
+    // discover describes both (not the foreign one), and diff of it is empty.
+    let found = w.dir.path().join("discovered.json");
+    let out = w.agent(&[
+        "discover",
+        "--plugin",
+        "lxc",
+        "--output",
+        found.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&found).unwrap()).unwrap();
+    let cs = &doc["plugins"]["lxc"]["containers"];
+    assert_eq!(
+        (cs["p1"]["state"].as_str(), cs["p2"]["state"].as_str()),
+        (Some("stopped"), Some("started")),
+        "{doc}"
+    );
+    assert_eq!(cs["p2"]["config"]["memory"], "96M", "{doc}");
+    assert!(cs.get("foreign").is_none(), "{doc}");
+    let out = w.agent(&["diff", found.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0 action(s), 0 part(s) not applied",
+        "{}",
+        stderr(&out)
+    );
+
     // Absent: both go; the foreign container and the template stay.
     let s3 = lxc_state(
         &w,

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod container;
+pub mod idmap;
 pub mod runner;
 
 pub use config::{Nic, Spec};

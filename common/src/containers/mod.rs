@@ -22,6 +22,8 @@ pub struct Paths {
     pub layout: PathBuf,
     /// LXC's container directory (`lxc.lxcpath`).
     pub lxc_path: PathBuf,
+    /// Where `subuid` and `subgid` are (`/etc`).
+    pub etc: PathBuf,
 }
 
 impl Default for Paths {
@@ -29,6 +31,7 @@ impl Default for Paths {
         Self {
             layout: PathBuf::from(DEFAULT_LAYOUT),
             lxc_path: PathBuf::from(DEFAULT_LXC_PATH),
+            etc: PathBuf::from("/etc"),
         }
     }
 }
@@ -38,6 +41,7 @@ impl Paths {
         Self {
             layout: layout.into(),
             lxc_path: lxc_path.into(),
+            etc: PathBuf::from("/etc"),
         }
     }
 

@@ -120,6 +120,7 @@ fn run(tmp: &Path, mnt: &Path) {
         memory: Some(128 << 20),
         cpus: Some(1),
         autostart: false,
+        unprivileged: false,
     };
 
     let mut snap = Vec::new();

@@ -1,8 +1,10 @@
 //! Plumbing shared by the op-dbus binaries: one wrapper for external commands
 //! (so their stderr lands in the error), one logging setup, and writes that
-//! stay beneath a root directory.
+//! stay beneath a root directory; container templates (btrfs subvolumes) that
+//! the installer fills at install and the agent makes on demand.
 
 pub mod cmd;
+pub mod containers;
 pub mod deb;
 pub mod interrupt;
 pub mod logging;

@@ -13,4 +13,5 @@ pub mod payload;
 pub mod plan;
 pub mod proxmox;
 pub mod target;
+pub mod templates;
 pub mod wizard;

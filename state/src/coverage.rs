@@ -349,6 +349,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/lxc/containers/*/config/network/gateway", "lxc"),
     not_yet("/plugins/lxc/containers/*/config/network/model", "lxc", "an LXC container always gets a veth; model is for VMs, remove it"),
     plugin("/plugins/lxc/containers/*/autostart", "lxc"),
+    plugin("/plugins/lxc/containers/*/unprivileged", "lxc"),
     plugin("/plugins/lxc/containers/*/state", "lxc"),
     not_yet("/plugins/lxc/containers/*/id", "lxc", "the list form of containers (known by their OVS port) is not applied; use the map form name -> {template, config, state}"),
     not_yet("/plugins/lxc/containers/*/veth", "lxc", "the list form of containers (known by their OVS port) is not applied; use the map form name -> {template, config, state}"),

@@ -58,6 +58,11 @@ pub struct CreateArgs {
     /// Start it right away.
     #[arg(long)]
     pub start: bool,
+    /// Container root is host uid/gid 100000 and up (an id map; the rootfs
+    /// is idmapped, not chowned; root:100000:65536 reserved in /etc/subuid
+    /// and /etc/subgid).
+    #[arg(long)]
+    pub unprivileged: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +148,7 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 memory: a.memory.as_deref().map(parse_memory).transpose()?,
                 cpus: a.cpus,
                 autostart: a.autostart,
+                unprivileged: a.unprivileged,
             };
             let began = Instant::now();
             let c = audited(g, "create", &a.name, serde_json::to_value(&spec)?, || {
@@ -169,15 +175,16 @@ pub fn run(g: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 println!(
-                    "{:<20} {:<8} {:<6} {:<16} ADDRESS",
-                    "NAME", "STATE", "OWNED", "TEMPLATE"
+                    "{:<20} {:<8} {:<6} {:<5} {:<16} ADDRESS",
+                    "NAME", "STATE", "OWNED", "UNPRV", "TEMPLATE"
                 );
                 for c in &all {
                     println!(
-                        "{:<20} {:<8} {:<6} {:<16} {}",
+                        "{:<20} {:<8} {:<6} {:<5} {:<16} {}",
                         c.name,
                         format!("{:?}", c.status).to_lowercase(),
                         if c.owned { "yes" } else { "no" },
+                        if c.config.unprivileged { "yes" } else { "no" },
                         c.config.template.as_deref().unwrap_or("-"),
                         c.config
                             .network

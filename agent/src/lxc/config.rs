@@ -88,6 +88,9 @@ pub struct Spec {
     pub cpus: Option<u32>,
     #[serde(default)]
     pub autostart: bool,
+    /// Container root is host uid/gid [`super::idmap::BASE`] and up.
+    #[serde(default)]
+    pub unprivileged: bool,
 }
 
 /// Which cgroup hierarchy holds the memory and cpu controllers.
@@ -107,6 +110,30 @@ impl Cgroups {
     }
 }
 
+/// Whether LXC can confine containers with its AppArmor profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppArmor {
+    /// Not in the kernel, or LXC's profiles are loaded: LXC decides.
+    Default,
+    /// On in the kernel without LXC's profiles (the `apparmor` package is
+    /// missing): LXC would fail to change to `lxc-container-default`.
+    WithoutLxcProfiles,
+}
+
+impl AppArmor {
+    pub fn detect() -> AppArmor {
+        let on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|t| t.trim() == "Y");
+        let loaded = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
+            .is_ok_and(|t| t.contains("lxc-container-default"));
+        if on && !loaded {
+            AppArmor::WithoutLxcProfiles
+        } else {
+            AppArmor::Default
+        }
+    }
+}
+
 /// A stable MAC in LXC's own prefix (00:16:3e), from the container's name,
 /// so a DHCP server hands the same container the same address.
 pub fn mac_for(name: &str) -> String {
@@ -118,7 +145,13 @@ pub fn mac_for(name: &str) -> String {
 /// The configuration file for `spec`, its rootfs at `rootfs`; `extra` are
 /// the template's own lines (`config/lxc.conf`), copied in so the container
 /// does not depend on the template staying put.
-pub fn render(spec: &Spec, rootfs: &Path, cgroups: Cgroups, extra: &str) -> String {
+pub fn render(
+    spec: &Spec,
+    rootfs: &Path,
+    cgroups: Cgroups,
+    apparmor: AppArmor,
+    extra: &str,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -127,6 +160,21 @@ pub fn render(spec: &Spec, rootfs: &Path, cgroups: Cgroups, extra: &str) -> Stri
     let _ = writeln!(s, "{MARKER}{}", spec.template);
     let common = "/usr/share/lxc/config/common.conf";
     let _ = writeln!(s, "lxc.include = {common}");
+    if spec.unprivileged {
+        use super::idmap::{BASE, COUNT};
+        let _ = writeln!(s, "lxc.include = /usr/share/lxc/config/userns.conf");
+        let _ = writeln!(s, "lxc.idmap = u 0 {BASE} {COUNT}");
+        let _ = writeln!(s, "lxc.idmap = g 0 {BASE} {COUNT}");
+        // An idmapped mount of the snapshot: no chown of the rootfs.
+        let _ = writeln!(s, "lxc.rootfs.options = idmap=container");
+    }
+    if apparmor == AppArmor::WithoutLxcProfiles {
+        let _ = writeln!(
+            s,
+            "# AppArmor is on but LXC's profiles are not loaded (no apparmor package)."
+        );
+        let _ = writeln!(s, "lxc.apparmor.profile = unconfined");
+    }
     let _ = writeln!(s, "lxc.arch = linux64");
     let _ = writeln!(s, "lxc.uts.name = {}", spec.name);
     let _ = writeln!(s, "lxc.rootfs.path = dir:{}", rootfs.display());
@@ -190,6 +238,8 @@ pub struct Parsed {
     pub memory: Option<u64>,
     pub cpus: Option<u32>,
     pub autostart: bool,
+    #[serde(default)]
+    pub unprivileged: bool,
 }
 
 /// Reads the keys of `text` that [`render`] writes (either cgroup version).
@@ -235,6 +285,7 @@ pub fn parse(text: &str) -> Parsed {
             "lxc.cgroup.cpu.cfs_quota_us" => quota = v.parse().ok(),
             "lxc.cgroup.cpu.cfs_period_us" => period = v.parse().unwrap_or(CPU_PERIOD_US),
             "lxc.start.auto" => p.autostart = v == "1",
+            "lxc.idmap" => p.unprivileged = true,
             _ => {}
         }
     }
@@ -262,6 +313,7 @@ mod tests {
             memory: Some(512 << 20),
             cpus: Some(2),
             autostart: true,
+            unprivileged: false,
         }
     }
 
@@ -271,6 +323,7 @@ mod tests {
             &spec(),
             Path::new("/var/lib/lxc/web-01/rootfs"),
             Cgroups::V1,
+            AppArmor::Default,
             "lxc.signal.halt = SIGUSR2\n",
         );
         let want = format!(
@@ -309,11 +362,29 @@ lxc.signal.halt = SIGUSR2
 
     #[test]
     fn render_v2_parses_back_the_same_limits() {
-        let text = render(&spec(), Path::new("/r"), Cgroups::V2, "");
+        let text = render(&spec(), Path::new("/r"), Cgroups::V2, AppArmor::Default, "");
         assert!(text.contains("lxc.cgroup2.memory.max = 536870912\n"));
         assert!(text.contains("lxc.cgroup2.cpu.max = 200000 100000\n"));
         let p = parse(&text);
         assert_eq!((p.memory, p.cpus), (Some(512 << 20), Some(2)));
+    }
+
+    #[test]
+    fn unprivileged_maps_ids_and_idmaps_the_rootfs() {
+        let mut sp = spec();
+        sp.unprivileged = true;
+        let text = render(&sp, Path::new("/r"), Cgroups::V2, AppArmor::WithoutLxcProfiles, "");
+        for want in [
+            "lxc.include = /usr/share/lxc/config/userns.conf\n",
+            "lxc.idmap = u 0 100000 65536\n",
+            "lxc.idmap = g 0 100000 65536\n",
+            "lxc.rootfs.options = idmap=container\n",
+            "lxc.apparmor.profile = unconfined\n",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        assert!(parse(&text).unprivileged);
+        assert!(!parse(&render(&spec(), Path::new("/r"), Cgroups::V2, AppArmor::Default, "")).unprivileged);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::config::{self, Cgroups, Spec};
-use super::{btrfs, runner, template, validate_name, Paths, OWNER_KIND, OWNER_PLUGIN};
+use super::config::{self, AppArmor, Cgroups, Spec};
+use super::{btrfs, idmap, runner, template, validate_name, Paths, OWNER_KIND, OWNER_PLUGIN};
 use crate::engine::ownership::Ownership;
 use opdbus_common::rootfs::RootDir;
 
@@ -92,7 +92,7 @@ pub fn list(paths: &Paths, owners: &Ownership) -> anyhow::Result<Vec<Container>>
 
 fn write_config(paths: &Paths, spec: &Spec, extra: &str) -> anyhow::Result<()> {
     let rootfs = paths.container(&spec.name).join("rootfs");
-    let text = config::render(spec, &rootfs, Cgroups::detect(), extra);
+    let text = config::render(spec, &rootfs, Cgroups::detect(), AppArmor::detect(), extra);
     let root = RootDir::open(&paths.lxc_path)
         .with_context(|| format!("opening {}", paths.lxc_path.display()))?;
     root.write_atomic(
@@ -142,6 +142,9 @@ pub fn create(paths: &Paths, owners: &Ownership, spec: &Spec) -> anyhow::Result<
         .with_context(|| format!("creating {}", paths.lxc_path.display()))?;
     btrfs::require_btrfs(&paths.lxc_path, "the containers (--lxc-path)")?;
     let extra = tpl.lxc_lines()?;
+    if spec.unprivileged {
+        idmap::ensure(&paths.etc, owners)?;
+    }
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let rootfs = dir.join("rootfs");
     let made = btrfs::snapshot(&tpl.rootfs_path(), &rootfs)
@@ -178,6 +181,9 @@ pub fn reconfigure(paths: &Paths, owners: &Ownership, spec: &Spec) -> anyhow::Re
         .map(|t| t.lxc_lines())
         .transpose()?
         .unwrap_or_default();
+    if spec.unprivileged {
+        idmap::ensure(&paths.etc, owners)?;
+    }
     write_config(paths, spec, &extra)
 }
 
@@ -232,7 +238,24 @@ pub fn delete(paths: &Paths, owners: &Ownership, name: &str) -> anyhow::Result<(
         None => {}
     }
     remove_dir_contents(&dir)?;
-    owners.forget(OWNER_PLUGIN, OWNER_KIND, name)
+    owners.forget(OWNER_PLUGIN, OWNER_KIND, name)?;
+    // The subordinate ids go with op-dbus's last unprivileged container.
+    if c.config.unprivileged && !any_owned_unprivileged(paths, owners)? {
+        idmap::release(&paths.etc, owners)?;
+    }
+    Ok(())
+}
+
+/// Whether a container op-dbus made is unprivileged (configs only, no LXC call).
+fn any_owned_unprivileged(paths: &Paths, owners: &Ownership) -> anyhow::Result<bool> {
+    for o in owners.owned(OWNER_PLUGIN, OWNER_KIND)? {
+        if let Ok(text) = std::fs::read_to_string(config_path(paths, &o.id)) {
+            if config::parse(&text).unprivileged {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Removes the files LXC and op-dbus keep in a container's directory

@@ -82,6 +82,9 @@ fn describe(spec: &Spec) -> String {
     if spec.autostart {
         parts.push("autostart".into());
     }
+    if spec.unprivileged {
+        parts.push("unprivileged".into());
+    }
     if parts.is_empty() {
         String::new()
     } else {
@@ -144,6 +147,7 @@ fn config_differs(c: &Container, spec: &Spec) -> bool {
         || c.config.memory != spec.memory
         || c.config.cpus != spec.cpus
         || c.config.autostart != spec.autostart
+        || c.config.unprivileged != spec.unprivileged
 }
 
 /// The pure diff.
@@ -214,6 +218,7 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
             memory,
             cpus: c.config.cpus,
             autostart: c.autostart,
+            unprivileged: c.unprivileged,
         };
         if let Some(n) = &spec.network {
             n.validate()
@@ -417,6 +422,7 @@ pub fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
                             memory: c.config.memory,
                             cpus: c.config.cpus,
                             autostart: c.config.autostart,
+                            unprivileged: c.config.unprivileged,
                         },
                     });
                     if *restart {
@@ -496,6 +502,7 @@ mod tests {
             memory: Some(1 << 30),
             cpus: None,
             autostart: false,
+            unprivileged: false,
         };
         let running: Container = serde_json::from_value(serde_json::json!({
             "name": "r", "status": "running", "owned": true, "template": "t",

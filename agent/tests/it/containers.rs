@@ -9,6 +9,7 @@ use crate::dbus_daemon;
 use crate::fake_systemd;
 use crate::netns;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -616,4 +617,75 @@ async fn start_and_stop_go_through_lxc_at_name_service_under_systemd() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("lxc@web.service"), "{err:#}");
+}
+
+/// `/etc/subuid` and `/etc/subgid` as they are (missing: empty).
+fn subids() -> (String, String) {
+    let r = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
+    (r("/etc/subuid"), r("/etc/subgid"))
+}
+
+#[test]
+#[ignore = "privileged: loop device, btrfs, network namespace, LXC, /etc/subuid (its own line only)"]
+fn an_unprivileged_container_runs_its_init_as_the_mapped_host_uid() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = subids();
+    let w = World::new();
+    let tpl_uuid = w.make_template();
+    w.agent_ok(&[
+        "container",
+        "create",
+        "u1",
+        "--template",
+        "bb",
+        "--network",
+        "bridge=brt,ip=10.250.0.31/24",
+        "--unprivileged",
+        "--start",
+    ]);
+    let c = w.container("u1");
+    assert_eq!(c["status"], "running", "{c}");
+    assert_eq!(c["unprivileged"], true, "{c}");
+    assert_eq!(c["subvolume"]["parent_uuid"], tpl_uuid.as_str(), "{c}");
+    // Its init is host uid/gid 100000, root inside.
+    let pid = w.lxc("lxc-info", "u1", &["-p", "-H"]);
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        (field("Uid:"), field("Gid:")),
+        ("100000".to_string(), "100000".to_string())
+    );
+    let inside = w.lxc("lxc-attach", "u1", &["--", "cat", "/proc/self/uid_map"]);
+    let map = String::from_utf8_lossy(&inside.stdout).to_string();
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "{map}"
+    );
+    // The rootfs was not chowned: an idmapped mount shows the template's
+    // root-owned files as the container's root.
+    let rootfs = w.lxc_path().join("u1/rootfs/bin/busybox");
+    assert_eq!(std::fs::metadata(&rootfs).unwrap().uid(), 0);
+    let ls = w.lxc("lxc-attach", "u1", &["--", "ls", "-ln", "/bin/busybox"]);
+    let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+    assert!(ls.split_whitespace().nth(2) == Some("0"), "{ls}");
+    assert!(w.ping("u1", "10.250.0.1"), "u1 cannot reach the bridge");
+    // The id range is reserved for root.
+    let (uid, gid) = subids();
+    assert!(uid.lines().any(|l| l.starts_with("root:") && (l == "root:100000:65536" || before.0.contains(l))), "{uid}");
+    assert!(gid.lines().any(|l| l.starts_with("root:")), "{gid}");
+
+    // Deleting op-dbus's last unprivileged container removes only its lines.
+    w.agent_ok(&["container", "delete", "u1"]);
+    assert_eq!(subids(), before);
 }

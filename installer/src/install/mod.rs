@@ -268,6 +268,34 @@ fn populate(
     progress.step("handoff", "agent, units, D-Bus policy, host layout")?;
     handoff(state, &root, opts)?;
 
+    progress.step("templates", "container template debian-base")?;
+    match crate::templates::build_templates(
+        state,
+        &root,
+        &payload_path,
+        &expected,
+        static_address(state),
+    )? {
+        Some(t) if t.kept => progress.note(&format!("{} kept (already filled)", t.path)),
+        Some(t) => {
+            progress.note(&format!(
+                "{} in {:.1} s, without {}",
+                t.path,
+                t.seconds,
+                if t.dropped.is_empty() {
+                    "any host-only package".to_string()
+                } else {
+                    t.dropped.join(", ")
+                }
+            ));
+            if let Some(p) = &t.pve_tarball {
+                progress.note(&format!("Proxmox VE template {p}"));
+            }
+        }
+        None => progress
+            .note("the layout is not on btrfs: no container templates (they are btrfs subvolumes)"),
+    }
+
     progress.step("bootloader", "making the disk bootable")?;
     let (kernels, loaders) = install_bootloaders(state, plan, mounted, &root, opts)?;
     for l in &loaders {

@@ -58,6 +58,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "keyboard-configuration",
     "sudo",
     "openvswitch-switch",
+    // Containers from the @templates (the agent's lxc plugin runs them).
+    "lxc",
     "grub-pc-bin",
     "grub2-common",
     "grub-efi-amd64-bin",

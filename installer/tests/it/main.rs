@@ -21,5 +21,6 @@ mod payload_hostile;
 mod plan_golden;
 mod proxmox;
 mod target_confined;
+mod templates;
 mod validate_cli;
 mod wizard;

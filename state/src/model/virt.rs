@@ -25,6 +25,9 @@ pub struct LxcContainer {
     pub config: LxcConfig,
     #[serde(default)]
     pub autostart: bool,
+    /// Container root is host uid/gid 100000 and up (an id map).
+    #[serde(default)]
+    pub unprivileged: bool,
     #[serde(default)]
     pub state: GuestState,
 }

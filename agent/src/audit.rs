@@ -14,9 +14,11 @@
 //! - `operations_fts` (SQLite FTS5) indexes resources, actions and notes for
 //!   [`AuditLog::search`].
 
+pub mod archive;
 pub mod checkpoint;
 pub mod merkle;
 pub mod search;
+pub mod witness;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -130,6 +132,8 @@ pub enum AuditError {
     Broken { path: PathBuf, brk: ChainBreak },
     #[error("audit checkpoint")]
     Checkpoint(#[from] CheckpointError),
+    #[error("nothing to archive through block {through}: the database holds blocks {first}..={last} and the last block stays (give a later date, or wait for more applies)")]
+    NothingToArchive { through: i64, first: i64, last: i64 },
 }
 
 /// What the caller records; the log adds id, time and hashes.
@@ -211,6 +215,10 @@ pub struct VerifyReport {
     pub checkpoints_checked: u64,
     /// The consistency proof from a checkpoint given with `--checkpoint`.
     pub consistency: Option<Consistency>,
+    /// The last block moved out by `audit archive` (verification starts after it).
+    pub archived_through: Option<i64>,
+    /// Records moved out (their Merkle leaves stay in the database).
+    pub archived_records: u64,
     /// The first bad block, or `None` if the log is intact.
     pub broken: Option<ChainBreak>,
 }
@@ -300,6 +308,9 @@ pub enum BreakReason {
     BadSignature { checkpoint: String, detail: String },
     /// The consistency proof from the given checkpoint to the log fails.
     Inconsistent { checkpoint: String },
+    /// The archive base (or an archive file) does not match what its
+    /// signed checkpoint covers.
+    Archive { detail: String },
 }
 
 impl std::fmt::Display for BreakReason {
@@ -375,6 +386,7 @@ impl std::fmt::Display for BreakReason {
             Self::BadSignature { checkpoint, detail } => {
                 write!(f, "the checkpoint in {checkpoint} {detail}")
             }
+            Self::Archive { detail } => f.write_str(detail),
             Self::Inconsistent { checkpoint } => write!(
                 f,
                 "the log is not an extension of the checkpoint in {checkpoint}: the consistency proof fails (history rewritten or truncated?)"
@@ -1031,6 +1043,7 @@ impl AuditLog {
         let blocks = self.raw_blocks(BlockRange::all())?;
         let rows = self.raw_rows(BlockRange::all())?;
         let host_key = self.store.public_key()?;
+        let base = archive::load_base(&self.conn).map_err(self.sql_err())?;
         let mut checkpoints: BTreeMap<i64, Vec<(String, Checkpoint)>> = BTreeMap::new();
         let journal_label = self.store.journal_path().display().to_string();
         for cp in self.store.journal()? {
@@ -1051,19 +1064,47 @@ impl AuditLog {
             root_hash: hex::encode(merkle::empty_root()),
             checkpoints_checked: 0,
             consistency: None,
+            archived_through: None,
+            archived_records: 0,
             broken: None,
         };
         let mut leaves: Vec<Hash> = Vec::with_capacity(rows.len());
         let mut frontier = Frontier::new();
+        // Where the walk starts: after the archive base, if blocks were moved out.
+        let mut start_row: Option<(i64, String)> = None;
+        let mut start_block: Option<(i64, String)> = None;
+        let mut base_break = None;
+        if let Some((b, archived)) = base {
+            let label = "the archive base (blocks moved out by `audit archive`)";
+            base_break =
+                archive::base_problem(&b, &archived, host_key.as_deref(), label).map(|reason| {
+                    ChainBreak {
+                        block: b.block,
+                        record: None,
+                        reason,
+                    }
+                });
+            report.archived_through = Some(b.block);
+            report.archived_records = archived.len() as u64;
+            for l in &archived {
+                frontier.push(*l);
+            }
+            leaves = archived;
+            report.root_hash = hex::encode(frontier.root());
+            start_row = Some((b.last_record, b.record_hash));
+            start_block = Some((b.block, b.block_hash));
+        }
         let brk = |block: i64, record: Option<i64>, reason: BreakReason| ChainBreak {
             block,
             record,
             reason,
         };
         let result = (|| -> Option<ChainBreak> {
+            if base_break.is_some() {
+                return base_break;
+            }
             let mut rows = rows.into_iter().peekable();
-            let mut prev_row: Option<(i64, String)> = None;
-            let mut prev_block: Option<(i64, String)> = None;
+            let (mut prev_row, mut prev_block) = (start_row, start_block);
             for b in &blocks {
                 let expected = prev_block.as_ref().map_or(0, |(id, _)| id + 1);
                 if b.id != expected {
@@ -1154,7 +1195,7 @@ impl AuditLog {
                 let root = hex::encode(frontier.root());
                 if b.tree_size as u64 != frontier.size()
                     || b.tree_root != root
-                    || b.frontier().as_ref() != Some(&frontier)
+                    || (!b.frontier.is_empty() && b.frontier().as_ref() != Some(&frontier))
                 {
                     return Some(brk(b.id, None, BreakReason::RootMismatch));
                 }
@@ -1323,6 +1364,8 @@ pub fn verify_state_dir(
                 root_hash: hex::encode(merkle::empty_root()),
                 checkpoints_checked: 0,
                 consistency: None,
+                archived_through: None,
+                archived_records: 0,
                 broken: Some(ChainBreak {
                     block: 0,
                     record: None,
@@ -1428,6 +1471,7 @@ fn external_problem(
 /// full-text index, and one block 0 holding every record found.
 fn migrate(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(archive::ARCHIVE_SCHEMA)?;
     let has_block: bool = tx
         .prepare("SELECT 1 FROM pragma_table_info('operations') WHERE name = 'block'")?
         .exists([])?;

@@ -9,5 +9,7 @@ pub mod lxc;
 pub mod netlink;
 pub mod ovsdb;
 pub mod plugins;
+pub mod rollback;
 pub mod service;
+pub mod tls_pin;
 pub mod watch;

@@ -330,6 +330,9 @@ pub const TABLE: &[Part] = &[
     installer("/plugins/opdbus/sockets"),
     // audit.enabled false: the agent keeps no audit log (agent-only mode).
     plugin("/plugins/opdbus/audit/enabled", "storage"),
+    plugin("/plugins/opdbus/audit/witness", "storage"),
+    plugin("/plugins/opdbus/audit/witness/url", "storage"),
+    plugin("/plugins/opdbus/audit/witness/fingerprint", "storage"),
     applied_if("/plugins/opdbus/audit/database", "storage", default_audit_db, "the agent keeps its audit chain in <state-dir>/@timing/blockchain.db; remove audit.database"),
     installer("/plugins/opdbus/templates/*"),
     not_yet("/plugins/opdbus/templates/*/suite", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),

@@ -237,9 +237,9 @@ impl Store {
         }
     }
 
-    /// Signs a checkpoint, appends it to the journal (synced) and replaces
-    /// `latest.json`. Call with the [`WriteLock`] held.
-    pub fn write(
+    /// Signs a checkpoint with the host's key without recording it (the
+    /// archive base of [`crate::audit::archive`] keeps its own).
+    pub fn sign(
         &self,
         tree_size: u64,
         root_hash: String,
@@ -259,6 +259,20 @@ impl Store {
             signature: String::new(),
         };
         cp.signature = hex::encode(key.sign(cp.signed_text().as_bytes()).as_ref());
+        Ok(cp)
+    }
+
+    /// Signs a checkpoint, appends it to the journal (synced) and replaces
+    /// `latest.json`. Call with the [`WriteLock`] held.
+    pub fn write(
+        &self,
+        tree_size: u64,
+        root_hash: String,
+        block: i64,
+        block_hash: String,
+        timestamp: i64,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let cp = self.sign(tree_size, root_hash, block, block_hash, timestamp)?;
         let line = serde_json::to_string(&cp).unwrap_or_default();
         let journal = self.journal_path();
         let mut f = std::fs::OpenOptions::new()
@@ -302,7 +316,7 @@ fn replace_unsynced(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> 
 }
 
 /// Creates `path` 0600 with `data`, failing if it exists.
-fn write_new(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+pub(crate) fn write_new(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

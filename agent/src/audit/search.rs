@@ -53,7 +53,8 @@ fn start_of_month(t: i64, months_back: i32) -> Option<i64> {
     Some(date.midnight().assume_utc().unix_timestamp())
 }
 
-fn parse_date(s: &str) -> Option<i64> {
+/// `YYYY-MM-DD` as Unix seconds at 00:00 UTC.
+pub fn parse_date(s: &str) -> Option<i64> {
     let mut it = s.splitn(3, '-');
     let (y, m, d) = (it.next()?, it.next()?, it.next()?);
     if y.len() != 4 || m.len() != 2 || d.len() != 2 {

@@ -1,6 +1,6 @@
-//! `op-dbus-agent audit list|verify|export|checkpoint|search`: reads the
-//! tamper-evident audit log under `--state-dir`; `verify` exits 1 naming
-//! the first bad block.
+//! `op-dbus-agent audit list|verify|export|checkpoint|search|archive|compact`:
+//! reads (and, for archive and compact, shrinks) the tamper-evident audit
+//! log under `--state-dir`; `verify` exits 1 naming the first bad block.
 
 use std::process::ExitCode;
 
@@ -49,6 +49,11 @@ pub enum AuditCommand {
         /// must be the block's); needed when the block keeps only the hash.
         #[arg(long, value_name = "FILE", requires = "current")]
         state: Option<std::path::PathBuf>,
+        /// Check this file written by `audit archive` on its own instead of
+        /// the database: hashes, links, roots, inclusion proofs and its
+        /// signed checkpoint (against this host's key when it has one).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["checkpoint", "current"])]
+        archive: Option<std::path::PathBuf>,
         #[command(flatten)]
         target: super::query::TargetArgs,
     },
@@ -61,6 +66,22 @@ pub enum AuditCommand {
     },
     /// Print the latest signed checkpoint (tree size, root, block, time, key, signature) as JSON.
     Checkpoint,
+    /// Move the blocks stamped before DATE (never the last block) into a
+    /// file with their inclusion proofs and a signed checkpoint; the
+    /// database keeps their Merkle leaves so it still verifies.
+    Archive {
+        /// `YYYY-MM-DD` (00:00 UTC) or `@UNIX-SECONDS`.
+        #[arg(long, value_name = "DATE")]
+        before: String,
+        /// Where to write the archive (must not exist; default
+        /// `<state-dir>/audit-archives/blocks-A-B.json`).
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Shrink the database without touching anything hashed: drop the
+    /// stored Merkle frontiers of all blocks but the last, merge the
+    /// full-text index, truncate the WAL, VACUUM.
+    Compact,
     /// Full-text search over resources, actions, results and notes, with
     /// time phrases: today, yesterday, this|last week, this|last month,
     /// last N days, since|before|on YYYY-MM-DD.
@@ -100,7 +121,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             current,
             state,
             target,
+            archive,
         } => {
+            if let Some(path) = archive {
+                return verify_archive_file(global, &path, json);
+            }
             let external = match &checkpoint {
                 None => None,
                 Some(path) => {
@@ -136,6 +161,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                             report.head_hash.as_deref().unwrap_or("-"),
                             report.checkpoints_checked,
                         );
+                        if let Some(w) = crate::audit::witness::summary(&global.state_dir) {
+                            println!("{w}");
+                        }
+                        if let Some(b) = report.archived_through {
+                            println!(
+                                "blocks 0..={b} ({} records) are archived: their Merkle leaves and the signed archive base match",
+                                report.archived_records
+                            );
+                        }
                         if let Some(c) = &report.consistency {
                             println!(
                                 "consistent with {}: tree {} -> {} ({} proof hashes)",
@@ -197,6 +231,19 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&cp)?);
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Archive { before, output } => archive(global, &before, output),
+        AuditCommand::Compact => {
+            let mut log = open(global)?;
+            let out = log.compact().context("compacting the audit log")?;
+            println!(
+                "compacted {}: {} -> {} bytes, {} stored frontiers dropped",
+                log.path().display(),
+                out.bytes_before,
+                out.bytes_after,
+                out.frontiers_dropped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Search { query, json } => {
             let log = open(global)?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -218,6 +265,101 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 print_table(&records);
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `audit archive --before DATE [--output FILE]`.
+fn archive(
+    global: &Global,
+    before: &str,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let time = match before.strip_prefix('@') {
+        Some(secs) => secs.parse::<i64>().ok(),
+        None => crate::audit::search::parse_date(before),
+    }
+    .with_context(|| format!("--before '{before}': give YYYY-MM-DD or @UNIX-SECONDS"))?;
+    let mut log = open(global)?;
+    let blocks = log.blocks(crate::audit::BlockRange::all())?;
+    let (Some(first), Some(last)) = (blocks.first().map(|b| b.id), blocks.last().map(|b| b.id))
+    else {
+        anyhow::bail!(
+            "the audit log in {} has no blocks",
+            global.state_dir.display()
+        );
+    };
+    // The last block stays: the next apply links to it.
+    let through = log.last_block_before(time)?.map(|b| b.min(last - 1));
+    let Some(through) = through.filter(|b| *b >= first) else {
+        println!("no block but the last is older than {before}: nothing archived");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let output = match output {
+        Some(p) => p,
+        None => {
+            let dir = global.state_dir.join("audit-archives");
+            crate::engine::state_dir::create_private_dir(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            dir.join(format!("blocks-{first}-{through}.json"))
+        }
+    };
+    let out = log
+        .archive(through, &output)
+        .with_context(|| format!("archiving audit blocks through {through}"))?;
+    println!(
+        "archived blocks {}..={} (records {}..={}) to {}; the database keeps their Merkle leaves and a checkpoint signed for block {} (tree {}, root {})",
+        out.first_block,
+        out.last_block,
+        out.first_record,
+        out.last_record,
+        out.file.display(),
+        out.checkpoint.block,
+        out.checkpoint.tree_size,
+        out.checkpoint.root_hash
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify --archive FILE`: the archive alone.
+fn verify_archive_file(
+    global: &Global,
+    path: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: crate::audit::archive::ArchiveFile =
+        serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "{} is not an archive written by `audit archive`",
+                path.display()
+            )
+        })?;
+    let host_key = Store::new(&global.state_dir).public_key().ok().flatten();
+    let report = crate::audit::archive::verify_archive(&file, host_key.as_deref());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    match &report.broken {
+        None => {
+            if !json {
+                println!(
+                    "archive ok: {} records in blocks {}..={}, tree {} root {} signed by {}",
+                    report.records,
+                    report.first_block.unwrap_or(0),
+                    report.last_block.unwrap_or(0),
+                    report.tree_size,
+                    report.root_hash,
+                    file.checkpoint.public_key
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(brk) => {
+            if !json {
+                println!("{}: {brk}", path.display());
+            }
+            Ok(ExitCode::from(1))
         }
     }
 }

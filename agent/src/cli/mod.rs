@@ -13,6 +13,7 @@ pub mod container;
 pub mod diff;
 pub mod discover;
 pub mod query;
+pub mod rollback;
 pub mod run;
 pub mod status;
 pub mod validate;
@@ -69,6 +70,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Keep a change applied with --confirm-timeout.
     Confirm(confirm::Args),
+    /// Re-apply the desired state an earlier block recorded, as a new transaction.
+    Rollback(rollback::Args),
     /// First reconcile once per installation, then stay resident.
     Run(run::Args),
     /// Exit 0 done, 1 failed, 2 still running.
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discover(a) => discover::run(&g, a),
         Command::Apply(a) => apply::run(&g, a),
         Command::Confirm(a) => confirm::run(&g, a),
+        Command::Rollback(a) => rollback::run(&g, a),
         Command::Run(a) => run::run(&g, a),
         Command::Status(a) => status::run(&g, a),
         Command::Audit(a) => audit::run(&g, a),

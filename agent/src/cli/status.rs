@@ -73,6 +73,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                         println!("  {u}");
                     }
                 }
+                if let Some(w) = crate::audit::witness::summary(&global.state_dir) {
+                    println!("{w}");
+                }
                 if let Some(r) = &s.refused {
                     println!(
                         "refused: the current {} does not validate; the state {} stays in force:",

@@ -315,7 +315,11 @@ impl Engine {
                              (pid {}) died; kept",
                             journal.id, journal.pid
                         );
-                        append_audit(ctx, vec![engine_record(&journal, "committed", "confirmed")])?;
+                        append_audit(
+                            ctx,
+                            vec![engine_record(&journal, "committed", "confirmed")],
+                            None,
+                        )?;
                         confirm::clear(dir, &journal.id);
                         Journal::remove(dir)?;
                         return Ok(vec![msg]);
@@ -383,7 +387,7 @@ impl Engine {
             "rollback-failed"
         };
         audit.push(engine_record(&journal, outcome, &reason));
-        append_audit(ctx, audit)?;
+        append_audit(ctx, audit, None)?;
         confirm::clear(dir, &journal.id);
         let mut all = lines;
         all.extend(failed.iter().cloned());
@@ -537,7 +541,12 @@ impl Engine {
             audit.push(engine_record(&tx.journal, &result, ""));
             // `audit.enabled: false` (the seeds' agent-only mode): no log.
             audited = if crate::audit::enabled(&state.raw) {
-                append_audit(ctx, audit)
+                let appended = append_audit(ctx, audit, Some(&state.raw));
+                if appended.is_ok() {
+                    // A witness that is down is logged and recorded, never fatal.
+                    crate::audit::witness::notify(&ctx.state_dir, &state.raw).await;
+                }
+                appended
             } else {
                 Ok(())
             };
@@ -583,13 +592,20 @@ impl PluginReport {
     }
 }
 
-fn append_audit(ctx: &Context, entries: Vec<NewEntry>) -> anyhow::Result<()> {
+/// Appends the transaction's records as one block that keeps the desired
+/// state (when known) with its secrets fingerprinted, for `rollback --to-block`.
+fn append_audit(
+    ctx: &Context,
+    entries: Vec<NewEntry>,
+    desired: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
     let mut log = AuditLog::open(&ctx.state_dir)
         .with_context(|| format!("opening the audit log in {}", ctx.state_dir.display()))?;
-    log.append_all(entries)
+    let redacted = desired.map(crate::engine::secret::redact_state);
+    log.append_block(entries, redacted.as_ref())
         .context("appending the transaction to the audit log")?;
     Ok(())
 }

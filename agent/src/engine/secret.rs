@@ -38,6 +38,29 @@ pub fn redact_keys(v: &mut serde_json::Value, keys: &[&str]) {
     }
 }
 
+/// Every member of a state file that holds a secret, whatever plugin reads
+/// it: the union of the plugins' [`crate::engine::Plugin::redact`] keys and
+/// the installer's `root_password_hash`.
+pub const STATE_SECRET_KEYS: &[&str] = &[
+    "password_hash",
+    "root_password_hash",
+    "private_key",
+    "preshared_key",
+    "password",
+    "cipassword",
+    "encryption-key",
+    "token",
+    "keyring",
+];
+
+/// A desired state with every secret fingerprinted, as a block keeps it
+/// (`rollback --to-block` restores the secrets from the host's files).
+pub fn redact_state(state: &serde_json::Value) -> serde_json::Value {
+    let mut v = state.clone();
+    redact_keys(&mut v, STATE_SECRET_KEYS);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

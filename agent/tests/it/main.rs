@@ -17,8 +17,11 @@ mod netns;
 mod ovsdb_server;
 #[path = "../support/pve_sim.rs"]
 mod pve_sim;
+#[path = "../support/witness_server.rs"]
+mod witness_server;
 
 mod audit;
+mod audit_history;
 mod clean_output;
 mod containers;
 mod convergence;

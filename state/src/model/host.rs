@@ -57,6 +57,9 @@ pub struct AuditSettings {
     /// Path of the SQLite chain below `root`.
     #[serde(default = "default_audit_db")]
     pub database: String,
+    /// A remote witness that receives every signed checkpoint over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<AuditWitness>,
 }
 
 impl Default for AuditSettings {
@@ -64,8 +67,20 @@ impl Default for AuditSettings {
         AuditSettings {
             enabled: true,
             database: default_audit_db(),
+            witness: None,
         }
     }
+}
+
+/// Where checkpoints are sent (`POST url`, the checkpoint as JSON) and the
+/// server certificate pinned by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWitness {
+    /// `https://HOST[:PORT]/PATH`.
+    pub url: String,
+    /// SHA-256 of the witness's certificate (DER), 64 hex digits, colons allowed.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

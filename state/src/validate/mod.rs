@@ -51,11 +51,49 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
             }
         }
     }
+    if let Some(w) = state
+        .plugins
+        .opdbus
+        .as_ref()
+        .and_then(|l| l.audit.witness.as_ref())
+    {
+        check_witness(&mut cx, w);
+    }
     // Last: what the checks above accept but this version does not apply.
     for u in crate::coverage::unapplied(state) {
         cx.warn(u.pointer, crate::coverage::NOT_APPLIED, u.why);
     }
     cx.out
+}
+
+/// `plugins.opdbus.audit.witness`: an https URL with a host, a SHA-256 pin.
+fn check_witness(cx: &mut Cx, w: &crate::model::AuditWitness) {
+    let at = |k: &str| crate::diag::pointer(&["plugins", "opdbus", "audit", "witness", k]);
+    let host = w
+        .url
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        None => cx.error(
+            at("url"),
+            format!("witness URL {:?} is not https", w.url),
+            "give https://HOST[:PORT]/PATH: checkpoints go only over TLS to the pinned certificate",
+        ),
+        Some(h) if h.is_empty() || h.contains(char::is_whitespace) || h.contains('@') => cx.error(
+            at("url"),
+            format!("witness URL {:?} has no valid host", w.url),
+            "give https://HOST[:PORT]/PATH (no user info, no spaces)",
+        ),
+        Some(_) => {}
+    }
+    let hex: String = w.fingerprint.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        cx.error(
+            at("fingerprint"),
+            format!("witness fingerprint {:?} is not a SHA-256", w.fingerprint),
+            "give the SHA-256 of the witness's certificate, 64 hex digits (colons allowed): `openssl x509 -in CERT -noout -fingerprint -sha256`",
+        );
+    }
 }
 
 /// Collects diagnostics.

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::tls_pin::CertPin;
 use sha2::{Digest, Sha256};
 
 /// A failed API call, as the plugin reports it.
@@ -155,7 +157,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(ep: &Endpoint) -> anyhow::Result<Self> {
-        let pin = Arc::new(CertPin::new(&ep.fingerprint));
+        let pin = Arc::new(CertPin::new(
+            &ep.fingerprint,
+            "the PVE server",
+            "plugins.proxmox.api.fingerprint",
+            "check it on the node with `openssl x509 -in /etc/pve/local/pve-ssl.pem -noout -fingerprint -sha256`",
+        ));
         let tls = pin
             .client_config()
             .map_err(|e| anyhow::anyhow!("setting up TLS for the PVE API: {e}"))?;
@@ -334,89 +341,6 @@ pub fn encode(segment: &str) -> String {
 /// Parameters of one write, in a stable order.
 pub fn form(params: &BTreeMap<String, String>) -> Vec<(String, String)> {
     params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-/// Accepts exactly one server certificate, by the SHA-256 of its DER;
-/// handshake signatures are still verified. Never "accept any certificate".
-#[derive(Debug)]
-struct CertPin {
-    expected: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl CertPin {
-    fn new(expected: &str) -> Self {
-        CertPin {
-            expected: expected.to_ascii_lowercase(),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
-    }
-
-    fn client_config(self: &Arc<Self>) -> Result<rustls::ClientConfig, rustls::Error> {
-        Ok(
-            rustls::ClientConfig::builder_with_provider(self.provider.clone())
-                .with_safe_default_protocol_versions()?
-                .dangerous()
-                .with_custom_certificate_verifier(self.clone())
-                .with_no_client_auth(),
-        )
-    }
-}
-
-impl rustls::client::danger::ServerCertVerifier for CertPin {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let actual = hex::encode(Sha256::digest(end_entity.as_ref()));
-        if actual == self.expected {
-            return Ok(rustls::client::danger::ServerCertVerified::assertion());
-        }
-        Err(rustls::Error::General(format!(
-            "the PVE server's certificate has SHA-256 {actual}, but plugins.proxmox.api.fingerprint pins {}: \
-             the certificate changed or someone is in between; check it on the node with \
-             `openssl x509 -in /etc/pve/local/pve-ssl.pem -noout -fingerprint -sha256`",
-            self.expected
-        )))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Talks to nftables through libnftables' JSON interface (`nft -j`): list a
-//! table, and load a batch atomically after checking it (`nft -c`). The
-//! command runs with a timeout; its errors say what nftables refused.
+//! table, and load a batch atomically (one kernel transaction, optionally
+//! checked with `nft -c` first). The command runs with a timeout; its
+//! errors say what nftables refused.
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -421,48 +421,61 @@ fn a_rule_set_with_a_bad_rule_leaves_the_previous_rules_in_force() {
     let before = pair.nft(&["list", "table", "inet", "opdbus"]);
     let boot_before = std::fs::read_to_string(pair.boot_file()).unwrap();
 
-    // A new rule set: 9000 opened, and one rule nftables refuses (port
-    // 99999 cannot come from a valid state.json; the plugin must still
-    // fail whole when the kernel refuses a rule).
+    // A new rule set: 9000 opened, and one rule nftables refuses: port
+    // 99999 (libnftables refuses it before the kernel; it cannot come from
+    // a valid state.json) or masquerade in a filter chain (only the kernel
+    // refuses it, midway through the batch). The plugin must fail whole and
+    // the kernel's one transaction must leave everything as it was.
     let open = policy(
         "10.9.0.0/24",
         &[json!({"port": 9000, "proto": "tcp", "action": "accept"})],
     );
-    let ctx = pair.ctx();
-    let st = state_of(&open);
-    let results = pair.server.run(move |_nl| async move {
+    let bad_port = |bad: &mut firewall::Rule| {
+        *bad.expr[0].pointer_mut("/match/right").unwrap() = json!(99999);
+    };
+    let bad_masq = |bad: &mut firewall::Rule| {
+        bad.expr = vec![json!({"masquerade": null})];
+    };
+    let cases: [(&str, &dyn Fn(&mut firewall::Rule)); 2] = [
+        ("Service out of range", &bad_port),
+        ("Could not process rule", &bad_masq),
+    ];
+    for (says, spoil) in cases {
+        let ctx = pair.ctx();
+        let st = state_of(&open);
         let p = FirewallPlugin::default();
         let mut d = p.desired(&st).unwrap().unwrap();
-        let bad = d.table.chains[0].rules.last().unwrap().clone();
-        let mut bad = bad;
+        let mut bad = d.table.chains[0].rules.last().unwrap().clone();
         bad.comment = "opdbus:bad".to_string();
-        *bad.expr[0].pointer_mut("/match/right").unwrap() = json!(99999);
+        spoil(&mut bad);
         d.table.chains[0].rules.push(bad);
-        let cur = p.query(&ctx, &d).await.unwrap();
-        let actions = p.diff(&cur, &d);
-        let results = p.apply(&ctx, &actions).await;
-        results
-            .into_iter()
-            .map(|r| r.map_err(|e| format!("{e}")))
-            .collect::<Vec<_>>()
-    });
-    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(
-        errors.len(),
-        results.len(),
-        "every line fails with the transaction: {results:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("nftables refused the rule set in its check")),
-        "{errors:?}"
-    );
-    assert_eq!(pair.nft(&["list", "table", "inet", "opdbus"]), before);
-    assert_eq!(
-        std::fs::read_to_string(pair.boot_file()).unwrap(),
-        boot_before
-    );
+        let results = pair.server.run(move |_nl| async move {
+            let cur = p.query(&ctx, &d).await.unwrap();
+            let actions = p.diff(&cur, &d);
+            let results = p.apply(&ctx, &actions).await;
+            results
+                .into_iter()
+                .map(|r| r.map_err(|e| format!("{e}")))
+                .collect::<Vec<_>>()
+        });
+        let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(
+            errors.len(),
+            results.len(),
+            "every line fails with the transaction: {results:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e
+                .contains("nftables refused the rule set; the transaction was not committed")
+                && e.contains(says)),
+            "{errors:?}"
+        );
+        assert_eq!(pair.nft(&["list", "table", "inet", "opdbus"]), before);
+        assert_eq!(
+            std::fs::read_to_string(pair.boot_file()).unwrap(),
+            boot_before
+        );
+    }
     assert!(
         pair.reachable(22) && !pair.reachable(9000),
         "the previous rules are in force"

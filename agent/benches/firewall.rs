@@ -1,8 +1,10 @@
 //! Benchmark of the firewall plugin: loading 1,000 rules through the plugin
-//! (query, diff, `nft -c`, one atomic `nft -j -f`, boot file) against one
-//! `nft -f` of the same rule set and against a loop of `nft add rule` (the
-//! naive way), each in a fresh network namespace, ratios from the same run.
-//! Needs root; skips otherwise. `cargo bench --bench firewall`.
+//! (query, diff, one atomic `nft -j -f`, boot file; and with the optional
+//! `nft -c` pass first) and through the whole engine transaction (lock,
+//! journal, checkpoint, verify, audit), against one `nft -f` of the same
+//! rule set and against a loop of `nft add rule` (the naive way), each in a
+//! fresh network namespace, ratios from the same run. Needs root; skips
+//! otherwise. `cargo bench --bench firewall`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/netns.rs"]
@@ -11,7 +13,7 @@ mod netns;
 use std::time::{Duration, Instant};
 
 use netns::NetNs;
-use opdbus_agent::engine::{Context, DesiredState, Plugin};
+use opdbus_agent::engine::{Context, DesiredState, Engine, Plugin};
 use opdbus_agent::plugins::firewall::FirewallPlugin;
 use opdbus_common::Task;
 
@@ -66,7 +68,7 @@ fn main() {
     std::fs::create_dir_all(dir.path().join("root")).unwrap();
 
     // Through the plugin, each round in a fresh namespace (a full load),
-    // with its `nft -c` check first (the default) and without it.
+    // as it runs (one load) and with the optional `nft -c` pass first.
     let run_plugin = |check_first: bool| {
         let (mut totals, mut applies, mut noops) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
@@ -103,8 +105,29 @@ fn main() {
         }
         (median(totals), median(applies), median(noops))
     };
-    let (plugin, apply, noop) = run_plugin(true);
-    let (plugin_nc, apply_nc, _) = run_plugin(false);
+    let (plugin, apply, noop) = run_plugin(false);
+    let (plugin_c, apply_c, _) = run_plugin(true);
+
+    // The whole engine transaction, firewall plugin only.
+    let mut engine_times = Vec::new();
+    for round in 0..ROUNDS {
+        let ns = NetNs::new();
+        let text = text.clone();
+        let root = dir.path().join("root");
+        let state_dir = dir.path().join(format!("engine-state-{round}"));
+        engine_times.push(ns.run(move |_nl| async move {
+            let ctx = Context::new(state_dir).with_root(root);
+            let mut engine = Engine::new();
+            engine.register(FirewallPlugin::default());
+            let desired = DesiredState::from_json(&text, "bench.json").unwrap();
+            let start = Instant::now();
+            let report = engine.apply(&ctx, &desired).await;
+            let took = start.elapsed();
+            assert!(report.ok, "{:?}", report.failures());
+            took
+        }));
+    }
+    let engine_apply = median(engine_times);
 
     // One `nft -f` of the same rule set.
     let file = dir.path().join("rules.nft");
@@ -156,24 +179,29 @@ fn main() {
         ms(once)
     );
     println!(
-        "  plugin, query + diff + apply (nft -c, nft -j -f, file):  {:.1} ms = {:.2}x",
+        "  plugin, query + diff + apply (nft -j -f, boot file):     {:.1} ms = {:.2}x",
         ms(plugin),
         r(plugin)
     );
     println!(
-        "  plugin apply only (nft -c, nft -j -f, boot file):        {:.1} ms = {:.2}x",
+        "  plugin apply only (nft -j -f, boot file):                {:.1} ms = {:.2}x",
         ms(apply),
         r(apply)
     );
     println!(
-        "  plugin without nft -c, query + diff + apply:              {:.1} ms = {:.2}x",
-        ms(plugin_nc),
-        r(plugin_nc)
+        "  plugin with the optional nft -c pass, query + diff + apply: {:.1} ms = {:.2}x",
+        ms(plugin_c),
+        r(plugin_c)
     );
     println!(
-        "  plugin without nft -c, apply only:                        {:.1} ms = {:.2}x",
-        ms(apply_nc),
-        r(apply_nc)
+        "  plugin with the optional nft -c pass, apply only:        {:.1} ms = {:.2}x",
+        ms(apply_c),
+        r(apply_c)
+    );
+    println!(
+        "  engine transaction (lock, journal, checkpoint, verify, audit): {:.1} ms = {:.2}x",
+        ms(engine_apply),
+        r(engine_apply)
     );
     println!(
         "  loop of nft add rule:                                     {:.1} ms = {:.2}x ({:.1}x the plugin)",

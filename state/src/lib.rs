@@ -8,6 +8,7 @@ pub mod coverage;
 pub mod diag;
 pub mod manifest;
 pub mod model;
+pub mod nft;
 pub mod normalize;
 pub mod parse;
 pub mod position;

@@ -421,48 +421,61 @@ fn a_rule_set_with_a_bad_rule_leaves_the_previous_rules_in_force() {
     let before = pair.nft(&["list", "table", "inet", "opdbus"]);
     let boot_before = std::fs::read_to_string(pair.boot_file()).unwrap();
 
-    // A new rule set: 9000 opened, and one rule nftables refuses (port
-    // 99999 cannot come from a valid state.json; the plugin must still
-    // fail whole when the kernel refuses a rule).
+    // A new rule set: 9000 opened, and one rule nftables refuses: port
+    // 99999 (libnftables refuses it before the kernel; it cannot come from
+    // a valid state.json) or masquerade in a filter chain (only the kernel
+    // refuses it, midway through the batch). The plugin must fail whole and
+    // the kernel's one transaction must leave everything as it was.
     let open = policy(
         "10.9.0.0/24",
         &[json!({"port": 9000, "proto": "tcp", "action": "accept"})],
     );
-    let ctx = pair.ctx();
-    let st = state_of(&open);
-    let results = pair.server.run(move |_nl| async move {
+    let bad_port = |bad: &mut firewall::Rule| {
+        *bad.expr[0].pointer_mut("/match/right").unwrap() = json!(99999);
+    };
+    let bad_masq = |bad: &mut firewall::Rule| {
+        bad.expr = vec![json!({"masquerade": null})];
+    };
+    let cases: [(&str, &dyn Fn(&mut firewall::Rule)); 2] = [
+        ("Service out of range", &bad_port),
+        ("Could not process rule", &bad_masq),
+    ];
+    for (says, spoil) in cases {
+        let ctx = pair.ctx();
+        let st = state_of(&open);
         let p = FirewallPlugin::default();
         let mut d = p.desired(&st).unwrap().unwrap();
-        let bad = d.table.chains[0].rules.last().unwrap().clone();
-        let mut bad = bad;
+        let mut bad = d.table.chains[0].rules.last().unwrap().clone();
         bad.comment = "opdbus:bad".to_string();
-        *bad.expr[0].pointer_mut("/match/right").unwrap() = json!(99999);
+        spoil(&mut bad);
         d.table.chains[0].rules.push(bad);
-        let cur = p.query(&ctx, &d).await.unwrap();
-        let actions = p.diff(&cur, &d);
-        let results = p.apply(&ctx, &actions).await;
-        results
-            .into_iter()
-            .map(|r| r.map_err(|e| format!("{e}")))
-            .collect::<Vec<_>>()
-    });
-    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(
-        errors.len(),
-        results.len(),
-        "every line fails with the transaction: {results:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("nftables refused the rule set in its check")),
-        "{errors:?}"
-    );
-    assert_eq!(pair.nft(&["list", "table", "inet", "opdbus"]), before);
-    assert_eq!(
-        std::fs::read_to_string(pair.boot_file()).unwrap(),
-        boot_before
-    );
+        let results = pair.server.run(move |_nl| async move {
+            let cur = p.query(&ctx, &d).await.unwrap();
+            let actions = p.diff(&cur, &d);
+            let results = p.apply(&ctx, &actions).await;
+            results
+                .into_iter()
+                .map(|r| r.map_err(|e| format!("{e}")))
+                .collect::<Vec<_>>()
+        });
+        let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(
+            errors.len(),
+            results.len(),
+            "every line fails with the transaction: {results:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e
+                .contains("nftables refused the rule set; the transaction was not committed")
+                && e.contains(says)),
+            "{errors:?}"
+        );
+        assert_eq!(pair.nft(&["list", "table", "inet", "opdbus"]), before);
+        assert_eq!(
+            std::fs::read_to_string(pair.boot_file()).unwrap(),
+            boot_before
+        );
+    }
     assert!(
         pair.reachable(22) && !pair.reachable(9000),
         "the previous rules are in force"
@@ -540,4 +553,146 @@ fn restore_puts_back_the_old_table_and_an_open_connection_survives() {
     assert_eq!(line, "table inet opdbus removed (it did not exist before)");
     assert!(!pair.boot_file().exists());
     assert!(pair.reachable(8006), "no firewall: open");
+}
+
+/// `op-dbus-agent apply STATE --plugin firewall` in the server namespace,
+/// as if run from an SSH login from the client (`SSH_CONNECTION`), in the
+/// background (`ip netns exec` execs the agent: the child's pid is its).
+fn spawn_over_ssh(pair: &Pair, state: &Value, extra: &[&str]) -> std::process::Child {
+    let path = pair.dir.path().join("ssh-state.json");
+    std::fs::write(&path, state.to_string()).unwrap();
+    std::process::Command::new("ip")
+        .args(["netns", "exec", pair.server.name()])
+        .arg(env!("CARGO_BIN_EXE_op-dbus-agent"))
+        .arg("--state-dir")
+        .arg(pair.dir.path().join("state"))
+        .arg("apply")
+        .arg(&path)
+        .args(["--plugin", "firewall", "--root"])
+        .arg(pair.dir.path().join("root"))
+        .args(extra)
+        .env("SSH_CONNECTION", format!("{CLIENT} 50022 {SERVER} 22"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Exit code and stdout + stderr.
+fn finish(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The confirm token of the apply waiting in `pair`'s state directory.
+fn wait_for_window(pair: &Pair) -> Value {
+    let sd = pair.dir.path().join("state");
+    for _ in 0..400 {
+        let token = std::fs::read_dir(&sd)
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().to_string();
+                name.starts_with("confirm-wait.")
+                    .then(|| std::fs::read_to_string(e.path()).ok())
+                    .flatten()
+            });
+        if let Some(t) = token.and_then(|t| serde_json::from_str(&t).ok()) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the apply never waited for confirm");
+}
+
+fn confirm(pair: &Pair) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_op-dbus-agent"))
+        .arg("--state-dir")
+        .arg(pair.dir.path().join("state"))
+        .arg("confirm")
+        .output()
+        .unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+#[ignore = "privileged: network namespaces and nftables"]
+fn over_ssh_a_lockout_risk_needs_confirm_and_rolls_back_without_it() {
+    let pair = Pair::new();
+    pair.listen(22);
+    let drop_input = json!({"version": 1, "plugins": {"firewall": {
+        "default_policy": {"input": "drop"}
+    }}});
+
+    // The input policy turns to drop over SSH: an implied 120 s window;
+    // the session hangs up before anyone confirms: no table, no boot file.
+    let child = spawn_over_ssh(&pair, &drop_input, &[]);
+    let token = wait_for_window(&pair);
+    let deadline = token["deadline"].as_u64().unwrap();
+    assert!(
+        (now() + 100..=now() + 121).contains(&deadline),
+        "implied window: {token}"
+    );
+    assert!(pair
+        .nft(&["list", "table", "inet", "opdbus"])
+        .contains("policy drop;"));
+    Task::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .run()
+        .unwrap();
+    let (code, out) = finish(child);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("may lock you out"), "{out}");
+    assert!(
+        out.contains("the input policy changes from accept to drop"),
+        "{out}"
+    );
+    assert!(out.contains("SIGHUP arrived"), "{out}");
+    assert!(pair.nft(&["list", "tables"]).trim().is_empty());
+    assert!(!pair.boot_file().exists());
+
+    // Waived: applied at once.
+    let (code, out) = finish(spawn_over_ssh(&pair, &drop_input, &["--skip-ssh-confirm"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("may lock you out"), "{out}");
+    assert!(pair.reachable(22), "the floor accepts sshd's port");
+
+    // The same state again over SSH: nothing to fear, no wait.
+    let (code, out) = finish(spawn_over_ssh(&pair, &drop_input, &[]));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("may lock you out"), "{out}");
+
+    // The floor goes and nothing else accepts 22: confirmed from a new
+    // process (what a new SSH login would run), kept.
+    let no_floor = json!({"version": 1, "plugins": {"firewall": {
+        "management_floor": false,
+        "default_policy": {"input": "drop"},
+        "rules": [{"port": 8006, "proto": "tcp", "action": "accept"}]
+    }}});
+    let child = spawn_over_ssh(&pair, &no_floor, &[]);
+    wait_for_window(&pair);
+    let c = confirm(&pair);
+    assert_eq!(c.status.code(), Some(0), "{c:?}");
+    let (code, out) = finish(child);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "a new connection from {CLIENT} to port 22/tcp (sshd) is accepted now and would be refused"
+        )),
+        "{out}"
+    );
+    assert!(!pair.reachable(22));
 }

@@ -426,6 +426,9 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
         std::fs::read(&src).with_context(|| format!("reading template {}", src.display()))?;
     root.write(&format!("/etc/systemd/system/{unit}"), text, 0o644)?;
     target::enable_unit(root, unit, "sysinit.target")?;
+    // What it loads at first boot: the state's table, rendered by the
+    // agent's own code, so the rules hold before the network and the agent.
+    write_firewall_boot_file(root, state)?;
     let layout = state.plugins.opdbus.clone().unwrap_or_default();
     let plugin_toml = std::fs::read_to_string(opts.templates.join("layout/plugin.toml"))
         .context("reading template layout/plugin.toml")?;
@@ -450,6 +453,23 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
         &opts.agent_binary,
         &opts.templates,
     )
+}
+
+/// Writes the state's firewall into the target as the boot file the agent
+/// keeps (`/etc/op-dbus/firewall.json`, 0600 in the 0700 `/etc/op-dbus`),
+/// rendered by the agent's own code (`opdbus_state::nft`): the first boot
+/// loads it from sysinit, before `network-pre.target`, and the agent's
+/// first reconcile then finds it current. Returns whether it wrote one (no
+/// `plugins.firewall`: nothing, the unit's condition skips it).
+pub fn write_firewall_boot_file(root: &Root, state: &State) -> Result<bool> {
+    use opdbus_state::nft;
+    let Some(table) = nft::desired_table(state).context("rendering plugins.firewall")? else {
+        return Ok(false);
+    };
+    root.create_dir_all("/etc/op-dbus", 0o700)?;
+    root.set_dir_mode("/etc/op-dbus", 0o700)?;
+    root.write(nft::BOOT_FILE, nft::batch_text(&table), 0o600)?;
+    Ok(true)
 }
 
 /// The agent, its units (enabled by the package's postinst) and D-Bus

@@ -13,6 +13,7 @@ mod disk_exec;
 mod disk_map;
 mod disk_plan;
 mod disk_tables;
+mod firewall_boot;
 mod install_preflight;
 mod interrupt;
 mod payload_build;

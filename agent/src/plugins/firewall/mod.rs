@@ -2,8 +2,10 @@
 //! opdbus`, the only one it owns (other tables, such as Proxmox's or
 //! Docker's, are listed and never touched).
 //!
-//! The table is replaced whole in one nftables transaction (checked with
-//! `nft -c` first), so a rejected rule leaves the previous rules in force.
+//! The table is replaced whole in one nftables transaction: the kernel
+//! checks the whole batch and commits all of it or nothing, so a rejected
+//! rule leaves the previous rules in force (a separate `nft -c` pass would
+//! do the same work twice; [`FirewallPlugin::check_first`] turns it on).
 //! `query` reads the live table back, `diff` compares it rule by rule (each
 //! rule's comment carries the tag `opdbus:NAME`), so a re-apply is a no-op
 //! and a rule deleted by hand is drift. The checkpoint is the previous
@@ -13,8 +15,11 @@
 //! `network-pre.target`.
 
 pub mod discover;
+pub mod lockout;
 pub mod nft;
-pub mod render;
+/// The rendering, shared with the installer (which writes the boot file
+/// into the target before first boot).
+pub use opdbus_state::nft as render;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +35,7 @@ use opdbus_state::State;
 pub use render::{Chain, Rule, Table};
 
 /// The batch the boot unit loads, below the context's root.
-pub const BOOT_FILE: &str = "/etc/op-dbus/firewall.json";
+pub const BOOT_FILE: &str = render::BOOT_FILE;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Desired {
@@ -313,9 +318,10 @@ fn delete_rule(chain: &str, r: &Rule) -> Action {
 #[derive(Debug, Clone)]
 pub struct FirewallPlugin {
     pub nft: Nft,
-    /// Run `nft -c` on the batch before loading it (the default). The load
-    /// is one kernel transaction either way (a refused rule changes
-    /// nothing); the check costs a second pass over the batch.
+    /// Run `nft -c` on the batch before loading it (off by default). The
+    /// load is one kernel transaction either way, checked whole before it
+    /// commits (a refused rule changes nothing); the check is a second full
+    /// pass through the kernel, which doubled the time of an apply.
     pub check_first: bool,
 }
 
@@ -323,7 +329,7 @@ impl Default for FirewallPlugin {
     fn default() -> Self {
         FirewallPlugin {
             nft: Nft::default(),
-            check_first: true,
+            check_first: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Talks to nftables through libnftables' JSON interface (`nft -j`): list a
-//! table, and load a batch atomically after checking it (`nft -c`). The
-//! command runs with a timeout; its errors say what nftables refused.
+//! table, and load a batch atomically (one kernel transaction, optionally
+//! checked with `nft -c` first). The command runs with a timeout; its
+//! errors say what nftables refused.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -167,7 +168,12 @@ fn kernel_error(stderr: &str, what: &str) -> ActionError {
         .find(|l| l.contains("Error"))
         .unwrap_or(stderr)
         .trim();
-    if stderr.contains("Operation not supported") || stderr.contains("Protocol not supported") {
+    // "Could not process rule: Operation not supported" is one rule the
+    // kernel refuses (masquerade in a filter chain), not a missing nf_tables.
+    let rule_refused = stderr.contains("Could not process rule");
+    if !rule_refused
+        && (stderr.contains("Operation not supported") || stderr.contains("Protocol not supported"))
+    {
         return ActionError::fatal(anyhow::anyhow!(
             "{what}: this kernel has no nftables support ({first}); load the nf_tables module (modprobe nf_tables) or use a kernel with CONFIG_NF_TABLES"
         ));

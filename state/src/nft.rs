@@ -1,19 +1,24 @@
-//! Pure rendering: `plugins.firewall` to the typed table (chains and rules
-//! as libnftables JSON expressions, in the form `nft -j list` prints them
-//! back, so a re-query compares equal), the table to one atomic batch, and
-//! a listing back to the typed table.
+//! Pure rendering of `plugins.firewall` into nftables: the typed table
+//! (chains and rules as libnftables JSON expressions, in the form `nft -j
+//! list` prints them back, so a re-query compares equal), the table as one
+//! atomic batch, and a listing back to the typed table. Shared by the
+//! agent's firewall plugin and the installer, which writes the boot file
+//! into the target before first boot: one rendering, one table.
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use opdbus_state::model::{Firewall, FirewallRule, Proto, Verdict};
-use opdbus_state::State;
+use crate::model::{Firewall, FirewallRule, Proto, Verdict};
+use crate::State;
 
 pub const FAMILY: &str = "inet";
 pub const TABLE: &str = "opdbus";
 /// Every rule's comment starts with this tag; the rest is the rule's name.
 pub const TAG: &str = "opdbus:";
+/// The batch the agent last applied (the installer writes the first), which
+/// `op-dbus-firewall.service` loads at boot; below the managed root.
+pub const BOOT_FILE: &str = "/etc/op-dbus/firewall.json";
 
 /// One base chain of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +64,23 @@ impl Table {
     }
 }
 
+/// A part of `plugins.firewall` that cannot be rendered (validation
+/// reports the same with a hint).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct RenderError {
+    /// The JSON pointer of the offending value.
+    pub pointer: String,
+    pub message: String,
+}
+
+fn bad(pointer: String, message: impl Into<String>) -> RenderError {
+    RenderError {
+        pointer,
+        message: message.into(),
+    }
+}
+
 fn m(left: Value, right: Value) -> Value {
     json!({"match": {"op": "==", "left": left, "right": right}})
 }
@@ -98,11 +120,11 @@ fn addr(n: &IpNet) -> Value {
     }
 }
 
-fn parse_net(s: &str) -> anyhow::Result<IpNet> {
+fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-        .ok_or_else(|| anyhow::anyhow!("{s:?} is not an IP address or CIDR"))
+        .ok_or_else(|| format!("{s:?} is not an IP address or CIDR"))
 }
 
 /// `ip saddr` / `ip6 saddr` for one family's list.
@@ -132,7 +154,7 @@ fn tcp_port(port: u16) -> Vec<Value> {
 }
 
 /// The expressions of one user rule; `at` is its pointer for errors.
-pub fn rule_expr(r: &FirewallRule, at: &str) -> anyhow::Result<Vec<Value>> {
+pub fn rule_expr(r: &FirewallRule, at: &str) -> Result<Vec<Value>, RenderError> {
     let mut e = Vec::new();
     if let Some(i) = &r.iface {
         e.push(m(meta("iifname"), json!(i)));
@@ -142,21 +164,23 @@ pub fn rule_expr(r: &FirewallRule, at: &str) -> anyhow::Result<Vec<Value>> {
             .items()
             .iter()
             .map(|s| parse_net(s))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(|err| anyhow::anyhow!("{at}/source: {err}"))?;
-        anyhow::ensure!(!nets.is_empty(), "{at}/source: the list is empty");
-        let v4 = matches!(nets[0], IpNet::V4(_));
-        anyhow::ensure!(
-            nets.iter().all(|n| matches!(n, IpNet::V4(_)) == v4),
-            "{at}/source: mixes IPv4 and IPv6 (one family per rule)"
-        );
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|err| bad(format!("{at}/source"), err))?;
+        let Some(first) = nets.first() else {
+            return Err(bad(format!("{at}/source"), "the list is empty"));
+        };
+        let v4 = matches!(first, IpNet::V4(_));
+        if !nets.iter().all(|n| matches!(n, IpNet::V4(_)) == v4) {
+            return Err(bad(
+                format!("{at}/source"),
+                "mixes IPv4 and IPv6 (one family per rule)",
+            ));
+        }
         e.push(saddr(&nets));
     }
     let port = match &r.port {
         Some(p) => {
-            let (lo, hi) = p
-                .range()
-                .map_err(|err| anyhow::anyhow!("{at}/port: {err}"))?;
+            let (lo, hi) = p.range().map_err(|err| bad(format!("{at}/port"), err))?;
             Some(if lo == hi {
                 json!(lo)
             } else {
@@ -166,7 +190,9 @@ pub fn rule_expr(r: &FirewallRule, at: &str) -> anyhow::Result<Vec<Value>> {
         None => None,
     };
     match (r.proto, port) {
-        (Some(Proto::Icmp), Some(_)) => anyhow::bail!("{at}/port: an icmp rule has no port"),
+        (Some(Proto::Icmp), Some(_)) => {
+            return Err(bad(format!("{at}/port"), "an icmp rule has no port"))
+        }
         (Some(Proto::Icmp), None) => {
             e.push(m(meta("l4proto"), json!({"set": ["icmp", "ipv6-icmp"]})));
         }
@@ -189,7 +215,7 @@ pub fn rule_expr(r: &FirewallRule, at: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// The table `state` asks for; `None` without a firewall section.
-pub fn desired_table(state: &State) -> anyhow::Result<Option<Table>> {
+pub fn desired_table(state: &State) -> Result<Option<Table>, RenderError> {
     let Some(fw) = &state.plugins.firewall else {
         return Ok(None);
     };
@@ -197,11 +223,11 @@ pub fn desired_table(state: &State) -> anyhow::Result<Option<Table>> {
 }
 
 /// The table for `fw` with the management floor `floor` (port, name).
-pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> anyhow::Result<Table> {
+pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> Result<Table, RenderError> {
     let policy = fw
         .default_policy
         .clone()
-        .unwrap_or(opdbus_state::model::DefaultPolicy {
+        .unwrap_or(crate::model::DefaultPolicy {
             input: Verdict::Accept,
             forward: Verdict::Accept,
             output: Verdict::Accept,
@@ -282,7 +308,7 @@ pub fn table(fw: &Firewall, floor: &[(u16, &str)]) -> anyhow::Result<Table> {
     };
     for (i, mq) in fw.masquerade.iter().enumerate() {
         let at = format!("/plugins/firewall/masquerade/{i}");
-        let net = parse_net(&mq.source).map_err(|e| anyhow::anyhow!("{at}/source: {e}"))?;
+        let net = parse_net(&mq.source).map_err(|e| bad(format!("{at}/source"), e))?;
         // The translated traffic is forwarded: let it out whatever the
         // forward policy is.
         forward.rules.push(rule(

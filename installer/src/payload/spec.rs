@@ -58,6 +58,9 @@ pub const BASE_PACKAGES: &[&str] = &[
     "keyboard-configuration",
     "sudo",
     "openvswitch-switch",
+    // The packages plugin installs through PackageKit over D-Bus (packagekitd
+    // is started by D-Bus activation); without it the agent falls back to apt.
+    "packagekit",
     "grub-pc-bin",
     "grub2-common",
     "grub-efi-amd64-bin",

@@ -241,6 +241,13 @@ async fn packagekit(ctx: &Context) -> Option<PackageKit> {
 fn dpkg_installed(ctx: &Context) -> anyhow::Result<BTreeSet<String>> {
     let mut task = Task::new(&ctx.dpkg_query).args(["-W", "-f=${Package}\t${db:Status-Status}\n"]);
     if !on_host(ctx) {
+        let status = ctx.host_path("/var/lib/dpkg/status");
+        anyhow::ensure!(
+            status.is_file(),
+            "{} has no dpkg database ({} is missing): --root must name an installed Debian system",
+            ctx.root.display(),
+            status.display()
+        );
         // Reads the target's database only; nothing runs from the target.
         task = task.arg(format!(
             "--admindir={}",
@@ -351,6 +358,21 @@ fn apt(ctx: &Context, args: &[&str]) -> anyhow::Result<()> {
             .run()
             .with_context(|| what.clone());
     }
+    let program = if ctx.apt_get.starts_with('/') {
+        vec![ctx.apt_get.clone()]
+    } else {
+        ["/usr/bin/", "/bin/"]
+            .iter()
+            .map(|d| format!("{d}{}", ctx.apt_get))
+            .collect()
+    };
+    anyhow::ensure!(
+        program.iter().any(|p| ctx.host_path(p).is_file()),
+        "{} has no {} of its own ({} is missing): the packages plugin runs the root's apt, never the host's",
+        ctx.root.display(),
+        ctx.apt_get,
+        ctx.host_path(&program[0]).display()
+    );
     let mounts = TargetMounts::enter(&ctx.root)?;
     let shown = format!("{what} in {}", ctx.root.display());
     let run = task("chroot")
@@ -720,6 +742,7 @@ mod tests {
             install: ["vim".to_string()].into(),
             remove: ["htop".to_string()].into(),
             manifest: Some("/root/m.json".into()),
+            sources: None,
         };
         let current = Current {
             backend: "apt".into(),
@@ -728,6 +751,7 @@ mod tests {
                 .map(|(n, i)| (n.to_string(), i))
                 .collect(),
             manifest: vec!["pve-manager".into(), "htop".into()],
+            sources: None,
         };
         let got: Vec<String> = diff(&current, &desired)
             .iter()

@@ -175,7 +175,8 @@ async fn progress_reaches_the_observer_in_order() {
         .await
         .unwrap();
     let seen = seen.lock().unwrap().clone();
-    let summary: Vec<(Option<u32>, Option<u32>, Option<(String, u32, Option<u32>)>)> = seen
+    type Item = Option<(String, u32, Option<u32>)>;
+    let summary: Vec<(Option<u32>, Option<u32>, Item)> = seen
         .iter()
         .inspect(|p| assert_eq!(p.op, "install"))
         .map(|p| (p.percentage, p.status, p.item.clone()))
@@ -315,4 +316,39 @@ async fn packages_plugin_installs_via_packagekit_with_progress_in_status() {
     );
     assert!(fake.package("htop").unwrap().installed);
     assert!(!fake.package("nano").unwrap().installed);
+}
+
+/// `--root` other than `/`: PackageKit on the bus manages the host, so the
+/// plugin never asks it, even when it is there; the root's own dpkg database
+/// is read and its own apt-get run (here there is neither: refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_another_root_the_buses_packagekit_is_never_asked() {
+    let bus = PrivateBus::start().unwrap();
+    let fake = FakePackageKit::serve(bus.address()).await.unwrap();
+    fake.add_package("htop", "3.2.2-2", false);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let ctx = Context::new(dir.path().join("state"))
+        .with_root(&root)
+        .with_bus(bus.connect().await.unwrap());
+    let mut engine = Engine::new();
+    engine.register(PackagesPlugin);
+    let report = engine.apply(&ctx, &packages_state(&["htop"], &[])).await;
+    assert!(!report.ok);
+    let err = report.plugins[0].error.clone().unwrap_or_default();
+    assert!(err.contains("has no dpkg database"), "{err}");
+    // With a dpkg database but no apt of its own: refused before anything
+    // is mounted or run.
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    let report = engine.apply(&ctx, &packages_state(&["htop"], &[])).await;
+    let err = report.plugins[0].error.clone().unwrap_or_default();
+    assert!(
+        err.contains("has no apt-get of its own") && err.contains("never the host's"),
+        "{err}"
+    );
+    assert!(!root.join("proc").exists(), "nothing was mounted");
+    assert_eq!(fake.calls(), Vec::<String>::new());
+    assert!(!fake.package("htop").unwrap().installed);
 }

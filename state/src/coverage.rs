@@ -321,6 +321,11 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/packagekit/packages/*", "packages"),
     plugin("/plugins/packagekit/additional_packages/*", "packages"),
     plugin("/plugins/packagekit/remove/*", "packages"),
+    plugin("/plugins/packagekit/sources/*/uri", "packages"),
+    plugin("/plugins/packagekit/sources/*/suite", "packages"),
+    plugin("/plugins/packagekit/sources/*/components/*", "packages"),
+    plugin("/plugins/packagekit/sources/*/trusted", "packages"),
+    plugin("/plugins/packagekit/sources/*/signed_by", "packages"),
     // plugins.opdbus: the installer lays it out, the storage plugin keeps
     // the subvolumes.
     plugin("/plugins/opdbus/root", "storage"),

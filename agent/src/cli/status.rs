@@ -64,6 +64,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                     "status: {}",
                     serde_json::to_value(s.status)?.as_str().unwrap_or("?")
                 );
+                if let Some(p) = s.progress.as_ref().filter(|_| s.status == Phase::Running) {
+                    println!("progress: {p}");
+                }
                 for e in &s.errors {
                     println!("  {e}");
                 }

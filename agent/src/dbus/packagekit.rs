@@ -1,13 +1,17 @@
-//! PackageKit adapter: one transaction per operation (Resolve, InstallPackages,
-//! RemovePackages), collecting Package signals until Finished. Callers check
+//! PackageKit adapter: one transaction per operation (RefreshCache, Resolve,
+//! InstallPackages, RemovePackages), collecting Package signals until
+//! Finished and handing progress (the `Percentage` and `Status` properties,
+//! `ItemProgress` signals) to an optional observer. Callers check
 //! [`PackageKit::is_available`] first and fall back to apt when it is absent.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use zbus::message::Type as MessageType;
 use zbus::proxy::CacheProperties;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{proxy, Connection, MatchRule, MessageStream};
 
 use super::{call_err, Error, Result};
@@ -15,6 +19,7 @@ use super::{call_err, Error, Result};
 /// Bus name of the PackageKit daemon.
 pub const SERVICE: &str = "org.freedesktop.PackageKit";
 const TRANSACTION_INTERFACE: &str = "org.freedesktop.PackageKit.Transaction";
+const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
 /// Default time one transaction may take (installs download packages).
 pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -44,6 +49,76 @@ pub mod info {
     pub const FINISHED: u32 = 18;
 }
 
+/// `PkStatusEnum`: what a transaction is doing (the `Status` property and
+/// the status of `ItemProgress`).
+pub mod status {
+    /// The name PackageKit's tools print for a status value.
+    pub fn name(status: u32) -> &'static str {
+        const NAMES: [&str; 31] = [
+            "unknown",
+            "wait",
+            "setup",
+            "running",
+            "query",
+            "info",
+            "remove",
+            "refresh-cache",
+            "download",
+            "install",
+            "update",
+            "cleanup",
+            "obsolete",
+            "dep-resolve",
+            "sig-check",
+            "test-commit",
+            "commit",
+            "request",
+            "finished",
+            "cancel",
+            "download-repository",
+            "download-packagelist",
+            "download-filelist",
+            "download-changelog",
+            "download-group",
+            "download-updateinfo",
+            "repackaging",
+            "loading-cache",
+            "scan-applications",
+            "generate-package-list",
+            "waiting-for-lock",
+        ];
+        NAMES.get(status as usize).copied().unwrap_or("unknown")
+    }
+    pub const REMOVE: u32 = 6;
+    pub const DOWNLOAD: u32 = 8;
+    pub const INSTALL: u32 = 9;
+}
+
+/// `Percentage` when the backend cannot tell.
+pub const PERCENTAGE_UNKNOWN: u32 = 101;
+
+/// What one progress report says about the running transaction: the overall
+/// percentage and status as last announced, and the package the report is
+/// about (an `ItemProgress` signal) when it is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The operation: `install`, `remove`, `refresh-cache`, `resolve`.
+    pub op: &'static str,
+    /// 0..=100; `None` while PackageKit says it cannot tell (101).
+    pub percentage: Option<u32>,
+    /// `PkStatusEnum` of the transaction ([`status::name`]).
+    pub status: Option<u32>,
+    /// Package id, status and percentage of the last `ItemProgress`.
+    pub item: Option<(String, u32, Option<u32>)>,
+}
+
+/// Receives every progress report of every transaction, in order.
+pub type ProgressObserver = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+fn known_percentage(p: u32) -> Option<u32> {
+    (p <= 100).then_some(p)
+}
+
 /// `PkExitEnum::SUCCESS`.
 pub const EXIT_SUCCESS: u32 = 1;
 
@@ -61,6 +136,7 @@ trait Daemon {
     default_service = "org.freedesktop.PackageKit"
 )]
 trait Transaction {
+    fn refresh_cache(&self, force: bool) -> zbus::Result<()>;
     fn resolve(&self, filter: u64, packages: &[&str]) -> zbus::Result<()>;
     fn install_packages(&self, transaction_flags: u64, package_ids: &[&str]) -> zbus::Result<()>;
     fn remove_packages(
@@ -115,6 +191,7 @@ pub struct PackageKit {
     conn: Connection,
     daemon: DaemonProxy<'static>,
     timeout: Duration,
+    progress: Option<ProgressObserver>,
 }
 
 impl PackageKit {
@@ -150,7 +227,23 @@ impl PackageKit {
             conn: conn.clone(),
             daemon,
             timeout: DEFAULT_TRANSACTION_TIMEOUT,
+            progress: None,
         })
+    }
+
+    /// Hands every progress report of later transactions to `observer`.
+    pub fn with_progress(mut self, observer: ProgressObserver) -> Self {
+        self.progress = Some(observer);
+        self
+    }
+
+    /// RefreshCache(force): downloads the package lists of every apt source.
+    pub async fn refresh_cache(&self, force: bool) -> Result<()> {
+        self.transaction("refresh-cache", |tx| async move {
+            tx.refresh_cache(force).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Sets how long one transaction may take.
@@ -203,10 +296,11 @@ impl PackageKit {
         let path = self.daemon.create_transaction().await.map_err(call_err(
             "calling org.freedesktop.PackageKit.CreateTransaction",
         ))?;
+        // Transaction signals and PropertiesChanged (Percentage, Status)
+        // of this transaction's object.
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .sender(SERVICE)
-            .and_then(|b| b.interface(TRANSACTION_INTERFACE))
             .and_then(|b| b.path(path.clone()))
             .map(|b| b.build())
             .map_err(call_err("building the PackageKit transaction match rule"))?;
@@ -233,13 +327,42 @@ impl PackageKit {
         let collect = async {
             let mut packages = Vec::new();
             let mut error: Option<(u32, String)> = None;
+            let mut progress = Progress {
+                op,
+                ..Progress::default()
+            };
             while let Some(msg) = signals.next().await {
                 let Ok(msg) = msg else { continue };
                 let header = msg.header();
                 let Some(member) = header.member() else {
                     continue;
                 };
+                let interface = header.interface().map(|i| i.as_str().to_string());
+                if interface.as_deref() == Some(PROPERTIES_INTERFACE) {
+                    if member.as_str() == "PropertiesChanged" {
+                        if let Ok((iface, changed, _)) =
+                            msg.body()
+                                .deserialize::<(String, HashMap<String, OwnedValue>, Vec<String>)>()
+                        {
+                            if iface == TRANSACTION_INTERFACE
+                                && self.properties_changed(&mut progress, &changed)
+                            {
+                                self.report(&progress);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if interface.as_deref() != Some(TRANSACTION_INTERFACE) {
+                    continue;
+                }
                 match member.as_str() {
+                    "ItemProgress" => {
+                        if let Ok((id, st, pct)) = msg.body().deserialize::<(String, u32, u32)>() {
+                            progress.item = Some((id, st, known_percentage(pct)));
+                            self.report(&progress);
+                        }
+                    }
                     "Package" => {
                         if let Ok((info, package_id, summary)) =
                             msg.body().deserialize::<(u32, String, String)>()
@@ -282,6 +405,40 @@ impl PackageKit {
                 what: format!("PackageKit {op} transaction {}", path.as_str()),
                 timeout: self.timeout,
             })?
+    }
+}
+
+impl PackageKit {
+    /// Takes `Percentage` and `Status` from a PropertiesChanged; true when
+    /// either changed.
+    fn properties_changed(
+        &self,
+        progress: &mut Progress,
+        changed: &HashMap<String, OwnedValue>,
+    ) -> bool {
+        let mut any = false;
+        if let Some(p) = changed
+            .get("Percentage")
+            .and_then(|v| v.downcast_ref::<u32>().ok())
+        {
+            let p = known_percentage(p);
+            any |= progress.percentage != p;
+            progress.percentage = p;
+        }
+        if let Some(s) = changed
+            .get("Status")
+            .and_then(|v| v.downcast_ref::<u32>().ok())
+        {
+            any |= progress.status != Some(s);
+            progress.status = Some(s);
+        }
+        any
+    }
+
+    fn report(&self, progress: &Progress) {
+        if let Some(observer) = &self.progress {
+            observer(progress);
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub use report::{
     EXIT_NOT_APPLIED,
 };
 pub use run::{Engine, PluginDiff, Repair};
-pub use status::{Phase, Refused, Status};
+pub use status::{Phase, Refused, RunProgress, Status};
 
 /// The order plugins run in, by name. Storage comes first (everything else
 /// lives on it), host identity before packages, users before the services

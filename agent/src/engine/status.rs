@@ -42,6 +42,70 @@ pub struct Status {
     /// state it held before stays in force. Cleared by the next valid version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refused>,
+    /// What a long action of the running reconcile is doing now (package
+    /// transactions); only while `status` is `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RunProgress>,
+}
+
+/// Progress of the action the running reconcile is in (see
+/// [`set_progress`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub plugin: String,
+    /// `install`, `remove`, `refresh-cache`.
+    pub operation: String,
+    /// 0..=100, absent while the backend cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<u32>,
+    /// What the backend says it is doing (`download`, `install`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The package the last per-item report was about, with its stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Unix seconds of this report.
+    pub updated: i64,
+}
+
+impl std::fmt::Display for RunProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.plugin, self.operation)?;
+        match self.percentage {
+            Some(p) => write!(f, " {p}%")?,
+            None => write!(f, " (percentage unknown)")?,
+        }
+        if let Some(s) = &self.stage {
+            write!(f, ", {s}")?;
+        }
+        if let Some(i) = &self.item {
+            write!(f, ", {i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets (or with `None` clears) the progress of the status file when it says
+/// this process is running a reconcile; leaves any other status alone (an
+/// `apply` from the command line writes none). True when it wrote.
+pub fn set_progress(state_dir: &Path, progress: Option<RunProgress>) -> anyhow::Result<bool> {
+    let file = path(state_dir);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let mut status: Status =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+    if status.status != Phase::Running || status.pid != Some(std::process::id()) {
+        return Ok(false);
+    }
+    if status.progress == progress {
+        return Ok(false);
+    }
+    status.progress = progress;
+    status.write(state_dir)?;
+    Ok(true)
 }
 
 /// A state file version that did not validate (or could not be read).
@@ -77,6 +141,7 @@ impl Status {
             errors: Vec::new(),
             not_applied: Vec::new(),
             refused: None,
+            progress: None,
         }
     }
 
@@ -99,6 +164,7 @@ impl Status {
             not_applied: report.not_applied.clone(),
             report: Some(report),
             refused: None,
+            progress: None,
         }
     }
 
@@ -113,6 +179,7 @@ impl Status {
             errors: vec![error],
             not_applied: Vec::new(),
             refused: None,
+            progress: None,
         }
     }
 

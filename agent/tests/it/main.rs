@@ -40,6 +40,7 @@ mod network_ovs;
 mod not_applied;
 mod ovs_flows_wg;
 mod ovsdb;
+mod packages_apt;
 mod proxmox_api;
 mod transaction;
 mod users_hostile;

@@ -1,15 +1,19 @@
 //! Test-only fake of `org.freedesktop.PackageKit`: CreateTransaction exports a
-//! transaction object whose Resolve/InstallPackages/RemovePackages emit
-//! Package, ErrorCode and Finished signals from an in-memory package list.
+//! transaction object whose RefreshCache/Resolve/InstallPackages/
+//! RemovePackages emit Package, ErrorCode and Finished signals from an
+//! in-memory package list; installs and removals also announce progress as
+//! the real daemon does (PropertiesChanged of Percentage and Status,
+//! ItemProgress), and can be held before Finished.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
 use zbus::object_server::SignalEmitter;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{OwnedObjectPath, Value};
 use zbus::{interface, Connection, ObjectServer};
 
 const INFO_INSTALLED: u32 = 1;
@@ -20,6 +24,11 @@ const FILTER_INSTALLED: u64 = 1 << 2;
 const FILTER_NOT_INSTALLED: u64 = 1 << 3;
 const EXIT_SUCCESS: u32 = 1;
 const EXIT_FAILED: u32 = 2;
+/// `PkStatusEnum` values the fake announces.
+pub const STATUS_REMOVE: u32 = 6;
+pub const STATUS_REFRESH_CACHE: u32 = 7;
+pub const STATUS_DOWNLOAD: u32 = 8;
+pub const STATUS_INSTALL: u32 = 9;
 /// `PkErrorEnum::PACKAGE_NOT_INSTALLED`.
 pub const ERROR_PACKAGE_NOT_INSTALLED: u32 = 7;
 /// `PkErrorEnum::PACKAGE_NOT_FOUND`.
@@ -38,10 +47,13 @@ struct State {
     packages: BTreeMap<String, FakePackage>,
     next_tid: u32,
     log: Vec<String>,
+    /// Wait for [`FakePackageKit::release`] before Finished of an install
+    /// or removal.
+    hold: bool,
 }
 
 #[derive(Clone, Default)]
-struct Shared(Arc<Mutex<State>>);
+struct Shared(Arc<Mutex<State>>, Arc<tokio::sync::Notify>);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -66,6 +78,11 @@ fn package_id(name: &str, p: &FakePackage) -> String {
 enum Emit {
     Package(u32, String, String),
     ErrorCode(u32, String),
+    /// PropertiesChanged of Percentage and Status.
+    Progress(u32, u32),
+    ItemProgress(String, u32, u32),
+    /// Waits for a release when the fake holds.
+    Hold,
     Finished(u32),
 }
 
@@ -120,6 +137,35 @@ impl Transaction {
                         shared.record(format!("signal ErrorCode({code}, {details})"));
                         Transaction::error_code(&emitter, code, &details).await
                     }
+                    Emit::Progress(percentage, status) => {
+                        shared.record(format!("signal Percentage({percentage}) Status({status})"));
+                        let changed = HashMap::from([
+                            ("Percentage", Value::from(percentage)),
+                            ("Status", Value::from(status)),
+                        ]);
+                        emitter
+                            .emit(
+                                "org.freedesktop.DBus.Properties",
+                                "PropertiesChanged",
+                                &(
+                                    "org.freedesktop.PackageKit.Transaction",
+                                    changed,
+                                    Vec::<&str>::new(),
+                                ),
+                            )
+                            .await
+                    }
+                    Emit::ItemProgress(id, status, percentage) => {
+                        shared.record(format!("signal ItemProgress({id}, {status}, {percentage})"));
+                        Transaction::item_progress(&emitter, &id, status, percentage).await
+                    }
+                    Emit::Hold => {
+                        let held = shared.lock().hold;
+                        if held {
+                            shared.1.notified().await;
+                        }
+                        Ok(())
+                    }
                     Emit::Finished(exit) => {
                         shared.record(format!("signal Finished({exit})"));
                         Transaction::finished(&emitter, exit, 5).await
@@ -135,6 +181,17 @@ impl Transaction {
 
 #[interface(name = "org.freedesktop.PackageKit.Transaction")]
 impl Transaction {
+    async fn refresh_cache(&self, force: bool, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) {
+        self.shared.record(format!("RefreshCache({force})"));
+        self.run(
+            &emitter,
+            vec![
+                Emit::Progress(50, STATUS_REFRESH_CACHE),
+                Emit::Finished(EXIT_SUCCESS),
+            ],
+        );
+    }
+
     async fn resolve(
         &self,
         filter: u64,
@@ -204,6 +261,14 @@ impl Transaction {
     ) -> zbus::Result<()>;
 
     #[zbus(signal)]
+    async fn item_progress(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        status: u32,
+        percentage: u32,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
     async fn error_code(emitter: &SignalEmitter<'_>, code: u32, details: &str) -> zbus::Result<()>;
 
     #[zbus(signal)]
@@ -237,7 +302,14 @@ impl Transaction {
             }
         }
         let mut signals = Vec::new();
-        for id in package_ids {
+        let stage = if install {
+            STATUS_INSTALL
+        } else {
+            STATUS_REMOVE
+        };
+        signals.push(Emit::Progress(0, stage));
+        let n = package_ids.len() as u32;
+        for (k, id) in package_ids.iter().enumerate() {
             let name = id.split(';').next().unwrap_or_default().to_string();
             if let Some(p) = st.packages.get_mut(&name) {
                 let info = if install {
@@ -245,10 +317,18 @@ impl Transaction {
                 } else {
                     INFO_REMOVING
                 };
+                if install {
+                    signals.push(Emit::ItemProgress(id.clone(), STATUS_DOWNLOAD, 100));
+                }
+                signals.push(Emit::ItemProgress(id.clone(), stage, 50));
                 signals.push(Emit::Package(info, id.clone(), p.summary.clone()));
+                signals.push(Emit::Progress((k as u32 + 1) * 100 / n.max(1) / 2, stage));
                 p.installed = install;
             }
         }
+        // Half way in the last package's stage while held.
+        signals.push(Emit::Hold);
+        signals.push(Emit::Progress(100, stage));
         signals.push(Emit::Finished(EXIT_SUCCESS));
         signals
     }
@@ -288,6 +368,19 @@ impl FakePackageKit {
                 installed,
             },
         );
+    }
+
+    /// Holds installs and removals before they finish, until [`release`].
+    ///
+    /// [`release`]: FakePackageKit::release
+    pub fn hold(&self) {
+        self.shared.lock().hold = true;
+    }
+
+    /// Lets a held transaction finish (and later ones run through).
+    pub fn release(&self) {
+        self.shared.lock().hold = false;
+        self.shared.1.notify_one();
     }
 
     /// The package's current state.

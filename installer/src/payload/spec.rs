@@ -60,6 +60,9 @@ pub const BASE_PACKAGES: &[&str] = &[
     "openvswitch-switch",
     // Containers from the @templates (the agent's lxc plugin runs them).
     "lxc",
+    // The packages plugin installs through PackageKit over D-Bus (packagekitd
+    // is started by D-Bus activation); without it the agent falls back to apt.
+    "packagekit",
     "grub-pc-bin",
     "grub2-common",
     "grub-efi-amd64-bin",

@@ -18,6 +18,33 @@ pub struct PackageKit {
     /// Packages to remove.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
+    /// apt repositories, written as one deb822 file
+    /// (`/etc/apt/sources.list.d/op-dbus.sources`) before the package lists
+    /// are refreshed; no sources leaves the system's own apt sources alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<AptSource>,
+}
+
+/// One apt repository: `Types: deb`, `URIs`, `Suites`, `Components`, and
+/// either `Signed-By` (a keyring on the managed system) or `Trusted: yes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AptSource {
+    /// `http://`, `https://` or `file:` URL of the repository.
+    pub uri: String,
+    /// Suite (`bookworm`), or a path ending in `/` for a flat repository
+    /// (`./`), which takes no components.
+    pub suite: String,
+    /// Components (`main`); empty for a flat repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+    /// Accept the repository unsigned (`Trusted: yes`): for a local
+    /// repository the state hands the host; exclusive with `signed_by`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trusted: bool,
+    /// Absolute path of the OpenPGP keyring that signs the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// The host firewall: one nftables table (`inet opdbus`) the agent owns.

@@ -6,6 +6,7 @@ mod bootstrap;
 mod firewall;
 mod flows;
 mod network;
+mod packagekit;
 mod storage;
 mod systemd;
 mod users;
@@ -38,6 +39,7 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     flows::check(&mut cx, state);
     systemd::check(&mut cx, state);
     firewall::check(&mut cx, state);
+    packagekit::check(&mut cx, state);
     users::check(&mut cx, state);
     wireguard::check(&mut cx, state);
     if let Some(layout) = &state.plugins.opdbus {

@@ -6,6 +6,7 @@ mod bootstrap;
 mod firewall;
 mod flows;
 mod network;
+mod proxmox;
 mod storage;
 mod systemd;
 mod users;
@@ -40,6 +41,7 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     firewall::check(&mut cx, state);
     users::check(&mut cx, state);
     wireguard::check(&mut cx, state);
+    proxmox::check(&mut cx, state);
     if let Some(layout) = &state.plugins.opdbus {
         for (name, sv) in &layout.subvolumes {
             if let Some(c) = &sv.compression {

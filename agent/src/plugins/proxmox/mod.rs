@@ -1002,8 +1002,14 @@ async fn restore(c: &Client, ownership: &Ownership, cp: &Checkpoint) -> anyhow::
                         .filter(|(k, _)| model::HA_KEYS.contains(&k.as_str()))
                         .map(|(k, v)| pair(k, v.clone())),
                 );
-                c.post("/cluster/ha/resources", &form).await?;
-                undone += 1;
+                match c.post("/cluster/ha/resources", &form).await {
+                    Ok(_) => undone += 1,
+                    // Its guest was destroyed, and is not recreated either.
+                    Err(ApiError::Status { message, .. }) if message.contains("unable to find") => {
+                        kept.push(format!("HA resource {sid} (its guest is gone)"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             (Some(b), Some(now)) => {
                 let (now, digest) = config_map(&now);

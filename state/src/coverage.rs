@@ -395,7 +395,12 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/proxmox/vms/*/ostype", "proxmox"),
     plugin("/plugins/proxmox/vms/*/comment", "proxmox"),
     not_yet("/plugins/proxmox/vms/*/cpu_mitigations", "proxmox", "mitigations are a guest kernel setting PVE does not manage: put mitigations=off on the guest's kernel command line"),
-    not_yet("/plugins/proxmox/vms/*/ha", "proxmox", "HA resources are not managed yet: add the guest with ha-manager add"),
+    plugin("/plugins/proxmox/vms/*/ha/enabled", "proxmox"),
+    plugin("/plugins/proxmox/vms/*/ha/group", "proxmox"),
+    plugin("/plugins/proxmox/vms/*/ha/state", "proxmox"),
+    plugin("/plugins/proxmox/vms/*/ha/max_restart", "proxmox"),
+    plugin("/plugins/proxmox/vms/*/ha/max_relocate", "proxmox"),
+    plugin("/plugins/proxmox/vms/*/ha/comment", "proxmox"),
     plugin("/plugins/proxmox/containers/*/vmid", "proxmox"),
     plugin("/plugins/proxmox/containers/*/name", "proxmox"),
     plugin("/plugins/proxmox/containers/*/node", "proxmox"),
@@ -411,6 +416,12 @@ pub const TABLE: &[Part] = &[
     not_yet("/plugins/proxmox/containers/*/network/model", "proxmox", "a container's NIC is a veth: it has no model; remove model"),
     plugin("/plugins/proxmox/containers/*/ostemplate", "proxmox"),
     plugin("/plugins/proxmox/containers/*/comment", "proxmox"),
+    plugin("/plugins/proxmox/containers/*/ha/enabled", "proxmox"),
+    plugin("/plugins/proxmox/containers/*/ha/group", "proxmox"),
+    plugin("/plugins/proxmox/containers/*/ha/state", "proxmox"),
+    plugin("/plugins/proxmox/containers/*/ha/max_restart", "proxmox"),
+    plugin("/plugins/proxmox/containers/*/ha/max_relocate", "proxmox"),
+    plugin("/plugins/proxmox/containers/*/ha/comment", "proxmox"),
     plugin("/plugins/proxmox/storage/*/id", "proxmox"),
     plugin("/plugins/proxmox/storage/*/type", "proxmox"),
     plugin("/plugins/proxmox/storage/*/content/*", "proxmox"),
@@ -419,8 +430,22 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/proxmox/storage/*/server", "proxmox"),
     plugin("/plugins/proxmox/storage/*/export", "proxmox"),
     plugin("/plugins/proxmox/storage/*/path", "proxmox"),
-    not_yet("/plugins/proxmox/network", "proxmox", "PVE bridges are not written through the PVE API; declare them under plugins.network, which also writes /etc/network/interfaces"),
-    not_yet("/plugins/proxmox/cluster/nodes", "proxmox", "the cluster's members are queried and reported, not joined: run pvecm add on the new node"),
+    // plugins.proxmox.network becomes interfaces of the network plugin,
+    // the one writer of /etc/network/interfaces.
+    plugin("/plugins/proxmox/network/*/iface", "network"),
+    plugin("/plugins/proxmox/network/*/type", "network"),
+    plugin("/plugins/proxmox/network/*/bridge_ports", "network"),
+    plugin("/plugins/proxmox/network/*/bridge_ports/*", "network"),
+    plugin("/plugins/proxmox/network/*/address", "network"),
+    plugin("/plugins/proxmox/network/*/netmask", "network"),
+    plugin("/plugins/proxmox/network/*/gateway", "network"),
+    doc("/plugins/proxmox/network/*/comment"),
+    plugin("/plugins/proxmox/cluster/nodes/*/name", "proxmox"),
+    plugin("/plugins/proxmox/cluster/nodes/*/ip", "proxmox"),
+    plugin("/plugins/proxmox/cluster/join/peer", "proxmox"),
+    plugin("/plugins/proxmox/cluster/join/fingerprint", "proxmox"),
+    plugin("/plugins/proxmox/cluster/join/password_file", "proxmox"),
+    plugin("/plugins/proxmox/cluster/join/link0", "proxmox"),
     plugin("/plugins/proxmox/cluster/enabled", "proxmox"),
     plugin("/plugins/proxmox/cluster/name", "proxmox"),
     plugin("/plugins/proxmox/backups/*/id", "proxmox"),
@@ -654,7 +679,7 @@ mod tests {
                     "ovs0": {"type": "ovs-bridge", "ports": [{"name": "p1", "tag": 10}, "p2"]}
                 }},
                 "opdbus": {"audit": {"enabled": false}},
-                "proxmox": {"vms": [{"vmid": 100, "ha": {"enabled": true}}]}
+                "proxmox": {"vms": [{"vmid": 100, "ha": {"enabled": true}, "cpu_mitigations": "off"}]}
             }}"#,
         );
         let got: Vec<String> = unapplied(&s).into_iter().map(|u| u.pointer).collect();
@@ -662,7 +687,7 @@ mod tests {
             got,
             [
                 "/plugins/network/interfaces/eth1/slaves",
-                "/plugins/proxmox/vms/0/ha",
+                "/plugins/proxmox/vms/0/cpu_mitigations",
             ]
         );
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     ActiveState, BondMode, Dns, Interface, InterfaceType, IpBlock, LinkState, NetInterface,
-    OvsPortSpec, OvsPortType, Route, ServiceState, State, TimerSpec,
+    OvsPortSpec, OvsPortType, PveNetwork, Route, ServiceState, State, TimerSpec,
 };
 
 /// Unit type suffixes systemd knows.
@@ -157,6 +157,9 @@ impl State {
             }
             spec.prune |= n.prune;
         }
+        if let Some(p) = &self.plugins.proxmox {
+            spec.interfaces.extend(pve_network_ifaces(&p.network));
+        }
         spec.interfaces.sort_by(|a, b| a.name.cmp(&b.name));
         spec.dns = dns;
         spec
@@ -279,6 +282,74 @@ impl State {
         }
         out
     }
+}
+
+/// `plugins.proxmox.network` (PVE's stanzas of /etc/network/interfaces)
+/// as interfaces of the network plugin, its one writer: `bridge` is a
+/// Linux bridge, `OVSBridge` an Open vSwitch bridge, `eth` a NIC;
+/// `address` + `netmask` become one CIDR address; `bridge_ports` may be
+/// space separated and `none` means no port. Types `validate` refuses
+/// are skipped.
+pub fn pve_network_ifaces(list: &[PveNetwork]) -> Vec<IfaceSpec> {
+    let mut out = Vec::new();
+    for n in list {
+        let ports: Vec<String> = n
+            .bridge_ports
+            .iter()
+            .flat_map(|p| p.split_whitespace())
+            .filter(|p| *p != "none")
+            .map(str::to_string)
+            .collect();
+        let kind = match n.kind.as_str() {
+            "bridge" => IfaceKind::Bridge { ports },
+            "OVSBridge" => IfaceKind::OvsBridge {
+                ports: ports.iter().map(|p| system_port(p)).collect(),
+            },
+            "eth" => IfaceKind::Ethernet,
+            _ => continue,
+        };
+        let gateway: Option<IpAddr> = n.gateway.as_deref().and_then(|g| g.parse().ok());
+        out.push(IfaceSpec {
+            name: n.iface.clone(),
+            kind,
+            up: true,
+            addresses: pve_address(n).into_iter().collect(),
+            dhcp4: false,
+            dhcp6: false,
+            gateway4: match gateway {
+                Some(IpAddr::V4(g)) => Some(g),
+                _ => None,
+            },
+            gateway6: match gateway {
+                Some(IpAddr::V6(g)) => Some(g),
+                _ => None,
+            },
+            mtu: None,
+            mac: None,
+            dns: Vec::new(),
+            datapath_type: None,
+        });
+    }
+    out
+}
+
+/// The address of a PVE stanza: `address` in CIDR form, or `address` with
+/// `netmask` (dotted, or a prefix length).
+pub fn pve_address(n: &PveNetwork) -> Option<IpNet> {
+    let a = n.address.as_deref()?.trim();
+    if a.contains('/') {
+        return a.parse().ok();
+    }
+    let ip: IpAddr = a.parse().ok()?;
+    let mask = n.netmask.as_deref()?.trim();
+    let prefix = match mask.parse::<u8>() {
+        Ok(p) => p,
+        Err(_) => {
+            let m: IpAddr = mask.parse().ok()?;
+            ipnet::ip_mask_to_prefix(m).ok()?
+        }
+    };
+    IpNet::new(ip, prefix).ok()
 }
 
 fn target(enabled: Option<bool>, active: Option<bool>, masked: Option<bool>) -> UnitTarget {

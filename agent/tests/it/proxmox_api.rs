@@ -130,6 +130,13 @@ async fn seed_example_applies_and_a_second_apply_writes_nothing() {
             "keep-daily=7,keep-monthly=3,keep-weekly=4"
         );
         assert!(w.rejected.is_empty(), "{:?}", w.rejected);
+        // plugins.proxmox.network is the network plugin's (one writer of
+        // /etc/network/interfaces): nothing went to the PVE network API.
+        assert!(
+            !w.log.iter().any(|l| l.contains("/network")),
+            "{:?}",
+            w.log
+        );
         // Every write of a task was polled to its end.
         assert!(w.tasks.values().all(|t| t.done && t.exitstatus == "OK"));
     }
@@ -606,4 +613,260 @@ fn proxmoxer_agrees_with_the_simulator() {
     let rejected = sim.world.lock().unwrap().rejected.clone();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert!(rejected[0].contains("colour"), "{rejected:?}");
+}
+
+fn ha_of(env: &Env, sid: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    env.sim.world.lock().unwrap().ha.get(sid).cloned()
+}
+
+/// HA resources: created after their guest (the HA manager, simulated,
+/// starts it), a second apply sends no write, drift is repaired with the
+/// digest it was computed from, and a restore removes what was added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_resources_apply_then_reapply_writes_nothing_and_drift_is_repaired() {
+    let env = Env::new(fast());
+    env.sim.world.lock().unwrap().ha_groups = vec!["web".into()];
+    let state = env.state(json!({
+        "vms": [{"vmid": 100, "cores": 1, "ha": {"group": "web", "max_relocate": 2}},
+                {"vmid": 101, "cores": 1, "state": "stopped", "ha": {"enabled": true, "comment": "db"}}],
+        "containers": [{"vmid": 200, "ostemplate": "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst",
+                        "ha": {"state": "started", "max_restart": 3}}]
+    }));
+    let r = env.apply(&state).await;
+    assert!(r.ok, "{}", dump(&r));
+    assert_eq!(
+        ha_of(&env, "vm:100").unwrap(),
+        [("group", "web"), ("max_relocate", "2"), ("state", "started")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    );
+    assert_eq!(ha_of(&env, "vm:101").unwrap()["state"], "stopped");
+    assert_eq!(ha_of(&env, "ct:200").unwrap()["max_restart"], "3");
+    // The HA manager started them: op-dbus sent no start of its own.
+    assert!(env.sim.guest(100).unwrap().running && env.sim.guest(200).unwrap().running);
+    assert!(!env.sim.guest(101).unwrap().running);
+    {
+        let w = env.sim.world.lock().unwrap();
+        assert!(w.rejected.is_empty(), "{:?}", w.rejected);
+        assert!(
+            !w.log.iter().any(|l| l.contains("/status/start")),
+            "{:?}",
+            w.log
+        );
+    }
+    let writes = env.sim.writes();
+    let again = env.apply(&state).await;
+    assert_eq!(outcome(&again), PluginOutcome::Unchanged, "{}", dump(&again));
+    assert_eq!(env.sim.writes(), writes, "a re-apply wrote to the API");
+
+    // Drift: someone stops vm:100 through HA and changes its relocations.
+    {
+        let mut w = env.sim.world.lock().unwrap();
+        let h = w.ha.get_mut("vm:100").unwrap();
+        h.insert("state".into(), "stopped".into());
+        h.insert("max_relocate".into(), "5".into());
+        h.insert("comment".into(), "by hand".into());
+        w.guests.get_mut(&100).unwrap().running = false;
+    }
+    let r = env.apply(&state).await;
+    assert!(r.ok, "{}", dump(&r));
+    let h = ha_of(&env, "vm:100").unwrap();
+    assert_eq!((h["state"].as_str(), h["max_relocate"].as_str()), ("started", "2"));
+    assert_eq!(h["comment"], "by hand", "a key the state does not name was touched");
+    assert!(env.sim.guest(100).unwrap().running);
+    let log = env.sim.world.lock().unwrap().log.clone();
+    assert!(
+        log.iter()
+            .any(|l| l == "PUT /cluster/ha/resources/vm%3A100 digest,max_relocate,state"),
+        "{log:?}"
+    );
+
+    // Checkpoint and restore: an HA resource the transaction added goes.
+    let more = env.state(json!({
+        "vms": [{"vmid": 100, "cores": 1, "ha": {"group": "web", "max_relocate": 2}},
+                {"vmid": 102, "cores": 1, "state": "stopped", "ha": {}}]
+    }));
+    let p = env.engine.plugin("proxmox").unwrap();
+    let ctx = env.ctx();
+    let desired = p.desired_json(&more.state).unwrap().unwrap();
+    let current = p.query_json(&ctx, &desired).await.unwrap();
+    let actions = p.diff_json(&current, &desired).unwrap();
+    let cp = p
+        .checkpoint_json(&ctx, &current, &actions)
+        .await
+        .unwrap()
+        .unwrap();
+    for r in p.apply_json(&ctx, &actions).await.unwrap() {
+        r.unwrap();
+    }
+    assert!(ha_of(&env, "vm:102").is_some());
+    let line = p.restore_json(&ctx, &cp).await.unwrap();
+    assert!(ha_of(&env, "vm:102").is_none(), "{line}");
+    assert!(env.sim.guest(102).is_none(), "{line}");
+    assert_eq!(line, "2 change(s) undone");
+}
+
+/// `ha.enabled: false` removes an HA resource op-dbus added and refuses
+/// one added by hand; a guest marked absent loses its HA resource first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_off_removes_only_what_op_dbus_added() {
+    let env = Env::new(fast());
+    let on = env.state(json!({"vms": [{"vmid": 100, "ha": {}}, {"vmid": 110, "ha": {}}]}));
+    assert!(env.apply(&on).await.ok);
+    {
+        let mut w = env.sim.world.lock().unwrap();
+        w.guests.insert(
+            101,
+            pve_sim::Guest {
+                kind: "qemu",
+                config: [("name".to_string(), "mine".to_string())].into(),
+                running: true,
+            },
+        );
+        w.ha.insert("vm:101".into(), [("state".to_string(), "started".to_string())].into());
+    }
+    // One the state turns off that op-dbus did not add: refused, kept
+    // (and the refusal fails the transaction, as every refusal does).
+    let hand = env.state(json!({"vms": [{"vmid": 100, "ha": {}}, {"vmid": 101, "ha": {"enabled": false}}]}));
+    let r = env.apply(&hand).await;
+    assert!(!r.ok);
+    assert!(ha_of(&env, "vm:101").is_some(), "{}", dump(&r));
+    assert!(
+        dump(&r).contains("op-dbus did not add that HA resource: remove it by hand (`ha-manager remove vm:101`)"),
+        "{}",
+        dump(&r)
+    );
+    let off = env.state(json!({"vms": [
+        {"vmid": 100, "ha": {"enabled": false}},
+        {"vmid": 110, "state": "absent"}
+    ]}));
+    let r = env.apply(&off).await;
+    assert!(r.ok, "{}", dump(&r));
+    assert!(ha_of(&env, "vm:100").is_none(), "{}", dump(&r));
+    assert!(ha_of(&env, "vm:110").is_none() && env.sim.guest(110).is_none(), "{}", dump(&r));
+    assert!(ha_of(&env, "vm:101").is_some(), "{}", dump(&r));
+    // VM 100 is no HA resource now: op-dbus starts and stops it again.
+    assert!(env.sim.guest(100).unwrap().running);
+}
+
+/// Two HA resources written at once contend for PVE's HA domain lock
+/// ("cfs-lock 'domain-ha' error: got lock request timeout"): the error is
+/// retryable and both end right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ha_resources_at_once_under_lock_contention_both_end_right() {
+    let env = Env::new(Timing {
+        task: Duration::from_millis(400),
+        lock_wait: Duration::from_millis(100),
+    });
+    let state = env.state(json!({"vms": [
+        {"vmid": 120, "cores": 1, "ha": {"max_restart": 2}},
+        {"vmid": 121, "cores": 1, "ha": {"max_restart": 2}}
+    ]}));
+    let r = env.apply(&state).await;
+    assert!(r.ok, "{}", dump(&r));
+    for sid in ["vm:120", "vm:121"] {
+        assert_eq!(ha_of(&env, sid).unwrap()["max_restart"], "2", "{sid}");
+    }
+    let ha: Vec<_> = r.plugins[0]
+        .actions
+        .iter()
+        .filter(|a| a.action == "create-ha-resource")
+        .collect();
+    assert_eq!(ha.len(), 2, "{}", dump(&r));
+    assert!(
+        ha.iter().all(|a| a.result == "ok") && ha.iter().any(|a| a.attempt >= 2),
+        "no HA lock contention happened or it was not retried: {}",
+        dump(&r)
+    );
+}
+
+/// Cluster membership: queried and reported; a join is refused, naming
+/// what is missing, until the state gives peer, fingerprint and a
+/// root-only password file; then the join is sent and its task polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_is_refused_until_the_state_gives_what_it_needs() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(fast());
+    let fp = "ab:".repeat(31) + "ab";
+    env.sim.world.lock().unwrap().joinable = Some(pve_sim::Joinable {
+        cluster: "prod".into(),
+        peer_name: "pve1".into(),
+        peer: "192.168.1.11".into(),
+        fingerprint: fp.to_ascii_uppercase(),
+        password: "peer-root-secret".into(),
+    });
+    let partial = env.state(json!({"cluster": {"enabled": true, "name": "prod",
+        "nodes": [{"name": "pve1", "ip": "192.168.1.11"}], "join": {"fingerprint": fp}}}));
+    let r = env.apply(&partial).await;
+    assert!(!r.ok);
+    let text = dump(&r);
+    assert!(
+        text.contains("node pve is a standalone node and the state puts it in cluster prod; joining needs what the state does not give: /plugins/proxmox/cluster/join/password_file"),
+        "{text}"
+    );
+    assert!(!text.contains("join/peer"), "the peer comes from nodes: {text}");
+    assert_eq!(env.sim.writes(), 0);
+
+    let pw = env.dir.path().join("pve-root-password");
+    std::fs::write(&pw, "peer-root-secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let full = env.state(json!({"cluster": {"enabled": true, "name": "prod",
+        "nodes": [{"name": "pve1", "ip": "192.168.1.11"}],
+        "join": {"fingerprint": fp, "password_file": pw.to_str().unwrap()}}}));
+    let r = env.apply(&full).await;
+    assert!(!r.ok);
+    assert!(dump(&r).contains("readable by group or others"), "{}", dump(&r));
+    assert_eq!(env.sim.writes(), 0, "a join was sent with a world-readable password");
+
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = env.apply(&full).await;
+    assert!(r.ok, "{}", dump(&r));
+    assert_eq!(env.sim.world.lock().unwrap().cluster.as_deref(), Some("prod"));
+    let text = dump(&r);
+    assert!(!text.contains("peer-root-secret"), "the password leaked: {text}");
+    {
+        let w = env.sim.world.lock().unwrap();
+        let join = w.tasks.values().find(|t| t.upid.contains(":clusterjoin:")).unwrap();
+        assert!(join.done && join.exitstatus == "OK", "{join:?}");
+    }
+    // Membership is queried and reported: the peer is a member now.
+    let p = env.engine.plugin("proxmox").unwrap();
+    let ctx = env.ctx();
+    let desired = p.desired_json(&full.state).unwrap().unwrap();
+    let current = p.query_json(&ctx, &desired).await.unwrap();
+    assert_eq!(current["cluster"]["name"], "prod");
+    assert_eq!(current["cluster"]["config_nodes"], json!(["pve", "pve1"]));
+    let writes = env.sim.writes();
+    let again = env.apply(&full).await;
+    assert_eq!(outcome(&again), PluginOutcome::Unchanged, "{}", dump(&again));
+    assert_eq!(env.sim.writes(), writes);
+}
+
+/// A join the peer refuses fails with the task's log in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_puts_the_task_log_in_the_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(fast());
+    let fp = "CD:".repeat(31) + "CD";
+    env.sim.world.lock().unwrap().joinable = Some(pve_sim::Joinable {
+        cluster: "prod".into(),
+        peer_name: "pve1".into(),
+        peer: "192.168.1.11".into(),
+        fingerprint: fp.clone(),
+        password: "right".into(),
+    });
+    let pw = env.dir.path().join("pw");
+    std::fs::write(&pw, "wrong\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let st = env.state(json!({"cluster": {"enabled": true, "name": "prod",
+        "join": {"peer": "192.168.1.11", "fingerprint": fp, "password_file": pw.to_str().unwrap()}}}));
+    let r = env.apply(&st).await;
+    assert!(!r.ok);
+    let text = dump(&r);
+    assert!(
+        text.contains("401 authentication failure") && text.contains("TASK ERROR"),
+        "{text}"
+    );
+    assert!(env.sim.world.lock().unwrap().cluster.is_none());
 }

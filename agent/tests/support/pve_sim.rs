@@ -180,6 +180,12 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
             }
         }
         _ => {
+            if let Some(pat) = s["pattern"].as_str() {
+                let re = regex::Regex::new(&format!("^(?:{pat})$")).unwrap();
+                if !re.is_match(v) {
+                    return Err(format!("value does not match the regex pattern"));
+                }
+            }
             if let Some(en) = s["enum"].as_array() {
                 if !en.iter().any(|e| e.as_str() == Some(v)) {
                     let list: Vec<&str> = en.iter().filter_map(Value::as_str).collect();
@@ -371,9 +377,28 @@ pub struct World {
     pub token_privs: Option<Vec<String>>,
     /// The cluster this node is in (`None`: standalone).
     pub cluster: Option<String>,
+    /// The other members of that cluster (name, address).
+    pub members: Vec<(String, String)>,
+    /// HA resources by sid (`vm:100`): their options.
+    pub ha: BTreeMap<String, BTreeMap<String, String>>,
+    /// HA groups that exist (`ha-manager groupadd`).
+    pub ha_groups: Vec<String>,
+    /// The cluster a join can reach: a member at `peer` with that
+    /// certificate fingerprint and root password.
+    pub joinable: Option<Joinable>,
     /// Every request: "METHOD /path".
     pub log: Vec<String>,
     pub rejected: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Joinable {
+    pub cluster: String,
+    pub peer_name: String,
+    pub peer: String,
+    /// `AB:CD:...`
+    pub fingerprint: String,
+    pub password: String,
 }
 
 /// Knobs: how long a task holds its locks, how long a writer waits for one.
@@ -613,8 +638,12 @@ impl Shared {
                 let mut v = vec![
                     json!({"type": "node", "name": NODE, "id": format!("node/{NODE}"), "ip": "127.0.0.1", "local": 1, "online": 1, "nodeid": 1}),
                 ];
-                if let Some(c) = &self.world.lock().unwrap().cluster {
-                    v.insert(0, json!({"type": "cluster", "name": c, "id": "cluster", "nodes": 1, "quorate": 1, "version": 1}));
+                let w = self.world.lock().unwrap();
+                if let Some(c) = &w.cluster {
+                    for (i, (n, ip)) in w.members.iter().enumerate() {
+                        v.push(json!({"type": "node", "name": n, "id": format!("node/{n}"), "ip": ip, "local": 0, "online": 1, "nodeid": i + 2}));
+                    }
+                    v.insert(0, json!({"type": "cluster", "name": c, "id": "cluster", "nodes": 1 + w.members.len(), "quorate": 1, "version": 1}));
                 }
                 ok(Value::Array(v))
             }
@@ -644,6 +673,57 @@ impl Shared {
             }
             (_, ["nodes", _, kind @ ("qemu" | "lxc"), rest @ ..]) => {
                 self.guest(method, kind, rest, p, lock_wait)
+            }
+            (_, ["cluster", "ha", "resources", rest @ ..]) => self.ha(method, rest, p, lock_wait),
+            ("GET", ["cluster", "ha", "groups"]) => {
+                let w = self.world.lock().unwrap();
+                ok(Value::Array(
+                    w.ha_groups
+                        .iter()
+                        .map(|g| json!({"group": g, "type": "group", "nodes": NODE}))
+                        .collect(),
+                ))
+            }
+            ("GET", ["cluster", "config", "nodes"]) => {
+                let w = self.world.lock().unwrap();
+                if w.cluster.is_none() {
+                    return fail(500, "Corosync config '/etc/pve/corosync.conf' does not exist - is this node part of a cluster?");
+                }
+                let mut v = vec![json!({"node": NODE, "nodeid": 1, "quorum_votes": 1, "ring0_addr": "127.0.0.1"})];
+                for (i, (n, ip)) in w.members.iter().enumerate() {
+                    v.push(json!({"node": n, "nodeid": i + 2, "quorum_votes": 1, "ring0_addr": ip}));
+                }
+                ok(Value::Array(v))
+            }
+            ("POST", ["cluster", "config", "join"]) => {
+                let hostname = p["hostname"].clone();
+                let fingerprint = p["fingerprint"].clone();
+                let password = p["password"].clone();
+                self.task("clusterjoin", "", vec!["pve-cluster/join".into()], move |w| {
+                    if w.cluster.is_some() {
+                        return Err("detected the following error(s):\n* corosync is already running, is this node already in a cluster?!".into());
+                    }
+                    if !w.guests.is_empty() {
+                        return Err("detected the following error(s):\n* this host already contains virtual guests".into());
+                    }
+                    let Some(j) = w.joinable.clone().filter(|j| j.peer == hostname) else {
+                        return Err(format!("500 Can't connect to {hostname}:8006 (Connection refused)"));
+                    };
+                    if !j.fingerprint.eq_ignore_ascii_case(&fingerprint) {
+                        return Err(format!("Certificate fingerprint verification failed: expected {fingerprint}, got {}", j.fingerprint));
+                    }
+                    if j.password != password {
+                        return Err("401 authentication failure".into());
+                    }
+                    w.cluster = Some(j.cluster.clone());
+                    w.members.push((j.peer_name.clone(), j.peer.clone()));
+                    Ok(vec![
+                        format!("Establishing API connection with host '{hostname}'"),
+                        "Request addition of this node".into(),
+                        format!("Join request OK, finishing setup locally"),
+                        "successfully added node 'pve' to cluster.".into(),
+                    ])
+                })
             }
             ("GET", ["storage"]) => {
                 let w = self.world.lock().unwrap();
@@ -1022,7 +1102,9 @@ impl Shared {
                             },
                         )
                     }
-                    ("DELETE", []) => self.task(
+                    ("DELETE", []) => {
+                        let purge = p.get("purge").is_some_and(|v| v == "1");
+                        self.task(
                         if kind == "qemu" {
                             "qmdestroy"
                         } else {
@@ -1034,10 +1116,18 @@ impl Shared {
                             if w.guests[&id].running {
                                 return Err(format!("VM {id} is running - destroy failed"));
                             }
+                            let sid = format!("{}:{id}", if kind == "qemu" { "vm" } else { "ct" });
+                            if w.ha.contains_key(&sid) {
+                                if !purge {
+                                    return Err(format!("unable to remove VM {id} - used in HA resources and purge parameter not set."));
+                                }
+                                w.ha.remove(&sid);
+                            }
                             w.guests.remove(&id);
                             Ok(vec![format!("destroyed {id}")])
                         },
-                    ),
+                    )
+                    }
                     _ => fail(
                         501,
                         format!(
@@ -1050,6 +1140,142 @@ impl Shared {
             }
             _ => fail(501, "not implemented in the simulator"),
         }
+    }
+}
+
+impl Shared {
+    /// `/cluster/ha/resources[/{sid}]`: writes are synchronous and take
+    /// PVE's cluster-wide HA domain lock; the simulated CRM starts or
+    /// stops the guest as the resource's state asks.
+    fn ha(
+        self: &Arc<Self>,
+        method: &str,
+        rest: &[&str],
+        p: BTreeMap<String, String>,
+        lock_wait: Duration,
+    ) -> Reply {
+        let sid_of = |w: &World, raw: &str| -> Result<(String, u32), String> {
+            let (ty, id) = match raw.split_once(':') {
+                Some((t, id)) => (Some(t.to_string()), id),
+                None => (None, raw),
+            };
+            let id: u32 = id
+                .parse()
+                .map_err(|_| format!("invalid HA resource ID '{raw}'"))?;
+            let g = w
+                .guests
+                .get(&id)
+                .ok_or_else(|| format!("unable to find VM {id}"))?;
+            let want = if g.kind == "qemu" { "vm" } else { "ct" };
+            if ty.as_deref().is_some_and(|t| t != want) {
+                return Err(format!("resource type '{}' does not match guest {id} ({want})", ty.unwrap()));
+            }
+            Ok((format!("{want}:{id}"), id))
+        };
+        if method == "GET" {
+            let w = self.world.lock().unwrap();
+            return match rest {
+                [] => ok(Value::Array(
+                    w.ha
+                        .iter()
+                        .map(|(sid, c)| {
+                            let mut o = obj(c);
+                            o["sid"] = json!(sid);
+                            o["type"] = json!(sid.split(':').next());
+                            o
+                        })
+                        .collect(),
+                )),
+                [raw] => {
+                    let sid = match sid_of(&w, raw) {
+                        Ok((sid, _)) => sid,
+                        Err(_) => raw.to_string(),
+                    };
+                    match w.ha.get(&sid) {
+                        Some(c) => {
+                            let mut o = obj(c);
+                            o["sid"] = json!(sid);
+                            o["type"] = json!(sid.split(':').next());
+                            o["digest"] = json!(digest_of(c));
+                            ok(o)
+                        }
+                        None => fail(500, format!("no such resource '{sid}'")),
+                    }
+                }
+                _ => fail(501, "not implemented in the simulator"),
+            };
+        }
+        let lock = "domain-ha";
+        if self.locks.acquire(lock, lock_wait).is_err() {
+            return fail(500, format!("cfs-lock '{lock}' error: got lock request timeout"));
+        }
+        let task = self.timing.lock().unwrap().task;
+        std::thread::sleep(task / 2);
+        let r = (|| {
+            let mut w = self.world.lock().unwrap();
+            let raw = match (method, rest) {
+                ("POST", []) => p["sid"].clone(),
+                (_, [raw]) => raw.to_string(),
+                _ => return fail(501, "not implemented in the simulator"),
+            };
+            let (sid, id) = match sid_of(&w, &raw) {
+                Ok(x) => x,
+                Err(e) => return fail(500, e),
+            };
+            if let Some(g) = p.get("group") {
+                if !w.ha_groups.contains(g) {
+                    return fail(500, format!("HA group '{g}' does not exist"));
+                }
+            }
+            match method {
+                "POST" => {
+                    if w.ha.contains_key(&sid) {
+                        return fail(500, format!("resource ID '{sid}' already defined"));
+                    }
+                    let mut c = p.clone();
+                    c.remove("sid");
+                    c.remove("type");
+                    w.ha.insert(sid.clone(), c);
+                }
+                "PUT" => {
+                    let Some(c) = w.ha.get_mut(&sid) else {
+                        return fail(500, format!("no such resource '{sid}'"));
+                    };
+                    if let Some(d) = p.get("digest") {
+                        if d != &digest_of(c) {
+                            return fail(500, "detected modified configuration - file changed by other user? Try again.");
+                        }
+                    }
+                    for (k, v) in &p {
+                        if !matches!(k.as_str(), "sid" | "digest" | "delete") {
+                            c.insert(k.clone(), v.clone());
+                        }
+                    }
+                    for k in p.get("delete").map(|d| d.split(',').map(String::from).collect::<Vec<_>>()).unwrap_or_default() {
+                        c.remove(&k);
+                    }
+                }
+                "DELETE" => {
+                    if w.ha.remove(&sid).is_none() {
+                        return fail(500, format!("no such resource '{sid}'"));
+                    }
+                    return ok(Value::Null);
+                }
+                _ => return fail(501, "not implemented in the simulator"),
+            }
+            // The CRM acts on the requested state.
+            let state = w.ha[&sid].get("state").cloned().unwrap_or_else(|| "started".into());
+            if let Some(g) = w.guests.get_mut(&id) {
+                match state.as_str() {
+                    "started" | "enabled" => g.running = true,
+                    "stopped" | "disabled" => g.running = false,
+                    _ => {}
+                }
+            }
+            ok(Value::Null)
+        })();
+        self.locks.release(lock);
+        r
     }
 }
 

@@ -104,15 +104,58 @@ pub struct PveVm {
     pub comment: Option<String>,
 }
 
+/// A guest as an HA resource (`/cluster/ha/resources`, sid `vm:ID` /
+/// `ct:ID`). While it is one, the HA manager starts and stops the guest:
+/// its `state` follows the guest's `state` unless set here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PveHa {
-    #[serde(default)]
+    /// `false`: the guest is no HA resource (an HA resource op-dbus added
+    /// is removed; one added by hand is refused). Default `true`.
+    #[serde(default = "yes")]
     pub enabled: bool,
+    /// The HA group (it must exist: `ha-manager groupadd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The state the HA manager keeps; default `started` for a running
+    /// guest, `stopped` for a stopped one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PveHaState>,
+    /// Restarts on the node after a failed start (PVE default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restart: Option<u32>,
+    /// Relocations to another node after failed restarts (PVE default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_relocate: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The requested state of an HA resource, as `ha-manager` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PveHaState {
+    Started,
+    Stopped,
+    /// Stopped and not relocated on node failure (error recovery).
+    Disabled,
+    /// The HA stack leaves the guest alone.
+    Ignored,
+}
+
+impl PveHaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PveHaState::Started => "started",
+            PveHaState::Stopped => "stopped",
+            PveHaState::Disabled => "disabled",
+            PveHaState::Ignored => "ignored",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -135,6 +178,8 @@ pub struct PveContainer {
     pub network: Option<GuestNic>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ostemplate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<PveHa>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
@@ -159,7 +204,12 @@ pub struct PveStorage {
     pub path: Option<String>,
 }
 
-/// A stanza of /etc/network/interfaces as PVE writes it.
+/// A stanza of /etc/network/interfaces as PVE writes it. The network
+/// plugin writes it (one writer of that file): each entry becomes an
+/// interface of `plugins.network` before planning (`normalize`), and
+/// one naming an interface `plugins.network` or `plugins.net` also
+/// declares is refused by `validate`. `type` is `bridge` (a Linux bridge,
+/// `vmbrN`), `OVSBridge` or `eth`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PveNetwork {
@@ -184,8 +234,34 @@ pub struct PveCluster {
     #[serde(default)]
     pub enabled: bool,
     pub name: String,
+    /// The members the state expects; a member other than this node is
+    /// the default peer of `join`. Reported, never removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<PveNode>,
+    /// What joining this node to the cluster needs; without it a node
+    /// outside the cluster is refused, not joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<PveJoin>,
+}
+
+/// `pvecm add` over the API (`POST /cluster/config/join` on this node).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PveJoin {
+    /// Address of an existing member; default: the first of `nodes` that
+    /// is not this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// SHA-256 of the peer's API certificate (`pvenode cert info`), 64
+    /// hex digits, colons allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// A root-only file (0600) holding the peer's root@pam password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// This node's corosync link 0 address; default: PVE picks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link0: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -7,6 +7,7 @@ mod firewall;
 mod flows;
 mod network;
 mod packagekit;
+mod proxmox;
 mod storage;
 mod systemd;
 mod users;
@@ -42,6 +43,7 @@ pub fn validate(state: &State) -> Vec<Diagnostic> {
     packagekit::check(&mut cx, state);
     users::check(&mut cx, state);
     wireguard::check(&mut cx, state);
+    proxmox::check(&mut cx, state);
     if let Some(layout) = &state.plugins.opdbus {
         for (name, sv) in &layout.subvolumes {
             if let Some(c) = &sv.compression {

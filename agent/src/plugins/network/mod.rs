@@ -46,9 +46,16 @@ pub fn is_proxmox(state: &State) -> bool {
 
 /// The desired network of `state` (with the networkd drop-ins and, on
 /// Proxmox, /etc/network/interfaces rendered), or `None` when it has no
-/// network section.
+/// network section. `plugins.proxmox.network` is part of it: this plugin
+/// is the one writer of /etc/network/interfaces (the proxmox plugin never
+/// writes the node's network through the PVE API).
 pub fn desired_of(state: &State) -> Option<Desired> {
-    if state.plugins.network.is_none() && state.plugins.net.is_none() {
+    let pve_network = state
+        .plugins
+        .proxmox
+        .as_ref()
+        .is_some_and(|p| !p.network.is_empty());
+    if state.plugins.network.is_none() && state.plugins.net.is_none() && !pve_network {
         return None;
     }
     let mut desired = model::desired_from_spec(&state.network_spec());

@@ -64,6 +64,7 @@ impl ApiError {
             ApiError::TaskTimeout { .. } => return false,
         };
         (text.contains("can't lock file") && text.contains("got timeout"))
+            || (text.contains("cfs-lock") && text.contains("got lock request timeout"))
             || text.contains("detected modified configuration")
     }
 }
@@ -79,37 +80,62 @@ pub struct Endpoint {
     pub task_timeout: Duration,
 }
 
-/// Reads the API token from `path`: it must be a regular file owned by
-/// the agent's user and readable by nobody else (0600 or stricter).
-pub fn read_token(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| {
-        anyhow::anyhow!(
-            "reading the PVE API token file {} (plugins.proxmox.api.token_file): {e}; create it with one line USER@REALM!TOKENID=SECRET, mode 0600",
-            path.display()
-        )
-    })?;
+/// The first line of a secret file (`what` names it in errors): a
+/// regular file, not a symlink, owned by the agent's user and readable by
+/// nobody else (0600 or stricter). The secret is in no error.
+pub fn read_private(path: &Path, what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "reading {what} {}: {e}; create it as a regular file of mode 0600",
+                path.display()
+            )
+        })?;
+    let meta = f
+        .metadata()
+        .map_err(|e| anyhow::anyhow!("reading {what} {}: {e}", path.display()))?;
     anyhow::ensure!(
         meta.file_type().is_file(),
-        "the PVE API token file {} is not a regular file; point plugins.proxmox.api.token_file at a file",
+        "{what} {} is not a regular file; point the state at a file",
         path.display()
     );
     anyhow::ensure!(
         meta.mode() & 0o077 == 0,
-        "the PVE API token file {} is readable by group or others (mode {:o}); run chmod 600 on it",
+        "{what} {} is readable by group or others (mode {:o}); run chmod 600 on it",
         path.display(),
         meta.mode() & 0o7777
     );
     anyhow::ensure!(
         meta.uid() == nix::unistd::geteuid().as_raw(),
-        "the PVE API token file {} belongs to uid {}, not to the agent (uid {}); run chown on it",
+        "{what} {} belongs to uid {}, not to the agent (uid {}); run chown on it",
         path.display(),
         meta.uid(),
         nix::unistd::geteuid()
     );
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    let token = text.trim().to_string();
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .map_err(|e| anyhow::anyhow!("reading {what} {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default().trim_end().to_string();
+    anyhow::ensure!(!line.is_empty(), "{what} {} is empty", path.display());
+    Ok(line)
+}
+
+/// Reads the API token from `path`: it must be a regular file owned by
+/// the agent's user and readable by nobody else (0600 or stricter).
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    const WHAT: &str = "the PVE API token file";
+    if std::fs::symlink_metadata(path).is_err() {
+        anyhow::bail!(
+            "reading {WHAT} {} (plugins.proxmox.api.token_file): no such file; create it with one line USER@REALM!TOKENID=SECRET, mode 0600",
+            path.display()
+        );
+    }
+    let token = read_private(path, WHAT)?;
     let valid = token
         .split_once('!')
         .and_then(|(user, rest)| rest.split_once('=').map(|(id, secret)| (user, id, secret)))

@@ -103,6 +103,30 @@ pub enum Action {
         id: String,
         set: BTreeMap<String, String>,
     },
+    /// `POST /cluster/ha/resources`: the guest becomes an HA resource.
+    CreateHaResource {
+        sid: String,
+        params: BTreeMap<String, String>,
+    },
+    /// `PUT /cluster/ha/resources/{sid}` with the digest it was computed from.
+    UpdateHaResource {
+        sid: String,
+        set: BTreeMap<String, String>,
+        digest: Option<String>,
+    },
+    /// `DELETE /cluster/ha/resources/{sid}` (one op-dbus added).
+    RemoveHaResource { sid: String },
+    /// `POST /cluster/config/join` on this node; the peer's root password
+    /// is read from `password_file` when the action runs.
+    JoinCluster {
+        cluster: String,
+        node: String,
+        peer: String,
+        fingerprint: String,
+        password_file: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link0: Option<String>,
+    },
     /// What the state asks and this plugin will not do; applying it fails
     /// with a conflict that says why and what to do.
     Refuse { resource: String, why: String },
@@ -155,6 +179,23 @@ impl fmt::Display for Action {
             Action::UpdateBackupJob { id, set } => {
                 write!(f, "update backup job {id}: set {}", keys(set))
             }
+            Action::CreateHaResource { sid, params } => write!(
+                f,
+                "add HA resource {sid} (state {})",
+                params.get("state").map(String::as_str).unwrap_or("started")
+            ),
+            Action::UpdateHaResource { sid, set, .. } => {
+                write!(f, "update HA resource {sid}: set {}", keys(set))
+            }
+            Action::RemoveHaResource { sid } => {
+                write!(f, "remove HA resource {sid} (added by op-dbus)")
+            }
+            Action::JoinCluster {
+                cluster,
+                node,
+                peer,
+                ..
+            } => write!(f, "join node {node} to cluster {cluster} through {peer}"),
             Action::Refuse { resource, why } => write!(f, "refuse {resource}: {why}"),
         }
     }
@@ -173,6 +214,10 @@ impl PluginAction for Action {
             Action::UpdateStorage { .. } => "update-storage",
             Action::CreateBackupJob { .. } => "create-backup-job",
             Action::UpdateBackupJob { .. } => "update-backup-job",
+            Action::CreateHaResource { .. } => "create-ha-resource",
+            Action::UpdateHaResource { .. } => "update-ha-resource",
+            Action::RemoveHaResource { .. } => "remove-ha-resource",
+            Action::JoinCluster { .. } => "join-cluster",
             Action::Refuse { .. } => "refuse",
         }
     }
@@ -191,6 +236,10 @@ impl PluginAction for Action {
             Action::CreateBackupJob { id, .. } | Action::UpdateBackupJob { id, .. } => {
                 format!("pve-backup-job:{id}")
             }
+            Action::CreateHaResource { sid, .. }
+            | Action::UpdateHaResource { sid, .. }
+            | Action::RemoveHaResource { sid } => format!("pve-ha:{sid}"),
+            Action::JoinCluster { cluster, .. } => format!("pve-cluster:{cluster}"),
             Action::Refuse { resource, .. } => resource.clone(),
         }
     }
@@ -261,6 +310,9 @@ impl ProxmoxPlugin {
     }
 }
 
+/// Cluster membership: `/cluster/status` (name, quorum, nodes, which is
+/// this one) and, in a cluster, the corosync members of
+/// `/cluster/config/nodes`.
 async fn query_cluster(c: &Client) -> Result<(ClusterInfo, Option<String>), ApiError> {
     let status = c.get("/cluster/status").await?;
     let mut info = ClusterInfo::default();
@@ -284,6 +336,17 @@ async fn query_cluster(c: &Client) -> Result<(ClusterInfo, Option<String>), ApiE
             }
             _ => {}
         }
+    }
+    if info.name.is_some() {
+        let nodes = c.get("/cluster/config/nodes").await?;
+        info.config_nodes = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.get("node").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        info.config_nodes.sort();
     }
     Ok((info, local))
 }
@@ -327,7 +390,7 @@ fn diff_guest(
             vmid,
             params,
         });
-        if g.state == PveGuestState::Running {
+        if g.state == PveGuestState::Running && !g.ha_managed() {
             out.push(Action::StartGuest {
                 kind,
                 node: node.to_string(),
@@ -417,6 +480,10 @@ fn diff_guest(
         }
         out.push(r);
     }
+    if g.ha_managed() {
+        // The HA manager starts and stops it (its HA resource's state).
+        return;
+    }
     match (g.state, running) {
         (PveGuestState::Running, false) => out.push(Action::StartGuest {
             kind,
@@ -432,19 +499,109 @@ fn diff_guest(
     }
 }
 
+/// The HA resource of one guest. A resource the state does not speak of
+/// (no `ha`) is left alone; one it turns off (`enabled: false`, or the
+/// guest `absent`) is removed only when op-dbus added it.
+fn diff_ha(g: &model::DesiredGuest, current: &Current, out: &mut Vec<Action>) {
+    let sid = g.sid();
+    let have = current.ha.get(&sid).and_then(Option::as_ref);
+    let want = g
+        .ha
+        .as_ref()
+        .filter(|h| h.enabled && g.state != PveGuestState::Absent);
+    match (want, have) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            if g.ha.is_none() && g.state != PveGuestState::Absent {
+                return;
+            }
+            if current.owned_ha.contains(&sid) {
+                out.push(Action::RemoveHaResource { sid });
+            } else {
+                out.push(Action::Refuse {
+                    resource: format!("pve-ha:{sid}"),
+                    why: format!("the state turns HA off for {sid}, but op-dbus did not add that HA resource: remove it by hand (`ha-manager remove {sid}`) if it should go, or remove ha from the state"),
+                });
+            }
+        }
+        (Some(h), None) => out.push(Action::CreateHaResource {
+            sid,
+            params: h.params.clone(),
+        }),
+        (Some(h), Some(have)) => {
+            let set: BTreeMap<String, String> = h
+                .params
+                .iter()
+                .filter(|(k, v)| !model::ha_matches(k, have.get(*k).map(String::as_str), v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !set.is_empty() {
+                out.push(Action::UpdateHaResource {
+                    sid,
+                    set,
+                    digest: have.get("digest").cloned(),
+                });
+            }
+        }
+    }
+}
+
+/// Cluster membership: a node in the wanted cluster is left alone, one in
+/// another cluster is refused, a standalone node joins only when the state
+/// gives the peer, its fingerprint and a root-only password file.
+fn diff_cluster(c: &model::DesiredCluster, current: &Current, out: &mut Vec<Action>) {
+    if !c.enabled {
+        return;
+    }
+    let resource = format!("pve-cluster:{}", c.name);
+    match &current.cluster.name {
+        Some(n) if *n == c.name => {}
+        Some(n) => out.push(Action::Refuse {
+            resource,
+            why: format!("node {} is in cluster {n}, the state wants cluster {}: op-dbus does not move a node between clusters; remove it from {n} (`pvecm delnode {}` on a member) first, or change /plugins/proxmox/cluster/name", current.node, c.name, current.node),
+        }),
+        None => {
+            let join = c.join.clone().unwrap_or_default();
+            let peer = join.peer.clone().or_else(|| {
+                c.nodes
+                    .iter()
+                    .find(|(name, _)| *name != current.node)
+                    .map(|(_, ip)| ip.clone())
+            });
+            let mut missing = Vec::new();
+            if peer.is_none() {
+                missing.push("/plugins/proxmox/cluster/join/peer (the address of a member; or list a member other than this node in /plugins/proxmox/cluster/nodes)");
+            }
+            if join.fingerprint.is_none() {
+                missing.push("/plugins/proxmox/cluster/join/fingerprint (the SHA-256 of the peer's certificate, `pvenode cert info` on the peer)");
+            }
+            if join.password_file.is_none() {
+                missing.push("/plugins/proxmox/cluster/join/password_file (a root-only file holding the peer's root@pam password)");
+            }
+            match (peer, join.fingerprint, join.password_file) {
+                (Some(peer), Some(fingerprint), Some(password_file)) => {
+                    out.push(Action::JoinCluster {
+                        cluster: c.name.clone(),
+                        node: current.node.clone(),
+                        peer,
+                        fingerprint,
+                        password_file,
+                        link0: join.link0,
+                    })
+                }
+                _ => out.push(Action::Refuse {
+                    resource,
+                    why: format!("node {} is a standalone node and the state puts it in cluster {}; joining needs what the state does not give: {}; or create the cluster on its first node with `pvecm create {}`", current.node, c.name, missing.join(", "), c.name),
+                }),
+            }
+        }
+    }
+}
+
 pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     let mut out = Vec::new();
     if let Some(c) = &desired.cluster {
-        if c.enabled && current.cluster.name.as_deref() != Some(c.name.as_str()) {
-            let is = match &current.cluster.name {
-                Some(n) => format!("is in cluster {n}"),
-                None => "is a standalone node".to_string(),
-            };
-            out.push(Action::Refuse {
-                resource: format!("pve-cluster:{}", c.name),
-                why: format!("node {} {is}; op-dbus does not create or join clusters: run `pvecm create {}` on the first node or `pvecm add <member>` on a new one", current.node, c.name),
-            });
-        }
+        diff_cluster(c, current, &mut out);
     }
     for s in &desired.storage {
         let want = model::storage_params(s);
@@ -491,7 +648,14 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
             .guests
             .iter()
             .find(|c| c.kind == g.kind && c.vmid == g.vmid);
-        diff_guest(g, cur, &node, &current.owned, &mut out);
+        if g.state == PveGuestState::Absent {
+            // Its HA resource goes first: PVE will not destroy an HA-managed guest.
+            diff_ha(g, current, &mut out);
+            diff_guest(g, cur, &node, &current.owned, &mut out);
+        } else {
+            diff_guest(g, cur, &node, &current.owned, &mut out);
+            diff_ha(g, current, &mut out);
+        }
     }
     for b in &desired.backups {
         match current.backups.get(&b.id).and_then(Option::as_ref) {
@@ -536,7 +700,7 @@ fn action_error(e: ApiError) -> ActionError {
     }
 }
 
-async fn apply_one(c: &Client, ownership: &Ownership, a: &Action) -> ActionResult {
+async fn apply_one(c: &Client, ownership: &Ownership, root: &Path, a: &Action) -> ActionResult {
     let guest =
         |kind: GuestKind, node: &str, vmid: u32| format!("/nodes/{node}/{}/{vmid}", kind.path());
     let note = match a {
@@ -648,6 +812,59 @@ async fn apply_one(c: &Client, ownership: &Ownership, a: &Action) -> ActionResul
                 .map_err(action_error)?;
             None
         }
+        Action::CreateHaResource { sid, params: p } => {
+            let mut form = vec![pair("sid", sid.clone())];
+            form.extend(params(p));
+            c.post("/cluster/ha/resources", &form)
+                .await
+                .map_err(action_error)?;
+            ownership.record(PLUGIN, "ha-resource", sid, None)?;
+            None
+        }
+        Action::UpdateHaResource { sid, set, digest } => {
+            let mut form = params(set);
+            if let Some(d) = digest {
+                form.push(pair("digest", d.clone()));
+            }
+            c.put(&format!("/cluster/ha/resources/{}", encode(sid)), &form)
+                .await
+                .map_err(action_error)?;
+            None
+        }
+        Action::RemoveHaResource { sid } => {
+            c.delete(&format!("/cluster/ha/resources/{}", encode(sid)), &[])
+                .await
+                .map_err(action_error)?;
+            ownership.forget(PLUGIN, "ha-resource", sid)?;
+            None
+        }
+        Action::JoinCluster {
+            node,
+            peer,
+            fingerprint,
+            password_file,
+            link0,
+            ..
+        } => {
+            let password = api::read_private(
+                &under_root(root, password_file),
+                "the peer's root password file (plugins.proxmox.cluster.join.password_file)",
+            )
+            .map_err(ActionError::fatal)?;
+            let mut form = vec![
+                pair("hostname", peer.clone()),
+                pair("fingerprint", fingerprint.clone()),
+                pair("password", password),
+            ];
+            if let Some(l) = link0 {
+                form.push(pair("link0", l.clone()));
+            }
+            let r = c
+                .post("/cluster/config/join", &form)
+                .await
+                .map_err(action_error)?;
+            c.wait(node, r).await.map_err(action_error)?
+        }
         Action::Refuse { why, .. } => {
             return Err(ActionError::conflict(anyhow::anyhow!("{why}")));
         }
@@ -666,6 +883,12 @@ pub struct Checkpoint {
     /// Backup job id to its options before (`None`: op-dbus creates it now).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backups: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// HA resource id to its options before (`None`: op-dbus adds it now).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ha: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// A cluster join the transaction sends (not undone: PVE has no leave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -740,6 +963,13 @@ fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
                 cp.backups
                     .insert(id.clone(), current.backups.get(id).cloned().flatten());
             }
+            Action::CreateHaResource { sid, .. }
+            | Action::UpdateHaResource { sid, .. }
+            | Action::RemoveHaResource { sid } => {
+                cp.ha
+                    .insert(sid.clone(), current.ha.get(sid).cloned().flatten());
+            }
+            Action::JoinCluster { cluster, .. } => cp.joined = Some(cluster.clone()),
             Action::Refuse { .. } => {}
         }
     }
@@ -753,6 +983,63 @@ fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
 async fn restore(c: &Client, ownership: &Ownership, cp: &Checkpoint) -> anyhow::Result<String> {
     let mut undone = 0;
     let mut kept = Vec::new();
+    // HA resources first: a guest created now is destroyed below, and PVE
+    // does not destroy an HA-managed guest.
+    for (sid, before) in &cp.ha {
+        let path = format!("/cluster/ha/resources/{}", encode(sid));
+        let now = c.get_opt(&path).await?;
+        match (before, now) {
+            (None, Some(_)) => {
+                c.delete(&path, &[]).await?;
+                ownership.forget(PLUGIN, "ha-resource", sid)?;
+                undone += 1;
+            }
+            (None, None) => {}
+            (Some(b), None) => {
+                let mut form = vec![pair("sid", sid.clone())];
+                form.extend(
+                    b.iter()
+                        .filter(|(k, _)| model::HA_KEYS.contains(&k.as_str()))
+                        .map(|(k, v)| pair(k, v.clone())),
+                );
+                match c.post("/cluster/ha/resources", &form).await {
+                    Ok(_) => undone += 1,
+                    // Its guest was destroyed, and is not recreated either.
+                    Err(ApiError::Status { message, .. }) if message.contains("unable to find") => {
+                        kept.push(format!("HA resource {sid} (its guest is gone)"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (Some(b), Some(now)) => {
+                let (now, digest) = config_map(&now);
+                let mut form = Vec::new();
+                let mut delete = Vec::new();
+                for k in model::HA_KEYS {
+                    match (b.get(*k), now.get(*k)) {
+                        (Some(v), n) if n != Some(v) => form.push(pair(k, v.clone())),
+                        (None, Some(_)) => delete.push(k.to_string()),
+                        _ => {}
+                    }
+                }
+                if !form.is_empty() || !delete.is_empty() {
+                    if !delete.is_empty() {
+                        form.push(pair("delete", delete.join(",")));
+                    }
+                    if let Some(d) = digest {
+                        form.push(pair("digest", d));
+                    }
+                    c.put(&path, &form).await?;
+                    undone += 1;
+                }
+            }
+        }
+    }
+    if let Some(cluster) = &cp.joined {
+        kept.push(format!(
+            "the join to cluster {cluster} (a node leaves a cluster only by `pvecm delnode` on a member)"
+        ));
+    }
     for g in cp.guests.iter().rev() {
         let base = format!("/nodes/{}/{}/{}", g.node, g.kind.path(), g.vmid);
         let now = c.get_opt(&format!("{base}/config")).await?;
@@ -868,16 +1155,22 @@ async fn restore(c: &Client, ownership: &Ownership, cp: &Checkpoint) -> anyhow::
     Ok(line)
 }
 
-/// Which actions run one after another: one lane per guest (PVE locks a
-/// guest's config per write), one for storage before any guest, one for
-/// backup jobs and refusals after.
+/// Which actions run one after another: a cluster join first, then one
+/// lane for storage, then one lane per guest with its HA resource (PVE
+/// locks a guest's config per write), then backup jobs and refusals.
 fn lane(a: &Action) -> (u8, String) {
     match a {
-        Action::CreateStorage { .. } | Action::UpdateStorage { .. } => (0, String::new()),
+        // PVE joins only a node without guests: before anything else.
+        Action::JoinCluster { .. } => (0, String::new()),
+        Action::CreateStorage { .. } | Action::UpdateStorage { .. } => (1, String::new()),
         Action::CreateBackupJob { .. } | Action::UpdateBackupJob { .. } | Action::Refuse { .. } => {
-            (2, String::new())
+            (3, String::new())
         }
-        other => (1, other.resource()),
+        // An HA resource goes in its guest's lane (after a create, before a destroy).
+        Action::CreateHaResource { sid, .. }
+        | Action::UpdateHaResource { sid, .. }
+        | Action::RemoveHaResource { sid } => (2, format!("pve-{sid}")),
+        other => (2, other.resource()),
     }
 }
 
@@ -951,8 +1244,33 @@ impl Plugin for ProxmoxPlugin {
             out.backups
                 .insert(b.id.clone(), v.map(|v| config_map(&v).0));
         }
-        out.owned = Ownership::new(&ctx.state_dir)
+        for g in &desired.guests {
+            if g.ha.is_none() && g.state != PveGuestState::Absent {
+                continue;
+            }
+            let sid = g.sid();
+            let v = c
+                .get_opt(&format!("/cluster/ha/resources/{}", encode(&sid)))
+                .await?;
+            out.ha.insert(
+                sid,
+                v.map(|v| {
+                    let (mut m, digest) = config_map(&v);
+                    if let Some(d) = digest {
+                        m.insert("digest".to_string(), d);
+                    }
+                    m
+                }),
+            );
+        }
+        let owned = Ownership::new(&ctx.state_dir);
+        out.owned = owned
             .owned(PLUGIN, "guest")?
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        out.owned_ha = owned
+            .owned(PLUGIN, "ha-resource")?
             .into_iter()
             .map(|o| o.id)
             .collect();
@@ -960,6 +1278,11 @@ impl Plugin for ProxmoxPlugin {
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {
+        if let Some(c) = &desired.cluster {
+            for line in model::cluster_report(&current.cluster, c) {
+                tracing::info!("cluster {}: {line}", c.name);
+            }
+        }
         diff(current, desired)
     }
 
@@ -990,7 +1313,7 @@ impl Plugin for ProxmoxPlugin {
         };
         let ownership = Ownership::new(&ctx.state_dir);
         let mut results: Vec<Option<ActionResult>> = actions.iter().map(|_| None).collect();
-        for phase in 0..=2u8 {
+        for phase in 0..=3u8 {
             let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for (i, a) in actions.iter().enumerate() {
                 let (p, key) = lane(a);
@@ -1015,7 +1338,7 @@ impl Plugin for ProxmoxPlugin {
                             ));
                             continue;
                         }
-                        let r = apply_one(&c, &ownership, a).await;
+                        let r = apply_one(&c, &ownership, &ctx.root, a).await;
                         if r.is_err() && !matches!(a, Action::Refuse { .. }) {
                             failed = Some(a.resource());
                         }

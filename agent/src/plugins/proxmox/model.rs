@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use opdbus_state::model::{GuestNic, PveGuestState, PveStorage, Size, VmDisk};
+use opdbus_state::model::{GuestNic, PveGuestState, PveHa, PveHaState, PveStorage, Size, VmDisk};
 use opdbus_state::State;
 
 /// The guest types PVE runs.
@@ -32,6 +32,10 @@ impl GuestKind {
             GuestKind::Qemu => "vm",
             GuestKind::Lxc => "ct",
         }
+    }
+    /// The type part of an HA resource id (`vm`, `ct`).
+    pub fn ha_type(self) -> &'static str {
+        self.short()
     }
 }
 
@@ -67,6 +71,34 @@ pub struct DesiredGuest {
     /// Used only when creating (`ostemplate`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub create: BTreeMap<String, String>,
+    /// The guest as an HA resource; `None`: the state says nothing about HA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<DesiredHa>,
+}
+
+impl DesiredGuest {
+    /// `vm:100` / `ct:200`, the HA resource id.
+    pub fn sid(&self) -> String {
+        format!("{}:{}", self.kind.ha_type(), self.vmid)
+    }
+
+    /// Whether the HA manager, not op-dbus, starts and stops the guest.
+    pub fn ha_managed(&self) -> bool {
+        self.ha
+            .as_ref()
+            .is_some_and(|h| h.enabled && h.params.get("state").map(String::as_str) != Some("ignored"))
+    }
+}
+
+/// An HA resource as the state wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHa {
+    /// `false`: no HA resource (one op-dbus added is removed).
+    pub enabled: bool,
+    /// `state`, `group`, `max_restart`, `max_relocate`, `comment`; only
+    /// these are compared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +111,25 @@ pub struct DesiredBackup {
 pub struct DesiredCluster {
     pub enabled: bool,
     pub name: String,
+    /// Members the state expects (name, address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<DesiredJoin>,
+}
+
+/// What the state gives for a join (`None`: not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredJoin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// As PVE takes it: `AB:CD:...` (32 upper-case pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link0: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -129,6 +180,9 @@ pub struct ClusterInfo {
     pub quorate: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<ClusterNode>,
+    /// The corosync members (`/cluster/config/nodes`); empty on a standalone node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +200,13 @@ pub struct Current {
     /// What op-dbus created (`vm/100`, `ct/200`), from the ownership registry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned: Vec<String>,
+    /// HA resource id (`vm:100`) to its config, digest included (`None`:
+    /// the guest is no HA resource).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ha: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// HA resources op-dbus added (`vm:100`), from the ownership registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_ha: Vec<String>,
 }
 
 pub const DEFAULT_URL: &str = "https://localhost:8006";
@@ -232,6 +293,100 @@ fn calendar(schedule: &str, time: Option<&str>) -> String {
     }
 }
 
+/// A fingerprint as PVE's join takes it: `AB:CD:...`.
+pub fn pve_fingerprint(text: &str) -> String {
+    let hex: Vec<char> = text
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    hex.chunks(2)
+        .map(|p| p.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The HA settings of a guest in PVE's syntax; `state` follows the
+/// guest's unless the state sets it.
+fn ha(h: &PveHa, guest: PveGuestState) -> DesiredHa {
+    let mut params = BTreeMap::new();
+    let state = h.state.unwrap_or(match guest {
+        PveGuestState::Stopped => PveHaState::Stopped,
+        _ => PveHaState::Started,
+    });
+    params.insert("state".to_string(), state.as_str().to_string());
+    if let Some(g) = &h.group {
+        params.insert("group".to_string(), g.clone());
+    }
+    if let Some(n) = h.max_restart {
+        params.insert("max_restart".to_string(), n.to_string());
+    }
+    if let Some(n) = h.max_relocate {
+        params.insert("max_relocate".to_string(), n.to_string());
+    }
+    if let Some(c) = &h.comment {
+        params.insert("comment".to_string(), c.clone());
+    }
+    DesiredHa {
+        enabled: h.enabled,
+        params,
+    }
+}
+
+/// Whether an HA resource option has the value `want`: PVE leaves out
+/// what is at its default (`state` started, `max_restart` and
+/// `max_relocate` 1) and `enabled` is an alias of `started`.
+pub fn ha_matches(key: &str, current: Option<&str>, want: &str) -> bool {
+    let default = match key {
+        "state" => Some("started"),
+        "max_restart" | "max_relocate" => Some("1"),
+        _ => None,
+    };
+    let canon = |v: &str| {
+        let v = v.trim();
+        if key == "state" && v == "enabled" {
+            "started".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    match current.or(default) {
+        Some(c) => canon(c) == canon(want),
+        None => false,
+    }
+}
+
+/// What membership the query found against the members the state
+/// lists: reported, never acted on (each node joins by its own state).
+pub fn cluster_report(now: &ClusterInfo, want: &DesiredCluster) -> Vec<String> {
+    let Some(name) = &now.name else {
+        return vec!["this node is standalone".to_string()];
+    };
+    if *name != want.name {
+        return vec![format!("this node is in cluster {name}")];
+    }
+    let mut out = Vec::new();
+    for (n, ip) in &want.nodes {
+        match now.nodes.iter().find(|m| m.name == *n) {
+            None => out.push(format!("{n} ({ip}) is not a member yet")),
+            Some(m) if !m.online => out.push(format!("member {n} is offline")),
+            Some(_) => {}
+        }
+    }
+    for m in &now.nodes {
+        if !want.nodes.is_empty() && !want.nodes.iter().any(|(n, _)| *n == m.name) {
+            out.push(format!("member {} is not listed in the state", m.name));
+        }
+    }
+    if now.quorate == Some(false) {
+        out.push("the cluster has no quorum: writes to /etc/pve fail".to_string());
+    }
+    out
+}
+
+/// HA resource options op-dbus sets (and restores).
+pub const HA_KEYS: &[&str] = &["state", "group", "max_restart", "max_relocate", "comment"];
+
 /// The normalized desired state of `plugins.proxmox`.
 pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
     let Some(p) = state.plugins.proxmox.as_ref() else {
@@ -252,6 +407,13 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
         cluster: p.cluster.as_ref().map(|c| DesiredCluster {
             enabled: c.enabled,
             name: c.name.clone(),
+            nodes: c.nodes.iter().map(|n| (n.name.clone(), n.ip.clone())).collect(),
+            join: c.join.as_ref().map(|j| DesiredJoin {
+                peer: j.peer.clone(),
+                fingerprint: j.fingerprint.as_deref().map(pve_fingerprint),
+                password_file: j.password_file.clone(),
+                link0: j.link0.clone(),
+            }),
         }),
         ..Desired::default()
     };
@@ -306,6 +468,7 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
             config,
             disks,
             create: BTreeMap::new(),
+            ha: vm.ha.as_ref().map(|h| ha(h, vm.state)),
         });
     }
     for (i, ct) in p.containers.iter().enumerate() {
@@ -342,6 +505,7 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
             config,
             disks,
             create,
+            ha: ct.ha.as_ref().map(|h| ha(h, ct.state)),
         });
     }
     for (i, b) in p.backups.iter().enumerate() {

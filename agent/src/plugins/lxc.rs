@@ -440,6 +440,46 @@ pub fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
     cp
 }
 
+/// `plugins.lxc` (map form) for the containers whose config records their
+/// template (written by op-dbus); `None` when there is none.
+pub fn discover_section(containers: &[Container]) -> Option<opdbus_state::model::Lxc> {
+    use opdbus_state::model::{GuestNic, LxcConfig, LxcContainer};
+    let mut map = BTreeMap::new();
+    for c in containers {
+        let Some(template) = &c.config.template else {
+            continue;
+        };
+        let network = c.config.network.as_ref().map(|n| GuestNic {
+            name: n.name.clone(),
+            bridge: n.bridge.clone(),
+            ip: n.ip.clone(),
+            gateway: n.gateway.clone(),
+            model: None,
+        });
+        map.insert(
+            c.name.clone(),
+            LxcContainer {
+                template: template.clone(),
+                storage: None,
+                config: LxcConfig {
+                    memory: c.config.memory.map(Size::Bytes),
+                    cpus: c.config.cpus,
+                    rootfs: None,
+                    network,
+                },
+                autostart: c.config.autostart,
+                state: match c.status {
+                    Status::Running => GuestState::Started,
+                    Status::Stopped => GuestState::Stopped,
+                },
+            },
+        );
+    }
+    (!map.is_empty()).then_some(opdbus_state::model::Lxc {
+        containers: MapOrList::Map(map),
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -533,44 +573,4 @@ mod tests {
         assert!(undo[3].starts_with("Delete { name: \"n\""), "{undo:?}");
         assert_eq!(cp.lost, ["deleted container d"]);
     }
-}
-
-/// `plugins.lxc` (map form) for the containers whose config records their
-/// template (written by op-dbus); `None` when there is none.
-pub fn discover_section(containers: &[Container]) -> Option<opdbus_state::model::Lxc> {
-    use opdbus_state::model::{GuestNic, LxcConfig, LxcContainer};
-    let mut map = BTreeMap::new();
-    for c in containers {
-        let Some(template) = &c.config.template else {
-            continue;
-        };
-        let network = c.config.network.as_ref().map(|n| GuestNic {
-            name: n.name.clone(),
-            bridge: n.bridge.clone(),
-            ip: n.ip.clone(),
-            gateway: n.gateway.clone(),
-            model: None,
-        });
-        map.insert(
-            c.name.clone(),
-            LxcContainer {
-                template: template.clone(),
-                storage: None,
-                config: LxcConfig {
-                    memory: c.config.memory.map(Size::Bytes),
-                    cpus: c.config.cpus,
-                    rootfs: None,
-                    network,
-                },
-                autostart: c.config.autostart,
-                state: match c.status {
-                    Status::Running => GuestState::Started,
-                    Status::Stopped => GuestState::Stopped,
-                },
-            },
-        );
-    }
-    (!map.is_empty()).then(|| opdbus_state::model::Lxc {
-        containers: MapOrList::Map(map),
-    })
 }

@@ -128,10 +128,16 @@ impl Plugin for NetworkPlugin {
     async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
         let nl = Netlink::new().context("opening netlink")?;
         let socket = ctx.ovsdb.strip_prefix("unix:").unwrap_or(&ctx.ovsdb);
+        let ovs = std::path::Path::new(socket).exists();
+        if ovs {
+            crate::ovsdb::Client::connect(&ctx.ovsdb).await.with_context(|| {
+                format!(
+                    "the OVSDB socket {socket} exists but does not answer: start ovsdb-server, or pass --ovsdb with the right socket"
+                )
+            })?;
+        }
         let probe = query::Probe {
-            ovsdb: std::path::Path::new(socket)
-                .exists()
-                .then(|| ctx.ovsdb.clone()),
+            ovsdb: ovs.then(|| ctx.ovsdb.clone()),
             ..query::Probe::default()
         };
         let current = query::read_current(ctx, &nl, &probe).await?;

@@ -116,7 +116,7 @@ pub struct Progress {
 pub type ProgressObserver = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 fn known_percentage(p: u32) -> Option<u32> {
-    (p <= 100).then_some(p)
+    (p < PERCENTAGE_UNKNOWN).then_some(p)
 }
 
 /// `PkExitEnum::SUCCESS`.

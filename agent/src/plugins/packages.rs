@@ -676,7 +676,11 @@ impl Plugin for PackagesPlugin {
             )),
             (None, true) => Ok(()),
             (None, false) => match &pk {
-                Some(pk) => pk.refresh_cache(false).await.map_err(anyhow::Error::from),
+                // Forced when the sources changed: the old lists are stale.
+                Some(pk) => pk
+                    .refresh_cache(sources_result.is_some())
+                    .await
+                    .map_err(anyhow::Error::from),
                 None => apt(ctx, &["update"]),
             }
             .map_err(|e| format!("refreshing the package lists: {e:#} ({via})")),

@@ -436,7 +436,8 @@ fn a_rule_set_with_a_bad_rule_leaves_the_previous_rules_in_force() {
     let bad_masq = |bad: &mut firewall::Rule| {
         bad.expr = vec![json!({"masquerade": null})];
     };
-    let cases: [(&str, &dyn Fn(&mut firewall::Rule)); 2] = [
+    type Spoil<'a> = &'a dyn Fn(&mut firewall::Rule);
+    let cases: [(&str, Spoil); 2] = [
         ("Service out of range", &bad_port),
         ("Could not process rule", &bad_masq),
     ];

@@ -71,17 +71,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l lxc
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -l json -d 'The actions as JSON (per plugin)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand diff" -s h -l help -d 'Print help'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l plugin -d 'Only this plugin (repeatable); default: every plugin that can discover' -r
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -s o -l output -d 'Write the state here (mode 0600, replaced) instead of standard output' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l ovsdb -d 'OVSDB server socket, as unix:PATH' -r
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l layout -d 'The op-dbus layout root (templates under its `@templates`)' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -l lxc-path -d 'LXC\'s container directory' -r -F
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand discover" -s h -l help -d 'Print help'
-complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l confirm-timeout -d 'Keep the whole change only if `op-dbus-agent confirm` runs within N seconds; otherwise (or on SIGHUP, SIGTERM, SIGINT) every plugin is restored' -r
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l confirm-timeout -d 'Keep the whole change only if `op-dbus-agent confirm` runs within N seconds; otherwise (or on SIGHUP, SIGTERM, SIGINT) every plugin is restored. Implied as 120 when run over SSH and the firewall change turns the input policy to drop or stops accepting sshd\'s port' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l plugin -d 'Apply only these plugins (repeatable), e.g. `--plugin users --root /mnt` as the installer does before first boot' -r
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l root -d 'Root of the managed system (files such as /etc/passwd are read below it)' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l bus -d 'D-Bus address to use instead of the system bus (tests: a private bus)' -r
@@ -91,6 +81,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l la
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l dry-run -d 'Plan only: print the actions, change nothing'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l no-rollback -d 'Take no checkpoints: a failed apply is not rolled back (debugging)'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l skip-ssh-confirm -d 'Over SSH, apply a firewall change that may lock you out without waiting for `op-dbus-agent confirm` (no implied --confirm-timeout)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l json -d 'Print the run report as JSON'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -l allow-unapplied -d 'Exit 0 even when the state sets parts this version does not apply (they are still listed under "not applied")'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand apply" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'

@@ -344,6 +344,7 @@ pub async fn check(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use opdbus_state::model::Firewall;

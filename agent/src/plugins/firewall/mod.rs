@@ -315,7 +315,7 @@ fn delete_rule(chain: &str, r: &Rule) -> Action {
 }
 
 /// The plugin; `nft` is the command it runs (tests run it in a namespace).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FirewallPlugin {
     pub nft: Nft,
     /// Run `nft -c` on the batch before loading it (off by default). The
@@ -323,15 +323,6 @@ pub struct FirewallPlugin {
     /// commits (a refused rule changes nothing); the check is a second full
     /// pass through the kernel, which doubled the time of an apply.
     pub check_first: bool,
-}
-
-impl Default for FirewallPlugin {
-    fn default() -> Self {
-        FirewallPlugin {
-            nft: Nft::default(),
-            check_first: false,
-        }
-    }
 }
 
 impl FirewallPlugin {

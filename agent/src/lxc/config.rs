@@ -373,7 +373,13 @@ lxc.signal.halt = SIGUSR2
     fn unprivileged_maps_ids_and_idmaps_the_rootfs() {
         let mut sp = spec();
         sp.unprivileged = true;
-        let text = render(&sp, Path::new("/r"), Cgroups::V2, AppArmor::WithoutLxcProfiles, "");
+        let text = render(
+            &sp,
+            Path::new("/r"),
+            Cgroups::V2,
+            AppArmor::WithoutLxcProfiles,
+            "",
+        );
         for want in [
             "lxc.include = /usr/share/lxc/config/userns.conf\n",
             "lxc.idmap = u 0 100000 65536\n",
@@ -384,7 +390,16 @@ lxc.signal.halt = SIGUSR2
             assert!(text.contains(want), "{want} missing:\n{text}");
         }
         assert!(parse(&text).unprivileged);
-        assert!(!parse(&render(&spec(), Path::new("/r"), Cgroups::V2, AppArmor::Default, "")).unprivileged);
+        assert!(
+            !parse(&render(
+                &spec(),
+                Path::new("/r"),
+                Cgroups::V2,
+                AppArmor::Default,
+                ""
+            ))
+            .unprivileged
+        );
     }
 
     #[test]

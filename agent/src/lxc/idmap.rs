@@ -18,6 +18,8 @@ pub const BASE: u32 = 100_000;
 pub const COUNT: u32 = 65_536;
 /// Ownership registry kind of the subordinate-id lines.
 pub const OWNER_KIND: &str = "subid";
+/// Ownership registry kind of a subordinate-id file op-dbus created.
+pub const FILE_KIND: &str = "subid-file";
 
 const FILES: [&str; 2] = ["subuid", "subgid"];
 
@@ -48,7 +50,10 @@ pub fn plan(file: &str, text: &str) -> anyhow::Result<Option<String>> {
     {
         return Ok(None);
     }
-    if let Some((u, s, c)) = rs.iter().find(|(u, s, c)| u != "root" && *s < hi && s + c > lo) {
+    if let Some((u, s, c)) = rs
+        .iter()
+        .find(|(u, s, c)| u != "root" && *s < hi && s + c > lo)
+    {
         anyhow::bail!(
             "/etc/{file} hands ids {s}-{} to {u:?}, which overlaps the range unprivileged containers use ({lo}-{}); move {u:?} to another range",
             s + c - 1,
@@ -71,13 +76,21 @@ pub fn ensure(etc: &Path, owners: &Ownership) -> anyhow::Result<Vec<String>> {
     let mut changed = Vec::new();
     for f in FILES {
         let abs = format!("/{f}");
-        let text = match dir.read_to_string(&abs) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        let (text, missing) = match dir.read_to_string(&abs) {
+            Ok(t) => (t, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), true),
             Err(e) => return Err(e).with_context(|| format!("reading {}/{f}", etc.display())),
         };
         if let Some(new) = plan(f, &text)? {
-            owners.record(crate::lxc::OWNER_PLUGIN, OWNER_KIND, &format!("{f}:{}", line()), None)?;
+            if missing {
+                owners.record(crate::lxc::OWNER_PLUGIN, FILE_KIND, f, None)?;
+            }
+            owners.record(
+                crate::lxc::OWNER_PLUGIN,
+                OWNER_KIND,
+                &format!("{f}:{}", line()),
+                None,
+            )?;
             dir.write_atomic(&abs, new.as_bytes(), 0o644, Some((0, 0)))
                 .with_context(|| format!("writing {}/{f}", etc.display()))?;
             changed.push(format!("{}/{f}", etc.display()));
@@ -91,6 +104,7 @@ pub fn ensure(etc: &Path, owners: &Ownership) -> anyhow::Result<Vec<String>> {
 pub fn release(etc: &Path, owners: &Ownership) -> anyhow::Result<Vec<String>> {
     let dir = RootDir::open(etc).with_context(|| format!("opening {}", etc.display()))?;
     let mine = owners.owned(crate::lxc::OWNER_PLUGIN, OWNER_KIND)?;
+    let files = owners.owned(crate::lxc::OWNER_PLUGIN, FILE_KIND)?;
     let mut changed = Vec::new();
     for f in FILES {
         let id = format!("{f}:{}", line());
@@ -108,7 +122,12 @@ pub fn release(etc: &Path, owners: &Ownership) -> anyhow::Result<Vec<String>> {
                     !me
                 })
                 .collect();
-            if dropped {
+            let created = files.iter().any(|o| o.id == f);
+            if dropped && kept.is_empty() && created {
+                dir.remove_file(&abs)
+                    .with_context(|| format!("removing {}/{f}", etc.display()))?;
+                changed.push(format!("{}/{f}", etc.display()));
+            } else if dropped {
                 let mut out = kept.join("\n");
                 if !out.is_empty() {
                     out.push('\n');
@@ -119,6 +138,7 @@ pub fn release(etc: &Path, owners: &Ownership) -> anyhow::Result<Vec<String>> {
             }
         }
         owners.forget(crate::lxc::OWNER_PLUGIN, OWNER_KIND, &id)?;
+        owners.forget(crate::lxc::OWNER_PLUGIN, FILE_KIND, f)?;
     }
     Ok(changed)
 }
@@ -138,7 +158,10 @@ mod tests {
         assert_eq!(plan("subuid", "root:100000:65536\n").unwrap(), None);
         assert_eq!(plan("subuid", "root:0:1000000\n").unwrap(), None);
         let e = plan("subuid", "bob:150000:1000\n").unwrap_err().to_string();
-        assert!(e.contains("/etc/subuid hands ids 150000-150999 to \"bob\""), "{e}");
+        assert!(
+            e.contains("/etc/subuid hands ids 150000-150999 to \"bob\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -159,7 +182,8 @@ mod tests {
             std::fs::read_to_string(etc.join("subuid")).unwrap(),
             "alice:200000:65536\n"
         );
-        assert_eq!(std::fs::read_to_string(etc.join("subgid")).unwrap(), "");
+        // The file op-dbus created goes with its line.
+        assert!(!etc.join("subgid").exists());
         // A line op-dbus did not add is never removed.
         std::fs::write(etc.join("subuid"), "root:100000:65536\n").unwrap();
         std::fs::write(etc.join("subgid"), "root:100000:65536\n").unwrap();

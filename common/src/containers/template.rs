@@ -104,6 +104,9 @@ pub fn list(paths: &Paths) -> anyhow::Result<Vec<Template>> {
     Ok(out)
 }
 
+/// Fills an empty rootfs directory.
+pub type Filler<'a> = Box<dyn FnOnce(&Path) -> anyhow::Result<()> + 'a>;
+
 /// Where a template's root filesystem comes from.
 pub enum Source<'a> {
     /// A directory, copied with reflinks where the filesystem allows.
@@ -111,10 +114,7 @@ pub enum Source<'a> {
     /// A tarball (any compression tar knows).
     Tarball(PathBuf),
     /// The caller fills the (empty) rootfs directory it is given.
-    Fill {
-        what: String,
-        fill: Box<dyn FnOnce(&Path) -> anyhow::Result<()> + 'a>,
-    },
+    Fill { what: String, fill: Filler<'a> },
 }
 
 impl Source<'_> {

@@ -227,6 +227,7 @@ complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; a
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l lxc-path -d 'LXC\'s container directory' -r -F
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l autostart -d 'Start the container when the host boots (lxc.start.auto)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l start -d 'Start it right away'
+complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -l unprivileged -d 'Container root is host uid/gid 100000 and up (an id map; the rootfs is idmapped, not chowned; root:100000:65536 reserved in /etc/subuid and /etc/subgid)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
 complete -c op-dbus-agent -n "__fish_op_dbus_agent_using_subcommand container; and __fish_seen_subcommand_from list" -l state-dir -d 'Where the agent keeps its audit database, markers, status and checkpoints' -r -F

@@ -69,7 +69,8 @@ impl Drop for LoopBtrfs {
     }
 }
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH6templatetestkeyxxxxxxxxxxxxxxxxxxxxxxxxx admin@h6";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH6templatetestkeyxxxxxxxxxxxxxxxxxxxxxxxxx admin@h6";
 
 fn state(distribution: &str) -> opdbus_state::State {
     opdbus_state::parse::parse_only(&format!(
@@ -100,8 +101,8 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
         .unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().unwrap();
     let spec = PayloadSpec::new(Distribution::Debian, "bookworm", None, &[]);
-    let payload = build_payload(&spec, &work.path().join("base.tar.zst"), Some(&cache_dir()))
-        .unwrap();
+    let payload =
+        build_payload(&spec, &work.path().join("base.tar.zst"), Some(&cache_dir())).unwrap();
     let disk = LoopBtrfs::new(6 << 30);
     let root = Root::open(&disk.mnt).unwrap();
     // What the install has done by then: the host's layout, its locales.
@@ -128,7 +129,10 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
     let outer = btrfs::subvolume(&tpl).expect("@templates/debian-base is a subvolume");
     let inner = btrfs::subvolume(&rootfs).expect("rootfs is a subvolume");
     assert!(outer.read_only && inner.read_only, "{outer:?} {inner:?}");
-    assert!(fs::write(rootfs.join("etc/probe"), "x").is_err(), "rootfs is writable");
+    assert!(
+        fs::write(rootfs.join("etc/probe"), "x").is_err(),
+        "rootfs is writable"
+    );
 
     // No kernel, initramfs, bootloader or firmware, in files or in dpkg.
     let boot: Vec<_> = fs::read_dir(rootfs.join("boot")).unwrap().collect();
@@ -139,15 +143,27 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
         0
     );
     let status = fs::read_to_string(rootfs.join("var/lib/dpkg/status")).unwrap();
-    for gone in ["linux-image-amd64", "initramfs-tools", "grub-pc-bin", "systemd-boot-efi"] {
+    for gone in [
+        "linux-image-amd64",
+        "initramfs-tools",
+        "grub-pc-bin",
+        "systemd-boot-efi",
+    ] {
         assert!(
             !status.contains(&format!("Package: {gone}\n")),
             "{gone} still in dpkg's database"
         );
-        assert!(report.dropped.iter().any(|d| d == gone), "{:?}", report.dropped);
+        assert!(
+            report.dropped.iter().any(|d| d == gone),
+            "{:?}",
+            report.dropped
+        );
     }
     for kept in ["systemd", "openssh-server", "lxc", "iproute2"] {
-        assert!(status.contains(&format!("Package: {kept}\n")), "{kept} missing");
+        assert!(
+            status.contains(&format!("Package: {kept}\n")),
+            "{kept} missing"
+        );
     }
     let broken = Command::new("dpkg")
         .arg(format!("--root={}", rootfs.display()))
@@ -209,7 +225,8 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
         format!("{PVE_TEMPLATE_CACHE}/debian-12-opdbus_1.0-1_amd64.tar.zst")
     );
     let tar_path = disk.mnt.join(tarball.trim_start_matches('/'));
-    let mut archive = tar::Archive::new(zstd::Decoder::new(fs::File::open(&tar_path).unwrap()).unwrap());
+    let mut archive =
+        tar::Archive::new(zstd::Decoder::new(fs::File::open(&tar_path).unwrap()).unwrap());
     let mut names = std::collections::BTreeSet::new();
     let mut debian_version = String::new();
     for e in archive.entries().unwrap() {
@@ -224,10 +241,17 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
         names.insert(p);
     }
     assert!(debian_version.starts_with("12."), "{debian_version:?}");
-    for want in ["./usr/lib/systemd/systemd", "./etc/opdbus/host.json", "./dev/", "./root/.ssh/authorized_keys"] {
+    for want in [
+        "./usr/lib/systemd/systemd",
+        "./etc/opdbus/host.json",
+        "./dev/",
+        "./root/.ssh/authorized_keys",
+    ] {
         assert!(names.contains(want), "{want} not in the tarball");
     }
-    assert!(!names.iter().any(|n| n.starts_with("./boot/vmlinuz") || (n.starts_with("./dev/") && n != "./dev/")));
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with("./boot/vmlinuz") || (n.starts_with("./dev/") && n != "./dev/")));
 
     // A second run (a re-install that kept the filesystem) keeps it.
     let again = build_templates(&st, &root, &payload.path, &ExpectedSha256::Sidecar, None)

@@ -779,6 +779,16 @@ fn rollback_to_the_first_of_three_applies_restores_links_and_addresses() {
     assert_eq!(now.len(), blocks.len() + 1, "the history only grows");
     assert_eq!(now.last().unwrap().state_hash, first.state_hash);
     assert!(log.verify().unwrap().is_ok());
+    let (_, found) = log.search("rollback", i64::MAX).unwrap();
+    assert!(
+        found.iter().any(|r| r.block == Some(now.last().unwrap().id)
+            && r.metadata["note"]
+                == format!(
+                    "rollback to block {n} (state {})",
+                    first.state_hash.clone().unwrap()
+                )),
+        "{found:?}"
+    );
     // Rolling back to the block again changes nothing.
     let dry = agent_in(
         &ns,

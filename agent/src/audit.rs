@@ -846,7 +846,7 @@ impl AuditLog {
             .map_err(&err)?;
         migrate(&tx).map_err(&err)?;
         let count: i64 = tx
-            .query_row("SELECT COUNT(*) FROM operations", [], |r| r.get(0))
+            .query_row("SELECT EXISTS (SELECT 1 FROM operations)", [], |r| r.get(0))
             .map_err(&err)?;
         if count > 0 {
             tx.commit().map_err(&err)?;
@@ -1479,8 +1479,10 @@ fn migrate(tx: &Connection) -> rusqlite::Result<()> {
         tx.execute_batch("ALTER TABLE operations ADD COLUMN block INTEGER")?;
     }
     tx.execute_batch("CREATE INDEX IF NOT EXISTS idx_block ON operations(block)")?;
-    let blocks: i64 = tx.query_row("SELECT COUNT(*) FROM blocks", [], |r| r.get(0))?;
-    let records: i64 = tx.query_row("SELECT COUNT(*) FROM operations", [], |r| r.get(0))?;
+    // EXISTS, not COUNT(*): every open runs this, and COUNT scans the table.
+    let blocks: i64 = tx.query_row("SELECT EXISTS (SELECT 1 FROM blocks)", [], |r| r.get(0))?;
+    let records: i64 =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM operations)", [], |r| r.get(0))?;
     if blocks > 0 || records == 0 {
         return Ok(());
     }

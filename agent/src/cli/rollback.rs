@@ -67,7 +67,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::engine::state_dir::secure_existing(&global.state_dir)?;
-    let ctx = args.target.context(global, ApplyOptions::default());
+    let mut ctx = args.target.context(global, ApplyOptions::default());
+    ctx.audit_note = Some(format!(
+        "rollback to block {} (state {})",
+        plan.block, plan.state.hash
+    ));
     let report = runtime()?.block_on(engine.apply(&ctx, &plan.state));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

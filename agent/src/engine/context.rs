@@ -65,6 +65,9 @@ pub struct Context {
     pub dpkg_query: String,
     /// Where container templates and containers live (lxc plugin).
     pub lxc: crate::lxc::Paths,
+    /// Why this apply runs, kept in its audit block's engine record
+    /// (`rollback --to-block N` says so).
+    pub audit_note: Option<String>,
     bus_address: Option<String>,
     bus: OnceCell<zbus::Connection>,
 }
@@ -82,6 +85,7 @@ impl Context {
             apt_get: "apt-get".to_string(),
             dpkg_query: "dpkg-query".to_string(),
             lxc: crate::lxc::Paths::default(),
+            audit_note: None,
             bus_address: None,
             bus: OnceCell::new(),
         }

@@ -538,7 +538,11 @@ impl Engine {
                 ),
             };
             let mut audit = std::mem::take(&mut tx.audit);
-            audit.push(engine_record(&tx.journal, &result, ""));
+            let mut record = engine_record(&tx.journal, &result, "");
+            if let Some(note) = &ctx.audit_note {
+                record.metadata["note"] = serde_json::json!(note);
+            }
+            audit.push(record);
             // `audit.enabled: false` (the seeds' agent-only mode): no log.
             audited = if crate::audit::enabled(&state.raw) {
                 let appended = append_audit(ctx, audit, Some(&state.raw));

@@ -779,6 +779,16 @@ fn rollback_to_the_first_of_three_applies_restores_links_and_addresses() {
     assert_eq!(now.len(), blocks.len() + 1, "the history only grows");
     assert_eq!(now.last().unwrap().state_hash, first.state_hash);
     assert!(log.verify().unwrap().is_ok());
+    let (_, found) = log.search("rollback", i64::MAX).unwrap();
+    assert!(
+        found.iter().any(|r| r.block == Some(now.last().unwrap().id)
+            && r.metadata["note"]
+                == format!(
+                    "rollback to block {n} (state {})",
+                    first.state_hash.clone().unwrap()
+                )),
+        "{found:?}"
+    );
     // Rolling back to the block again changes nothing.
     let dry = agent_in(
         &ns,
@@ -789,4 +799,46 @@ fn rollback_to_the_first_of_three_applies_restores_links_and_addresses() {
         String::from_utf8_lossy(&dry.stdout).starts_with("0 action(s)"),
         "{dry:?}"
     );
+}
+
+#[test]
+fn a_journal_line_torn_by_a_crash_is_skipped_but_a_bad_line_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_with(dir.path(), 3));
+    let journal = dir.path().join("audit-checkpoints/journal.jsonl");
+    let good = std::fs::read_to_string(&journal).unwrap();
+    // The checkpoint files are not synced: a crash can cut the last line.
+    std::fs::write(&journal, format!("{good}{{\"format\":\"op-dbus-audit-che")).unwrap();
+    let r = verify_state_dir(dir.path(), None).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.checkpoints_checked, 5, "4 journal lines and latest.json");
+    // The same text with its newline is no torn write: an error.
+    std::fs::write(
+        &journal,
+        format!("{good}{{\"format\":\"op-dbus-audit-che\n"),
+    )
+    .unwrap();
+    let err = verify_state_dir(dir.path(), None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            opdbus_agent::audit::AuditError::Checkpoint(
+                opdbus_agent::audit::checkpoint::CheckpointError::Parse { line: 5, .. }
+            )
+        ),
+        "{err:?}"
+    );
+    // A checkpoint the database does not have still breaks it.
+    std::fs::write(&journal, &good).unwrap();
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    log.append_all(vec![entry(9)]).unwrap();
+    drop(log);
+    sql(
+        dir.path(),
+        "DELETE FROM operations WHERE block = 4; DELETE FROM blocks WHERE id = 4",
+    );
+    assert!(matches!(
+        broken(dir.path()).reason,
+        BreakReason::MissingBlocks { .. }
+    ));
 }

@@ -36,7 +36,7 @@ const SEED_000: &str = r#"{"version":1,"bootstrap":{"device":"/dev/sda","hostnam
 const RUNS: usize = 50;
 
 /// The plugins measured: every one of the example's that runs here.
-fn engine(with_packages: bool, netns: bool) -> Engine {
+fn measured_engine(with_packages: bool, netns: bool) -> Engine {
     let mut e = Engine::new();
     e.register(plugins::storage::StoragePlugin)
         .register(plugins::host::HostPlugin)
@@ -76,7 +76,7 @@ async fn measure(state: DesiredState, dir: PathBuf, bus: String, netns: bool) ->
     let ctx = Context::new(dir.join("state"))
         .with_root(dir.join("root"))
         .with_bus_address(Some(bus));
-    let engine = engine(false, netns);
+    let engine = measured_engine(false, netns);
     let report = engine.apply(&ctx, &state).await;
     if !report.failures().is_empty() {
         eprintln!("converging failed: {:?}", report.failures());
@@ -116,7 +116,7 @@ async fn measure(state: DesiredState, dir: PathBuf, bus: String, netns: bool) ->
         }
         per_plugin.push((name.clone(), median(t)));
     }
-    let with = engine(true, netns);
+    let with = measured_engine(true, netns);
     let _ = with.apply(&ctx, &state).await;
     let mut t = Vec::new();
     for _ in 0..RUNS / 5 {

@@ -28,6 +28,7 @@ mod dbus_systemd;
 mod engine_cli;
 mod engine_dbus;
 mod engine_golden;
+mod engine_typed;
 mod firewall;
 mod netlink;
 mod network;

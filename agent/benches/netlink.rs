@@ -297,10 +297,10 @@ fn whole_apply() {
             let ctx = context(&path);
             let desired = DesiredState::from_json(&text, "bench.json").unwrap();
             let t = Instant::now();
-            let d = p.desired_json(&desired.state).unwrap().unwrap();
-            let cur = p.query_json(&ctx, &d).await.unwrap();
-            let actions = p.diff_json(&cur, &d).unwrap();
-            let results = p.apply_json(&ctx, &actions).await.unwrap();
+            let d = p.desired_typed(&desired.state).unwrap().unwrap();
+            let cur = p.query_typed(&ctx, &d).await.unwrap();
+            let actions = p.diff_typed(&cur, &d).unwrap();
+            let results = p.apply_typed(&ctx, &actions).await.unwrap();
             assert!(results.iter().all(Result::is_ok));
             t.elapsed()
         }));

@@ -158,11 +158,12 @@ impl Agent {
                 continue;
             };
             let drift = async {
-                let Some(desired) = p.desired_json(&held.state)? else {
+                let Some(desired) = p.desired_typed(&held.state)? else {
                     return anyhow::Ok(Vec::new());
                 };
-                let current = p.query_json(&self.ctx, &desired).await?;
-                p.diff_json(&current, &desired)
+                let current = p.query_typed(&self.ctx, &desired).await?;
+                let actions = p.diff_typed(&current, &desired)?;
+                anyhow::Ok(actions.into_iter().map(|a| a.view).collect::<Vec<_>>())
             };
             let actions = match drift.await {
                 Ok(a) => a,

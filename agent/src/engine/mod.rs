@@ -20,7 +20,8 @@ pub use context::{ApplyOptions, Context, RetryPolicy};
 pub use desired::{DesiredState, InvalidState};
 pub use first_boot::FirstBoot;
 pub use plugin::{
-    ActionError, ActionResult, ActionView, DynPlugin, ErrorKind, Persistence, Plugin, PluginAction,
+    ActionError, ActionResult, ActionView, DynPlugin, ErrorKind, Persistence, Planned, Plugin,
+    PluginAction, Typed,
 };
 pub use report::{
     ActionReport, PluginOutcome, PluginReport, RunReport, TransactionOutcome, TransactionReport,

@@ -1,9 +1,13 @@
 //! The plugin contract: `query` (only what the state names), a pure `diff`
-//! into typed actions, and `apply`. [`DynPlugin`] erases the types to JSON so
-//! the engine can hold plugins of different kinds in one ordered list.
+//! into typed actions, and `apply`. [`DynPlugin`] erases the types so the
+//! engine can hold plugins of different kinds in one ordered list; the values
+//! stay typed in memory ([`Typed`], [`Planned`]) and become JSON only for
+//! reports, audit, the journal and `--json`.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -118,14 +122,14 @@ pub type ActionResult = Result<Option<String>, ActionError>;
 /// Implementations write the async methods as `async fn`.
 pub trait Plugin: Send + Sync + 'static {
     /// The plugin's slice of state.json, normalized.
-    type Desired: Serialize + DeserializeOwned + Send + Sync;
+    type Desired: Serialize + DeserializeOwned + Send + Sync + 'static;
     /// What `query` found on the host, only for what `Desired` names.
-    type Current: Serialize + DeserializeOwned + Send + Sync;
+    type Current: Serialize + DeserializeOwned + Send + Sync + 'static;
     type Action: PluginAction;
     /// What [`Plugin::checkpoint`] keeps to put back what the actions touch
     /// (`()` for a plugin that cannot restore). Serialized into the state
     /// directory, so a pending transaction survives a crash of the agent.
-    type Checkpoint: Serialize + DeserializeOwned + Send + Sync;
+    type Checkpoint: Serialize + DeserializeOwned + Send + Sync + 'static;
 
     /// Name used for ordering (see [`super::ORDER`]), `--plugin`, reports and audit.
     fn name(&self) -> &'static str;
@@ -221,11 +225,135 @@ impl fmt::Display for ActionView {
     }
 }
 
-/// Object-safe form of [`Plugin`]; implemented for every `Plugin`.
+/// A plugin's value (its desired state, current state or checkpoint) with
+/// its type erased but kept in memory: handed back to the plugin that made
+/// it without a JSON round trip. [`Typed::to_json`] gives its JSON form for
+/// output and for the journal.
+pub struct Typed {
+    plugin: &'static str,
+    value: Box<dyn Any + Send + Sync>,
+    encode: fn(&(dyn Any + Send + Sync)) -> serde_json::Result<serde_json::Value>,
+}
+
+fn encode_as<T: Serialize + 'static>(
+    v: &(dyn Any + Send + Sync),
+) -> serde_json::Result<serde_json::Value> {
+    match v.downcast_ref::<T>() {
+        Some(t) => serde_json::to_value(t),
+        None => Err(serde::ser::Error::custom("typed value of another type")),
+    }
+}
+
+impl Typed {
+    fn new<T: Serialize + Send + Sync + 'static>(plugin: &'static str, value: T) -> Self {
+        Self {
+            plugin,
+            value: Box::new(value),
+            encode: encode_as::<T>,
+        }
+    }
+
+    /// The plugin that made the value.
+    pub fn plugin(&self) -> &'static str {
+        self.plugin
+    }
+
+    /// The value as JSON (unredacted: see [`DynPlugin::redact_json`]).
+    pub fn to_json(&self) -> anyhow::Result<serde_json::Value> {
+        (self.encode)(self.value.as_ref())
+            .map_err(|e| anyhow::anyhow!("encoding a value of plugin '{}': {e}", self.plugin))
+    }
+
+    fn get<T: 'static>(&self, plugin: &str, what: &str) -> anyhow::Result<&T> {
+        self.value.downcast_ref::<T>().ok_or_else(|| {
+            anyhow::anyhow!(
+                "plugin '{plugin}' was handed a {what} of plugin '{}' (engine bug)",
+                self.plugin
+            )
+        })
+    }
+}
+
+impl fmt::Debug for Typed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Typed({})", self.plugin)
+    }
+}
+
+/// An action as the engine holds it within one run: its [`ActionView`]
+/// (text, kind, resource and JSON detail: what the journal, the report and
+/// the audit log carry) and the typed action that [`DynPlugin::apply_typed`]
+/// hands back to its plugin without decoding the JSON.
+#[derive(Clone)]
+pub struct Planned {
+    pub view: ActionView,
+    plugin: &'static str,
+    typed: Arc<dyn Any + Send + Sync>,
+}
+
+impl Planned {
+    fn new<A: PluginAction>(plugin: &'static str, a: A) -> anyhow::Result<Self> {
+        Ok(Self {
+            view: view(&a)?,
+            plugin,
+            typed: Arc::new(a),
+        })
+    }
+
+    fn get<A: PluginAction>(&self, plugin: &str) -> anyhow::Result<&A> {
+        self.typed.downcast_ref::<A>().ok_or_else(|| {
+            anyhow::anyhow!(
+                "plugin '{plugin}' was handed an action of plugin '{}' (engine bug)",
+                self.plugin
+            )
+        })
+    }
+}
+
+impl fmt::Debug for Planned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.view, f)
+    }
+}
+
+/// Object-safe form of [`Plugin`]; implemented for every `Plugin`. The
+/// engine uses the `*_typed` methods; the `*_json` ones decode and encode
+/// around them (golden fixtures, a journal a later process restores).
 pub trait DynPlugin: Send + Sync {
     fn name(&self) -> &'static str;
     /// [`Plugin::persistence`].
     fn persistence(&self) -> Persistence;
+
+    /// [`Plugin::desired`].
+    fn desired_typed(&self, state: &State) -> anyhow::Result<Option<Typed>>;
+    /// [`Plugin::query`]; `desired` is what `desired_typed` returned.
+    fn query_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        desired: &'a Typed,
+    ) -> BoxFuture<'a, anyhow::Result<Typed>>;
+    /// [`Plugin::diff`].
+    fn diff_typed(&self, current: &Typed, desired: &Typed) -> anyhow::Result<Vec<Planned>>;
+    /// [`Plugin::checkpoint`]; `current` is what `query_typed` returned.
+    fn checkpoint_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        current: &'a Typed,
+        actions: &'a [Planned],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Typed>>>;
+    /// [`Plugin::apply`].
+    fn apply_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Planned],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<ActionResult>>>;
+    /// [`Plugin::restore`] of a checkpoint taken in this process.
+    fn restore_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        checkpoint: &'a Typed,
+    ) -> BoxFuture<'a, anyhow::Result<String>>;
+
     fn desired_json(&self, state: &State) -> anyhow::Result<Option<serde_json::Value>>;
     fn query_json<'a>(
         &'a self,
@@ -249,7 +377,7 @@ pub trait DynPlugin: Send + Sync {
         current: &'a serde_json::Value,
         actions: &'a [ActionView],
     ) -> BoxFuture<'a, anyhow::Result<Option<serde_json::Value>>>;
-    /// [`Plugin::restore`].
+    /// [`Plugin::restore`] of a checkpoint read from a journal.
     fn restore_json<'a>(
         &'a self,
         ctx: &'a Context,
@@ -288,8 +416,7 @@ fn decode<T: DeserializeOwned>(
     what: &str,
     v: &serde_json::Value,
 ) -> anyhow::Result<T> {
-    serde_json::from_value(v.clone())
-        .map_err(|e| anyhow::anyhow!("decoding the {what} of plugin '{plugin}': {e}"))
+    T::deserialize(v).map_err(|e| anyhow::anyhow!("decoding the {what} of plugin '{plugin}': {e}"))
 }
 
 fn decode_actions<P: Plugin>(p: &P, actions: &[ActionView]) -> anyhow::Result<Vec<P::Action>> {
@@ -299,6 +426,20 @@ fn decode_actions<P: Plugin>(p: &P, actions: &[ActionView]) -> anyhow::Result<Ve
         .collect()
 }
 
+fn checked<P: Plugin>(
+    p: &P,
+    results: Vec<ActionResult>,
+    n: usize,
+) -> anyhow::Result<Vec<ActionResult>> {
+    anyhow::ensure!(
+        results.len() == n,
+        "plugin '{}' returned {} results for {n} actions (plugin bug)",
+        Plugin::name(p),
+        results.len(),
+    );
+    Ok(results)
+}
+
 impl<P: Plugin> DynPlugin for P {
     fn name(&self) -> &'static str {
         Plugin::name(self)
@@ -306,6 +447,86 @@ impl<P: Plugin> DynPlugin for P {
 
     fn persistence(&self) -> Persistence {
         Plugin::persistence(self)
+    }
+
+    fn desired_typed(&self, state: &State) -> anyhow::Result<Option<Typed>> {
+        Ok(self
+            .desired(state)?
+            .map(|d| Typed::new::<P::Desired>(Plugin::name(self), d)))
+    }
+
+    fn query_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        desired: &'a Typed,
+    ) -> BoxFuture<'a, anyhow::Result<Typed>> {
+        async move {
+            let name = Plugin::name(self);
+            let desired = desired.get::<P::Desired>(name, "desired state")?;
+            let current = self.query(ctx, desired).await?;
+            Ok(Typed::new::<P::Current>(name, current))
+        }
+        .boxed()
+    }
+
+    fn diff_typed(&self, current: &Typed, desired: &Typed) -> anyhow::Result<Vec<Planned>> {
+        let name = Plugin::name(self);
+        let current = current.get::<P::Current>(name, "current state")?;
+        let desired = desired.get::<P::Desired>(name, "desired state")?;
+        self.diff(current, desired)
+            .into_iter()
+            .map(|a| Planned::new(name, a))
+            .collect()
+    }
+
+    fn checkpoint_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        current: &'a Typed,
+        actions: &'a [Planned],
+    ) -> BoxFuture<'a, anyhow::Result<Option<Typed>>> {
+        async move {
+            let name = Plugin::name(self);
+            let current = current.get::<P::Current>(name, "current state")?;
+            let typed = actions
+                .iter()
+                .map(|a| a.get::<P::Action>(name).cloned())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(self
+                .checkpoint(ctx, current, &typed)
+                .await?
+                .map(|cp| Typed::new::<P::Checkpoint>(name, cp)))
+        }
+        .boxed()
+    }
+
+    fn apply_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        actions: &'a [Planned],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<ActionResult>>> {
+        async move {
+            let name = Plugin::name(self);
+            let typed = actions
+                .iter()
+                .map(|a| a.get::<P::Action>(name).cloned())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let results = self.apply(ctx, &typed).await;
+            checked(self, results, typed.len())
+        }
+        .boxed()
+    }
+
+    fn restore_typed<'a>(
+        &'a self,
+        ctx: &'a Context,
+        checkpoint: &'a Typed,
+    ) -> BoxFuture<'a, anyhow::Result<String>> {
+        async move {
+            let cp = checkpoint.get::<P::Checkpoint>(Plugin::name(self), "checkpoint")?;
+            self.restore(ctx, cp).await
+        }
+        .boxed()
     }
 
     fn desired_json(&self, state: &State) -> anyhow::Result<Option<serde_json::Value>> {
@@ -347,14 +568,7 @@ impl<P: Plugin> DynPlugin for P {
         async move {
             let typed = decode_actions(self, actions)?;
             let results = self.apply(ctx, &typed).await;
-            anyhow::ensure!(
-                results.len() == typed.len(),
-                "plugin '{}' returned {} results for {} actions (plugin bug)",
-                Plugin::name(self),
-                results.len(),
-                typed.len()
-            );
-            Ok(results)
+            checked(self, results, typed.len())
         }
         .boxed()
     }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::confirm;
-use super::plugin::{ActionResult, ActionView, DynPlugin, Plugin};
+use super::plugin::{ActionResult, ActionView, DynPlugin, Planned, Plugin, Typed};
 use super::report::{
     ActionReport, PluginOutcome, PluginReport, RunReport, TransactionOutcome, TransactionReport,
 };
@@ -135,13 +135,14 @@ impl Engine {
             .iter()
             .filter(|p| only.is_none_or(|n| n == p.name()))
         {
-            let Some(desired) = p.desired_json(&state.state)? else {
+            let Some(desired) = p.desired_typed(&state.state)? else {
                 continue;
             };
             let mut current = p
-                .query_json(ctx, &desired)
+                .query_typed(ctx, &desired)
                 .await
-                .with_context(|| format!("querying plugin '{}'", p.name()))?;
+                .with_context(|| format!("querying plugin '{}'", p.name()))?
+                .to_json()?;
             p.redact_json(&mut current);
             out.insert(p.name().to_string(), current);
         }
@@ -157,17 +158,17 @@ impl Engine {
     ) -> anyhow::Result<Vec<PluginDiff>> {
         let mut out = Vec::new();
         for p in &self.plugins {
-            let Some(desired) = p.desired_json(&state.state)? else {
+            let Some(desired) = p.desired_typed(&state.state)? else {
                 continue;
             };
             let current = p
-                .query_json(ctx, &desired)
+                .query_typed(ctx, &desired)
                 .await
                 .with_context(|| format!("querying plugin '{}'", p.name()))?;
             let actions = p
-                .diff_json(&current, &desired)?
+                .diff_typed(&current, &desired)?
                 .iter()
-                .map(|a| a.redacted(p.as_ref()))
+                .map(|a| a.view.redacted(p.as_ref()))
                 .collect();
             out.push(PluginDiff {
                 plugin: p.name().to_string(),
@@ -440,13 +441,14 @@ impl Engine {
         }
         let mut tx = Tx {
             journal: Journal::new(&state.hash),
+            checkpoints: Vec::new(),
             audit: Vec::new(),
             repair,
         };
         let mut failure: Option<String> = None;
         for p in plugins {
             if failure.is_some() {
-                let outcome = match p.desired_json(&state.state) {
+                let outcome = match p.desired_typed(&state.state) {
                     Ok(None) => PluginOutcome::Skipped,
                     _ => PluginOutcome::NotRun,
                 };
@@ -577,6 +579,9 @@ const VERIFY_PAUSE: Duration = Duration::from_millis(250);
 /// its end, and the repair it serves (if any).
 struct Tx<'a> {
     journal: Journal,
+    /// The typed checkpoints of `journal.plugins`, same order (`None`
+    /// where the entry has none): restored without decoding the journal.
+    checkpoints: Vec<Option<Typed>>,
     audit: Vec<NewEntry>,
     repair: Option<&'a Repair<'a>>,
 }
@@ -663,7 +668,7 @@ async fn roll_back(
     tracing::warn!("transaction {}: {reason}; rolling back", tx.journal.id);
     let mut restore_failed = false;
     let mut any_restored = false;
-    for entry in tx.journal.plugins.iter().rev() {
+    for (entry, typed) in tx.journal.plugins.iter().zip(&tx.checkpoints).rev() {
         let note = match (
             &entry.checkpoint,
             plugins.iter().find(|p| p.name() == entry.plugin),
@@ -679,7 +684,10 @@ async fn roll_back(
                 "ROLLBACK FAILED: the plugin is not registered (engine bug)".to_string()
             }
             (Some(cp), Some(p)) => {
-                let result = p.restore_json(ctx, cp).await;
+                let result = match typed {
+                    Some(t) => p.restore_typed(ctx, t).await,
+                    None => p.restore_json(ctx, cp).await,
+                };
                 tx.audit
                     .push(rollback_record(&tx.journal, &entry.plugin, &result, reason));
                 match result {
@@ -797,7 +805,7 @@ async fn plan_only(p: &dyn DynPlugin, ctx: &Context, state: &DesiredState) -> Pl
     let started = Instant::now();
     let mut report = PluginReport::new(p.name(), PluginOutcome::Unchanged);
     let planned = async {
-        let Some(desired) = p.desired_json(&state.state)? else {
+        let Some(desired) = p.desired_typed(&state.state)? else {
             return anyhow::Ok(None);
         };
         let (_, actions) = plan(p, ctx, &desired, None).await?;
@@ -812,7 +820,7 @@ async fn plan_only(p: &dyn DynPlugin, ctx: &Context, state: &DesiredState) -> Pl
             report.actions = actions
                 .iter()
                 .map(|a| {
-                    let a = a.redacted(p);
+                    let a = a.view.redacted(p);
                     ActionReport {
                         action: a.action,
                         resource: a.resource,
@@ -839,16 +847,16 @@ async fn plan_only(p: &dyn DynPlugin, ctx: &Context, state: &DesiredState) -> Pl
 async fn plan(
     p: &dyn DynPlugin,
     ctx: &Context,
-    desired: &serde_json::Value,
+    desired: &Typed,
     repair: Option<&Repair<'_>>,
-) -> anyhow::Result<(serde_json::Value, Vec<ActionView>)> {
+) -> anyhow::Result<(Typed, Vec<Planned>)> {
     let current = p
-        .query_json(ctx, desired)
+        .query_typed(ctx, desired)
         .await
         .with_context(|| format!("querying the current state for plugin '{}'", p.name()))?;
-    let mut actions = p.diff_json(&current, desired)?;
+    let mut actions = p.diff_typed(&current, desired)?;
     if let Some(r) = repair {
-        actions.retain(|a| (r.filter)(a));
+        actions.retain(|a| (r.filter)(&a.view));
     }
     Ok((current, actions))
 }
@@ -870,15 +878,14 @@ async fn step(
     report
 }
 
-/// The audit record of one applied (or failed) action.
+/// The audit record of one applied (or failed) action; `a` is redacted.
 fn action_record(
-    p: &dyn DynPlugin,
     tx: &Tx<'_>,
+    plugin: &str,
     a: &ActionView,
     result: &str,
     attempt: u32,
 ) -> NewEntry {
-    let a = a.redacted(p);
     let (action, metadata) = match tx.repair {
         Some(r) => (
             "drift-repair".to_string(),
@@ -902,9 +909,9 @@ fn action_record(
         ),
     };
     NewEntry {
-        plugin: p.name().to_string(),
+        plugin: plugin.to_string(),
         action,
-        resource: a.resource,
+        resource: a.resource.clone(),
         result: result.to_string(),
         state_hash: Some(tx.journal.state_hash.clone()),
         metadata,
@@ -918,7 +925,7 @@ async fn step_inner(
     tx: &mut Tx<'_>,
     report: &mut PluginReport,
 ) -> anyhow::Result<()> {
-    let Some(desired) = p.desired_json(&state.state)? else {
+    let Some(desired) = p.desired_typed(&state.state)? else {
         report.outcome = PluginOutcome::Skipped;
         return Ok(());
     };
@@ -929,7 +936,7 @@ async fn step_inner(
     let checkpoint = if ctx.options.no_rollback {
         None
     } else {
-        p.checkpoint_json(ctx, &current, &actions)
+        p.checkpoint_typed(ctx, &current, &actions)
             .await
             .with_context(|| {
                 format!(
@@ -941,9 +948,10 @@ async fn step_inner(
     // Write-ahead: the journal names every action before the first one runs.
     tx.journal.plugins.push(JournalEntry {
         plugin: p.name().to_string(),
-        checkpoint,
-        actions: actions.iter().map(|a| a.redacted(p)).collect(),
+        checkpoint: checkpoint.as_ref().map(Typed::to_json).transpose()?,
+        actions: actions.iter().map(|a| a.view.redacted(p)).collect(),
     });
+    tx.checkpoints.push(checkpoint);
     tx.journal
         .save(&ctx.state_dir)
         .with_context(|| format!("nothing of plugin '{}' was applied", p.name()))?;
@@ -954,8 +962,8 @@ async fn step_inner(
     let mut pending: Vec<usize> = (0..actions.len()).collect();
     for attempt in 1..=attempts {
         report.attempts = attempt;
-        let batch: Vec<ActionView> = pending.iter().map(|&i| actions[i].clone()).collect();
-        let results = p.apply_json(ctx, &batch).await?;
+        let batch: Vec<Planned> = pending.iter().map(|&i| actions[i].clone()).collect();
+        let results = p.apply_typed(ctx, &batch).await?;
         let mut again = Vec::new();
         let mut skipped_now = Vec::new();
         for (&i, r) in pending.iter().zip(results) {
@@ -989,10 +997,10 @@ async fn step_inner(
         if let Ok((_, fresh)) = plan(p, ctx, &desired, tx.repair).await {
             let mut still = Vec::new();
             for i in again {
-                match fresh
-                    .iter()
-                    .find(|f| f.resource == actions[i].resource && f.action == actions[i].action)
-                {
+                match fresh.iter().find(|f| {
+                    f.view.resource == actions[i].view.resource
+                        && f.view.action == actions[i].view.action
+                }) {
                     Some(f) => {
                         actions[i] = f.clone();
                         still.push(i);
@@ -1018,9 +1026,9 @@ async fn step_inner(
                 if msg.starts_with("not applied:") {
                     skipped += 1;
                 } else {
-                    errors.push(format!("{}: {msg}", a.resource));
+                    errors.push(format!("{}: {msg}", a.view.resource));
                 }
-                report.failed_resources.push(a.resource.clone());
+                report.failed_resources.push(a.view.resource.clone());
                 ("failed".to_string(), Some(msg), Some(e.kind))
             }
         };
@@ -1028,9 +1036,9 @@ async fn step_inner(
             Some(d) if kind.is_some() => format!("failed: {d}"),
             _ => result.clone(),
         };
+        let a = a.view.redacted(p);
         tx.audit
-            .push(action_record(p, tx, a, &audit_result, attempt));
-        let a = a.redacted(p);
+            .push(action_record(tx, p.name(), &a, &audit_result, attempt));
         report.actions.push(ActionReport {
             action: a.action,
             resource: a.resource,
@@ -1074,14 +1082,15 @@ async fn step_inner(
             // A resource counts as touched when an action of this
             // transaction names it (`link:ovsint0` after "ensure OVS bridge
             // ovsbr0 with ports ovsint0" created it).
-            let touched: Vec<ActionView> = remaining
+            let touched: Vec<Planned> = remaining
                 .iter()
                 .filter(|r| {
+                    let r = &r.view;
                     let name = r
                         .resource
                         .split_once(':')
                         .map_or(r.resource.as_str(), |x| x.1);
-                    actions.iter().any(|a| {
+                    actions.iter().map(|a| &a.view).any(|a| {
                         a.resource == r.resource
                             || a.resource.contains(name)
                             || a.description
@@ -1097,14 +1106,17 @@ async fn step_inner(
                     again = touched.len(),
                     "not verified yet; applying what still differs once more"
                 );
-                let _ = p.apply_json(ctx, &touched).await;
+                let _ = p.apply_typed(ctx, &touched).await;
             }
         }
         left = remaining;
     }
-    report.failed_resources = left.iter().map(|a| a.resource.clone()).collect();
+    report.failed_resources = left.iter().map(|a| a.view.resource.clone()).collect();
     report.failed_resources.dedup();
-    let pending: Vec<String> = left.iter().map(|a| a.redacted(p).description).collect();
+    let pending: Vec<String> = left
+        .iter()
+        .map(|a| a.view.redacted(p).description)
+        .collect();
     anyhow::bail!(
         "applied, but did not verify after {VERIFY_TRIES} queries; still to do: {}",
         pending.join("; ")

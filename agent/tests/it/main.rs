@@ -32,6 +32,7 @@ mod discover;
 mod engine_cli;
 mod engine_dbus;
 mod engine_golden;
+mod engine_typed;
 mod firewall;
 mod netlink;
 mod network;

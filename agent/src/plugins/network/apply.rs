@@ -6,6 +6,7 @@ use anyhow::Context as _;
 
 use super::dns;
 use super::model::{CreateKind, NetAction};
+use crate::engine::ownership::Owned;
 use crate::engine::{ActionError, ActionResult, Context, ErrorKind};
 use crate::netlink::{BondMode, LinkKind, Netlink, NetlinkError};
 use crate::ovsdb::{self, BridgeSpec, OvsdbError};
@@ -21,10 +22,15 @@ async fn ovs_client(addr: &str) -> anyhow::Result<ovsdb::Client> {
 }
 
 /// Applies one action; `Ok(note)` says how when that is worth saying.
+/// Links it creates are added to `created`, for the caller to record in
+/// the ownership registry (one synced write for all of them; the engine's
+/// journal names the creations before they run, so a crash between the
+/// creation and the record still restores them).
 pub async fn apply_one(
     ctx: &Context,
     nl: &Netlink,
     action: &NetAction,
+    created: &mut Vec<Owned>,
 ) -> anyhow::Result<Option<String>> {
     match action {
         NetAction::Networkd { write, remove } => {
@@ -92,9 +98,12 @@ pub async fn apply_one(
             }
             for link in made {
                 let index = nl.index_of("recording a created link", link).await?;
-                ctx.ownership()
-                    .record(super::PLUGIN, super::LINK, link, Some(index))
-                    .with_context(|| format!("recording that op-dbus created link {link}"))?;
+                created.push(Owned {
+                    plugin: super::PLUGIN.to_string(),
+                    kind: super::LINK.to_string(),
+                    id: link.to_string(),
+                    index: Some(index),
+                });
             }
             Ok(None)
         }
@@ -255,8 +264,20 @@ pub async fn apply_all(ctx: &Context, actions: &[NetAction]) -> Vec<ActionResult
         }
     };
     let mut results: Vec<ActionResult> = Vec::with_capacity(actions.len());
+    let mut created = Vec::new();
     for (i, a) in actions.iter().enumerate() {
-        match apply_one(ctx, &nl, a).await {
+        // The registry is read and written by these actions too: what was
+        // created so far is recorded before them.
+        let recorded = if touches_ownership(a) {
+            record_created(ctx, &mut created)
+        } else {
+            Ok(())
+        };
+        let r = match recorded {
+            Ok(()) => apply_one(ctx, &nl, a, &mut created).await,
+            Err(e) => Err(e),
+        };
+        match r {
             Ok(note) => results.push(Ok(note)),
             Err(e) => {
                 let kind = kind_of(&e);
@@ -271,13 +292,55 @@ pub async fn apply_all(ctx: &Context, actions: &[NetAction]) -> Vec<ActionResult
             }
         }
     }
+    if let Err(e) = record_created(ctx, &mut created) {
+        // The links exist but are not recorded as op-dbus's: the actions
+        // that made them fail, so the transaction restores (deletes) them.
+        let msg = format!("{e:#}");
+        for (a, r) in actions.iter().zip(results.iter_mut()) {
+            if matches!(a, NetAction::CreateLink { .. }) && r.is_ok() {
+                *r = Err(ActionError::fatal(anyhow::anyhow!("{msg}")));
+            }
+        }
+    }
     results
+}
+
+/// Whether `a` reads or writes the ownership registry itself.
+fn touches_ownership(a: &NetAction) -> bool {
+    matches!(
+        a,
+        NetAction::DeleteLink { .. }
+            | NetAction::DeleteOvsPort { .. }
+            | NetAction::DeleteOvsBridge { .. }
+            | NetAction::EnsureOvsBridge { .. }
+    )
+}
+
+/// Records the links in `created` as op-dbus's, in one write.
+fn record_created(ctx: &Context, created: &mut Vec<Owned>) -> anyhow::Result<()> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = created.iter().map(|o| o.id.clone()).collect();
+    ctx.ownership().record_all(created).with_context(|| {
+        format!(
+            "recording that op-dbus created link(s) {}",
+            names.join(", ")
+        )
+    })?;
+    created.clear();
+    Ok(())
 }
 
 /// Some links appear asynchronously (an OVS internal port once ovs-vswitchd
 /// has processed the transaction, a link udev renames): wait a bounded time
 /// for `name` before acting on it.
 async fn wait_for_link(nl: &Netlink, name: &str) {
+    // Known to this connection (created or seen by it): no look-up. A stale
+    // index is caught by the action itself (ENODEV: looked up again).
+    if nl.index_of("waiting for a link", name).await.is_ok() {
+        return;
+    }
     for _ in 0..50 {
         if matches!(nl.link(name).await, Ok(Some(_))) {
             return;

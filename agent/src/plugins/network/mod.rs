@@ -21,15 +21,7 @@ use crate::netlink::Netlink;
 use opdbus_state::model::Distribution;
 use opdbus_state::State;
 
-pub use model::{Current, Desired, NetAction};
-
-/// Plugin name and kind under which created links are recorded in the
-/// ownership registry.
-pub const PLUGIN: &str = "network";
-pub const LINK: &str = "link";
-pub const OVS_BRIDGE: &str = "ovs-bridge";
-/// Id `BRIDGE/PORT`.
-pub const OVS_PORT: &str = "ovs-port";
+pub use model::{Current, Desired, NetAction, LINK, OVS_BRIDGE, OVS_PORT, PLUGIN};
 
 /// The `network` plugin (state sections `plugins.network` and `plugins.net`).
 #[derive(Default)]

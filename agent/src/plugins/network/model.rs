@@ -15,6 +15,14 @@ use crate::ovsdb::{PortKind, PortSpec};
 use opdbus_state::model::OvsPortType;
 use opdbus_state::normalize::{IfaceKind, NetworkSpec};
 
+/// Plugin name and kinds under which created links and OVS objects are
+/// recorded in the ownership registry.
+pub const PLUGIN: &str = "network";
+pub const LINK: &str = "link";
+pub const OVS_BRIDGE: &str = "ovs-bridge";
+/// Id `BRIDGE/PORT`.
+pub const OVS_PORT: &str = "ovs-port";
+
 /// The kind of link the state wants; `Existing` links (ethernet NICs, ports
 /// the state only references) are never created, only configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,7 +302,7 @@ impl Current {
     pub fn owns_ovs_bridge(&self, name: &str) -> bool {
         self.owned_ovs
             .iter()
-            .any(|o| o.kind == super::OVS_BRIDGE && o.id == name)
+            .any(|o| o.kind == OVS_BRIDGE && o.id == name)
     }
 
     /// Whether the agent added `port` to the OVS bridge `bridge`.
@@ -302,7 +310,7 @@ impl Current {
         let id = format!("{bridge}/{port}");
         self.owned_ovs
             .iter()
-            .any(|o| o.kind == super::OVS_PORT && o.id == id)
+            .any(|o| o.kind == OVS_PORT && o.id == id)
     }
 
     /// Whether a container's veth hangs on `bridge` (it is then never pruned).
@@ -592,7 +600,7 @@ fn bond_mode(m: opdbus_state::model::BondMode) -> Option<BondMode> {
 
 /// Builds the desired links, routes and DNS from the normalized state; the
 /// files rendered from them (networkd drop-ins, /etc/network/interfaces) are
-/// added by [`super::desired_of`].
+/// added by the plugin's `desired_of`.
 pub fn desired_from_spec(spec: &NetworkSpec) -> Desired {
     let mut links: BTreeMap<String, LinkWant> = BTreeMap::new();
     let mut masters: BTreeMap<String, String> = BTreeMap::new();

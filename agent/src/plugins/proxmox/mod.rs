@@ -505,10 +505,9 @@ fn diff_guest(
 fn diff_ha(g: &model::DesiredGuest, current: &Current, out: &mut Vec<Action>) {
     let sid = g.sid();
     let have = current.ha.get(&sid).and_then(Option::as_ref);
-    let want = g
-        .ha
-        .as_ref()
-        .filter(|h| h.enabled && g.state != PveGuestState::Absent);
+    let want =
+        g.ha.as_ref()
+            .filter(|h| h.enabled && g.state != PveGuestState::Absent);
     match (want, have) {
         (None, None) => {}
         (None, Some(_)) => {

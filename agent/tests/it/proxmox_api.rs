@@ -960,3 +960,44 @@ async fn fleet_example_with_ha_applies_and_a_second_apply_writes_nothing() {
     );
     assert_eq!(env.sim.writes(), writes, "a re-apply wrote to the API");
 }
+
+/// `state: absent` on a storage definition removes one op-dbus made (the
+/// data stays) and refuses one it did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_storage_is_removed_only_when_op_dbus_made_it() {
+    let env = Env::new(fast());
+    let nfs = json!({"id": "nfs-backup", "type": "nfs", "server": "192.168.1.100",
+                     "export": "/mnt/backups", "content": ["backup"]});
+    assert!(
+        env.apply(&env.state(json!({"storage": [nfs.clone()]})))
+            .await
+            .ok
+    );
+    let mut gone = nfs.clone();
+    gone["state"] = json!("absent");
+    let local = json!({"id": "local", "type": "dir", "state": "absent"});
+    let r = env
+        .apply(&env.state(json!({"storage": [gone.clone(), local]})))
+        .await;
+    assert!(!r.ok);
+    assert!(
+        dump(&r).contains("the state marks storage local absent, but op-dbus did not define it"),
+        "{}",
+        dump(&r)
+    );
+    // The refusal rolled the transaction back: nfs-backup is defined again.
+    assert!(
+        env.sim
+            .world
+            .lock()
+            .unwrap()
+            .storage
+            .contains_key("nfs-backup"),
+        "{}",
+        dump(&r)
+    );
+    let r = env.apply(&env.state(json!({"storage": [gone]}))).await;
+    assert!(r.ok, "{}", dump(&r));
+    let w = env.sim.world.lock().unwrap();
+    assert!(!w.storage.contains_key("nfs-backup") && w.storage.contains_key("local"));
+}

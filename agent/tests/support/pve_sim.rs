@@ -792,6 +792,13 @@ impl Shared {
                 }
                 ok(json!({"storage": id, "type": c.get("type")}))
             }
+            ("DELETE", ["storage", id]) => {
+                let mut w = self.world.lock().unwrap();
+                if w.storage.remove(*id).is_none() {
+                    return fail(500, format!("storage '{id}' does not exist"));
+                }
+                ok(Value::Null)
+            }
             ("GET", ["cluster", "backup"]) => {
                 let w = self.world.lock().unwrap();
                 ok(Value::Array(

@@ -204,6 +204,9 @@ pub struct Current {
     /// the guest is no HA resource).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ha: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// Storage definitions op-dbus made, from the ownership registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_storage: Vec<String>,
     /// HA resources op-dbus added (`vm:100`), from the ownership registry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned_ha: Vec<String>,

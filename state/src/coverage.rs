@@ -424,6 +424,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/proxmox/containers/*/ha/comment", "proxmox"),
     plugin("/plugins/proxmox/storage/*/id", "proxmox"),
     plugin("/plugins/proxmox/storage/*/type", "proxmox"),
+    plugin("/plugins/proxmox/storage/*/state", "proxmox"),
     plugin("/plugins/proxmox/storage/*/content/*", "proxmox"),
     plugin("/plugins/proxmox/storage/*/thinpool", "proxmox"),
     plugin("/plugins/proxmox/storage/*/vgname", "proxmox"),

@@ -132,11 +132,7 @@ async fn seed_example_applies_and_a_second_apply_writes_nothing() {
         assert!(w.rejected.is_empty(), "{:?}", w.rejected);
         // plugins.proxmox.network is the network plugin's (one writer of
         // /etc/network/interfaces): nothing went to the PVE network API.
-        assert!(
-            !w.log.iter().any(|l| l.contains("/network")),
-            "{:?}",
-            w.log
-        );
+        assert!(!w.log.iter().any(|l| l.contains("/network")), "{:?}", w.log);
         // Every write of a task was polled to its end.
         assert!(w.tasks.values().all(|t| t.done && t.exitstatus == "OK"));
     }
@@ -636,10 +632,14 @@ async fn ha_resources_apply_then_reapply_writes_nothing_and_drift_is_repaired() 
     assert!(r.ok, "{}", dump(&r));
     assert_eq!(
         ha_of(&env, "vm:100").unwrap(),
-        [("group", "web"), ("max_relocate", "2"), ("state", "started")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("group", "web"),
+            ("max_relocate", "2"),
+            ("state", "started")
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     );
     assert_eq!(ha_of(&env, "vm:101").unwrap()["state"], "stopped");
     assert_eq!(ha_of(&env, "ct:200").unwrap()["max_restart"], "3");
@@ -657,7 +657,12 @@ async fn ha_resources_apply_then_reapply_writes_nothing_and_drift_is_repaired() 
     }
     let writes = env.sim.writes();
     let again = env.apply(&state).await;
-    assert_eq!(outcome(&again), PluginOutcome::Unchanged, "{}", dump(&again));
+    assert_eq!(
+        outcome(&again),
+        PluginOutcome::Unchanged,
+        "{}",
+        dump(&again)
+    );
     assert_eq!(env.sim.writes(), writes, "a re-apply wrote to the API");
 
     // Drift: someone stops vm:100 through HA and changes its relocations.
@@ -672,8 +677,14 @@ async fn ha_resources_apply_then_reapply_writes_nothing_and_drift_is_repaired() 
     let r = env.apply(&state).await;
     assert!(r.ok, "{}", dump(&r));
     let h = ha_of(&env, "vm:100").unwrap();
-    assert_eq!((h["state"].as_str(), h["max_relocate"].as_str()), ("started", "2"));
-    assert_eq!(h["comment"], "by hand", "a key the state does not name was touched");
+    assert_eq!(
+        (h["state"].as_str(), h["max_relocate"].as_str()),
+        ("started", "2")
+    );
+    assert_eq!(
+        h["comment"], "by hand",
+        "a key the state does not name was touched"
+    );
     assert!(env.sim.guest(100).unwrap().running);
     let log = env.sim.world.lock().unwrap().log.clone();
     assert!(
@@ -724,16 +735,22 @@ async fn ha_off_removes_only_what_op_dbus_added() {
                 running: true,
             },
         );
-        w.ha.insert("vm:101".into(), [("state".to_string(), "started".to_string())].into());
+        w.ha.insert(
+            "vm:101".into(),
+            [("state".to_string(), "started".to_string())].into(),
+        );
     }
     // One the state turns off that op-dbus did not add: refused, kept
     // (and the refusal fails the transaction, as every refusal does).
-    let hand = env.state(json!({"vms": [{"vmid": 100, "ha": {}}, {"vmid": 101, "ha": {"enabled": false}}]}));
+    let hand = env
+        .state(json!({"vms": [{"vmid": 100, "ha": {}}, {"vmid": 101, "ha": {"enabled": false}}]}));
     let r = env.apply(&hand).await;
     assert!(!r.ok);
     assert!(ha_of(&env, "vm:101").is_some(), "{}", dump(&r));
     assert!(
-        dump(&r).contains("op-dbus did not add that HA resource: remove it by hand (`ha-manager remove vm:101`)"),
+        dump(&r).contains(
+            "op-dbus did not add that HA resource: remove it by hand (`ha-manager remove vm:101`)"
+        ),
         "{}",
         dump(&r)
     );
@@ -744,7 +761,11 @@ async fn ha_off_removes_only_what_op_dbus_added() {
     let r = env.apply(&off).await;
     assert!(r.ok, "{}", dump(&r));
     assert!(ha_of(&env, "vm:100").is_none(), "{}", dump(&r));
-    assert!(ha_of(&env, "vm:110").is_none() && env.sim.guest(110).is_none(), "{}", dump(&r));
+    assert!(
+        ha_of(&env, "vm:110").is_none() && env.sim.guest(110).is_none(),
+        "{}",
+        dump(&r)
+    );
     assert!(ha_of(&env, "vm:101").is_some(), "{}", dump(&r));
     // VM 100 is no HA resource now: op-dbus starts and stops it again.
     assert!(env.sim.guest(100).unwrap().running);
@@ -805,7 +826,10 @@ async fn a_join_is_refused_until_the_state_gives_what_it_needs() {
         text.contains("node pve is a standalone node and the state puts it in cluster prod; joining needs what the state does not give: /plugins/proxmox/cluster/join/password_file"),
         "{text}"
     );
-    assert!(!text.contains("join/peer"), "the peer comes from nodes: {text}");
+    assert!(
+        !text.contains("join/peer"),
+        "the peer comes from nodes: {text}"
+    );
     assert_eq!(env.sim.writes(), 0);
 
     let pw = env.dir.path().join("pve-root-password");
@@ -816,18 +840,36 @@ async fn a_join_is_refused_until_the_state_gives_what_it_needs() {
         "join": {"fingerprint": fp, "password_file": pw.to_str().unwrap()}}}));
     let r = env.apply(&full).await;
     assert!(!r.ok);
-    assert!(dump(&r).contains("readable by group or others"), "{}", dump(&r));
-    assert_eq!(env.sim.writes(), 0, "a join was sent with a world-readable password");
+    assert!(
+        dump(&r).contains("readable by group or others"),
+        "{}",
+        dump(&r)
+    );
+    assert_eq!(
+        env.sim.writes(),
+        0,
+        "a join was sent with a world-readable password"
+    );
 
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let r = env.apply(&full).await;
     assert!(r.ok, "{}", dump(&r));
-    assert_eq!(env.sim.world.lock().unwrap().cluster.as_deref(), Some("prod"));
+    assert_eq!(
+        env.sim.world.lock().unwrap().cluster.as_deref(),
+        Some("prod")
+    );
     let text = dump(&r);
-    assert!(!text.contains("peer-root-secret"), "the password leaked: {text}");
+    assert!(
+        !text.contains("peer-root-secret"),
+        "the password leaked: {text}"
+    );
     {
         let w = env.sim.world.lock().unwrap();
-        let join = w.tasks.values().find(|t| t.upid.contains(":clusterjoin:")).unwrap();
+        let join = w
+            .tasks
+            .values()
+            .find(|t| t.upid.contains(":clusterjoin:"))
+            .unwrap();
         assert!(join.done && join.exitstatus == "OK", "{join:?}");
     }
     // Membership is queried and reported: the peer is a member now.
@@ -839,7 +881,12 @@ async fn a_join_is_refused_until_the_state_gives_what_it_needs() {
     assert_eq!(current["cluster"]["config_nodes"], json!(["pve", "pve1"]));
     let writes = env.sim.writes();
     let again = env.apply(&full).await;
-    assert_eq!(outcome(&again), PluginOutcome::Unchanged, "{}", dump(&again));
+    assert_eq!(
+        outcome(&again),
+        PluginOutcome::Unchanged,
+        "{}",
+        dump(&again)
+    );
     assert_eq!(env.sim.writes(), writes);
 }
 
@@ -869,4 +916,88 @@ async fn a_refused_join_puts_the_task_log_in_the_error() {
         "{text}"
     );
     assert!(env.sim.world.lock().unwrap().cluster.is_none());
+}
+
+/// `state-examples/proxmox-fleet.json` (seed 002, example 3: a VM pinned
+/// to a node with HA) applies on a member of its cluster; a second apply
+/// sends no write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_example_with_ha_applies_and_a_second_apply_writes_nothing() {
+    let env = Env::new(fast());
+    {
+        let mut w = env.sim.world.lock().unwrap();
+        w.cluster = Some("prod-cluster".into());
+        w.members = vec![("pve1".into(), "192.168.1.10".into())];
+        w.ha_groups = vec!["web-servers".into()];
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/proxmox-fleet.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let state = env.state(v["plugins"]["proxmox"].clone());
+    let r = env.apply(&state).await;
+    assert!(r.ok, "{}", dump(&r));
+    let h = ha_of(&env, "vm:100").unwrap();
+    assert_eq!(
+        (
+            h["group"].as_str(),
+            h["max_relocate"].as_str(),
+            h["state"].as_str()
+        ),
+        ("web-servers", "1", "started")
+    );
+    assert!(env.sim.guest(100).unwrap().running);
+    let log = env.sim.world.lock().unwrap().log.clone();
+    assert!(
+        log.iter().any(|l| l.starts_with("POST /nodes/pve1/qemu ")),
+        "{log:?}"
+    );
+    let writes = env.sim.writes();
+    let again = env.apply(&state).await;
+    assert_eq!(
+        outcome(&again),
+        PluginOutcome::Unchanged,
+        "{}",
+        dump(&again)
+    );
+    assert_eq!(env.sim.writes(), writes, "a re-apply wrote to the API");
+}
+
+/// `state: absent` on a storage definition removes one op-dbus made (the
+/// data stays) and refuses one it did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_storage_is_removed_only_when_op_dbus_made_it() {
+    let env = Env::new(fast());
+    let nfs = json!({"id": "nfs-backup", "type": "nfs", "server": "192.168.1.100",
+                     "export": "/mnt/backups", "content": ["backup"]});
+    assert!(
+        env.apply(&env.state(json!({"storage": [nfs.clone()]})))
+            .await
+            .ok
+    );
+    let mut gone = nfs.clone();
+    gone["state"] = json!("absent");
+    let local = json!({"id": "local", "type": "dir", "state": "absent"});
+    let r = env
+        .apply(&env.state(json!({"storage": [gone.clone(), local]})))
+        .await;
+    assert!(!r.ok);
+    assert!(
+        dump(&r).contains("the state marks storage local absent, but op-dbus did not define it"),
+        "{}",
+        dump(&r)
+    );
+    // The refusal rolled the transaction back: nfs-backup is defined again.
+    assert!(
+        env.sim
+            .world
+            .lock()
+            .unwrap()
+            .storage
+            .contains_key("nfs-backup"),
+        "{}",
+        dump(&r)
+    );
+    let r = env.apply(&env.state(json!({"storage": [gone]}))).await;
+    assert!(r.ok, "{}", dump(&r));
+    let w = env.sim.world.lock().unwrap();
+    assert!(!w.storage.contains_key("nfs-backup") && w.storage.contains_key("local"));
 }

@@ -183,7 +183,7 @@ fn check_value(s: &Value, v: &str) -> Result<(), String> {
             if let Some(pat) = s["pattern"].as_str() {
                 let re = regex::Regex::new(&format!("^(?:{pat})$")).unwrap();
                 if !re.is_match(v) {
-                    return Err(format!("value does not match the regex pattern"));
+                    return Err("value does not match the regex pattern".to_string());
                 }
             }
             if let Some(en) = s["enum"].as_array() {
@@ -689,9 +689,13 @@ impl Shared {
                 if w.cluster.is_none() {
                     return fail(500, "Corosync config '/etc/pve/corosync.conf' does not exist - is this node part of a cluster?");
                 }
-                let mut v = vec![json!({"node": NODE, "nodeid": 1, "quorum_votes": 1, "ring0_addr": "127.0.0.1"})];
+                let mut v = vec![
+                    json!({"node": NODE, "nodeid": 1, "quorum_votes": 1, "ring0_addr": "127.0.0.1"}),
+                ];
                 for (i, (n, ip)) in w.members.iter().enumerate() {
-                    v.push(json!({"node": n, "nodeid": i + 2, "quorum_votes": 1, "ring0_addr": ip}));
+                    v.push(
+                        json!({"node": n, "nodeid": i + 2, "quorum_votes": 1, "ring0_addr": ip}),
+                    );
                 }
                 ok(Value::Array(v))
             }
@@ -720,7 +724,7 @@ impl Shared {
                     Ok(vec![
                         format!("Establishing API connection with host '{hostname}'"),
                         "Request addition of this node".into(),
-                        format!("Join request OK, finishing setup locally"),
+                        "Join request OK, finishing setup locally".into(),
                         "successfully added node 'pve' to cluster.".into(),
                     ])
                 })
@@ -787,6 +791,13 @@ impl Shared {
                     c.remove(&k);
                 }
                 ok(json!({"storage": id, "type": c.get("type")}))
+            }
+            ("DELETE", ["storage", id]) => {
+                let mut w = self.world.lock().unwrap();
+                if w.storage.remove(*id).is_none() {
+                    return fail(500, format!("storage '{id}' does not exist"));
+                }
+                ok(Value::Null)
             }
             ("GET", ["cluster", "backup"]) => {
                 let w = self.world.lock().unwrap();
@@ -1168,7 +1179,10 @@ impl Shared {
                 .ok_or_else(|| format!("unable to find VM {id}"))?;
             let want = if g.kind == "qemu" { "vm" } else { "ct" };
             if ty.as_deref().is_some_and(|t| t != want) {
-                return Err(format!("resource type '{}' does not match guest {id} ({want})", ty.unwrap()));
+                return Err(format!(
+                    "resource type '{}' does not match guest {id} ({want})",
+                    ty.unwrap()
+                ));
             }
             Ok((format!("{want}:{id}"), id))
         };
@@ -1176,8 +1190,7 @@ impl Shared {
             let w = self.world.lock().unwrap();
             return match rest {
                 [] => ok(Value::Array(
-                    w.ha
-                        .iter()
+                    w.ha.iter()
                         .map(|(sid, c)| {
                             let mut o = obj(c);
                             o["sid"] = json!(sid);
@@ -1207,7 +1220,10 @@ impl Shared {
         }
         let lock = "domain-ha";
         if self.locks.acquire(lock, lock_wait).is_err() {
-            return fail(500, format!("cfs-lock '{lock}' error: got lock request timeout"));
+            return fail(
+                500,
+                format!("cfs-lock '{lock}' error: got lock request timeout"),
+            );
         }
         let task = self.timing.lock().unwrap().task;
         std::thread::sleep(task / 2);
@@ -1251,7 +1267,11 @@ impl Shared {
                             c.insert(k.clone(), v.clone());
                         }
                     }
-                    for k in p.get("delete").map(|d| d.split(',').map(String::from).collect::<Vec<_>>()).unwrap_or_default() {
+                    for k in p
+                        .get("delete")
+                        .map(|d| d.split(',').map(String::from).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                    {
                         c.remove(&k);
                     }
                 }
@@ -1264,7 +1284,10 @@ impl Shared {
                 _ => return fail(501, "not implemented in the simulator"),
             }
             // The CRM acts on the requested state.
-            let state = w.ha[&sid].get("state").cloned().unwrap_or_else(|| "started".into());
+            let state = w.ha[&sid]
+                .get("state")
+                .cloned()
+                .unwrap_or_else(|| "started".into());
             if let Some(g) = w.guests.get_mut(&id) {
                 match state.as_str() {
                     "started" | "enabled" => g.running = true,

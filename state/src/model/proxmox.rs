@@ -190,6 +190,10 @@ pub struct PveStorage {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
+    /// `absent`: the definition is removed if op-dbus made it (the data on
+    /// it stays); refused otherwise.
+    #[serde(default, skip_serializing_if = "PveStorageState::is_present")]
+    pub state: PveStorageState,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +206,20 @@ pub struct PveStorage {
     pub export: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PveStorageState {
+    #[default]
+    Present,
+    Absent,
+}
+
+impl PveStorageState {
+    pub fn is_present(&self) -> bool {
+        *self == PveStorageState::Present
+    }
 }
 
 /// A stanza of /etc/network/interfaces as PVE writes it. The network

@@ -113,7 +113,12 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     }
 
     for (k, vm) in p.vms.iter().enumerate() {
-        check_ha(cx, &format!("/plugins/proxmox/vms/{k}"), vm.state, vm.ha.as_ref());
+        check_ha(
+            cx,
+            &format!("/plugins/proxmox/vms/{k}"),
+            vm.state,
+            vm.ha.as_ref(),
+        );
     }
     for (k, ct) in p.containers.iter().enumerate() {
         check_ha(

@@ -120,7 +120,12 @@ pub fn read_private(path: &Path, what: &str) -> anyhow::Result<String> {
     let mut text = String::new();
     f.read_to_string(&mut text)
         .map_err(|e| anyhow::anyhow!("reading {what} {}: {e}", path.display()))?;
-    let line = text.lines().next().unwrap_or_default().trim_end().to_string();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string();
     anyhow::ensure!(!line.is_empty(), "{what} {} is empty", path.display());
     Ok(line)
 }

@@ -30,7 +30,7 @@ use crate::engine::{ActionError, ActionResult, Context, Plugin, PluginAction};
 use api::{encode, form, ApiError, Client, Endpoint};
 use model::{ClusterInfo, ClusterNode, GuestCurrent};
 pub use model::{Current, Desired, GuestKind};
-use opdbus_state::model::PveGuestState;
+use opdbus_state::model::{PveGuestState, PveStorageState};
 use opdbus_state::State;
 
 const PLUGIN: &str = "proxmox";
@@ -95,6 +95,8 @@ pub enum Action {
         set: BTreeMap<String, String>,
         digest: Option<String>,
     },
+    /// `DELETE /storage/{id}`: the definition op-dbus made (not the data).
+    RemoveStorage { id: String },
     CreateBackupJob {
         id: String,
         params: BTreeMap<String, String>,
@@ -175,6 +177,9 @@ impl fmt::Display for Action {
             Action::UpdateStorage { id, set, .. } => {
                 write!(f, "update storage {id}: set {}", keys(set))
             }
+            Action::RemoveStorage { id } => {
+                write!(f, "remove storage definition {id} (made by op-dbus)")
+            }
             Action::CreateBackupJob { id, .. } => write!(f, "create backup job {id}"),
             Action::UpdateBackupJob { id, set } => {
                 write!(f, "update backup job {id}: set {}", keys(set))
@@ -212,6 +217,7 @@ impl PluginAction for Action {
             Action::DestroyGuest { .. } => "destroy-guest",
             Action::CreateStorage { .. } => "create-storage",
             Action::UpdateStorage { .. } => "update-storage",
+            Action::RemoveStorage { .. } => "remove-storage",
             Action::CreateBackupJob { .. } => "create-backup-job",
             Action::UpdateBackupJob { .. } => "update-backup-job",
             Action::CreateHaResource { .. } => "create-ha-resource",
@@ -230,9 +236,9 @@ impl PluginAction for Action {
             | Action::StartGuest { kind, vmid, .. }
             | Action::StopGuest { kind, vmid, .. }
             | Action::DestroyGuest { kind, vmid, .. } => format!("pve-{}:{vmid}", kind.short()),
-            Action::CreateStorage { id, .. } | Action::UpdateStorage { id, .. } => {
-                format!("pve-storage:{id}")
-            }
+            Action::CreateStorage { id, .. }
+            | Action::UpdateStorage { id, .. }
+            | Action::RemoveStorage { id } => format!("pve-storage:{id}"),
             Action::CreateBackupJob { id, .. } | Action::UpdateBackupJob { id, .. } => {
                 format!("pve-backup-job:{id}")
             }
@@ -505,10 +511,9 @@ fn diff_guest(
 fn diff_ha(g: &model::DesiredGuest, current: &Current, out: &mut Vec<Action>) {
     let sid = g.sid();
     let have = current.ha.get(&sid).and_then(Option::as_ref);
-    let want = g
-        .ha
-        .as_ref()
-        .filter(|h| h.enabled && g.state != PveGuestState::Absent);
+    let want =
+        g.ha.as_ref()
+            .filter(|h| h.enabled && g.state != PveGuestState::Absent);
     match (want, have) {
         (None, None) => {}
         (None, Some(_)) => {
@@ -605,6 +610,24 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<Action> {
     }
     for s in &desired.storage {
         let want = model::storage_params(s);
+        if s.state == PveStorageState::Absent {
+            if current
+                .storage
+                .get(&s.id)
+                .and_then(Option::as_ref)
+                .is_some()
+            {
+                if current.owned_storage.contains(&s.id) {
+                    out.push(Action::RemoveStorage { id: s.id.clone() });
+                } else {
+                    out.push(Action::Refuse {
+                        resource: format!("pve-storage:{}", s.id),
+                        why: format!("the state marks storage {} absent, but op-dbus did not define it: remove it by hand (`pvesm remove {}`) if it should go, or remove it from the state", s.id, s.id),
+                    });
+                }
+            }
+            continue;
+        }
         match current.storage.get(&s.id).and_then(Option::as_ref) {
             None => out.push(Action::CreateStorage {
                 id: s.id.clone(),
@@ -787,6 +810,13 @@ async fn apply_one(c: &Client, ownership: &Ownership, root: &Path, a: &Action) -
             ownership.record(PLUGIN, "storage", id, None)?;
             None
         }
+        Action::RemoveStorage { id } => {
+            c.delete(&format!("/storage/{}", encode(id)), &[])
+                .await
+                .map_err(action_error)?;
+            ownership.forget(PLUGIN, "storage", id)?;
+            None
+        }
         Action::UpdateStorage { id, set, digest } => {
             let mut form = params(set);
             if let Some(d) = digest {
@@ -955,7 +985,9 @@ fn checkpoint(current: &Current, actions: &[Action]) -> Checkpoint {
                     _ => {}
                 }
             }
-            Action::CreateStorage { id, .. } | Action::UpdateStorage { id, .. } => {
+            Action::CreateStorage { id, .. }
+            | Action::UpdateStorage { id, .. }
+            | Action::RemoveStorage { id } => {
                 cp.storage
                     .insert(id.clone(), current.storage.get(id).cloned().flatten());
             }
@@ -1117,6 +1149,18 @@ async fn restore(c: &Client, ownership: &Ownership, cp: &Checkpoint) -> anyhow::
                 ownership.forget(PLUGIN, "storage", id)?;
                 undone += 1;
             }
+            Some(b) if c.get_opt(&path).await?.is_none() => {
+                // Removed by the transaction: defined again as it was.
+                let mut form = vec![pair("storage", id.clone())];
+                form.extend(
+                    b.iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "digest" | "storage"))
+                        .map(|(k, v)| pair(k, v.clone())),
+                );
+                c.post("/storage", &form).await?;
+                ownership.record(PLUGIN, "storage", id, None)?;
+                undone += 1;
+            }
             Some(b) => {
                 let form: Vec<(String, String)> = b
                     .iter()
@@ -1162,7 +1206,9 @@ fn lane(a: &Action) -> (u8, String) {
     match a {
         // PVE joins only a node without guests: before anything else.
         Action::JoinCluster { .. } => (0, String::new()),
-        Action::CreateStorage { .. } | Action::UpdateStorage { .. } => (1, String::new()),
+        Action::CreateStorage { .. }
+        | Action::UpdateStorage { .. }
+        | Action::RemoveStorage { .. } => (1, String::new()),
         Action::CreateBackupJob { .. } | Action::UpdateBackupJob { .. } | Action::Refuse { .. } => {
             (3, String::new())
         }
@@ -1266,6 +1312,11 @@ impl Plugin for ProxmoxPlugin {
         let owned = Ownership::new(&ctx.state_dir);
         out.owned = owned
             .owned(PLUGIN, "guest")?
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        out.owned_storage = owned
+            .owned(PLUGIN, "storage")?
             .into_iter()
             .map(|o| o.id)
             .collect();

@@ -84,9 +84,9 @@ impl DesiredGuest {
 
     /// Whether the HA manager, not op-dbus, starts and stops the guest.
     pub fn ha_managed(&self) -> bool {
-        self.ha
-            .as_ref()
-            .is_some_and(|h| h.enabled && h.params.get("state").map(String::as_str) != Some("ignored"))
+        self.ha.as_ref().is_some_and(|h| {
+            h.enabled && h.params.get("state").map(String::as_str) != Some("ignored")
+        })
     }
 }
 
@@ -204,6 +204,9 @@ pub struct Current {
     /// the guest is no HA resource).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ha: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// Storage definitions op-dbus made, from the ownership registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_storage: Vec<String>,
     /// HA resources op-dbus added (`vm:100`), from the ownership registry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned_ha: Vec<String>,
@@ -407,7 +410,11 @@ pub fn desired(state: &State) -> anyhow::Result<Option<Desired>> {
         cluster: p.cluster.as_ref().map(|c| DesiredCluster {
             enabled: c.enabled,
             name: c.name.clone(),
-            nodes: c.nodes.iter().map(|n| (n.name.clone(), n.ip.clone())).collect(),
+            nodes: c
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.ip.clone()))
+                .collect(),
             join: c.join.as_ref().map(|j| DesiredJoin {
                 peer: j.peer.clone(),
                 fingerprint: j.fingerprint.as_deref().map(pve_fingerprint),
@@ -809,5 +816,59 @@ mod tests {
             Some("keep-weekly=4,keep-daily=7"),
             "keep-daily=7,keep-weekly=4"
         ));
+    }
+
+    #[test]
+    fn ha_options_compare_with_pve_defaults() {
+        assert!(ha_matches("state", None, "started"));
+        assert!(ha_matches("state", Some("enabled"), "started"));
+        assert!(!ha_matches("state", Some("stopped"), "started"));
+        assert!(ha_matches("max_restart", None, "1"));
+        assert!(!ha_matches("max_relocate", None, "2"));
+        assert!(!ha_matches("group", None, "web"));
+        assert!(ha_matches("group", Some("web"), "web"));
+    }
+
+    #[test]
+    fn a_join_fingerprint_is_written_as_pve_takes_it() {
+        let plain = "ab".repeat(32);
+        let want = ["AB"; 32].join(":");
+        assert_eq!(pve_fingerprint(&plain), want);
+        assert_eq!(pve_fingerprint(&want.to_ascii_lowercase()), want);
+    }
+
+    #[test]
+    fn cluster_membership_is_reported_against_the_state() {
+        let want = DesiredCluster {
+            enabled: true,
+            name: "prod".into(),
+            nodes: vec![
+                ("pve".into(), "192.0.2.10".into()),
+                ("pve2".into(), "192.0.2.11".into()),
+            ],
+            join: None,
+        };
+        let node = |name: &str, online| ClusterNode {
+            name: name.into(),
+            ip: None,
+            online,
+        };
+        let now = ClusterInfo {
+            name: Some("prod".into()),
+            quorate: Some(true),
+            nodes: vec![node("pve", true), node("pve3", false)],
+            config_nodes: vec![],
+        };
+        assert_eq!(
+            cluster_report(&now, &want),
+            [
+                "pve2 (192.0.2.11) is not a member yet",
+                "member pve3 is not listed in the state"
+            ]
+        );
+        assert_eq!(
+            cluster_report(&ClusterInfo::default(), &want),
+            ["this node is standalone"]
+        );
     }
 }

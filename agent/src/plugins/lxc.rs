@@ -468,6 +468,7 @@ pub fn discover_section(containers: &[Container]) -> Option<opdbus_state::model:
                     network,
                 },
                 autostart: c.config.autostart,
+                unprivileged: c.config.unprivileged,
                 state: match c.status {
                     Status::Running => GuestState::Started,
                     Status::Stopped => GuestState::Stopped,

@@ -89,7 +89,7 @@ pub struct Spec {
     #[serde(default)]
     pub autostart: bool,
     /// Container root is host uid/gid [`super::idmap::BASE`] and up.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unprivileged: bool,
 }
 

@@ -26,7 +26,7 @@ pub struct LxcContainer {
     #[serde(default)]
     pub autostart: bool,
     /// Container root is host uid/gid 100000 and up (an id map).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unprivileged: bool,
     #[serde(default)]
     pub state: GuestState,

@@ -685,17 +685,36 @@ impl Plugin for PackagesPlugin {
             }
             .map_err(|e| format!("refreshing the package lists: {e:#} ({via})")),
         };
+        // A refresh that fails (one unreachable mirror of several, as on a
+        // host without a route to the Internet but with a local repository)
+        // does not stop the install, as with `apt-get update`: the lists
+        // that could be read are used, and an install that then fails says
+        // why the lists may be stale.
+        let stale = match (&refresh, &sources_failed) {
+            (Err(e), None) => {
+                tracing::warn!(
+                    plugin = "packages",
+                    "{e}; installing from the lists apt has"
+                );
+                Some(e.clone())
+            }
+            _ => None,
+        };
         for install in [true, false] {
             let names = pick(install);
             if names.is_empty() {
                 continue;
             }
             let r = match (&refresh, &pk) {
-                (Err(e), _) if install || sources_failed.is_some() => Err(e.clone()),
+                (Err(e), _) if sources_failed.is_some() => Err(e.clone()),
                 (_, Some(pk)) => pk_apply(pk, install, &names)
                     .await
                     .map_err(|e| format!("{e:#} ({via})")),
                 (_, None) => apt_apply(ctx, install, &names).map_err(|e| format!("{e:#} ({via})")),
+            };
+            let r = match (r, &stale) {
+                (Err(e), Some(s)) if install => Err(format!("{e}; before it, {s}")),
+                (r, _) => r,
             };
             outcome.insert(install, r);
         }

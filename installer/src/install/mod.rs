@@ -429,6 +429,7 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
     // What it loads at first boot: the state's table, rendered by the
     // agent's own code, so the rules hold before the network and the agent.
     write_firewall_boot_file(root, state)?;
+    lxc_default_bridge_off(root, state)?;
     let layout = state.plugins.opdbus.clone().unwrap_or_default();
     let plugin_toml = std::fs::read_to_string(opts.templates.join("layout/plugin.toml"))
         .context("reading template layout/plugin.toml")?;
@@ -470,6 +471,42 @@ pub fn write_firewall_boot_file(root: &Root, state: &State) -> Result<bool> {
     root.set_dir_mode("/etc/op-dbus", 0o700)?;
     root.write(nft::BOOT_FILE, nft::batch_text(&table), 0o600)?;
     Ok(true)
+}
+
+/// LXC's own bridge (`lxcbr0`, 10.0.3.0/24 with its dnsmasq and NAT, made by
+/// `lxc-net.service`) is a network the state does not name: on an op-dbus
+/// host the containers hang on the state's bridges. It is turned off in
+/// the target's `/etc/default/lxc-net` unless the state names `lxcbr0`.
+/// Returns whether it changed the file.
+pub fn lxc_default_bridge_off(root: &Root, state: &State) -> Result<bool> {
+    const FILE: &str = "/etc/default/lxc-net";
+    if !root.exists(FILE)
+        || state
+            .network_spec()
+            .interfaces
+            .iter()
+            .any(|i| i.name == "lxcbr0")
+    {
+        return Ok(false);
+    }
+    let text = root.read_to_string(FILE)?;
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let l2 = l.trim_start();
+            if l2.starts_with("USE_LXC_BRIDGE=") && !l2.starts_with("USE_LXC_BRIDGE=\"false\"") {
+                changed = true;
+                "USE_LXC_BRIDGE=\"false\"  # op-dbus: containers use the state's bridges".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if changed {
+        root.write(FILE, lines.join("\n") + "\n", 0o644)?;
+    }
+    Ok(changed)
 }
 
 /// The agent, its units (enabled by the package's postinst) and D-Bus

@@ -134,3 +134,36 @@ fn the_boot_file_loads_with_nft_as_the_unit_runs_it() {
     );
     assert_eq!(listing.matches("dport 8096").count(), 1, "{listing}");
 }
+
+/// LXC's own bridge is turned off in the target unless the state names it;
+/// the rest of `/etc/default/lxc-net` is kept, and a second run changes nothing.
+#[test]
+fn the_handoff_turns_lxcs_own_bridge_off_unless_the_state_names_it() {
+    use opdbus_installer::install::lxc_default_bridge_off;
+    let tree = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tree.path().join("etc/default")).unwrap();
+    let file = tree.path().join("etc/default/lxc-net");
+    fs::write(
+        &file,
+        "USE_LXC_BRIDGE=\"true\"\n\n#LXC_DHCP_CONFILE=/etc/dnsmasq.conf\n",
+    )
+    .unwrap();
+    let root = Root::open(tree.path()).unwrap();
+    let mut state = e2e_state();
+    assert!(lxc_default_bridge_off(&root, &state).unwrap());
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("USE_LXC_BRIDGE=\"false\""), "{text}");
+    assert!(text.contains("#LXC_DHCP_CONFILE=/etc/dnsmasq.conf"));
+    assert!(!lxc_default_bridge_off(&root, &state).unwrap());
+    // Named by the state: left alone.
+    fs::write(&file, "USE_LXC_BRIDGE=\"true\"\n").unwrap();
+    let net = state.plugins.network.as_mut().unwrap();
+    let br: opdbus_state::model::Interface =
+        serde_json::from_value(serde_json::json!({"type": "bridge"})).unwrap();
+    net.interfaces.insert("lxcbr0".into(), br);
+    assert!(!lxc_default_bridge_off(&root, &state).unwrap());
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "USE_LXC_BRIDGE=\"true\"\n"
+    );
+}

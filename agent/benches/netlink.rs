@@ -214,13 +214,9 @@ fn check_applied(ns: &NetNs) {
 fn whole_apply() {
     let text = bridges_state();
     let (mut apply, mut noop, mut query) = (Vec::new(), Vec::new(), Vec::new());
-    // One state directory for every round, as on a host: the first apply
-    // into a new directory also creates the audit database and the signing
-    // key, and is reported on its own line.
-    let dir = tempfile::tempdir().unwrap();
-    let mut first_in_new_dir = None;
-    for round in 0..=APPLY_ROUNDS {
+    for _ in 0..APPLY_ROUNDS {
         let ns = NetNs::new();
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let text = text.clone();
         let (a, n, q) = ns.run(move |_nl| async move {
@@ -243,15 +239,10 @@ fn whole_apply() {
             (a, n, t.elapsed() / QUERY_ROUNDS)
         });
         check_applied(&ns);
-        if round == 0 {
-            first_in_new_dir = Some(a);
-            continue;
-        }
         apply.push(a);
         noop.push(n);
         query.push(q);
     }
-    let first_in_new_dir = first_in_new_dir.unwrap();
 
     let lines = ip_lines();
     let mut batch = Vec::new();
@@ -322,16 +313,12 @@ fn whole_apply() {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "whole apply: {BRIDGES} bridges + {} addresses (120 requests), medians of {APPLY_ROUNDS} fresh namespaces, one state directory",
+        "whole apply: {BRIDGES} bridges + {} addresses (120 requests), medians of {APPLY_ROUNDS} fresh namespaces",
         BRIDGES * 10
     );
     println!(
-        "  agent apply (query, checkpoint, apply, verify, audit): {:8.2} ms (state directory in use)",
+        "  agent apply (query, checkpoint, apply, verify, audit): {:8.2} ms",
         ms(apply)
-    );
-    println!(
-        "  the same, first apply into a new state directory:     {:8.2} ms (creates the audit log and key)",
-        ms(first_in_new_dir)
     );
     println!(
         "  ip -batch:                                             {:8.2} ms",

@@ -664,32 +664,10 @@ fn rollback_restores_secrets_from_the_host_or_refuses_by_pointer() {
 
 /// Links and addresses as `ip -j` shows them (no counters).
 fn links_and_addresses(ns: &NetNs) -> Value {
-    let mut links: Vec<Value> = ns
-        .ip_json(&["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| json!([l["ifname"], l["mtu"], l["master"], l["flags"], l["address"]]))
-        .collect();
-    links.sort_by_key(|v| v.to_string());
-    let mut addrs: Vec<Value> = ns
-        .ip_json(&["addr", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|l| {
-            let name = l["ifname"].clone();
-            l["addr_info"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|a| a["scope"] != "link")
-                .map(move |a| json!([name, a["local"], a["prefixlen"]]))
-        })
-        .collect();
-    addrs.sort_by_key(|v| v.to_string());
-    json!({"links": links, "addresses": addrs})
+    let addrs = ns.address_rows(|a| {
+        (a["scope"] != "link").then(|| vec![a["local"].clone(), a["prefixlen"].clone()])
+    });
+    json!({"links": ns.link_rows(), "addresses": addrs})
 }
 
 fn net_state(mtu: u32, br0: &[&str], vx0: &str) -> Value {

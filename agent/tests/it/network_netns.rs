@@ -61,37 +61,14 @@ fn pending(ns: &NetNs, dir: &Path, state: &Value) -> Vec<String> {
 /// Links, addresses and routes of the namespace as `ip -j` shows them,
 /// without the fields that move by themselves (counters, timers, DAD).
 fn snapshot(ns: &NetNs) -> Value {
-    let mut links: Vec<Value> = ns
-        .ip_json(&["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| json!([l["ifname"], l["mtu"], l["master"], l["flags"], l["address"]]))
-        .collect();
-    links.sort_by_key(|v| v.to_string());
-    let mut addrs: Vec<Value> = ns
-        .ip_json(&["addr", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|l| {
-            let name = l["ifname"].clone();
-            l["addr_info"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |a| json!([name, a["local"], a["prefixlen"], a["scope"]]))
-        })
-        .collect();
-    addrs.sort_by_key(|v| v.to_string());
-    let mut routes: Vec<Value> = ["-4", "-6"]
-        .iter()
-        .flat_map(|f| ns.routes(f))
-        .map(|r| json!([r["dst"], r["gateway"], r["dev"], r["protocol"], r["metric"]]))
-        .collect();
-    routes.sort_by_key(|v| v.to_string());
-    json!({"links": links, "addresses": addrs, "routes": routes})
+    let addrs = ns.address_rows(|a| {
+        Some(vec![
+            a["local"].clone(),
+            a["prefixlen"].clone(),
+            a["scope"].clone(),
+        ])
+    });
+    json!({"links": ns.link_rows(), "addresses": addrs, "routes": ns.route_rows()})
 }
 
 fn base_state() -> Value {

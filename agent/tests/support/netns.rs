@@ -132,6 +132,67 @@ impl NetNs {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// Links as sorted `[ifname, mtu, master, flags, address]` rows: what
+    /// `ip -j` shows without the fields that move by themselves (counters).
+    pub fn link_rows(&self) -> Vec<serde_json::Value> {
+        let mut links: Vec<serde_json::Value> = self
+            .ip_json(&["link", "show"])
+            .as_array()
+            .expect("ip -j link returns an array")
+            .iter()
+            .map(|l| {
+                serde_json::json!([l["ifname"], l["mtu"], l["master"], l["flags"], l["address"]])
+            })
+            .collect();
+        links.sort_by_key(|v| v.to_string());
+        links
+    }
+
+    /// Addresses as sorted `[ifname, …row(addr_info entry)]` rows; `row`
+    /// picks the fields, `None` leaves the address out (timers and DAD
+    /// state are never compared).
+    pub fn address_rows(
+        &self,
+        row: impl Fn(&serde_json::Value) -> Option<Vec<serde_json::Value>>,
+    ) -> Vec<serde_json::Value> {
+        let mut addrs: Vec<serde_json::Value> = self
+            .ip_json(&["addr", "show"])
+            .as_array()
+            .expect("ip -j addr returns an array")
+            .iter()
+            .flat_map(|l| {
+                let name = l["ifname"].clone();
+                l["addr_info"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|a| row(&a))
+                    .map(move |mut r| {
+                        r.insert(0, name.clone());
+                        serde_json::Value::Array(r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        addrs.sort_by_key(|v| v.to_string());
+        addrs
+    }
+
+    /// Routes of both families as sorted `[dst, gateway, dev, protocol,
+    /// metric]` rows.
+    pub fn route_rows(&self) -> Vec<serde_json::Value> {
+        let mut routes: Vec<serde_json::Value> = ["-4", "-6"]
+            .iter()
+            .flat_map(|f| self.routes(f))
+            .map(|r| {
+                serde_json::json!([r["dst"], r["gateway"], r["dev"], r["protocol"], r["metric"]])
+            })
+            .collect();
+        routes.sort_by_key(|v| v.to_string());
+        routes
+    }
 }
 
 impl Drop for NetNs {

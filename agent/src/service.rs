@@ -63,8 +63,13 @@ impl Agent {
 
     /// Watches `file` and applies each new valid version of it as one
     /// apply; see [`Agent::state_file_changed`]. Runs until the watch fails.
+    ///
+    /// The file is read once more as soon as the watch exists: an edit
+    /// saved while the first reconcile ran, before anything watched, would
+    /// otherwise wait for the next one (an unchanged file is a no-op).
     pub async fn watch_state(&self, file: PathBuf) -> anyhow::Result<()> {
         let mut watch = StateWatch::new(&file)?;
+        self.state_file_changed(&file).await?;
         loop {
             watch.changed().await?;
             self.state_file_changed(&file).await?;

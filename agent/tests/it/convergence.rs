@@ -52,11 +52,21 @@ fn agent(state_dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Polls `cond` every 100 ms for up to `within`; panics with `what` otherwise.
-fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+/// Polls `cond` every 100 ms for up to `within`; panics with `what` and the
+/// agent's log otherwise.
+fn wait_for(
+    what: &str,
+    within: Duration,
+    log: &dyn Fn() -> String,
+    mut cond: impl FnMut() -> bool,
+) -> Duration {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?}\nagent log:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     start.elapsed()
@@ -104,13 +114,13 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
     let log_text = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
 
     // The first reconcile.
-    wait_for("the first reconcile", Duration::from_secs(30), || {
+    wait_for("the first reconcile", Duration::from_secs(30), &log_text, || {
         has_addr(&ns, "10.81.0.1/24") && status_json(&state_dir)["status"] == "done"
     });
 
     // A valid edit: the new address appears.
     save_like_an_editor(&file, &state(&["10.81.0.1/24", "10.81.0.2/24"]).to_string());
-    let took = wait_for("the edited state applied", Duration::from_secs(10), || {
+    let took = wait_for("the edited state applied", Duration::from_secs(10), &log_text, || {
         has_addr(&ns, "10.81.0.2/24")
     });
     println!("valid edit applied after {took:?}");
@@ -124,7 +134,7 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
         }}}})
         .to_string(),
     );
-    wait_for("the invalid edit refused", Duration::from_secs(10), || {
+    wait_for("the invalid edit refused", Duration::from_secs(10), &log_text, || {
         status_json(&state_dir)["refused"].is_object()
     });
     let status = status_json(&state_dir);
@@ -150,9 +160,7 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
     // Drift: an address deleted by hand comes back with the old (held)
     // state's addresses, within the interval.
     ns.ip(&["addr", "del", "10.81.0.2/24", "dev", "cv0"]);
-    let took = wait_for(
-        "the deleted address repaired",
-        Duration::from_secs(DRIFT_SECS * 3 + 5),
+    let took = wait_for("the deleted address repaired", Duration::from_secs(DRIFT_SECS * 3 + 5), &log_text,
         || has_addr(&ns, "10.81.0.2/24"),
     );
     println!("drift repaired after {took:?}");
@@ -179,9 +187,7 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
 
     // Reverting the file to a valid version clears the refusal.
     save_like_an_editor(&file, &state(&["10.81.0.1/24", "10.81.0.3/24"]).to_string());
-    wait_for(
-        "the reverted state applied",
-        Duration::from_secs(10),
+    wait_for("the reverted state applied", Duration::from_secs(10), &log_text,
         || has_addr(&ns, "10.81.0.3/24") && status_json(&state_dir)["refused"].is_null(),
     );
 }

@@ -110,7 +110,7 @@ fn default_audit_db(_: &Value, v: &Value) -> bool {
 
 const FLOWS_KIND: &str =
     "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
-const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode and miimon: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
+const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode, miimon and lacp: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
 
 /// The table. Every value the schema allows is matched by a row (a test
 /// walks the schema to check it).
@@ -189,11 +189,16 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/interfaces/*/ports/*/peer", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/tag", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/trunks/*", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/interfaces/*", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/bond_mode", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/lacp", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/miimon", "network"),
     applied_if("/plugins/network/interfaces/*/datapath_type", "network", on_ovs_bridge, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/slaves", "network", on_bond, IFACE_KIND),
     plugin("/plugins/network/interfaces/*/slaves/*", "network"),
     applied_if("/plugins/network/interfaces/*/mode", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/miimon", "network", on_bond, IFACE_KIND),
+    applied_if("/plugins/network/interfaces/*/lacp", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/id", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/base", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/peer", "network", on_veth, IFACE_KIND),
@@ -217,6 +222,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/bonds/*/slaves/*", "network"),
     plugin("/plugins/network/bonds/*/mode", "network"),
     plugin("/plugins/network/bonds/*/miimon", "network"),
+    plugin("/plugins/network/bonds/*/lacp", "network"),
     applied_if("/plugins/network/bonds/*/id", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/base", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/peer", "network", never, IFACE_KIND),
@@ -242,6 +248,10 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/ports/*/peer", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/tag", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/trunks/*", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/interfaces/*", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/bond_mode", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/lacp", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/miimon", "network"),
     applied_if("/plugins/net/interfaces/*/datapath_type", "network", on_ovs_bridge, IFACE_KIND),
     plugin("/plugins/net/interfaces/*/ipv4/enabled", "network"),
     plugin("/plugins/net/interfaces/*/ipv4/dhcp", "network"),
@@ -261,6 +271,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/slaves/*", "network"),
     applied_if("/plugins/net/interfaces/*/mode", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/miimon", "network", on_bond, IFACE_KIND),
+    applied_if("/plugins/net/interfaces/*/lacp", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/id", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/base", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/peer", "network", on_veth, IFACE_KIND),

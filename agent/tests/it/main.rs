@@ -39,6 +39,7 @@ mod network;
 mod network_netns;
 mod network_ovs;
 mod not_applied;
+mod ovs_bonds;
 mod ovs_flows_wg;
 mod ovsdb;
 mod packages_apt;

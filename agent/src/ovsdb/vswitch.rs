@@ -53,7 +53,10 @@ impl PortInfo {
     /// The port's bond settings as a [`PortKind::Bond`] (OVS defaults made
     /// explicit: `active-backup`, LACP off, carrier detection).
     pub fn bond_kind(&self) -> PortKind {
-        let miimon = (self.other_config.get("bond-detect-mode").map(String::as_str)
+        let miimon = (self
+            .other_config
+            .get("bond-detect-mode")
+            .map(String::as_str)
             == Some("miimon"))
         .then(|| {
             self.other_config
@@ -687,7 +690,11 @@ fn update_bond(ops: &mut Vec<Operation>, port: &PortInfo, want: &PortSpec, i: us
         // Insert first: a port may never be left without an interface.
         let mut mutations = Vec::new();
         if !add.is_empty() {
-            mutations.push(Mutation::new("interfaces", Mutator::Insert, Datum::Set(add)));
+            mutations.push(Mutation::new(
+                "interfaces",
+                Mutator::Insert,
+                Datum::Set(add),
+            ));
         }
         if !remove.is_empty() {
             mutations.push(Mutation::new(

@@ -114,15 +114,21 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
     let log_text = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
 
     // The first reconcile.
-    wait_for("the first reconcile", Duration::from_secs(30), &log_text, || {
-        has_addr(&ns, "10.81.0.1/24") && status_json(&state_dir)["status"] == "done"
-    });
+    wait_for(
+        "the first reconcile",
+        Duration::from_secs(30),
+        &log_text,
+        || has_addr(&ns, "10.81.0.1/24") && status_json(&state_dir)["status"] == "done",
+    );
 
     // A valid edit: the new address appears.
     save_like_an_editor(&file, &state(&["10.81.0.1/24", "10.81.0.2/24"]).to_string());
-    let took = wait_for("the edited state applied", Duration::from_secs(10), &log_text, || {
-        has_addr(&ns, "10.81.0.2/24")
-    });
+    let took = wait_for(
+        "the edited state applied",
+        Duration::from_secs(10),
+        &log_text,
+        || has_addr(&ns, "10.81.0.2/24"),
+    );
     println!("valid edit applied after {took:?}");
     let applied_hash = status_json(&state_dir)["state_hash"].clone();
 
@@ -134,9 +140,12 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
         }}}})
         .to_string(),
     );
-    wait_for("the invalid edit refused", Duration::from_secs(10), &log_text, || {
-        status_json(&state_dir)["refused"].is_object()
-    });
+    wait_for(
+        "the invalid edit refused",
+        Duration::from_secs(10),
+        &log_text,
+        || status_json(&state_dir)["refused"].is_object(),
+    );
     let status = status_json(&state_dir);
     let errors = status["refused"]["errors"].to_string();
     assert!(
@@ -160,7 +169,10 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
     // Drift: an address deleted by hand comes back with the old (held)
     // state's addresses, within the interval.
     ns.ip(&["addr", "del", "10.81.0.2/24", "dev", "cv0"]);
-    let took = wait_for("the deleted address repaired", Duration::from_secs(DRIFT_SECS * 3 + 5), &log_text,
+    let took = wait_for(
+        "the deleted address repaired",
+        Duration::from_secs(DRIFT_SECS * 3 + 5),
+        &log_text,
         || has_addr(&ns, "10.81.0.2/24"),
     );
     println!("drift repaired after {took:?}");
@@ -187,7 +199,10 @@ fn resident_agent_applies_edits_refuses_invalid_ones_and_repairs_drift() {
 
     // Reverting the file to a valid version clears the refusal.
     save_like_an_editor(&file, &state(&["10.81.0.1/24", "10.81.0.3/24"]).to_string());
-    wait_for("the reverted state applied", Duration::from_secs(10), &log_text,
+    wait_for(
+        "the reverted state applied",
+        Duration::from_secs(10),
+        &log_text,
         || has_addr(&ns, "10.81.0.3/24") && status_json(&state_dir)["refused"].is_null(),
     );
 }

@@ -35,6 +35,7 @@ mod engine_golden;
 mod engine_typed;
 mod firewall;
 mod netlink;
+mod netmaker;
 mod network;
 mod network_netns;
 mod network_ovs;

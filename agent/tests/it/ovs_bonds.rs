@@ -34,8 +34,10 @@ fn pair(host: &NetNs, sw_ns: &NetNs, h: &str, p: &str) {
 fn state(ovsdb: &str, with_extra: bool, prune: bool) -> Value {
     let mut ports = vec![json!("bond0"), json!("v3")];
     if with_extra {
-        ports.push(json!({"name": "bond1", "type": "bond", "interfaces": ["vc2", "vc1"],
-                          "bond_mode": "balance-tcp", "miimon": 100}));
+        ports.push(
+            json!({"name": "bond1", "type": "bond", "interfaces": ["vc2", "vc1"],
+                          "bond_mode": "balance-tcp", "miimon": 100}),
+        );
         ports.push(json!({"name": "v4", "trunks": [20, 10]}));
     }
     json!({"version": 1, "plugins": {"network": {
@@ -125,10 +127,12 @@ fn ovs_bonds_are_ovs_bonds_with_drift_repair_and_prune() {
     assert!(r.ok, "{r:#?}");
     let first = actions(&r);
     assert!(
-        first.iter().any(|a| a.contains("bond0 (bond vb1+vb2 active-backup)")
-            && a.contains("bond1 (bond vc1+vc2 balance-tcp lacp active miimon 100)")
-            && a.contains("v4 (trunks 10,20)")
-            && a.contains("MAC address 02:00:00:00:90:aa")),
+        first
+            .iter()
+            .any(|a| a.contains("bond0 (bond vb1+vb2 active-backup)")
+                && a.contains("bond1 (bond vc1+vc2 balance-tcp lacp active miimon 100)")
+                && a.contains("v4 (trunks 10,20)")
+                && a.contains("MAC address 02:00:00:00:90:aa")),
         "{first:?}"
     );
     // No kernel bond: bond0 is an OVS port only.
@@ -152,7 +156,10 @@ fn ovs_bonds_are_ovs_bonds_with_drift_repair_and_prune() {
             .trim(),
         "\"100\""
     );
-    assert_eq!(sw.vsctl(&["get", "Port", "v4", "trunks"]).trim(), "[10, 20]");
+    assert_eq!(
+        sw.vsctl(&["get", "Port", "v4", "trunks"]).trim(),
+        "[10, 20]"
+    );
     assert_eq!(
         sw.vsctl(&["get", "Bridge", "bbr", "other_config:hwaddr"])
             .trim(),
@@ -183,7 +190,9 @@ fn ovs_bonds_are_ovs_bonds_with_drift_repair_and_prune() {
     sw.vsctl(&["remove", "Port", "bond0", "interfaces", vb2.trim()]);
     sw.vsctl(&["set", "Port", "bond1", "bond_mode=balance-slb"]);
     // One interface left: OVS no longer runs bond0 as a bond.
-    assert!(!sw.vsctl(&["get", "Port", "bond0", "interfaces"]).contains(','));
+    assert!(!sw
+        .vsctl(&["get", "Port", "bond0", "interfaces"])
+        .contains(','));
     let (r, diff) = apply_with(&s, dir.path(), &full, net_engine);
     assert!(r.ok, "{r:#?}");
     let a = actions(&r);
@@ -195,7 +204,9 @@ fn ovs_bonds_are_ovs_bonds_with_drift_repair_and_prune() {
         .flat_map(|p| p.actions.iter().filter_map(|x| x.detail.clone()))
         .collect();
     assert!(
-        notes.iter().any(|n| n.contains("updated bonds bond0,bond1")),
+        notes
+            .iter()
+            .any(|n| n.contains("updated bonds bond0,bond1")),
         "{notes:?}"
     );
     assert_eq!(members(&bond_show(&sw, "bond0")), ["vb1", "vb2"]);

@@ -222,11 +222,7 @@ pub struct OvsPortSpec {
     pub interfaces: Vec<String>,
     /// Mode of a `bond` port: `active-backup` (the default), `balance-slb`,
     /// `balance-tcp` or `802.3ad` (balance-tcp with LACP).
-    #[serde(
-        default,
-        alias = "mode",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "mode", skip_serializing_if = "Option::is_none")]
     pub bond_mode: Option<BondMode>,
     /// LACP of a `bond` port; `active` by default for balance-tcp and 802.3ad.
     #[serde(default, skip_serializing_if = "Option::is_none")]

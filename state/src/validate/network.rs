@@ -75,7 +75,8 @@ fn check_ovs_ports<'a>(cx: &mut Cx, ptr: &str, ports: &'a [OvsPort]) -> Vec<(&'a
     out
 }
 
-const OVS_MODES: &str = "use active-backup, balance-slb, balance-tcp or 802.3ad (balance-tcp with LACP)";
+const OVS_MODES: &str =
+    "use active-backup, balance-slb, balance-tcp or 802.3ad (balance-tcp with LACP)";
 
 pub(super) fn check(cx: &mut Cx, state: &State) {
     let mut decls: Vec<Decl> = Vec::new();

@@ -161,15 +161,6 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                 }
             }
             check_mtu(cx, &ptr, i.mtu, has_v6);
-            if let Some(mac) = &i.mac {
-                if !valid_mac(mac) {
-                    cx.error(
-                        child(&ptr, "mac"),
-                        format!("invalid MAC address {mac:?}"),
-                        "write six hex pairs separated by colons, such as 52:54:00:12:34:56",
-                    );
-                }
-            }
             let ports = check_ovs_ports(cx, &ptr, &i.ports);
             decls.push(Decl {
                 name: &i.name,
@@ -473,4 +464,70 @@ fn valid_mac(mac: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Severity;
+
+    fn errors(json: &str) -> Vec<(String, String)> {
+        let s = crate::parse::parse_only(json).expect("parses");
+        crate::validate::validate(&s)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| (d.pointer.clone(), d.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn ovs_and_kernel_bonds_take_only_their_own_modes() {
+        let got = errors(
+            r#"{"version": 1, "plugins": {"network": {
+                "interfaces": {"ovs0": {"type": "ovs-bridge", "ports": ["bond0",
+                    {"name": "bond1", "type": "bond", "bond_mode": "balance-rr"},
+                    {"name": "p1", "lacp": "active"}]}},
+                "bonds": {"bond0": {"slaves": ["e1", "e2"], "mode": "balance-xor"},
+                          "bond2": {"slaves": ["e3"], "mode": "balance-slb", "lacp": "active"}}}}}"#,
+        );
+        let at = |p: &str| got.iter().find(|(x, _)| x == p).map(|(_, m)| m.as_str());
+        assert_eq!(
+            at("/plugins/network/bonds/bond0/mode"),
+            Some("bond bond0 is a port of an OVS bridge, and an OVS bond has no mode balance-xor")
+        );
+        assert_eq!(
+            at("/plugins/network/interfaces/ovs0/ports/1"),
+            Some("OVS bond port bond1 has no interfaces")
+        );
+        assert_eq!(
+            at("/plugins/network/interfaces/ovs0/ports/1/bond_mode"),
+            Some("an OVS bond has no mode balance-rr")
+        );
+        assert_eq!(
+            at("/plugins/network/interfaces/ovs0/ports/2/lacp"),
+            Some("port p1 is not a bond but sets lacp")
+        );
+        assert!(at("/plugins/network/bonds/bond2/mode")
+            .is_some_and(|m| m.starts_with("balance-slb is an Open vSwitch bond mode")));
+        assert!(at("/plugins/network/bonds/bond2/lacp").is_some());
+        assert_eq!(got.len(), 6, "{got:#?}");
+    }
+
+    #[test]
+    fn a_bond_on_an_ovs_bridge_normalizes_to_an_ovs_bond_port() {
+        let s = crate::parse::parse_only(
+            r#"{"version": 1, "plugins": {"network": {
+                "interfaces": {"ovs0": {"type": "ovs-bridge", "ports": ["bond0", "p1"]}},
+                "bonds": {"bond0": {"slaves": ["e1", "e2"], "mode": "802.3ad"}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(crate::validate::validate(&s), []);
+        let spec = s.network_spec();
+        assert_eq!(spec.interfaces.len(), 1, "bond0 is no kernel bond");
+        let crate::normalize::IfaceKind::OvsBridge { ports } = &spec.interfaces[0].kind else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(ports[0].kind, crate::model::OvsPortType::Bond);
+        assert_eq!(ports[0].interfaces, ["e1", "e2"]);
+        assert_eq!(ports[0].bond_mode, Some(crate::model::BondMode::Lacp));
+    }
 }

@@ -519,7 +519,7 @@ mod tests {
                 "interfaces": {"ovs0": {"type": "ovs-bridge", "ports": ["bond0", "p1"]}},
                 "bonds": {"bond0": {"slaves": ["e1", "e2"], "mode": "802.3ad"}}}}}"#,
         )
-        .unwrap();
+        .expect("parses");
         assert_eq!(crate::validate::validate(&s), []);
         let spec = s.network_spec();
         assert_eq!(spec.interfaces.len(), 1, "bond0 is no kernel bond");

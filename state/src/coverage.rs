@@ -110,7 +110,7 @@ fn default_audit_db(_: &Value, v: &Value) -> bool {
 
 const FLOWS_KIND: &str =
     "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
-const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode and miimon: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
+const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode, miimon and lacp: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
 
 /// The table. Every value the schema allows is matched by a row (a test
 /// walks the schema to check it).
@@ -189,11 +189,16 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/interfaces/*/ports/*/peer", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/tag", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/trunks/*", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/interfaces/*", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/bond_mode", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/lacp", "network"),
+    plugin("/plugins/network/interfaces/*/ports/*/miimon", "network"),
     applied_if("/plugins/network/interfaces/*/datapath_type", "network", on_ovs_bridge, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/slaves", "network", on_bond, IFACE_KIND),
     plugin("/plugins/network/interfaces/*/slaves/*", "network"),
     applied_if("/plugins/network/interfaces/*/mode", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/miimon", "network", on_bond, IFACE_KIND),
+    applied_if("/plugins/network/interfaces/*/lacp", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/id", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/base", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/network/interfaces/*/peer", "network", on_veth, IFACE_KIND),
@@ -217,6 +222,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/bonds/*/slaves/*", "network"),
     plugin("/plugins/network/bonds/*/mode", "network"),
     plugin("/plugins/network/bonds/*/miimon", "network"),
+    plugin("/plugins/network/bonds/*/lacp", "network"),
     applied_if("/plugins/network/bonds/*/id", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/base", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/peer", "network", never, IFACE_KIND),
@@ -242,6 +248,10 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/ports/*/peer", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/tag", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/trunks/*", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/interfaces/*", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/bond_mode", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/lacp", "network"),
+    plugin("/plugins/net/interfaces/*/ports/*/miimon", "network"),
     applied_if("/plugins/net/interfaces/*/datapath_type", "network", on_ovs_bridge, IFACE_KIND),
     plugin("/plugins/net/interfaces/*/ipv4/enabled", "network"),
     plugin("/plugins/net/interfaces/*/ipv4/dhcp", "network"),
@@ -261,6 +271,7 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/net/interfaces/*/slaves/*", "network"),
     applied_if("/plugins/net/interfaces/*/mode", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/miimon", "network", on_bond, IFACE_KIND),
+    applied_if("/plugins/net/interfaces/*/lacp", "network", on_bond, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/id", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/base", "network", on_vlan, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/peer", "network", on_veth, IFACE_KIND),
@@ -342,7 +353,7 @@ pub const TABLE: &[Part] = &[
     installer("/plugins/opdbus/templates/*"),
     not_yet("/plugins/opdbus/templates/*/suite", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
     not_yet("/plugins/opdbus/templates/*/packages", "storage", "the installer creates the template's subvolume empty and nothing builds its contents yet"),
-    not_yet("/plugins/opdbus/templates/*/netmaker", "storage", "no Netmaker enrollment is built into templates yet"),
+    plugin("/plugins/opdbus/templates/*/netmaker", "netmaker"),
     // Sections no plugin of this version applies.
     // plugins.lxc: the map form; the list form (containers known by
     // their OVS port) is not applied.
@@ -470,7 +481,14 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/wireguard/interfaces/*/peers/*/endpoint", "wireguard"),
     plugin("/plugins/wireguard/interfaces/*/peers/*/allowed_ips/*", "wireguard"),
     plugin("/plugins/wireguard/interfaces/*/peers/*/persistent_keepalive", "wireguard"),
-    not_yet("/plugins/netmaker", "netmaker", "no Netmaker plugin exists yet: the host does not join a mesh"),
+    // plugins.netmaker: the key and enroll unit into templates, the host's
+    // own join (reported as not applied on a host without netclient).
+    plugin("/plugins/netmaker/enabled", "netmaker"),
+    // The enrollment key names the server netclient talks to.
+    doc("/plugins/netmaker/server"),
+    plugin("/plugins/netmaker/network", "netmaker"),
+    plugin("/plugins/netmaker/join_key_file", "netmaker"),
+    plugin("/plugins/netmaker/templates/*", "netmaker"),
 ];
 
 /// A part of a state this version does not apply.
@@ -482,16 +500,39 @@ pub struct Unapplied {
     pub plugin: String,
     /// Why, and what to do.
     pub why: String,
+    /// Not applied because of this host (a tool it lacks), not because
+    /// this version cannot: reported by the plugin at query time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_host: bool,
+}
+
+impl Unapplied {
+    /// A part `plugin` cannot apply on this host (see [`Unapplied::on_host`]).
+    pub fn on_host(pointer: impl Into<String>, plugin: &str, why: impl Into<String>) -> Self {
+        Unapplied {
+            pointer: pointer.into(),
+            plugin: plugin.to_string(),
+            why: why.into(),
+            on_host: true,
+        }
+    }
 }
 
 impl std::fmt::Display for Unapplied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}; {}", self.pointer, NOT_APPLIED, self.why)
+        let what = if self.on_host {
+            NOT_APPLIED_HERE
+        } else {
+            NOT_APPLIED
+        };
+        write!(f, "{}: {}; {}", self.pointer, what, self.why)
     }
 }
 
 /// The message every unapplied part carries.
 pub const NOT_APPLIED: &str = "not applied by this version of op-dbus";
+/// The message of a part a plugin could not apply on this host.
+pub const NOT_APPLIED_HERE: &str = "not applied on this host";
 
 /// The parts of `state` that are set (not empty) and not applied, in table
 /// order.
@@ -517,6 +558,7 @@ pub fn unapplied(state: &State) -> Vec<Unapplied> {
                 pointer,
                 plugin: owner.to_string(),
                 why: why.to_string(),
+                on_host: false,
             });
         }
     }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ActiveState, BondMode, Dns, Interface, InterfaceType, IpBlock, LinkState, NetInterface,
+    ActiveState, BondMode, Dns, Interface, InterfaceType, IpBlock, Lacp, LinkState, NetInterface,
     OvsPortSpec, OvsPortType, PveNetwork, Route, ServiceState, State, TimerSpec,
 };
 
@@ -74,6 +74,9 @@ pub enum IfaceKind {
         mode: Option<BondMode>,
         miimon: Option<u32>,
         slaves: Vec<String>,
+        /// Only for a bond that is a port of an OVS bridge (see `OvsPortSpec`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lacp: Option<Lacp>,
     },
     Vlan {
         id: u16,
@@ -160,6 +163,7 @@ impl State {
         if let Some(p) = &self.plugins.proxmox {
             spec.interfaces.extend(pve_network_ifaces(&p.network));
         }
+        ovs_bonds(&mut spec.interfaces);
         spec.interfaces.sort_by(|a, b| a.name.cmp(&b.name));
         spec.dns = dns;
         spec
@@ -391,6 +395,7 @@ fn from_map(name: &str, i: &Interface, kind: InterfaceType) -> IfaceSpec {
             mode: i.mode,
             miimon: i.miimon,
             slaves: i.slaves.clone(),
+            lacp: i.lacp,
         },
         InterfaceType::Vlan => IfaceKind::Vlan {
             id: i.id.unwrap_or_default(),
@@ -423,13 +428,49 @@ fn from_map(name: &str, i: &Interface, kind: InterfaceType) -> IfaceSpec {
 }
 
 fn system_port(name: &str) -> OvsPortSpec {
-    OvsPortSpec {
-        name: name.to_string(),
-        kind: OvsPortType::System,
-        peer: None,
-        tag: None,
-        trunks: Vec::new(),
+    OvsPortSpec::plain(name, OvsPortType::System)
+}
+
+/// A bond the state declares whose name is a system port of an OVS bridge
+/// becomes that port as an OVS bond (its slaves the port's interfaces): a
+/// kernel bond cannot be an OVS port's bond. Its own entry goes.
+fn ovs_bonds(interfaces: &mut Vec<IfaceSpec>) {
+    let mut bonds: BTreeMap<String, OvsPortSpec> = BTreeMap::new();
+    for i in interfaces.iter() {
+        if let IfaceKind::Bond {
+            mode,
+            miimon,
+            slaves,
+            lacp,
+        } = &i.kind
+        {
+            let mut p = OvsPortSpec::plain(i.name.clone(), OvsPortType::Bond);
+            p.interfaces = slaves.clone();
+            p.bond_mode = *mode;
+            p.miimon = *miimon;
+            p.lacp = *lacp;
+            bonds.insert(i.name.clone(), p);
+        }
     }
+    let mut used = Vec::new();
+    for i in interfaces.iter_mut() {
+        let IfaceKind::OvsBridge { ports } = &mut i.kind else {
+            continue;
+        };
+        for p in ports.iter_mut() {
+            if p.kind != OvsPortType::System {
+                continue;
+            }
+            if let Some(b) = bonds.get(&p.name) {
+                let (tag, trunks) = (p.tag, std::mem::take(&mut p.trunks));
+                *p = b.clone();
+                p.tag = tag;
+                p.trunks = trunks;
+                used.push(p.name.clone());
+            }
+        }
+    }
+    interfaces.retain(|i| !used.contains(&i.name));
 }
 
 fn from_list(i: &NetInterface) -> IfaceSpec {
@@ -443,6 +484,7 @@ fn from_list(i: &NetInterface) -> IfaceSpec {
             mode: i.mode,
             miimon: i.miimon,
             slaves: i.slaves.clone(),
+            lacp: i.lacp,
         },
         InterfaceType::Vlan => IfaceKind::Vlan {
             id: i.id.unwrap_or_default(),

@@ -24,7 +24,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let ctx = args.target.context(global, ApplyOptions::default());
     let engine = crate::plugins::standard();
     let diffs = runtime()?.block_on(engine.diff(&ctx, &state))?;
-    let not_applied = engine.not_applied(&state.state);
+    let mut not_applied = engine.not_applied(&state.state);
+    for d in &diffs {
+        not_applied.extend(d.not_applied.iter().cloned());
+    }
     if args.json {
         let out = serde_json::json!({ "plugins": diffs, "not_applied": not_applied });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -42,6 +42,7 @@ pub const ORDER: &[&str] = &[
     "network",
     "flows",
     "wireguard",
+    "netmaker",
     "firewall",
     "systemd",
     "lxc",

@@ -200,6 +200,20 @@ pub trait Plugin: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// Parts of the plugin's section it cannot apply on this host as
+    /// `current` shows it (a tool it needs is not installed), each made
+    /// with [`opdbus_state::coverage::Unapplied::on_host`]. The engine
+    /// lists them with the parts this version does not apply: `apply` and
+    /// `run` exit 3 for them (unless `--allow-unapplied`), `diff` and the
+    /// `OPDBUS-RESULT` line list them. Default: none.
+    fn not_applied(
+        &self,
+        _current: &Self::Current,
+        _desired: &Self::Desired,
+    ) -> Vec<opdbus_state::coverage::Unapplied> {
+        Vec::new()
+    }
+
     /// Replaces every secret in `v` with its fingerprint
     /// ([`super::secret::fingerprint`]); `v` is this plugin's current state,
     /// one of its actions, its checkpoint or an audit record's metadata, as
@@ -334,6 +348,12 @@ pub trait DynPlugin: Send + Sync {
     ) -> BoxFuture<'a, anyhow::Result<Typed>>;
     /// [`Plugin::diff`].
     fn diff_typed(&self, current: &Typed, desired: &Typed) -> anyhow::Result<Vec<Planned>>;
+    /// [`Plugin::not_applied`].
+    fn not_applied_typed(
+        &self,
+        current: &Typed,
+        desired: &Typed,
+    ) -> anyhow::Result<Vec<opdbus_state::coverage::Unapplied>>;
     /// [`Plugin::checkpoint`]; `current` is what `query_typed` returned.
     fn checkpoint_typed<'a>(
         &'a self,
@@ -477,6 +497,17 @@ impl<P: Plugin> DynPlugin for P {
             .into_iter()
             .map(|a| Planned::new(name, a))
             .collect()
+    }
+
+    fn not_applied_typed(
+        &self,
+        current: &Typed,
+        desired: &Typed,
+    ) -> anyhow::Result<Vec<opdbus_state::coverage::Unapplied>> {
+        let name = Plugin::name(self);
+        let current = current.get::<P::Current>(name, "current state")?;
+        let desired = desired.get::<P::Desired>(name, "desired state")?;
+        Ok(self.not_applied(current, desired))
     }
 
     fn checkpoint_typed<'a>(

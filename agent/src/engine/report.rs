@@ -62,6 +62,10 @@ pub struct PluginReport {
     /// changes ("rolled back: 3 change(s) undone", "not rolled back: ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// Parts of its section the plugin could not apply on this host
+    /// ([`super::Plugin::not_applied`]); also in the run's `not_applied`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<opdbus_state::coverage::Unapplied>,
     pub duration_ms: u64,
 }
 

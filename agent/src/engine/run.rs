@@ -25,6 +25,9 @@ use opdbus_state::coverage::Unapplied;
 pub struct PluginDiff {
     pub plugin: String,
     pub actions: Vec<ActionView>,
+    /// What the plugin cannot apply on this host ([`Plugin::not_applied`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<Unapplied>,
 }
 
 /// A targeted re-apply after drift: only the actions `filter` accepts are
@@ -173,6 +176,7 @@ impl Engine {
             out.push(PluginDiff {
                 plugin: p.name().to_string(),
                 actions,
+                not_applied: p.not_applied_typed(&current, &desired)?,
             });
         }
         Ok(out)
@@ -218,6 +222,9 @@ impl Engine {
             report.error = Some(format!("{e:#}"));
         }
         report.not_applied = self.not_applied(&state.state);
+        for p in &report.plugins {
+            report.not_applied.extend(p.not_applied.iter().cloned());
+        }
         for u in &report.not_applied {
             tracing::warn!("{u}");
         }
@@ -596,6 +603,7 @@ impl PluginReport {
             failed_resources: Vec::new(),
             error: None,
             rollback: None,
+            not_applied: Vec::new(),
             duration_ms: 0,
         }
     }
@@ -808,10 +816,16 @@ async fn plan_only(p: &dyn DynPlugin, ctx: &Context, state: &DesiredState) -> Pl
         let Some(desired) = p.desired_typed(&state.state)? else {
             return anyhow::Ok(None);
         };
-        let (_, actions) = plan(p, ctx, &desired, None).await?;
-        Ok(Some(actions))
+        let (current, actions) = plan(p, ctx, &desired, None).await?;
+        Ok(Some((p.not_applied_typed(&current, &desired)?, actions)))
     }
     .await;
+    let planned = planned.map(|o| {
+        o.map(|(here, actions)| {
+            report.not_applied = here;
+            actions
+        })
+    });
     match planned {
         Ok(None) => report.outcome = PluginOutcome::Skipped,
         Ok(Some(actions)) if actions.is_empty() => {}
@@ -930,6 +944,7 @@ async fn step_inner(
         return Ok(());
     };
     let (current, mut actions) = plan(p, ctx, &desired, tx.repair).await?;
+    report.not_applied = p.not_applied_typed(&current, &desired)?;
     if actions.is_empty() {
         return Ok(());
     }

@@ -34,7 +34,54 @@ pub struct PortInfo {
     /// VLANs a trunk port carries (`trunks`), sorted; empty: all.
     pub trunks: Vec<u16>,
     pub interfaces: Vec<InterfaceInfo>,
+    /// `bond_mode` (`active-backup`, `balance-slb`, `balance-tcp`), if set.
+    pub bond_mode: Option<String>,
+    /// `lacp` (`active`, `passive`, `off`), if set.
+    pub lacp: Option<String>,
+    pub other_config: BTreeMap<String, String>,
 }
+
+impl PortInfo {
+    /// Whether the port is a bond: several interfaces, a bond mode, or an
+    /// interface not named like the port.
+    pub fn is_bond(&self) -> bool {
+        self.interfaces.len() > 1
+            || self.bond_mode.is_some()
+            || self.interfaces.iter().any(|i| i.name != self.name)
+    }
+
+    /// The port's bond settings as a [`PortKind::Bond`] (OVS defaults made
+    /// explicit: `active-backup`, LACP off, carrier detection).
+    pub fn bond_kind(&self) -> PortKind {
+        let miimon = (self
+            .other_config
+            .get("bond-detect-mode")
+            .map(String::as_str)
+            == Some("miimon"))
+        .then(|| {
+            self.other_config
+                .get("bond-miimon-interval")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_MIIMON)
+        });
+        PortKind::Bond {
+            interfaces: self.interfaces.iter().map(|i| i.name.clone()).collect(),
+            bond_mode: self
+                .bond_mode
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BOND_MODE.to_string()),
+            lacp: self.lacp.clone().filter(|l| l != "off"),
+            miimon,
+        }
+    }
+}
+
+/// OVS's bond mode when `bond_mode` is empty.
+pub const DEFAULT_BOND_MODE: &str = "active-backup";
+/// OVS's `bond-miimon-interval` when it is not set.
+const DEFAULT_MIIMON: u32 = 200;
+/// The `other_config` keys of a bond port the agent manages.
+const BOND_KEYS: [&str; 2] = ["bond-detect-mode", "bond-miimon-interval"];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BridgeInfo {
@@ -44,6 +91,8 @@ pub struct BridgeInfo {
     pub datapath_type: String,
     /// Sorted by name.
     pub ports: Vec<PortInfo>,
+    /// `other_config:hwaddr`: the MAC of the bridge's own device, if set.
+    pub hwaddr: Option<String>,
 }
 
 impl BridgeInfo {
@@ -62,6 +111,18 @@ pub enum PortKind {
     System,
     /// One end of a patch pair; `peer` is the other end's interface name.
     Patch { peer: String },
+    /// An OVS bond: one port over several existing links (`interfaces`,
+    /// sorted), `bond_mode` `active-backup`, `balance-slb` or `balance-tcp`,
+    /// LACP `active`/`passive` (`None`: off), MII monitoring every `miimon`
+    /// ms (`None`: carrier detection).
+    Bond {
+        interfaces: Vec<String>,
+        bond_mode: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lacp: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        miimon: Option<u32>,
+    },
 }
 
 impl PortKind {
@@ -69,7 +130,7 @@ impl PortKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             PortKind::Internal => "internal",
-            PortKind::System => "",
+            PortKind::System | PortKind::Bond { .. } => "",
             PortKind::Patch { .. } => "patch",
         }
     }
@@ -116,6 +177,44 @@ impl PortSpec {
         self
     }
 
+    /// The names of the port's interfaces: its members for a bond, else itself.
+    pub fn interface_names(&self) -> Vec<String> {
+        match &self.kind {
+            PortKind::Bond { interfaces, .. } => interfaces.clone(),
+            _ => vec![self.name.clone()],
+        }
+    }
+
+    /// `bond_mode` and `lacp` of a bond port (empty for other ports).
+    fn bond_columns(&self) -> Vec<(String, Datum)> {
+        let PortKind::Bond {
+            bond_mode, lacp, ..
+        } = &self.kind
+        else {
+            return Vec::new();
+        };
+        vec![
+            ("bond_mode".into(), Datum::atom(bond_mode.as_str())),
+            (
+                "lacp".into(),
+                Datum::set(lacp.as_deref().map(str::to_string)),
+            ),
+        ]
+    }
+
+    /// The agent's `other_config` keys of a bond port.
+    fn bond_config(&self) -> BTreeMap<String, String> {
+        match &self.kind {
+            PortKind::Bond {
+                miimon: Some(ms), ..
+            } => BTreeMap::from([
+                ("bond-detect-mode".to_string(), "miimon".to_string()),
+                ("bond-miimon-interval".to_string(), ms.to_string()),
+            ]),
+            _ => BTreeMap::new(),
+        }
+    }
+
     fn vlan_columns(&self) -> [(String, Datum); 2] {
         [
             ("tag".into(), Datum::set(self.tag.map(i64::from))),
@@ -137,6 +236,10 @@ pub struct BridgeSpec {
     /// `netdev` for the user-space datapath; `None` leaves the column alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datapath_type: Option<String>,
+    /// MAC of the bridge's own device (`other_config:hwaddr`); `None`
+    /// leaves it alone (ovs-vswitchd then picks one from the ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hwaddr: Option<String>,
 }
 
 impl BridgeSpec {
@@ -157,6 +260,8 @@ pub struct EnsureReport {
     pub updated_interfaces: Vec<String>,
     /// Ports whose VLAN tag or trunks changed.
     pub updated_ports: Vec<String>,
+    /// Bond ports whose members, mode, LACP or link monitoring changed.
+    pub updated_bonds: Vec<String>,
     pub updated_bridge: bool,
 }
 
@@ -166,6 +271,7 @@ impl EnsureReport {
             || !self.added_ports.is_empty()
             || !self.updated_interfaces.is_empty()
             || !self.updated_ports.is_empty()
+            || !self.updated_bonds.is_empty()
             || self.updated_bridge
     }
 }
@@ -206,8 +312,23 @@ pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
         .transact(
             VSWITCH_DB,
             &[
-                select("Bridge", &["_uuid", "name", "ports", "datapath_type"]),
-                select("Port", &["_uuid", "name", "interfaces", "tag", "trunks"]),
+                select(
+                    "Bridge",
+                    &["_uuid", "name", "ports", "datapath_type", "other_config"],
+                ),
+                select(
+                    "Port",
+                    &[
+                        "_uuid",
+                        "name",
+                        "interfaces",
+                        "tag",
+                        "trunks",
+                        "bond_mode",
+                        "lacp",
+                        "other_config",
+                    ],
+                ),
                 select(
                     "Interface",
                     &["_uuid", "name", "type", "options", "error", "ofport"],
@@ -246,6 +367,9 @@ pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
             tag: col(r, "tag")?.as_i64().and_then(|t| u16::try_from(t).ok()),
             trunks,
             interfaces,
+            bond_mode: col(r, "bond_mode")?.as_str().map(str::to_string),
+            lacp: col(r, "lacp")?.as_str().map(str::to_string),
+            other_config: col(r, "other_config")?.string_map(),
         };
         ports.insert(info.uuid.clone(), info);
     }
@@ -261,6 +385,10 @@ pub async fn list_bridges(client: &Client) -> Result<Vec<BridgeInfo>> {
             name: col_str(r, "name")?,
             datapath_type: col_str(r, "datapath_type").unwrap_or_default(),
             ports: bports,
+            hwaddr: col(r, "other_config")?
+                .string_map()
+                .get("hwaddr")
+                .map(|m| m.to_ascii_lowercase()),
         });
     }
     bridges.sort_by(|a, b| a.name.cmp(&b.name));
@@ -316,23 +444,38 @@ pub async fn ensure_root_row(client: &Client) -> Result<String> {
     }
 }
 
-fn insert_port(ops: &mut Vec<Operation>, p: &PortSpec, i: usize) -> String {
-    let iface = format!("iface{i}");
-    let port = format!("port{i}");
+/// Inserts an Interface row of `p`'s type named `name`; returns its uuid-name.
+fn insert_interface(ops: &mut Vec<Operation>, p: &PortSpec, name: &str, tag: String) -> Atom {
     ops.push(Operation::Insert {
         table: "Interface".into(),
         row: Row::from([
-            ("name".into(), Datum::atom(p.name.as_str())),
+            ("name".into(), Datum::atom(name)),
             ("type".into(), Datum::atom(p.kind.type_name())),
             ("options".into(), Datum::map(p.kind.options())),
         ]),
-        uuid_name: Some(iface.clone()),
+        uuid_name: Some(tag.clone()),
     });
+    Atom::named(tag)
+}
+
+fn insert_port(ops: &mut Vec<Operation>, p: &PortSpec, i: usize) -> String {
+    let port = format!("port{i}");
+    let ifaces: Vec<Atom> = p
+        .interface_names()
+        .iter()
+        .enumerate()
+        .map(|(j, n)| insert_interface(ops, p, n, format!("iface{i}x{j}")))
+        .collect();
     let mut row = Row::from([
         ("name".into(), Datum::atom(p.name.as_str())),
-        ("interfaces".into(), Datum::named_uuid(iface)),
+        ("interfaces".into(), Datum::Set(ifaces)),
     ]);
     row.extend(p.vlan_columns());
+    row.extend(p.bond_columns());
+    let config = p.bond_config();
+    if !config.is_empty() {
+        row.insert("other_config".into(), Datum::map(config));
+    }
     ops.push(Operation::Insert {
         table: "Port".into(),
         row,
@@ -376,6 +519,12 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
             if let Some(dp) = &spec.datapath_type {
                 row.insert("datapath_type".into(), Datum::atom(dp.as_str()));
             }
+            if let Some(mac) = &spec.hwaddr {
+                row.insert(
+                    "other_config".into(),
+                    Datum::map([("hwaddr", mac.as_str())]),
+                );
+            }
             ops.push(Operation::Insert {
                 table: "Bridge".into(),
                 row,
@@ -407,6 +556,25 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
                 });
                 report.updated_bridge = true;
             }
+            if let Some(mac) = spec
+                .hwaddr
+                .as_ref()
+                .filter(|m| bridge.hwaddr.as_ref() != Some(*m))
+            {
+                ops.push(Operation::Mutate {
+                    table: "Bridge".into(),
+                    conditions: vec![Condition::uuid(&bridge.uuid)],
+                    mutations: vec![
+                        Mutation::new("other_config", Mutator::Delete, Datum::set(["hwaddr"])),
+                        Mutation::new(
+                            "other_config",
+                            Mutator::Insert,
+                            Datum::map([("hwaddr", mac.as_str())]),
+                        ),
+                    ],
+                });
+                report.updated_bridge = true;
+            }
             let mut new_ports = Vec::new();
             for (i, p) in wanted.iter().enumerate() {
                 let Some(port) = bridge.port(&p.name) else {
@@ -414,6 +582,27 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
                     report.added_ports.push(p.name.clone());
                     continue;
                 };
+                if port.tag != p.tag || port.trunks != p.trunks {
+                    ops.push(Operation::Update {
+                        table: "Port".into(),
+                        conditions: vec![Condition::uuid(&port.uuid)],
+                        row: Row::from(p.vlan_columns()),
+                    });
+                    report.updated_ports.push(p.name.clone());
+                }
+                if let PortKind::Bond { .. } = &p.kind {
+                    if update_bond(&mut ops, port, p, i) {
+                        report.updated_bonds.push(p.name.clone());
+                    }
+                    continue;
+                }
+                if port.is_bond() {
+                    return Err(OvsdbError::Precondition(format!(
+                        "port '{}' on bridge '{}' is an OVS bond and the state wants a \
+                         plain port; remove it (ovs-vsctl del-port {} {}) and apply again",
+                        p.name, spec.name, spec.name, p.name
+                    )));
+                }
                 let iface = port
                     .interfaces
                     .iter()
@@ -425,14 +614,6 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
                             p.name, spec.name
                         ))
                     })?;
-                if port.tag != p.tag || port.trunks != p.trunks {
-                    ops.push(Operation::Update {
-                        table: "Port".into(),
-                        conditions: vec![Condition::uuid(&port.uuid)],
-                        row: Row::from(p.vlan_columns()),
-                    });
-                    report.updated_ports.push(p.name.clone());
-                }
                 if iface.kind != p.kind.type_name() || iface.options != p.kind.options() {
                     ops.push(Operation::Update {
                         table: "Interface".into(),
@@ -468,6 +649,97 @@ pub async fn ensure_bridge(client: &Client, spec: &BridgeSpec) -> Result<EnsureR
         expect_one(&res, i, what)?;
     }
     Ok(report)
+}
+
+/// Brings the existing bond port `port` to `want` (a [`PortKind::Bond`]):
+/// members added and removed in one mutate, mode and LACP updated, the
+/// agent's `other_config` keys replaced. Returns whether it changed anything.
+fn update_bond(ops: &mut Vec<Operation>, port: &PortInfo, want: &PortSpec, i: usize) -> bool {
+    let PortKind::Bond {
+        interfaces,
+        bond_mode,
+        lacp,
+        miimon,
+    } = &want.kind
+    else {
+        return false;
+    };
+    let PortKind::Bond {
+        interfaces: have,
+        bond_mode: have_mode,
+        lacp: have_lacp,
+        miimon: have_miimon,
+    } = port.bond_kind()
+    else {
+        return false;
+    };
+    let mut changed = false;
+    let add: Vec<Atom> = interfaces
+        .iter()
+        .filter(|m| !have.contains(m))
+        .enumerate()
+        .map(|(j, m)| insert_interface(ops, want, m, format!("iface{i}x{j}")))
+        .collect();
+    let remove: Vec<Atom> = port
+        .interfaces
+        .iter()
+        .filter(|f| !interfaces.contains(&f.name))
+        .map(|f| Atom::uuid(f.uuid.clone()))
+        .collect();
+    if !add.is_empty() || !remove.is_empty() {
+        // Insert first: a port may never be left without an interface.
+        let mut mutations = Vec::new();
+        if !add.is_empty() {
+            mutations.push(Mutation::new(
+                "interfaces",
+                Mutator::Insert,
+                Datum::Set(add),
+            ));
+        }
+        if !remove.is_empty() {
+            mutations.push(Mutation::new(
+                "interfaces",
+                Mutator::Delete,
+                Datum::Set(remove),
+            ));
+        }
+        ops.push(Operation::Mutate {
+            table: "Port".into(),
+            conditions: vec![Condition::uuid(&port.uuid)],
+            mutations,
+        });
+        changed = true;
+    }
+    if *bond_mode != have_mode || *lacp != have_lacp || port.bond_mode.is_none() {
+        ops.push(Operation::Update {
+            table: "Port".into(),
+            conditions: vec![Condition::uuid(&port.uuid)],
+            row: Row::from_iter(want.bond_columns()),
+        });
+        changed = true;
+    }
+    if *miimon != have_miimon {
+        let mut mutations = vec![Mutation::new(
+            "other_config",
+            Mutator::Delete,
+            Datum::set(BOND_KEYS),
+        )];
+        let config = want.bond_config();
+        if !config.is_empty() {
+            mutations.push(Mutation::new(
+                "other_config",
+                Mutator::Insert,
+                Datum::map(config),
+            ));
+        }
+        ops.push(Operation::Mutate {
+            table: "Port".into(),
+            conditions: vec![Condition::uuid(&port.uuid)],
+            mutations,
+        });
+        changed = true;
+    }
+    changed
 }
 
 /// Removes a bridge (and with it its ports and interfaces) by taking it out

@@ -6,6 +6,7 @@
 pub mod firewall;
 pub mod host;
 pub mod lxc;
+pub mod netmaker;
 pub mod network;
 pub mod packages;
 pub mod proxmox;
@@ -28,6 +29,7 @@ pub fn standard() -> Engine {
     e.register(network::NetworkPlugin);
     e.register(network::flows::FlowsPlugin);
     e.register(wireguard::WireGuardPlugin);
+    e.register(netmaker::NetmakerPlugin);
     e.register(firewall::FirewallPlugin::default());
     e.register(systemd::SystemdPlugin);
     e.register(lxc::LxcPlugin);

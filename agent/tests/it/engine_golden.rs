@@ -111,6 +111,7 @@ fn plugins_run_in_the_documented_order() {
             "network",
             "flows",
             "wireguard",
+            "netmaker",
             "firewall",
             "systemd",
             "lxc",

@@ -1,5 +1,5 @@
 //! The real binary on a state with sections this version does not apply
-//! (LXC containers in the list form, a KVM VM, Netmaker; audit switched
+//! (LXC containers in the list form, a KVM VM; audit switched
 //! off, which is applied: no audit log): `validate` warns by pointer and fails with --strict,
 //! `diff` and `apply` list them under "not applied", `apply` and `run` exit
 //! 3 unless `--allow-unapplied`, and the OPDBUS-RESULT line carries the list.
@@ -16,8 +16,7 @@ const STATE: &str = r#"{
       "audit": {"enabled": false}
     },
     "lxc": {"containers": [{"id": "100", "veth": "veth100"}]},
-    "kvm": {"vms": {"db": {"cores": 2, "memory": 2048}}},
-    "netmaker": {"enabled": true, "server": "https://nm.example.test", "network": "mesh"}
+    "kvm": {"vms": {"db": {"cores": 2, "memory": 2048}}}
   }
 }
 "#;
@@ -26,7 +25,6 @@ const POINTERS: &[&str] = &[
     "/plugins/lxc/containers/0/id",
     "/plugins/lxc/containers/0/veth",
     "/plugins/kvm",
-    "/plugins/netmaker",
 ];
 
 struct Fixture {
@@ -112,7 +110,7 @@ fn apply_exits_3_and_lists_what_it_did_not_apply() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("4 part(s) of the state not applied by this version (exit 3)")
+        err.contains("3 part(s) of the state not applied by this version (exit 3)")
             && err.contains("--allow-unapplied"),
         "{err}"
     );
@@ -155,7 +153,7 @@ fn diff_lists_them_under_not_applied() {
 
     let text = stdout(&f.agent(&["diff", "STATE"]));
     assert!(
-        text.ends_with("1 action(s), 4 part(s) not applied\n"),
+        text.ends_with("1 action(s), 3 part(s) not applied\n"),
         "{text}"
     );
 }
@@ -220,14 +218,14 @@ fn validate_warns_by_pointer_and_strict_fails() {
         "{text}"
     );
     assert!(
-        text.ends_with(&format!("{file}: valid, 4 warning(s)\n")),
+        text.ends_with(&format!("{file}: valid, 3 warning(s)\n")),
         "{text}"
     );
     let out = validate(true);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         stdout(&out).ends_with(&format!(
-            "{file}: invalid: 4 warning(s), fatal with --strict\n"
+            "{file}: invalid: 3 warning(s), fatal with --strict\n"
         )),
         "{out:?}"
     );

@@ -14,7 +14,7 @@ use opdbus_agent::plugins::wireguard::WireGuardPlugin;
 use opdbus_common::Task;
 use serde_json::{json, Value};
 
-fn context(dir: &Path) -> Context {
+pub(crate) fn context(dir: &Path) -> Context {
     Context::new(dir.join("state"))
         .with_root(dir.join("root"))
         .with_bus_address(Some(format!("unix:path={}/no-bus", dir.display())))
@@ -26,7 +26,7 @@ fn context(dir: &Path) -> Context {
         })
 }
 
-fn apply_with(
+pub(crate) fn apply_with(
     ns: &NetNs,
     dir: &Path,
     state: &Value,
@@ -48,7 +48,7 @@ fn apply_with(
     })
 }
 
-fn actions(r: &RunReport) -> Vec<String> {
+pub(crate) fn actions(r: &RunReport) -> Vec<String> {
     r.plugins
         .iter()
         .flat_map(|p| p.actions.iter().map(|a| a.description.clone()))
@@ -56,7 +56,7 @@ fn actions(r: &RunReport) -> Vec<String> {
 }
 
 /// `ip netns exec NS cmd...`, its stdout, or the error.
-fn exec(ns: &NetNs, args: &[&str]) -> Result<String, String> {
+pub(crate) fn exec(ns: &NetNs, args: &[&str]) -> Result<String, String> {
     Task::new("ip")
         .args(["netns", "exec", ns.name()])
         .args(args)
@@ -112,7 +112,7 @@ fn tcp_works(from: &NetNs, to: &NetNs, to_ip: &str, port: u16) -> bool {
     got.map(|s| s.trim() == "hello-x").unwrap_or(false)
 }
 
-fn ping(from: &NetNs, ip: &str) -> bool {
+pub(crate) fn ping(from: &NetNs, ip: &str) -> bool {
     exec(from, &["ping", "-c", "1", "-W", "2", ip]).is_ok()
 }
 
@@ -318,7 +318,7 @@ fn hex_of(b64: &str) -> String {
 /// ovsdb-server (host namespace, unprivileged paths) and ovs-vswitchd inside
 /// a namespace with the user-space datapath; run, db and log files in one
 /// scratch directory. Both are stopped on drop.
-struct Switch {
+pub(crate) struct Switch {
     dir: tempfile::TempDir,
     ns: String,
 }
@@ -344,7 +344,7 @@ fn stop(pidfile: &Path) {
 }
 
 impl Switch {
-    fn start(ns: &NetNs) -> Self {
+    pub(crate) fn start(ns: &NetNs) -> Self {
         let dir = tempfile::Builder::new().prefix("ovs").tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let sw = Switch {
@@ -392,7 +392,7 @@ impl Switch {
         self.start_vswitchd();
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("unix:{}", self.dir.path().join("db.sock").display())
     }
 
@@ -400,7 +400,17 @@ impl Switch {
         format!("unix:{}/{bridge}.mgmt", self.dir.path().display())
     }
 
-    fn vsctl(&self, args: &[&str]) -> String {
+    /// `ovs-appctl` to this switch's ovs-vswitchd.
+    pub(crate) fn appctl(&self, args: &[&str]) -> String {
+        Task::new("ovs-appctl")
+            .arg("-t")
+            .arg(self.dir.path().join("vswitchd.ctl"))
+            .args(args)
+            .read()
+            .unwrap()
+    }
+
+    pub(crate) fn vsctl(&self, args: &[&str]) -> String {
         Task::new("ovs-vsctl")
             .arg(format!("--db={}", self.addr()))
             .arg("--timeout=20")
@@ -446,7 +456,7 @@ fn flows_state(ovsdb: &str, bridge: &str, flows: &[&str]) -> Value {
 }
 
 /// Host `h` (a namespace) wired to switch port `p` of `sw_ns` by a veth.
-fn wire(host: &NetNs, sw_ns: &NetNs, h: &str, p: &str, addr: &str) {
+pub(crate) fn wire(host: &NetNs, sw_ns: &NetNs, h: &str, p: &str, addr: &str) {
     host.ip(&[
         "link",
         "add",
@@ -585,7 +595,7 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
 
 // ---- VLAN tags --------------------------------------------------------------
 
-fn net_engine() -> Engine {
+pub(crate) fn net_engine() -> Engine {
     let mut e = Engine::new();
     e.register(opdbus_agent::plugins::network::NetworkPlugin);
     e

@@ -40,6 +40,7 @@ fn spec() -> BridgeSpec {
             ),
         ],
         datapath_type: None,
+        hwaddr: None,
     }
 }
 

@@ -394,7 +394,11 @@ fn first_boot_network(net: &opdbus_state::NetworkSpec) -> target::FirstBootNetwo
         match &i.kind {
             IfaceKind::Bond { slaves, .. } => except.extend(slaves.iter().cloned()),
             IfaceKind::Bridge { ports } => except.extend(ports.iter().cloned()),
-            IfaceKind::OvsBridge { ports } => except.extend(ports.iter().map(|p| p.name.clone())),
+            IfaceKind::OvsBridge { ports } => {
+                except.extend(ports.iter().map(|p| p.name.clone()));
+                // An OVS bond's members.
+                except.extend(ports.iter().flat_map(|p| p.interfaces.iter().cloned()));
+            }
             _ => {}
         }
     }

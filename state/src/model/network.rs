@@ -73,6 +73,12 @@ pub enum BondMode {
     BalanceTlb,
     #[serde(rename = "balance-alb")]
     BalanceAlb,
+    /// Open vSwitch only: source-MAC load balancing, no switch support needed.
+    #[serde(rename = "balance-slb")]
+    BalanceSlb,
+    /// Open vSwitch only: L4 hashing, needs LACP (`802.3ad` on an OVS bond).
+    #[serde(rename = "balance-tcp")]
+    BalanceTcp,
 }
 
 impl BondMode {
@@ -85,6 +91,41 @@ impl BondMode {
             BondMode::Lacp => "802.3ad",
             BondMode::BalanceTlb => "balance-tlb",
             BondMode::BalanceAlb => "balance-alb",
+            BondMode::BalanceSlb => "balance-slb",
+            BondMode::BalanceTcp => "balance-tcp",
+        }
+    }
+
+    /// The modes an Open vSwitch bond has (`802.3ad` is `balance-tcp` with LACP).
+    pub fn on_ovs(self) -> bool {
+        matches!(
+            self,
+            BondMode::ActiveBackup | BondMode::Lacp | BondMode::BalanceSlb | BondMode::BalanceTcp
+        )
+    }
+
+    /// The modes a kernel bond has.
+    pub fn in_kernel(self) -> bool {
+        !matches!(self, BondMode::BalanceSlb | BondMode::BalanceTcp)
+    }
+}
+
+/// LACP on an Open vSwitch bond: `active` sends LACPDUs, `passive` only
+/// answers, `off` (the default) negotiates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Lacp {
+    Active,
+    Passive,
+    Off,
+}
+
+impl Lacp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lacp::Active => "active",
+            Lacp::Passive => "passive",
+            Lacp::Off => "off",
         }
     }
 }
@@ -140,6 +181,9 @@ pub struct Interface {
     pub mode: Option<BondMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub miimon: Option<u32>,
+    /// LACP of a bond on an Open vSwitch bridge (`active`, `passive`, `off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacp: Option<Lacp>,
     /// VLAN id (1-4094).
     #[serde(default, alias = "vlan_id", skip_serializing_if = "Option::is_none")]
     pub id: Option<u16>,
@@ -173,6 +217,37 @@ pub struct OvsPortSpec {
     /// VLANs a trunk port carries (1-4094); empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunks: Vec<u16>,
+    /// Members of a `bond` port (existing links, such as `["ens1", "ens2"]`).
+    #[serde(default, alias = "slaves", skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// Mode of a `bond` port: `active-backup` (the default), `balance-slb`,
+    /// `balance-tcp` or `802.3ad` (balance-tcp with LACP).
+    #[serde(default, alias = "mode", skip_serializing_if = "Option::is_none")]
+    pub bond_mode: Option<BondMode>,
+    /// LACP of a `bond` port; `active` by default for balance-tcp and 802.3ad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacp: Option<Lacp>,
+    /// Link monitoring of a `bond` port by MII every this many milliseconds
+    /// (default: carrier detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miimon: Option<u32>,
+}
+
+impl OvsPortSpec {
+    /// A port of `kind` with nothing else set.
+    pub fn plain(name: impl Into<String>, kind: OvsPortType) -> Self {
+        OvsPortSpec {
+            name: name.into(),
+            kind,
+            peer: None,
+            tag: None,
+            trunks: Vec::new(),
+            interfaces: Vec::new(),
+            bond_mode: None,
+            lacp: None,
+            miimon: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -182,6 +257,8 @@ pub enum OvsPortType {
     System,
     Internal,
     Patch,
+    /// Several existing links as one port (an OVS bond).
+    Bond,
 }
 
 /// `"ens1"` or `{"name": "ens1", "type": "system"}`.
@@ -191,11 +268,7 @@ pub struct OvsPort(pub OvsPortSpec);
 impl Serialize for OvsPort {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let p = &self.0;
-        if p.kind == OvsPortType::System
-            && p.peer.is_none()
-            && p.tag.is_none()
-            && p.trunks.is_empty()
-        {
+        if *p == OvsPortSpec::plain(p.name.clone(), OvsPortType::System) {
             s.serialize_str(&p.name)
         } else {
             p.serialize(s)
@@ -209,16 +282,10 @@ impl<'de> Deserialize<'de> for OvsPort {
         impl<'de> Visitor<'de> for V {
             type Value = OvsPort;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port name or {\"name\", \"type\", \"peer\", \"tag\", \"trunks\"}")
+                f.write_str("a port name or {\"name\", \"type\", \"peer\", \"tag\", \"trunks\", \"interfaces\", \"bond_mode\", \"lacp\", \"miimon\"}")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<OvsPort, E> {
-                Ok(OvsPort(OvsPortSpec {
-                    name: v.to_string(),
-                    kind: OvsPortType::System,
-                    peer: None,
-                    tag: None,
-                    trunks: Vec::new(),
-                }))
+                Ok(OvsPort(OvsPortSpec::plain(v, OvsPortType::System)))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OvsPort, A::Error> {
                 OvsPortSpec::deserialize(MapAccessDeserializer::new(map)).map(OvsPort)
@@ -309,6 +376,9 @@ pub struct NetInterface {
     pub mode: Option<BondMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub miimon: Option<u32>,
+    /// LACP of a bond on an Open vSwitch bridge (`active`, `passive`, `off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacp: Option<Lacp>,
     #[serde(default, alias = "vlan_id", skip_serializing_if = "Option::is_none")]
     pub id: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

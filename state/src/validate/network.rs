@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use super::Cx;
 use crate::diag::{child, pointer};
-use crate::model::{InterfaceType, IpBlock, OvsPortType, Route, State};
+use crate::model::{BondMode, InterfaceType, IpBlock, OvsPort, OvsPortType, Route, State};
 
 /// One declared interface, from either form, in the shape the checks need.
 struct Decl<'a> {
@@ -19,9 +19,64 @@ struct Decl<'a> {
     id: Option<u16>,
     base: Option<&'a str>,
     slaves: Vec<(&'a str, String)>,
-    /// Bridge ports (Linux or OVS system ports) with their pointers.
+    /// Bridge ports (Linux or OVS system ports, OVS bond members) with their pointers.
     ports: Vec<(&'a str, String)>,
+    mode: Option<BondMode>,
+    lacp: bool,
 }
+
+/// The ports of an OVS bridge: a bond port needs interfaces and an OVS
+/// mode; the bond settings belong to bond ports only. Returns the system
+/// ports and bond members (links enslaved to the bridge) with pointers.
+fn check_ovs_ports<'a>(cx: &mut Cx, ptr: &str, ports: &'a [OvsPort]) -> Vec<(&'a str, String)> {
+    let mut out = Vec::new();
+    for (k, p) in ports.iter().enumerate() {
+        let p = &p.0;
+        let pptr = child(&child(ptr, "ports"), k);
+        match p.kind {
+            OvsPortType::System => out.push((p.name.as_str(), pptr.clone())),
+            OvsPortType::Bond => {
+                if p.interfaces.is_empty() {
+                    cx.error(
+                        pptr.clone(),
+                        format!("OVS bond port {} has no interfaces", p.name),
+                        "add \"interfaces\": [\"ens1\", \"ens2\"]: the links it bonds",
+                    );
+                }
+                if let Some(m) = p.bond_mode.filter(|m| !m.on_ovs()) {
+                    cx.error(
+                        child(&pptr, "bond_mode"),
+                        format!("an OVS bond has no mode {}", m.as_str()),
+                        OVS_MODES,
+                    );
+                }
+                for (j, m) in p.interfaces.iter().enumerate() {
+                    out.push((m.as_str(), child(&child(&pptr, "interfaces"), j)));
+                }
+            }
+            _ => {}
+        }
+        if p.kind != OvsPortType::Bond {
+            let set = [
+                ("interfaces", !p.interfaces.is_empty()),
+                ("bond_mode", p.bond_mode.is_some()),
+                ("lacp", p.lacp.is_some()),
+                ("miimon", p.miimon.is_some()),
+            ];
+            for (field, _) in set.iter().filter(|(_, on)| *on) {
+                cx.error(
+                    child(&pptr, field),
+                    format!("port {} is not a bond but sets {field}", p.name),
+                    "set \"type\": \"bond\" on the port, or remove it",
+                );
+            }
+        }
+    }
+    out
+}
+
+const OVS_MODES: &str =
+    "use active-backup, balance-slb, balance-tcp or 802.3ad (balance-tcp with LACP)";
 
 pub(super) fn check(cx: &mut Cx, state: &State) {
     let mut decls: Vec<Decl> = Vec::new();
@@ -70,11 +125,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                     .enumerate()
                     .map(|(k, p)| (p.as_str(), child(&child(&ptr, "bridge_ports"), k)))
                     .collect();
-                for (k, p) in i.ports.iter().enumerate() {
-                    if p.0.kind == OvsPortType::System {
-                        ports.push((p.0.name.as_str(), child(&child(&ptr, "ports"), k)));
-                    }
-                }
+                ports.extend(check_ovs_ports(cx, &ptr, &i.ports));
                 check_mtu(cx, &ptr, i.mtu, !v6.is_empty());
                 decls.push(Decl {
                     name,
@@ -88,6 +139,8 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                         .map(|(k, s)| (s.as_str(), child(&child(&ptr, "slaves"), k)))
                         .collect(),
                     ports,
+                    mode: i.mode,
+                    lacp: i.lacp.is_some(),
                     ptr,
                 });
             }
@@ -108,6 +161,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                 }
             }
             check_mtu(cx, &ptr, i.mtu, has_v6);
+            let ports = check_ovs_ports(cx, &ptr, &i.ports);
             decls.push(Decl {
                 name: &i.name,
                 kind: i.kind,
@@ -119,13 +173,9 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                     .enumerate()
                     .map(|(k, s)| (s.as_str(), child(&child(&ptr, "slaves"), k)))
                     .collect(),
-                ports: i
-                    .ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.0.kind == OvsPortType::System)
-                    .map(|(k, p)| (p.0.name.as_str(), child(&child(&ptr, "ports"), k)))
-                    .collect(),
+                ports,
+                mode: i.mode,
+                lacp: i.lacp.is_some(),
                 ptr,
             });
         }
@@ -154,6 +204,45 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             );
         } else {
             where_declared.insert(d.name, d.ptr.clone());
+        }
+    }
+
+    // A bond named as a port of an OVS bridge is an OVS bond: OVS modes
+    // only; any other bond is a kernel bond: kernel modes, no lacp.
+    let on_ovs: Vec<&str> = decls
+        .iter()
+        .filter(|d| d.kind == InterfaceType::OvsBridge)
+        .flat_map(|d| d.ports.iter().map(|(p, _)| *p))
+        .collect();
+    for d in decls.iter().filter(|d| d.kind == InterfaceType::Bond) {
+        let ovs = on_ovs.contains(&d.name);
+        match d.mode {
+            Some(m) if ovs && !m.on_ovs() => cx.error(
+                child(&d.ptr, "mode"),
+                format!(
+                    "bond {} is a port of an OVS bridge, and an OVS bond has no mode {}",
+                    d.name,
+                    m.as_str()
+                ),
+                OVS_MODES,
+            ),
+            Some(m) if !ovs && !m.in_kernel() => cx.error(
+                child(&d.ptr, "mode"),
+                format!(
+                    "{} is an Open vSwitch bond mode, and bond {} is a kernel bond (no OVS bridge names it as a port)",
+                    m.as_str(),
+                    d.name
+                ),
+                "use 802.3ad or another kernel mode, or name the bond in an ovs-bridge's ports",
+            ),
+            _ => {}
+        }
+        if d.lacp && !ovs {
+            cx.error(
+                child(&d.ptr, "lacp"),
+                format!("lacp applies to a bond on an OVS bridge; {} is a kernel bond", d.name),
+                "a kernel bond negotiates LACP in mode 802.3ad: remove lacp, or name the bond in an ovs-bridge's ports",
+            );
         }
     }
 
@@ -375,4 +464,70 @@ fn valid_mac(mac: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Severity;
+
+    fn errors(json: &str) -> Vec<(String, String)> {
+        let s = crate::parse::parse_only(json).expect("parses");
+        crate::validate::validate(&s)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| (d.pointer.clone(), d.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn ovs_and_kernel_bonds_take_only_their_own_modes() {
+        let got = errors(
+            r#"{"version": 1, "plugins": {"network": {
+                "interfaces": {"ovs0": {"type": "ovs-bridge", "ports": ["bond0",
+                    {"name": "bond1", "type": "bond", "bond_mode": "balance-rr"},
+                    {"name": "p1", "lacp": "active"}]}},
+                "bonds": {"bond0": {"slaves": ["e1", "e2"], "mode": "balance-xor"},
+                          "bond2": {"slaves": ["e3"], "mode": "balance-slb", "lacp": "active"}}}}}"#,
+        );
+        let at = |p: &str| got.iter().find(|(x, _)| x == p).map(|(_, m)| m.as_str());
+        assert_eq!(
+            at("/plugins/network/bonds/bond0/mode"),
+            Some("bond bond0 is a port of an OVS bridge, and an OVS bond has no mode balance-xor")
+        );
+        assert_eq!(
+            at("/plugins/network/interfaces/ovs0/ports/1"),
+            Some("OVS bond port bond1 has no interfaces")
+        );
+        assert_eq!(
+            at("/plugins/network/interfaces/ovs0/ports/1/bond_mode"),
+            Some("an OVS bond has no mode balance-rr")
+        );
+        assert_eq!(
+            at("/plugins/network/interfaces/ovs0/ports/2/lacp"),
+            Some("port p1 is not a bond but sets lacp")
+        );
+        assert!(at("/plugins/network/bonds/bond2/mode")
+            .is_some_and(|m| m.starts_with("balance-slb is an Open vSwitch bond mode")));
+        assert!(at("/plugins/network/bonds/bond2/lacp").is_some());
+        assert_eq!(got.len(), 6, "{got:#?}");
+    }
+
+    #[test]
+    fn a_bond_on_an_ovs_bridge_normalizes_to_an_ovs_bond_port() {
+        let s = crate::parse::parse_only(
+            r#"{"version": 1, "plugins": {"network": {
+                "interfaces": {"ovs0": {"type": "ovs-bridge", "ports": ["bond0", "p1"]}},
+                "bonds": {"bond0": {"slaves": ["e1", "e2"], "mode": "802.3ad"}}}}}"#,
+        )
+        .expect("parses");
+        assert_eq!(crate::validate::validate(&s), []);
+        let spec = s.network_spec();
+        assert_eq!(spec.interfaces.len(), 1, "bond0 is no kernel bond");
+        let crate::normalize::IfaceKind::OvsBridge { ports } = &spec.interfaces[0].kind else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(ports[0].kind, crate::model::OvsPortType::Bond);
+        assert_eq!(ports[0].interfaces, ["e1", "e2"]);
+        assert_eq!(ports[0].bond_mode, Some(crate::model::BondMode::Lacp));
+    }
 }

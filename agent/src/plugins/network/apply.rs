@@ -126,6 +126,7 @@ pub async fn apply_one(
             ports,
             ovsdb,
             datapath_type,
+            mac,
         } => {
             let addr = ovsdb_addr(ctx, ovsdb);
             let c = ovs_client(&addr).await?;
@@ -133,6 +134,7 @@ pub async fn apply_one(
                 name: name.clone(),
                 ports: ports.clone(),
                 datapath_type: datapath_type.clone(),
+                hwaddr: mac.clone(),
             };
             let report = ovsdb::vswitch::ensure_bridge(&c, &spec)
                 .await
@@ -154,7 +156,7 @@ pub async fn apply_one(
             ovsdb::vswitch::sync_vswitchd(&c, None)
                 .await
                 .context("bumping next_cfg for ovs-vswitchd")?;
-            Ok(Some(format!(
+            let mut note = format!(
                 "via OVSDB: {}added ports {}",
                 if report.created_bridge {
                     "created bridge, "
@@ -166,7 +168,11 @@ pub async fn apply_one(
                 } else {
                     report.added_ports.join(",")
                 }
-            )))
+            );
+            if !report.updated_bonds.is_empty() {
+                note += &format!(", updated bonds {}", report.updated_bonds.join(","));
+            }
+            Ok(Some(note))
         }
         NetAction::SetUp { link } => Ok(nl.set_up(link).await.map(|_| None)?),
         NetAction::SetDown { link } => Ok(nl.set_down(link).await.map(|_| None)?),

@@ -349,6 +349,7 @@ impl Checkpoint {
                             name: name.to_string(),
                             ports: w.ports.clone(),
                             datapath_type: Some(w.datapath_type.clone()),
+                            hwaddr: w.hwaddr.clone(),
                         };
                         ovsdb::vswitch::ensure_bridge(&client, &spec).await?;
                         for p in is.map(|b| b.ports.clone()).unwrap_or_default() {

@@ -286,15 +286,24 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
         let WantKind::OvsBridge { ports } = &l.kind else {
             continue;
         };
+        let ensure = (
+            l.name.clone(),
+            ports.clone(),
+            l.datapath_type.clone(),
+            l.mac.clone(),
+        );
         match ovs_now.iter().find(|b| b.name == l.name) {
-            None => ovs_ensure.push((l.name.clone(), ports.clone(), l.datapath_type.clone())),
+            None => ovs_ensure.push(ensure),
             Some(b) => {
                 let dp_differs = l
                     .datapath_type
                     .as_ref()
                     .is_some_and(|dp| *dp != b.datapath_type);
-                if dp_differs || ports.iter().any(|p| !b.ports.contains(p)) {
-                    ovs_ensure.push((l.name.clone(), ports.clone(), l.datapath_type.clone()));
+                // The bridge's MAC is ovs-vswitchd's to set (it would undo
+                // a netlink change): other_config:hwaddr.
+                let mac_differs = l.mac.is_some() && l.mac != b.hwaddr;
+                if dp_differs || mac_differs || ports.iter().any(|p| !b.ports.contains(p)) {
+                    ovs_ensure.push(ensure);
                 }
                 if desired.prune {
                     for p in b.ports.iter().filter(|p| {
@@ -388,7 +397,7 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
                 });
             }
         }
-        if let Some(mac) = &l.mac {
+        if let (Some(mac), false) = (&l.mac, matches!(l.kind, WantKind::OvsBridge { .. })) {
             if now(&l.name).and_then(|c| c.mac.as_deref()) != Some(mac.as_str()) {
                 out.push(NetAction::SetMac {
                     link: l.name.clone(),
@@ -414,12 +423,13 @@ pub fn diff(current: &Current, desired: &Desired) -> Vec<NetAction> {
             }
         }
     }
-    for (name, ports, datapath_type) in ovs_ensure {
+    for (name, ports, datapath_type, mac) in ovs_ensure {
         out.push(NetAction::EnsureOvsBridge {
             name,
             ports,
             ovsdb: desired.ovsdb.clone(),
             datapath_type,
+            mac,
         });
     }
     for l in links.iter().filter(|l| present(l)) {
@@ -564,12 +574,14 @@ pub fn unmet(current: &Current, actions: &[NetAction]) -> Vec<String> {
                     name,
                     ports,
                     datapath_type,
+                    mac,
                     ..
                 } => ovs.iter().find(|b| &b.name == name).is_some_and(|b| {
                     ports.iter().all(|p| b.ports.contains(p))
                         && datapath_type
                             .as_ref()
                             .is_none_or(|dp| *dp == b.datapath_type)
+                        && (mac.is_none() || *mac == b.hwaddr)
                 }),
                 NetAction::SetUp { link: l } => link(l).is_some_and(|c| c.up),
                 NetAction::SetDown { link: l } => link(l).is_some_and(|c| !c.up),

@@ -25,18 +25,34 @@ const OVS_DATAPATH: &str = "ovs-system";
 const DEFAULT_MTU: u32 = 1500;
 
 fn port(p: &crate::ovsdb::PortSpec) -> OvsPort {
-    let (kind, peer) = match &p.kind {
-        PortKind::System => (OvsPortType::System, None),
-        PortKind::Internal => (OvsPortType::Internal, None),
-        PortKind::Patch { peer } => (OvsPortType::Patch, Some(peer.clone())),
+    let kind = match &p.kind {
+        PortKind::System => OvsPortType::System,
+        PortKind::Internal => OvsPortType::Internal,
+        PortKind::Patch { .. } => OvsPortType::Patch,
+        PortKind::Bond { .. } => OvsPortType::Bond,
     };
-    OvsPort(OvsPortSpec {
-        name: p.name.clone(),
-        kind,
-        peer,
-        tag: p.tag,
-        trunks: p.trunks.clone(),
-    })
+    let mut spec = OvsPortSpec::plain(p.name.clone(), kind);
+    spec.tag = p.tag;
+    spec.trunks = p.trunks.clone();
+    match &p.kind {
+        PortKind::Patch { peer } => spec.peer = Some(peer.clone()),
+        PortKind::Bond {
+            interfaces,
+            bond_mode,
+            lacp,
+            miimon,
+        } => {
+            spec.interfaces = interfaces.clone();
+            spec.bond_mode =
+                serde_json::from_value(serde_json::Value::String(bond_mode.clone())).ok();
+            spec.lacp = lacp
+                .as_ref()
+                .and_then(|l| serde_json::from_value(serde_json::Value::String(l.clone())).ok());
+            spec.miimon = *miimon;
+        }
+        _ => {}
+    }
+    OvsPort(spec)
 }
 
 fn bond_mode(m: crate::netlink::BondMode) -> Option<opdbus_state::model::BondMode> {

@@ -63,10 +63,34 @@ fn ovs_port_lines(out: &mut String, bridge: &str, kind: &PortKind) {
         PortKind::Internal => "OVSIntPort",
         PortKind::System => "OVSPort",
         PortKind::Patch { .. } => "OVSPatchPort",
+        PortKind::Bond { .. } => "OVSBond",
     };
+    if let PortKind::Bond { interfaces, .. } = kind {
+        let _ = writeln!(out, "\tovs_bonds {}", interfaces.join(" "));
+    }
     let _ = writeln!(out, "\tovs_type {t}\n\tovs_bridge {bridge}");
-    if let PortKind::Patch { peer } = kind {
-        let _ = writeln!(out, "\tovs_patch_peer {peer}");
+    match kind {
+        PortKind::Patch { peer } => {
+            let _ = writeln!(out, "\tovs_patch_peer {peer}");
+        }
+        PortKind::Bond {
+            bond_mode,
+            lacp,
+            miimon,
+            ..
+        } => {
+            let mut opts = format!("bond_mode={bond_mode}");
+            if let Some(l) = lacp {
+                opts += &format!(" lacp={l}");
+            }
+            if let Some(ms) = miimon {
+                opts += &format!(
+                    " other_config:bond-detect-mode=miimon other_config:bond-miimon-interval={ms}"
+                );
+            }
+            let _ = writeln!(out, "\tovs_options {opts}");
+        }
+        _ => {}
     }
 }
 

@@ -235,6 +235,9 @@ pub struct OvsBridgeNow {
     pub ports: Vec<PortSpec>,
     #[serde(default)]
     pub datapath_type: String,
+    /// `other_config:hwaddr` (lowercase): the MAC of the bridge's device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hwaddr: Option<String>,
 }
 
 impl From<&crate::ovsdb::BridgeInfo> for OvsBridgeNow {
@@ -246,6 +249,7 @@ impl From<&crate::ovsdb::BridgeInfo> for OvsBridgeNow {
             .map(|p| {
                 let iface = p.interfaces.first();
                 let kind = match iface.map(|i| i.kind.as_str()) {
+                    _ if p.is_bond() => p.bond_kind(),
                     Some("internal") => PortKind::Internal,
                     Some("patch") => PortKind::Patch {
                         peer: iface
@@ -261,6 +265,7 @@ impl From<&crate::ovsdb::BridgeInfo> for OvsBridgeNow {
             name: b.name.clone(),
             ports,
             datapath_type: b.datapath_type.clone(),
+            hwaddr: b.hwaddr.clone(),
         }
     }
 }
@@ -420,6 +425,9 @@ pub enum NetAction {
         ovsdb: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         datapath_type: Option<String>,
+        /// MAC of the bridge's own device (`other_config:hwaddr`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
     },
     SetMac {
         link: String,
@@ -537,6 +545,7 @@ impl fmt::Display for NetAction {
                 name,
                 ports,
                 datapath_type,
+                mac,
                 ..
             } => {
                 write!(
@@ -544,6 +553,22 @@ impl fmt::Display for NetAction {
                     "ensure OVS bridge {name} with ports {}",
                     list(ports.iter().map(|p| {
                         let mut s = p.name.clone();
+                        if let PortKind::Bond {
+                            interfaces,
+                            bond_mode,
+                            lacp,
+                            miimon,
+                        } = &p.kind
+                        {
+                            s += &format!(" (bond {} {bond_mode}", interfaces.join("+"));
+                            if let Some(l) = lacp {
+                                s += &format!(" lacp {l}");
+                            }
+                            if let Some(ms) = miimon {
+                                s += &format!(" miimon {ms}");
+                            }
+                            s += ")";
+                        }
                         if let Some(t) = p.tag {
                             s += &format!(" (tag {t})");
                         }
@@ -556,6 +581,9 @@ impl fmt::Display for NetAction {
                 )?;
                 if let Some(dp) = datapath_type {
                     write!(f, ", datapath {dp}")?;
+                }
+                if let Some(mac) = mac {
+                    write!(f, ", MAC address {mac}")?;
                 }
                 Ok(())
             }
@@ -584,12 +612,35 @@ fn list<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
 }
 
 fn port_spec(p: &opdbus_state::model::OvsPortSpec) -> PortSpec {
+    use opdbus_state::model::{BondMode as Mode, Lacp};
     let kind = match p.kind {
         OvsPortType::System => PortKind::System,
         OvsPortType::Internal => PortKind::Internal,
         OvsPortType::Patch => PortKind::Patch {
             peer: p.peer.clone().unwrap_or_default(),
         },
+        OvsPortType::Bond => {
+            // 802.3ad is OVS's balance-tcp, which needs LACP: active unless
+            // the state says otherwise.
+            let (mode, lacp_default) = match p.bond_mode {
+                None | Some(Mode::ActiveBackup) => ("active-backup", None),
+                Some(Mode::BalanceSlb) => ("balance-slb", None),
+                Some(_) => ("balance-tcp", Some(Lacp::Active)),
+            };
+            let mut interfaces = p.interfaces.clone();
+            interfaces.sort();
+            interfaces.dedup();
+            PortKind::Bond {
+                interfaces,
+                bond_mode: mode.to_string(),
+                lacp: p
+                    .lacp
+                    .or(lacp_default)
+                    .filter(|l| *l != Lacp::Off)
+                    .map(|l| l.as_str().to_string()),
+                miimon: p.miimon,
+            }
+        }
     };
     PortSpec::new(p.name.clone(), kind).with_vlans(p.tag, &p.trunks)
 }
@@ -619,6 +670,7 @@ pub fn desired_from_spec(spec: &NetworkSpec) -> Desired {
                 mode,
                 miimon,
                 slaves,
+                ..
             } => {
                 for s in slaves {
                     masters.insert(s.clone(), i.name.clone());
@@ -676,6 +728,35 @@ pub fn desired_from_spec(spec: &NetworkSpec) -> Desired {
                 datapath_type: i.datapath_type.clone(),
             },
         );
+    }
+    // Members of OVS bonds: existing links the state only references (up,
+    // and checked to exist), with no kernel master.
+    let members: Vec<String> = links
+        .values()
+        .flat_map(|l| match &l.kind {
+            WantKind::OvsBridge { ports } => ports
+                .iter()
+                .flat_map(|p| match &p.kind {
+                    PortKind::Bond { interfaces, .. } => interfaces.clone(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    for m in members {
+        links.entry(m.clone()).or_insert_with(|| LinkWant {
+            name: m,
+            kind: WantKind::Existing,
+            declared: false,
+            up: true,
+            mtu: None,
+            master: None,
+            addresses: None,
+            dhcp: false,
+            mac: None,
+            datapath_type: None,
+        });
     }
     // Ports and slaves the state only references: configured, never created.
     for (port, master) in &masters {

@@ -201,16 +201,7 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
 
 #[cfg(test)]
 mod tests {
-    use crate::diag::Severity;
-
-    fn errors(json: &str) -> Vec<(String, String)> {
-        let s = crate::parse::parse_only(json).expect("parses");
-        crate::validate::validate(&s)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| (d.pointer.clone(), d.message.clone()))
-            .collect()
-    }
+    use crate::validate::test_errors as errors;
 
     #[test]
     fn flows_tags_macs_and_datapaths_are_checked_by_pointer() {

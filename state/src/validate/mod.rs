@@ -13,6 +13,18 @@ mod systemd;
 mod users;
 mod wireguard;
 
+/// The error diagnostics of a state as (pointer, message) pairs, for the
+/// submodules' tests.
+#[cfg(test)]
+pub(crate) fn test_errors(json: &str) -> Vec<(String, String)> {
+    let s = crate::parse::parse_only(json).expect("parses");
+    validate(&s)
+        .into_iter()
+        .filter(|d| d.severity == crate::diag::Severity::Error)
+        .map(|d| (d.pointer.clone(), d.message.clone()))
+        .collect()
+}
+
 pub use flows::flow_problem;
 pub use wireguard::is_wg_key;
 

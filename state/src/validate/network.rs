@@ -468,16 +468,7 @@ fn valid_mac(mac: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::diag::Severity;
-
-    fn errors(json: &str) -> Vec<(String, String)> {
-        let s = crate::parse::parse_only(json).expect("parses");
-        crate::validate::validate(&s)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| (d.pointer.clone(), d.message.clone()))
-            .collect()
-    }
+    use crate::validate::test_errors as errors;
 
     #[test]
     fn ovs_and_kernel_bonds_take_only_their_own_modes() {

@@ -6,13 +6,15 @@
 //! Proxmox VE also a template tarball in `/var/lib/vz/template/cache/` for
 //! `pct create`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use opdbus_common::containers::btrfs;
 use opdbus_common::containers::{template, Paths};
 use opdbus_common::rootfs::RootDir;
+use opdbus_common::Task;
 use opdbus_state::model::{Distribution, State};
 use serde::Serialize;
 
@@ -55,12 +57,94 @@ struct HostLink<'a> {
     template: &'a str,
 }
 
-/// Builds `debian-base` in the target from `payload` (verified against
+/// Where [`BaseSnapshot`] keeps the base system, in the target's root.
+pub const BASE_SNAPSHOT: &str = "/.opdbus-template-base";
+
+/// The base system as the payload laid it down, before the install made it
+/// a host (identity, accounts, state, agent): a btrfs snapshot of the
+/// target's root subvolume with what the payload wrote into the other
+/// subvolumes mounted beneath it (`/var/log`, `/home`) copied in (reflinks
+/// where the kernel allows). The container template is a snapshot of it, so
+/// the payload is not extracted a second time. Deleted on drop, so it never
+/// reaches the installed system, whatever fails.
+pub struct BaseSnapshot {
+    path: PathBuf,
+}
+
+impl BaseSnapshot {
+    /// Takes it right after the base system is laid down. `None` when the
+    /// root is not the root of a btrfs subvolume (then the template comes
+    /// from the payload). `mounted` are the target's mount points in mount
+    /// order (the root's own first); the op-dbus layout (`layout_root`,
+    /// where the templates live) and what is beneath it are not copied.
+    pub fn take(root: &Root, mounted: &[PathBuf], layout_root: &str) -> Result<Option<Self>> {
+        let top = root.dir();
+        if btrfs::subvolume(top).is_none() {
+            return Ok(None);
+        }
+        let path = root.display_path(BASE_SNAPSHOT);
+        if let Some(stale) = btrfs::subvolume(&path) {
+            // An interrupted earlier run on an adopted filesystem.
+            if stale.read_only {
+                btrfs::set_read_only(&path, false)?;
+            }
+            btrfs::delete(&path)?;
+        }
+        btrfs::snapshot(top, &path)?;
+        let snap = BaseSnapshot { path };
+        let layout = Path::new(layout_root.trim_start_matches('/'));
+        for mp in mounted {
+            let Ok(rel) = mp.strip_prefix(top) else {
+                continue;
+            };
+            if rel.as_os_str().is_empty() || rel.starts_with(layout) {
+                continue;
+            }
+            let dest = snap.path.join(rel);
+            // The mount point as the snapshot has it: a real directory, no
+            // symlink on the way (the copy stays inside the snapshot).
+            let canonical = std::fs::canonicalize(&dest)
+                .with_context(|| format!("finding {} in the base snapshot", rel.display()))?;
+            if canonical != dest || !dest.is_dir() {
+                bail!(
+                    "{} is not a plain directory in the base snapshot {}",
+                    rel.display(),
+                    snap.path.display()
+                );
+            }
+            let mut src = mp.as_os_str().to_owned();
+            src.push("/.");
+            Task::new("cp")
+                .args(["-a", "-x", "--reflink=auto", "--"])
+                .arg(&src)
+                .arg(&dest)
+                .run()
+                .with_context(|| format!("copying /{} into the base snapshot", rel.display()))?;
+        }
+        Ok(Some(snap))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BaseSnapshot {
+    fn drop(&mut self) {
+        if let Err(e) = btrfs::delete(&self.path) {
+            tracing::warn!("deleting the base snapshot {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Builds `debian-base` in the target: a snapshot of `base_system` when given and
+/// on the layout's filesystem, else from `payload` (verified against
 /// `expected` again as it is read). `None` when the layout is not on btrfs
 /// (templates are subvolumes; the caller says so).
 pub fn build_templates(
     state: &State,
     root: &Root,
+    base_system: Option<&BaseSnapshot>,
     payload: &Path,
     expected: &ExpectedSha256,
     address: Option<std::net::IpAddr>,
@@ -123,22 +207,39 @@ pub fn build_templates(
             CONTAINER_SOCKETS.trim_start_matches('/')
         ));
     }
-    let made = template::create_with(
-        &paths,
-        DEBIAN_BASE,
-        template::Source::Fill {
-            what: format!("the payload {}", payload.display()),
-            fill: Box::new(|dir: &Path| {
-                payload::extract_payload(payload, expected, dir, false)
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from)
-            }),
-        },
-        template::Options {
-            seed: Some(&seed),
-            lxc_lines: Some(lines),
-        },
-    )
+    let from_payload = || template::Source::Fill {
+        what: format!("the payload {}", payload.display()),
+        fill: Box::new(|dir: &Path| {
+            payload::extract_payload(payload, expected, dir, false)
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }),
+    };
+    let options = || template::Options {
+        seed: Some(&seed),
+        lxc_lines: Some(lines.clone()),
+    };
+    let made = match base_system {
+        Some(base_system) => {
+            let snapshot = template::Source::Snapshot {
+                what: format!("the base system of the payload {}", payload.display()),
+                subvolume: base_system.path().to_path_buf(),
+            };
+            match template::create_with(&paths, DEBIAN_BASE, snapshot, options()) {
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<btrfs::BtrfsError>(),
+                        Some(btrfs::BtrfsError::CrossDevice { .. })
+                    ) =>
+                {
+                    // The layout is on another filesystem than the root.
+                    template::create_with(&paths, DEBIAN_BASE, from_payload(), options())
+                }
+                other => other,
+            }
+        }
+        None => template::create_with(&paths, DEBIAN_BASE, from_payload(), options()),
+    }
     .with_context(|| format!("building the container template {shown}"))?;
     let pve_tarball = if b.distribution == Distribution::Proxmox {
         Some(write_pve_tarball(root, &made.template.rootfs_path())?)

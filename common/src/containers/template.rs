@@ -115,6 +115,10 @@ pub enum Source<'a> {
     Tarball(PathBuf),
     /// The caller fills the (empty) rootfs directory it is given.
     Fill { what: String, fill: Filler<'a> },
+    /// A writable btrfs snapshot of `subvolume` (on the same filesystem as
+    /// the layout; [`btrfs::BtrfsError::CrossDevice`] otherwise) becomes
+    /// the rootfs: no data is copied.
+    Snapshot { what: String, subvolume: PathBuf },
 }
 
 impl Source<'_> {
@@ -132,7 +136,7 @@ impl Source<'_> {
     fn describe(&self) -> String {
         match self {
             Source::Dir(p) | Source::Tarball(p) => p.display().to_string(),
-            Source::Fill { what, .. } => what.clone(),
+            Source::Fill { what, .. } | Source::Snapshot { what, .. } => what.clone(),
         }
     }
 }
@@ -230,8 +234,11 @@ fn fill(
     source: Source<'_>,
     opts: &Options<'_>,
 ) -> anyhow::Result<strip::StripReport> {
-    btrfs::create(rootfs)?;
     let what = source.describe();
+    match &source {
+        Source::Snapshot { subvolume, .. } => btrfs::snapshot(subvolume, rootfs)?,
+        _ => btrfs::create(rootfs)?,
+    }
     match source {
         Source::Dir(from) => {
             let mut src = from.as_os_str().to_owned();
@@ -264,6 +271,7 @@ fn fill(
         Source::Fill { what, fill } => {
             fill(rootfs).with_context(|| format!("filling template {name:?} from {what}"))?
         }
+        Source::Snapshot { .. } => {}
     }
     let root = RootDir::open(rootfs).with_context(|| format!("opening {}", rootfs.display()))?;
     let stripped = strip::strip_host_parts(&root)

@@ -247,6 +247,11 @@ fn populate(
         ex.elapsed.as_secs_f64(),
         ex.sha256
     ));
+    // The container template's base, before the install makes the root a
+    // host: a snapshot now saves a second extraction of the payload later.
+    let layout_root = state.plugins.opdbus.clone().unwrap_or_default().root;
+    let base = crate::templates::BaseSnapshot::take(&root, &mounted.mount_points(), &layout_root)
+        .context("taking the base snapshot for the container template")?;
 
     if let Some(b) = bootstrap.filter(|b| b.distribution == Distribution::Proxmox) {
         progress.step("proxmox", "Proxmox VE repository, key, pinning, proxmox-ve")?;
@@ -269,13 +274,17 @@ fn populate(
     handoff(state, &root, opts)?;
 
     progress.step("templates", "container template debian-base")?;
-    match crate::templates::build_templates(
+    let built = crate::templates::build_templates(
         state,
         &root,
+        base.as_ref(),
         &payload_path,
         &expected,
         static_address(state),
-    )? {
+    );
+    // Gone before the bootloader and the report: nothing of it stays.
+    drop(base);
+    match built? {
         Some(t) if t.kept => progress.note(&format!("{} kept (already filled)", t.path)),
         Some(t) => {
             progress.note(&format!(

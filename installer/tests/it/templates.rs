@@ -13,9 +13,11 @@ use std::time::Instant;
 use opdbus_common::containers::btrfs;
 use opdbus_common::Task;
 use opdbus_installer::layout::create_host_layout;
-use opdbus_installer::payload::{build_payload, Distribution, ExpectedSha256, PayloadSpec};
+use opdbus_installer::payload::{
+    build_payload, extract_payload, Distribution, ExpectedSha256, PayloadSpec,
+};
 use opdbus_installer::target::Root;
-use opdbus_installer::templates::{build_templates, PVE_TEMPLATE_CACHE};
+use opdbus_installer::templates::{build_templates, BaseSnapshot, PVE_TEMPLATE_CACHE};
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("OPDBUS_CACHE").map_or_else(
@@ -59,6 +61,7 @@ impl LoopBtrfs {
 impl Drop for LoopBtrfs {
     fn drop(&mut self) {
         if !Command::new("umount")
+            .arg("-R")
             .arg(&self.mnt)
             .status()
             .is_ok_and(|s| s.success())
@@ -104,8 +107,35 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
     let payload =
         build_payload(&spec, &work.path().join("base.tar.zst"), Some(&cache_dir())).unwrap();
     let disk = LoopBtrfs::new(6 << 30);
+    // As the install mounts it: /var/log is a subvolume of its own.
+    let var_log = disk.mnt.join("var/log");
+    btrfs::create(&disk.mnt.join("@var_log")).unwrap();
+    fs::create_dir_all(&var_log).unwrap();
+    Task::new("mount")
+        .args(["-o", "subvol=@var_log", &disk.dev])
+        .arg(&var_log)
+        .run()
+        .unwrap();
     let root = Root::open(&disk.mnt).unwrap();
-    // What the install has done by then: the host's layout, its locales.
+    // What the install has done by then: the base system, then (after the
+    // base snapshot) the host's own files, its layout, its locales.
+    extract_payload(&payload.path, &ExpectedSha256::Sidecar, root.dir(), false).unwrap();
+    let base = BaseSnapshot::take(
+        &root,
+        &[disk.mnt.clone(), var_log.clone()],
+        "/var/lib/op-dbus",
+    )
+    .unwrap()
+    .expect("the root is a btrfs subvolume");
+    // The payload's /var/log (another subvolume) is in the base snapshot,
+    // owners and modes kept (btmp: root:utmp 0660).
+    let btmp = fs::metadata(base.path().join("var/log/btmp")).unwrap();
+    assert_eq!((btmp.mode() & 0o7777, btmp.gid()), (0o660, 43));
+    assert!(base.path().join("var/log/journal").is_dir());
+    root.write("/etc/opdbus-host-secret", b"host only", 0o600)
+        .unwrap();
+    root.write("/var/log/host-only.log", b"host only", 0o600)
+        .unwrap();
     let st = state("proxmox");
     create_host_layout(&root, &Default::default(), "name = \"@NAME@\"\n").unwrap();
     root.write("/usr/lib/locale/locale-archive", b"compiled locales", 0o644)
@@ -115,6 +145,7 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
     let report = build_templates(
         &st,
         &root,
+        Some(&base),
         &payload.path,
         &ExpectedSha256::Sidecar,
         Some("192.0.2.10".parse().unwrap()),
@@ -122,8 +153,22 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
     .unwrap()
     .expect("the layout is on btrfs");
     let took = t0.elapsed();
+    let snapshot_path = base.path().to_path_buf();
+    drop(base);
+    assert!(
+        !snapshot_path.exists(),
+        "the base snapshot is deleted once the template is made"
+    );
     let tpl = disk.mnt.join("var/lib/op-dbus/@templates/debian-base");
     let rootfs = tpl.join("rootfs");
+    // The template is the base system as laid down, not the host it became.
+    assert!(!rootfs.join("etc/opdbus-host-secret").exists());
+    assert!(!rootfs.join("var/log/host-only.log").exists());
+    assert!(rootfs.join("var/log/btmp").is_file() && rootfs.join("var/log/journal").is_dir());
+    assert!(
+        btrfs::subvolume(&rootfs).unwrap().parent_uuid.is_some(),
+        "the rootfs is a snapshot, not a second extraction"
+    );
 
     // Read-only subvolumes, the rootfs one snapshots.
     let outer = btrfs::subvolume(&tpl).expect("@templates/debian-base is a subvolume");
@@ -254,9 +299,16 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
         .any(|n| n.starts_with("./boot/vmlinuz") || (n.starts_with("./dev/") && n != "./dev/")));
 
     // A second run (a re-install that kept the filesystem) keeps it.
-    let again = build_templates(&st, &root, &payload.path, &ExpectedSha256::Sidecar, None)
-        .unwrap()
-        .unwrap();
+    let again = build_templates(
+        &st,
+        &root,
+        None,
+        &payload.path,
+        &ExpectedSha256::Sidecar,
+        None,
+    )
+    .unwrap()
+    .unwrap();
     assert!(again.kept);
 
     let tar_mb = fs::metadata(&tar_path).unwrap().len() >> 20;

@@ -233,59 +233,73 @@ impl State {
     /// The desired state of every unit the state names; call only on a
     /// validated state.
     pub fn unit_specs(&self) -> BTreeMap<String, UnitTarget> {
-        let mut out = BTreeMap::new();
-        let Some(sd) = &self.plugins.systemd else {
-            return out;
-        };
-        for (name, s) in &sd.services {
-            let t = match s.state {
-                ServiceState::Enabled => target(Some(true), Some(true), None),
-                ServiceState::Disabled => target(Some(false), Some(false), None),
-                ServiceState::Running => target(None, Some(true), None),
-                ServiceState::Stopped => target(None, Some(false), None),
-                ServiceState::Masked => target(None, Some(false), Some(true)),
-            };
-            out.insert(service_unit_name(name), t);
-        }
-        for (name, u) in &sd.units {
-            out.insert(
-                name.clone(),
-                target(
-                    u.enabled,
-                    u.active_state.map(|a| a == ActiveState::Active),
-                    u.masked,
-                ),
-            );
-        }
-        for (name, c) in &sd.custom_units {
-            let mut t = target(
-                c.enabled,
-                c.active_state.map(|a| a == ActiveState::Active),
-                None,
-            );
-            t.content = Some(c.content.clone());
-            out.insert(name.clone(), t);
-        }
-        for (name, timer) in &sd.timers {
-            let unit = timer_unit_name(name);
-            let mut content = String::from("[Unit]\n");
-            let description = timer
-                .description
-                .clone()
-                .unwrap_or_else(|| format!("op-dbus timer {unit}"));
-            content.push_str(&format!("Description={description}\n\n[Timer]\n"));
-            content.push_str(&format!("OnCalendar={}\n", timer.on_calendar));
-            content.push_str(&format!("Persistent={}\n", timer.persistent));
-            content.push_str(&format!(
-                "Unit={}\n\n[Install]\nWantedBy=timers.target\n",
-                timer_target(name, timer)
-            ));
-            let mut t = target(Some(timer.enabled), Some(timer.enabled), None);
-            t.content = Some(content);
-            out.insert(unit, t);
-        }
-        out
+        self.plugins
+            .systemd
+            .as_ref()
+            .map(unit_specs_of)
+            .unwrap_or_default()
     }
+}
+
+/// `services`, `units`, `custom_units` and `timers` of `plugins.systemd`
+/// merged into one target per unit name (what the agent applies and the
+/// golden files pin). A name without a unit suffix is a service; a unit
+/// named twice gets every aspect either entry sets (the later form wins
+/// where both do). Timers become unit files whose `Unit=` always carries a
+/// suffix: systemd ignores `Unit=scrub`.
+pub fn unit_specs_of(sd: &crate::model::Systemd) -> BTreeMap<String, UnitTarget> {
+    let mut out: BTreeMap<String, UnitTarget> = BTreeMap::new();
+    for (name, s) in &sd.services {
+        let t = match s.state {
+            ServiceState::Enabled => target(Some(true), Some(true), None),
+            ServiceState::Disabled => target(Some(false), Some(false), None),
+            ServiceState::Running => target(None, Some(true), None),
+            ServiceState::Stopped => target(None, Some(false), None),
+            ServiceState::Masked => target(None, Some(false), Some(true)),
+        };
+        out.insert(service_unit_name(name), t);
+    }
+    let overlay =
+        |t: &mut UnitTarget, enabled: Option<bool>, active: Option<bool>, masked: Option<bool>| {
+            t.enabled = enabled.or(t.enabled);
+            t.active = active.or(t.active);
+            t.masked = masked.or(t.masked);
+        };
+    for (name, u) in &sd.units {
+        let t = out.entry(service_unit_name(name)).or_default();
+        overlay(
+            t,
+            u.enabled,
+            u.active_state.map(|a| a == ActiveState::Active),
+            u.masked,
+        );
+    }
+    for (name, c) in &sd.custom_units {
+        let t = out.entry(service_unit_name(name)).or_default();
+        overlay(
+            t,
+            c.enabled,
+            c.active_state.map(|a| a == ActiveState::Active),
+            None,
+        );
+        t.content = Some(c.content.clone());
+    }
+    for (name, timer) in &sd.timers {
+        let unit = timer_unit_name(name);
+        let activates = timer_target(name, timer);
+        let description = timer
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("op-dbus timer for {activates}"));
+        let content = format!(
+            "[Unit]\nDescription={description}\n\n[Timer]\nOnCalendar={}\nUnit={activates}\nPersistent={}\n\n[Install]\nWantedBy=timers.target\n",
+            timer.on_calendar, timer.persistent
+        );
+        let mut t = target(Some(timer.enabled), Some(timer.enabled), None);
+        t.content = Some(content);
+        out.insert(unit, t);
+    }
+    out
 }
 
 /// `plugins.proxmox.network` (PVE's stanzas of /etc/network/interfaces)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dbus::Systemd;
 use crate::engine::{ActionResult, Context, Plugin, PluginAction};
-use opdbus_state::model::{ActiveState, ServiceState};
+use opdbus_state::model::ActiveState;
 use opdbus_state::State;
 
 /// Where unit files are written, below the context root.
@@ -106,109 +106,21 @@ impl PluginAction for Action {
     }
 }
 
-const UNIT_SUFFIXES: &[&str] = &[
-    ".service",
-    ".socket",
-    ".target",
-    ".timer",
-    ".mount",
-    ".automount",
-    ".path",
-    ".slice",
-    ".scope",
-    ".swap",
-    ".device",
-];
-
-/// `name` with `.service` appended unless it already has a unit suffix.
-pub fn unit_name(name: &str, default_suffix: &str) -> String {
-    if UNIT_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-        name.to_string()
-    } else {
-        format!("{name}{default_suffix}")
-    }
-}
-
 /// Merges `services`, `units`, `timers` and `custom_units` into one map of
-/// unit targets plus the unit files to write.
+/// unit targets plus the unit files to write: the state crate's mapping
+/// ([`opdbus_state::normalize::unit_specs_of`]), the one the golden files pin.
 pub fn desired_from(sd: &opdbus_state::model::Systemd) -> Desired {
     let mut d = Desired::default();
-    for (name, spec) in &sd.services {
-        let t = match spec.state {
-            ServiceState::Enabled => UnitTarget {
-                enabled: Some(true),
-                active: Some(true),
-                masked: None,
-            },
-            ServiceState::Disabled => UnitTarget {
-                enabled: Some(false),
-                active: Some(false),
-                masked: None,
-            },
-            ServiceState::Running => UnitTarget {
-                active: Some(true),
-                ..Default::default()
-            },
-            ServiceState::Stopped => UnitTarget {
-                active: Some(false),
-                ..Default::default()
-            },
-            ServiceState::Masked => UnitTarget {
-                masked: Some(true),
-                active: Some(false),
-                enabled: None,
-            },
-        };
-        d.units.insert(unit_name(name, ".service"), t);
-    }
-    for (name, spec) in &sd.units {
-        let t = d.units.entry(unit_name(name, ".service")).or_default();
-        if let Some(a) = spec.active_state {
-            t.active = Some(a == ActiveState::Active);
+    for (unit, t) in opdbus_state::normalize::unit_specs_of(sd) {
+        if let Some(content) = t.content {
+            d.files.insert(unit.clone(), content);
         }
-        if spec.enabled.is_some() {
-            t.enabled = spec.enabled;
-        }
-        if spec.masked.is_some() {
-            t.masked = spec.masked;
-        }
-    }
-    for (name, spec) in &sd.custom_units {
-        let unit = unit_name(name, ".service");
-        d.files.insert(unit.clone(), spec.content.clone());
-        let t = d.units.entry(unit).or_default();
-        if spec.enabled.is_some() {
-            t.enabled = spec.enabled;
-        }
-        if let Some(a) = spec.active_state {
-            t.active = Some(a == ActiveState::Active);
-        }
-    }
-    for (name, spec) in &sd.timers {
-        let unit = unit_name(name, ".timer");
-        let base = unit.trim_end_matches(".timer");
-        let target = spec
-            .unit
-            .clone()
-            .unwrap_or_else(|| format!("{base}.service"));
-        let mut text = String::from("[Unit]\n");
-        text.push_str(&format!(
-            "Description={}\n",
-            spec.description
-                .clone()
-                .unwrap_or_else(|| format!("op-dbus timer for {target}"))
-        ));
-        text.push_str(&format!(
-            "\n[Timer]\nOnCalendar={}\nUnit={target}\nPersistent={}\n\n[Install]\nWantedBy=timers.target\n",
-            spec.on_calendar, spec.persistent
-        ));
-        d.files.insert(unit.clone(), text);
         d.units.insert(
             unit,
             UnitTarget {
-                enabled: Some(spec.enabled),
-                active: Some(spec.enabled),
-                masked: None,
+                enabled: t.enabled,
+                active: t.active,
+                masked: t.masked,
             },
         );
     }

@@ -119,3 +119,39 @@ fn plugins_run_in_the_documented_order() {
         ]
     );
 }
+
+/// A timer's `unit` without a suffix means a service: the agent writes
+/// `Unit=scrub.service` (systemd ignores `Unit=scrub`: "Unit type not
+/// valid"), the same text the state's golden files pin, and
+/// `systemd-analyze verify` accepts the file without a word.
+#[test]
+fn a_timer_unit_without_suffix_is_written_the_way_systemd_accepts() {
+    let state = opdbus_state::parse::parse_only(
+        r#"{"version": 1, "plugins": {"systemd": {"timers": {"scrub": {
+            "on_calendar": "monthly", "unit": "scrub", "persistent": false}}}}}"#,
+    )
+    .unwrap();
+    let sd = state.plugins.systemd.as_ref().unwrap();
+    let d = opdbus_agent::plugins::systemd::desired_from(sd);
+    let text = &d.files["scrub.timer"];
+    assert!(text.contains("\nUnit=scrub.service\n"), "{text}");
+    assert_eq!(
+        Some(text),
+        state.unit_specs()["scrub.timer"].content.as_ref(),
+        "the agent writes what the state's golden files pin"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scrub.timer"), text).unwrap();
+    std::fs::write(
+        dir.path().join("scrub.service"),
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("scrub.timer"))
+        .output()
+        .expect("systemd-analyze (Debian's systemd) runs here");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}

@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod containers;
 pub mod deb;
 pub mod interrupt;
+pub mod layout;
 pub mod logging;
 pub mod rootfs;
 

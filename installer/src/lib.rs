@@ -7,7 +7,6 @@ pub mod disk;
 pub mod install;
 pub mod interrupt;
 pub mod inventory;
-pub mod layout;
 pub mod live;
 pub mod payload;
 pub mod plan;

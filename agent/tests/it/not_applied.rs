@@ -12,7 +12,7 @@ const STATE: &str = r#"{
   "plugins": {
     "opdbus": {
       "root": "/var/lib/op-dbus",
-      "subvolumes": {"@cache": {}},
+      "subvolumes": {"@cache": {}}, "plugins": [], "sockets": false,
       "audit": {"enabled": false}
     },
     "lxc": {"containers": [{"id": "100", "veth": "veth100"}]},

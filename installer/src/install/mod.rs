@@ -23,7 +23,6 @@ use crate::bootloader::{self, BootConfig};
 use crate::disk::layout::UuidSource;
 use crate::disk::plan::FsKind;
 use crate::disk::{execute, ExecOptions, MountedTarget, TargetMap};
-use crate::layout::create_host_layout;
 use crate::payload::{self, ExpectedSha256, PayloadSpec};
 use crate::plan::{install_plan, resolve_targets, InstallPlan};
 use crate::target::{self, Root};
@@ -443,10 +442,10 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
     // agent's own code, so the rules hold before the network and the agent.
     write_firewall_boot_file(root, state)?;
     lxc_default_bridge_off(root, state)?;
+    // The host layout, by the code the agent's storage plugin runs.
     let layout = state.plugins.opdbus.clone().unwrap_or_default();
-    let plugin_toml = std::fs::read_to_string(opts.templates.join("layout/plugin.toml"))
-        .context("reading template layout/plugin.toml")?;
-    create_host_layout(root, &layout, &plugin_toml)?;
+    opdbus_common::layout::create(root.rootdir(), &(&layout).into())
+        .context("creating the op-dbus host layout (plugins.opdbus) in the target")?;
     if state.plugins.users.is_some() {
         // Accounts and SSH keys exist before first boot: the agent's own
         // users plugin, run against the target root (audited in the

@@ -14,12 +14,11 @@ use crate::payload::{self, BuildTool};
 
 /// The templates `handoff` copies into the target, relative to the templates
 /// folder.
-pub const TEMPLATE_FILES: [&str; 6] = [
+pub const TEMPLATE_FILES: [&str; 5] = [
     "systemd/op-dbus-agent.service",
     "systemd/op-dbus-result.service",
     "systemd/op-dbus-firewall.service",
     "dbus/org.opdbus.conf",
-    "layout/plugin.toml",
     "kernel/zz-op-dbus",
 ];
 

@@ -8,7 +8,6 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use opdbus_installer::layout::create_host_layout;
 use opdbus_installer::target::{self, FirstBootNetwork, Root};
 
 /// A host directory with a few files that must not change.
@@ -82,10 +81,9 @@ fn configure_everything(root: &Root) -> Vec<anyhow::Result<()>> {
         Box::new(|| target::enable_unit(root, "op-dbus-agent.service", "multi-user.target")),
         Box::new(|| root.write("/etc/op-dbus/state.json", "{}", 0o600)),
         Box::new(|| {
-            create_host_layout(
-                root,
-                &opdbus_state::model::HostLayout::default(),
-                "name = \"@NAME@\"\n",
+            opdbus_common::layout::create(
+                root.rootdir(),
+                &(&opdbus_state::model::HostLayout::default()).into(),
             )
             .map(|_| ())
         }),

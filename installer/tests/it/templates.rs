@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use opdbus_common::containers::btrfs;
 use opdbus_common::Task;
-use opdbus_installer::layout::create_host_layout;
 use opdbus_installer::payload::{
     build_payload, extract_payload, Distribution, ExpectedSha256, PayloadSpec,
 };
@@ -137,7 +136,23 @@ fn the_install_builds_a_read_only_debian_base_template_without_kernel_with_keys_
     root.write("/var/log/host-only.log", b"host only", 0o600)
         .unwrap();
     let st = state("proxmox");
-    create_host_layout(&root, &Default::default(), "name = \"@NAME@\"\n").unwrap();
+    opdbus_common::layout::create(
+        root.rootdir(),
+        &(&opdbus_state::model::HostLayout::default()).into(),
+    )
+    .unwrap();
+    // The layout on btrfs: subvolumes with their compression, sockets 0770.
+    let cache = disk.mnt.join("var/lib/op-dbus/@cache");
+    assert!(btrfs::subvolume(&cache).is_some());
+    let prop = Task::new("btrfs")
+        .args(["property", "get"])
+        .arg(&cache)
+        .arg("compression")
+        .read()
+        .unwrap();
+    assert_eq!(prop.trim(), "compression=zstd:3");
+    let sockets = fs::metadata(disk.mnt.join("var/lib/op-dbus/sockets")).unwrap();
+    assert_eq!(sockets.mode() & 0o7777, 0o770);
     root.write("/usr/lib/locale/locale-archive", b"compiled locales", 0o644)
         .unwrap();
 

@@ -6,6 +6,7 @@
 pub mod cmd;
 pub mod containers;
 pub mod deb;
+pub mod fat;
 pub mod interrupt;
 pub mod layout;
 pub mod logging;

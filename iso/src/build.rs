@@ -11,7 +11,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::{boot, esp, layer, live, menu, xorriso};
+use crate::{boot, layer, live, menu, xorriso};
 
 /// Everything `build` needs.
 #[derive(Debug, Clone)]
@@ -193,7 +193,8 @@ pub fn build(opts: &BuildOptions) -> anyhow::Result<Summary> {
         let efi = work.path().join("BOOTX64.EFI");
         boot::efi_image(&search_file, work.path(), &efi)?;
         let bytes = fs::read(&efi).with_context(|| format!("reading {}", efi.display()))?;
-        esp::write_fat_image(&efi_img, "OPDBUS-EFI", &[("EFI/BOOT/BOOTX64.EFI", bytes)])?;
+        opdbus_common::fat::write_image(&efi_img, "OPDBUS-EFI", &[("EFI/BOOT/BOOTX64.EFI", bytes)])
+            .context("writing the EFI image of the medium")?;
         Ok(())
     })?;
 

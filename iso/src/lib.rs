@@ -6,7 +6,6 @@ pub mod boot;
 pub mod build;
 pub mod cli;
 pub mod customize;
-pub mod esp;
 pub mod layer;
 pub mod live;
 pub mod menu;

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use opdbus_common::Task;
-use opdbus_iso::{boot, build, customize, esp, menu, xorriso};
+use opdbus_iso::{boot, build, customize, menu, xorriso};
 
 fn small_iso(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("iso");
@@ -23,7 +23,7 @@ fn small_iso(dir: &Path) -> std::path::PathBuf {
     boot::bios_tree(search, dir, &root).unwrap();
     let efi = dir.join("BOOTX64.EFI");
     boot::efi_image(search, dir, &efi).unwrap();
-    esp::write_fat_image(
+    opdbus_common::fat::write_image(
         &dir.join("efi.img"),
         "OPDBUS-EFI",
         &[("EFI/BOOT/BOOTX64.EFI", fs::read(&efi).unwrap())],

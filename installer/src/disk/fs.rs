@@ -8,8 +8,8 @@ use std::path::Path;
 
 use opdbus_common::{Task, TaskError};
 
-use super::layout::vfat_uuid_string;
 use super::plan::{FilesystemPlan, FsKind};
+use opdbus_common::fat::uuid_string as vfat_uuid_string;
 
 /// A filesystem found in a byte range.
 #[derive(Debug, Clone, PartialEq, Eq)]

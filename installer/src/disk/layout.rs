@@ -248,25 +248,11 @@ impl UuidMaker {
             FsKind::Vfat => {
                 let b = u.as_bytes();
                 let id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                vfat_uuid_string(id)
+                opdbus_common::fat::uuid_string(id)
             }
             _ => u.hyphenated().to_string(),
         }
     }
-}
-
-/// `XXXX-XXXX`, the way blkid prints a FAT volume serial.
-pub fn vfat_uuid_string(id: u32) -> String {
-    format!("{:04X}-{:04X}", id >> 16, id & 0xFFFF)
-}
-
-/// Parses `XXXX-XXXX` back into a FAT volume serial.
-pub fn vfat_volume_id(uuid: &str) -> Option<u32> {
-    let (hi, lo) = uuid.split_once('-')?;
-    if hi.len() != 4 || lo.len() != 4 {
-        return None;
-    }
-    Some((u32::from_str_radix(hi, 16).ok()? << 16) | u32::from_str_radix(lo, 16).ok()?)
 }
 
 /// Lays out every device. `sizes` maps each device key to its size in bytes

@@ -1,16 +1,18 @@
 //! D-Bus adapters: thin, typed clients for systemd1, hostname1, timedate1,
-//! locale1 and PackageKit. They carry no policy: the plugins decide what to
+//! locale1, resolve1, network1 and PackageKit. They carry no policy: the plugins decide what to
 //! change, these modules only read and write one service each.
 
 pub mod hostname;
 pub mod locale;
 pub mod packagekit;
+pub mod resolve;
 pub mod systemd;
 pub mod timedate;
 
 pub use hostname::Hostname;
 pub use locale::Locale;
 pub use packagekit::{Package, PackageKit};
+pub use resolve::Resolved;
 pub use systemd::{Systemd, UnitChange, UnitFileChange, UnitStatus};
 pub use timedate::Timedate;
 

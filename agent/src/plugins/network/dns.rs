@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::model::DnsConf;
+use crate::dbus::resolve::{DnsServer, Domain, Resolved};
 use crate::engine::Context;
 
 const RESOLVE1: &str = "org.freedesktop.resolve1";
@@ -94,32 +95,10 @@ pub async fn reload_networkd(ctx: &Context) -> String {
     let Some(conn) = service_bus(ctx, NETWORK1).await else {
         return "systemd-networkd not running: drop-ins take effect when it starts".into();
     };
-    let r: zbus::Result<()> = async {
-        let p = zbus::Proxy::new(
-            &conn,
-            NETWORK1,
-            "/org/freedesktop/network1",
-            "org.freedesktop.network1.Manager",
-        )
-        .await?;
-        p.call::<_, _, ()>("Reload", &()).await
-    }
-    .await;
-    match r {
+    match crate::dbus::resolve::reload_networkd(&conn).await {
         Ok(()) => "networkd reloaded".into(),
-        Err(e) => format!("reloading systemd-networkd failed (ignored): {e}"),
+        Err(e) => format!("reloading systemd-networkd failed (ignored): {e:#}"),
     }
-}
-
-fn resolve_manager(
-    conn: &zbus::Connection,
-) -> impl std::future::Future<Output = zbus::Result<zbus::Proxy<'static>>> + '_ {
-    zbus::Proxy::new(
-        conn,
-        RESOLVE1,
-        "/org/freedesktop/resolve1",
-        "org.freedesktop.resolve1.Manager",
-    )
 }
 
 fn ip_bytes(ip: &IpAddr) -> (i32, Vec<u8>) {
@@ -179,21 +158,11 @@ pub async fn read_dns(
             let Some(index) = ifindex else {
                 return Ok(DnsConf::default());
             };
-            let m = resolve_manager(&conn).await?;
-            let path: zbus::zvariant::OwnedObjectPath =
-                m.call("GetLink", &(index as i32)).await.with_context(|| {
-                    format!("asking systemd-resolved for link {}", link.unwrap_or("?"))
-                })?;
-            let l =
-                zbus::Proxy::new(&conn, RESOLVE1, path, "org.freedesktop.resolve1.Link").await?;
-            let servers: Vec<(i32, Vec<u8>)> = l
-                .get_property("DNS")
+            let (servers, domains) = Resolved::new(&conn)
+                .await?
+                .link_dns(index, link.unwrap_or("?"))
                 .await
-                .context("reading the link's DNS property")?;
-            let domains: Vec<(String, bool)> = l
-                .get_property("Domains")
-                .await
-                .context("reading the link's Domains property")?;
+                .context("asking systemd-resolved for the link's DNS")?;
             Ok(DnsConf {
                 link: link.map(str::to_string),
                 servers: servers
@@ -228,20 +197,11 @@ pub async fn set_dns(ctx: &Context, dns: &DnsConf, ifindex: Option<u32>) -> anyh
                      give an interface a gateway or an address in the state"
                 );
             };
-            let m = resolve_manager(&conn).await?;
-            let servers: Vec<(i32, Vec<u8>)> = dns.servers.iter().map(ip_bytes).collect();
-            m.call::<_, _, ()>("SetLinkDNS", &(index as i32, servers))
-                .await
-                .with_context(|| {
-                    format!("calling org.freedesktop.resolve1.Manager.SetLinkDNS for {link}")
-                })?;
-            let domains: Vec<(String, bool)> =
-                dns.search.iter().map(|d| (d.clone(), false)).collect();
-            m.call::<_, _, ()>("SetLinkDomains", &(index as i32, domains))
-                .await
-                .with_context(|| {
-                    format!("calling org.freedesktop.resolve1.Manager.SetLinkDomains for {link}")
-                })?;
+            let resolved = Resolved::new(&conn).await?;
+            let servers: Vec<DnsServer> = dns.servers.iter().map(ip_bytes).collect();
+            resolved.set_link_dns(index, link, &servers).await?;
+            let domains: Vec<Domain> = dns.search.iter().map(|d| (d.clone(), false)).collect();
+            resolved.set_link_domains(index, link, &domains).await?;
             Ok(format!("via systemd-resolved on {link}"))
         }
         DnsBackend::ResolvConf => {

@@ -379,7 +379,7 @@ fn check_raid(cx: &mut Cx, storage: &Storage, parts: &BTreeMap<String, PartInfo>
 
 /// Warns when the members' sizes, as far as the state fixes them (partition
 /// sizes, else the disks' selector.max_size), differ by more than
-/// `SIZE_SPREAD`: the larger members' surplus cannot be mirrored.
+/// `SIZE_SPREAD` and the larger members' surplus cannot be mirrored.
 fn check_member_sizes(
     cx: &mut Cx,
     fptr: &str,
@@ -421,6 +421,10 @@ fn check_member_sizes(
         BtrfsRaid::Raid10 => min * known.len() as u64 / 2,
     };
     let unused = total.saturating_sub(usable * 2);
+    if unused == 0 {
+        // raid1 over 1T+1T+2T mirrors every byte.
+        return;
+    }
     cx.warn(
         child(fptr, "devices"),
         format!(
@@ -850,5 +854,98 @@ fn source(m: &MountDecl) -> String {
     match &m.subvol {
         Some(sv) => format!("{} subvolume {sv}", m.part),
         None => m.part.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Severity;
+
+    /// A state with one `linux` partition of `size` on each disk (after a
+    /// BIOS boot partition and an ESP), members `3` of all of them in `raid`.
+    fn mirrored(raid: &str, sizes: &[&str], max_sizes: Option<&[&str]>) -> String {
+        let disks: Vec<String> = (0..sizes.len())
+            .map(|i| format!("/dev/sd{}", (b'a' + i as u8) as char))
+            .collect();
+        let devices: Vec<String> = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mount = if i == 0 { r#", "mount": "/boot/efi""# } else { "" };
+                let selector = max_sizes.map_or(String::new(), |m| {
+                    format!(r#""selector": {{"max_size": "{}"}}, "#, m[i])
+                });
+                format!(
+                    r#""{d}": {{{selector}"partitions": [{{"size": "1M", "type": "bios_boot"}}, {{"size": "512M", "type": "efi", "filesystem": "vfat"{mount}}}, {{"size": "{}", "type": "linux"}}]}}"#,
+                    sizes[i]
+                )
+            })
+            .collect();
+        let members: Vec<String> = disks.iter().map(|d| format!("\"{d}3\"")).collect();
+        format!(
+            r#"{{"version": 1, "bootstrap": {{"device": "/dev/sda", "hostname": "h", "root_password_hash": "!", "firmware": "both"}},
+            "plugins": {{"storage": {{"devices": {{{}}},
+            "filesystems": {{"/dev/sda3": {{"type": "btrfs", "raid": "{raid}", "devices": [{}]}}}},
+            "btrfs_subvolumes": {{"/dev/sda3": [{{"name": "@", "mount": "/"}}]}}}}}}}}"#,
+            devices.join(", "),
+            members.join(", ")
+        )
+    }
+
+    /// Messages of `severity` about plugins.storage, without the not-applied notes.
+    fn findings(json: &str, severity: Severity) -> Vec<String> {
+        let s = crate::parse::parse_only(json).expect("parses");
+        super::super::validate(&s)
+            .into_iter()
+            .filter(|d| d.severity == severity && d.pointer.starts_with("/plugins/storage"))
+            .filter(|d| !d.message.contains("not applied"))
+            .map(|d| format!("{}: {}", d.pointer, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn raid10_over_four_disks_and_raid1_over_three_pass() {
+        let four = mirrored("raid10", &["100G"; 4], None);
+        assert_eq!(findings(&four, Severity::Error), Vec::<String>::new());
+        assert_eq!(findings(&four, Severity::Warning), Vec::<String>::new());
+        let three = mirrored("raid1", &["100G"; 3], None);
+        assert_eq!(findings(&three, Severity::Error), Vec::<String>::new());
+    }
+
+    #[test]
+    fn uneven_members_warn_only_when_space_is_lost() {
+        // raid1 over 1T+1T+2T mirrors every byte: no warning.
+        let s = mirrored("raid1", &["1T", "1T", "2T"], None);
+        assert_eq!(findings(&s, Severity::Warning), Vec::<String>::new());
+        // Two members of 1T and 2T: 1T stays unused.
+        let s = mirrored("raid1", &["1T", "2T"], None);
+        assert_eq!(
+            findings(&s, Severity::Warning),
+            vec!["/plugins/storage/filesystems/~1dev~1sda3/devices: members of raid1 on /dev/sda3 differ in size (1T to 2T): about 1T cannot be mirrored and stays unused"]
+        );
+        // "remaining" partitions: the disks' max_size decides.
+        let s = mirrored(
+            "raid1",
+            &["remaining", "remaining"],
+            Some(&["100G", "120G"]),
+        );
+        assert_eq!(findings(&s, Severity::Warning), Vec::<String>::new());
+        let s = mirrored("raid1", &["remaining", "remaining"], Some(&["100G", "1T"]));
+        assert_eq!(findings(&s, Severity::Warning).len(), 1);
+        // Sizes unknown: nothing to say.
+        let s = mirrored("raid1", &["remaining", "remaining"], None);
+        assert_eq!(findings(&s, Severity::Warning), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_member_disk_needs_its_boot_partitions() {
+        let s = mirrored("raid1", &["100G", "100G"], None).replace(
+            r#""/dev/sdb": {"partitions": [{"size": "1M", "type": "bios_boot"}, "#,
+            r#""/dev/sdb": {"partitions": [{"size": "1M", "type": "linux"}, "#,
+        );
+        assert_eq!(
+            findings(&s, Severity::Error),
+            vec!["/plugins/storage/devices/~1dev~1sdb/partitions: no BIOS boot partition on gpt disk /dev/sdb, but the firmware is both"]
+        );
     }
 }

@@ -83,6 +83,21 @@ fn options(o: Option<&String>) -> Vec<String> {
 /// the targets).
 pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
     let storage = storage(state)?;
+    // A mirrored btrfs is accepted by the state but not built yet: planning
+    // it as one partition would install an unmirrored system.
+    if let Some((key, fs)) = storage
+        .filesystems
+        .iter()
+        .find(|(_, f)| f.raid.is_some() || !f.devices.is_empty())
+    {
+        bail!(
+            "plugins.storage.filesystems[{key:?}] asks for a {} btrfs over {}, which this installer \
+             does not build yet (it would format {key} alone, unmirrored); remove raid and devices \
+             to install onto one disk",
+            fs.raid.map_or("multi-device", |r| r.name()),
+            fs.devices.join(", ")
+        );
+    }
     let mut devices = Vec::new();
     for (key, dev) in &storage.devices {
         let mut partitions = Vec::new();

@@ -158,6 +158,8 @@ pub const TABLE: &[Part] = &[
     installer("/plugins/storage/filesystems/*/type"),
     installer("/plugins/storage/filesystems/*/label"),
     installer("/plugins/storage/filesystems/*/uuid"),
+    not_yet("/plugins/storage/filesystems/*/raid", "storage", "the installer does not build a multi-disk btrfs yet (it would format only the first member, unmirrored); remove raid and devices"),
+    not_yet("/plugins/storage/filesystems/*/devices", "storage", "the installer does not build a multi-disk btrfs yet (it would format only the first member, unmirrored); remove raid and devices"),
     installer("/plugins/storage/btrfs_subvolumes/*/*/name"),
     installer("/plugins/storage/btrfs_subvolumes/*/*/mount"),
     installer("/plugins/storage/btrfs_subvolumes/*/*/compression"),

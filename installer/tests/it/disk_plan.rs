@@ -444,3 +444,26 @@ fn start_on_the_first_partition_and_the_added_bios_boot_partition() {
         (MIB, 4 * MIB, 516 * MIB)
     );
 }
+
+#[test]
+fn a_mirrored_btrfs_is_refused_not_planned_onto_one_member() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/default.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let storage = &mut v["plugins"]["storage"];
+    storage["devices"]["/dev/vdb"] = storage["devices"]["/dev/vda"].clone();
+    storage["filesystems"] = serde_json::json!({
+        "/dev/vda3": {"type": "btrfs", "raid": "raid1", "devices": ["/dev/vda3", "/dev/vdb3"]}
+    });
+    let state = opdbus_state::parse::parse_only(&v.to_string()).unwrap();
+    let err =
+        opdbus_installer::plan::layout_spec(&state, opdbus_installer::disk::UuidSource::Seeded(3))
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugins.storage.filesystems[\"/dev/vda3\"] asks for a raid1 btrfs over /dev/vda3, /dev/vdb3, \
+         which this installer does not build yet (it would format /dev/vda3 alone, unmirrored); \
+         remove raid and devices to install onto one disk"
+    );
+}

@@ -116,6 +116,41 @@ pub struct Filesystem {
     /// Fixed filesystem UUID; chosen by the installer when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// A btrfs over several partitions with data and metadata both in this
+    /// profile: `raid1` (two or more members, any one may fail) or `raid10`
+    /// (four or more). Needs `devices`; the entry is keyed by its first member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid: Option<BtrfsRaid>,
+    /// The member partitions of a multi-device btrfs (`/dev/sda2`,
+    /// `/dev/sdb2`), the entry's key first; each on its own disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+/// The btrfs profile of a mirrored filesystem (data and metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BtrfsRaid {
+    Raid1,
+    Raid10,
+}
+
+impl BtrfsRaid {
+    /// The profile name `mkfs.btrfs -d/-m` and `btrfs filesystem df` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            BtrfsRaid::Raid1 => "raid1",
+            BtrfsRaid::Raid10 => "raid10",
+        }
+    }
+
+    /// The fewest members the profile takes.
+    pub fn min_devices(self) -> usize {
+        match self {
+            BtrfsRaid::Raid1 => 2,
+            BtrfsRaid::Raid10 => 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

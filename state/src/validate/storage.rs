@@ -6,15 +6,30 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Cx;
 use crate::diag::{child, pointer};
-use crate::model::{partition_path, FsType, PartitionTable, PartitionType, Size, State};
+use crate::model::{
+    partition_path, BtrfsRaid, FsType, PartitionTable, PartitionType, Size, State, Storage,
+};
 
 const MIB: u64 = 1 << 20;
+/// The smallest ESP that holds two Debian kernels with their initramfs, the
+/// running one and its successor, while an update writes the new one. Measured
+/// (bookworm amd64): vmlinuz 8.2 MB (6.12 backports: 12.0 MB) and a
+/// MODULES=most initramfs of 35.8 MB, so about 46 MiB a pair and 92 MiB for
+/// two; with systemd-boot twice (the loader and EFI/BOOT), the FAT tables and
+/// room for an initramfs that grows with firmware, 128 MiB is the floor.
+const MIN_ESP: u64 = 128 * MIB;
+/// Members differing by more than this factor draw a warning.
+const SIZE_SPREAD: f64 = 1.25;
 const MSDOS_LIMIT: u64 = 2 << 40;
 
 /// What a partition path resolves to.
 struct PartInfo {
     fs: Option<FsType>,
     ptr: String,
+    /// The disk it is on.
+    disk: String,
+    /// Its size when the state fixes it.
+    size: Option<u64>,
 }
 
 /// One mount of the table, from whichever place declared it.
@@ -56,7 +71,34 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                     "UEFI firmware reads only FAT; set \"filesystem\": \"vfat\"",
                 );
             }
-            parts.insert(path, PartInfo { fs, ptr: pptr });
+            if p.kind == PartitionType::Efi {
+                if let Size::Bytes(b) = p.size {
+                    if b < MIN_ESP {
+                        cx.error(
+                            child(&pptr, "size"),
+                            format!(
+                                "EFI system partition {path} is {}, too small for two kernels (at least {})",
+                                human(b),
+                                human(MIN_ESP)
+                            ),
+                            "a Debian kernel and its initramfs take about 46M, and every installed kernel is copied to the ESP; give it \"512M\"",
+                        );
+                    }
+                }
+            }
+            let size = match p.size {
+                Size::Bytes(b) => Some(b),
+                Size::Remaining => None,
+            };
+            parts.insert(
+                path,
+                PartInfo {
+                    fs,
+                    ptr: pptr,
+                    disk: dev.clone(),
+                    size,
+                },
+            );
         }
     }
 
@@ -69,6 +111,8 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             );
         }
     }
+
+    check_raid(cx, storage, &parts);
 
     let mut mounts: Vec<MountDecl> = Vec::new();
     // Partition-level mounts.
@@ -191,6 +235,207 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     }
 
     check_mount_table(cx, &mounts);
+}
+
+/// Multi-device btrfs entries: profile, members (partitions of declared
+/// disks, one per disk, the key first, no other filesystem) and sizes.
+fn check_raid(cx: &mut Cx, storage: &Storage, parts: &BTreeMap<String, PartInfo>) {
+    // member -> the entry that claims it.
+    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, fs) in &storage.filesystems {
+        let fptr = pointer(&["plugins", "storage", "filesystems", key]);
+        let Some(raid) = fs.raid else {
+            if !fs.devices.is_empty() {
+                cx.error(
+                    child(&fptr, "devices"),
+                    format!("filesystem {key} lists devices but no raid profile"),
+                    "set \"raid\": \"raid1\" (data and metadata mirrored), or remove devices for a one-partition filesystem",
+                );
+            }
+            continue;
+        };
+        if fs.kind != FsType::Btrfs {
+            cx.error(
+                child(&fptr, "raid"),
+                format!(
+                    "raid {} on filesystem {key} of type {}",
+                    raid.name(),
+                    fs_name(fs.kind)
+                ),
+                "mirroring is a btrfs profile here: set \"type\": \"btrfs\", or remove raid",
+            );
+            continue;
+        }
+        let n = fs.devices.len();
+        if n < raid.min_devices() {
+            cx.error(
+                if n == 0 {
+                    fptr.clone()
+                } else {
+                    child(&fptr, "devices")
+                },
+                format!(
+                    "{} on {key} with {n} device{}, but {} needs at least {}",
+                    raid.name(),
+                    if n == 1 { "" } else { "s" },
+                    raid.name(),
+                    raid.min_devices()
+                ),
+                match raid {
+                    BtrfsRaid::Raid1 => "list a partition of a second disk in devices, such as [\"/dev/sda2\", \"/dev/sdb2\"], or remove raid for one disk",
+                    BtrfsRaid::Raid10 => "list four partitions, each on its own disk, or use \"raid1\" with two or three",
+                },
+            );
+        }
+        if let Some(first) = fs.devices.first() {
+            if first != key {
+                let hint = if fs.devices.contains(key) {
+                    format!("move {key} to the front of devices")
+                } else {
+                    format!("key the entry by {first} or put {key} first in devices")
+                };
+                cx.error(
+                    child(&child(&fptr, "devices"), 0),
+                    format!(
+                        "filesystem {key} is keyed by a partition that is not its first member {first}"
+                    ),
+                    format!("the entry is keyed by its first member, which mounts and subvolumes name; {hint}"),
+                );
+            }
+        }
+        let mut disks: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut sizes: Vec<(&str, Option<u64>)> = Vec::new();
+        for (i, m) in fs.devices.iter().enumerate() {
+            let mptr = child(&child(&fptr, "devices"), i);
+            if let Some(other) = claimed.insert(m, key) {
+                let msg = if other == key {
+                    format!("{m} is listed twice in devices of {key}")
+                } else {
+                    format!("{m} is a member of {other} and of {key}")
+                };
+                cx.error(
+                    mptr,
+                    msg,
+                    "a partition belongs to one filesystem once; list each member once",
+                );
+                continue;
+            }
+            let Some(info) = parts.get(m.as_str()) else {
+                cx.error(
+                    mptr,
+                    format!("raid member {m} of {key} is no partition of a declared disk"),
+                    "declare the disk in plugins.storage.devices and use its partition path, such as /dev/sdb2",
+                );
+                continue;
+            };
+            if let Some(first) = disks.insert(&info.disk, i) {
+                cx.error(
+                    mptr.clone(),
+                    format!(
+                        "raid members {} and {m} of {key} are on the same disk {}",
+                        fs.devices[first], info.disk
+                    ),
+                    "a mirror on one disk dies with it: put each member on its own disk",
+                );
+            }
+            if info.fs.is_some_and(|f| f != FsType::Btrfs) {
+                cx.error(
+                    mptr.clone(),
+                    format!(
+                        "raid member {m} of {key} has filesystem {}",
+                        info.fs.map_or("none", fs_name)
+                    ),
+                    format!(
+                        "members carry the btrfs of {key}: set \"filesystem\": \"btrfs\" at {} or leave it out",
+                        info.ptr
+                    ),
+                );
+            }
+            if m != key && storage.filesystems.contains_key(m) {
+                cx.error(
+                    mptr,
+                    format!("raid member {m} of {key} has its own filesystem entry"),
+                    format!("remove plugins.storage.filesystems[\"{m}\"]; the members share the entry {key}"),
+                );
+            }
+            sizes.push((m, info.size));
+        }
+        check_member_sizes(cx, &fptr, key, raid, storage, parts, &sizes);
+    }
+    // A member other than the key must not be used as a filesystem of its own.
+    for (i, m) in &claimed {
+        if i == m {
+            continue;
+        }
+        if storage.btrfs_subvolumes.contains_key(*i) {
+            cx.error(
+                pointer(&["plugins", "storage", "btrfs_subvolumes", i]),
+                format!("subvolumes keyed by {i}, a member of {m}"),
+                format!("key them by {m}, the filesystem's first member"),
+            );
+        }
+    }
+}
+
+/// Warns when the members' sizes, as far as the state fixes them (partition
+/// sizes, else the disks' selector.max_size), differ by more than
+/// `SIZE_SPREAD` and the larger members' surplus cannot be mirrored.
+fn check_member_sizes(
+    cx: &mut Cx,
+    fptr: &str,
+    key: &str,
+    raid: BtrfsRaid,
+    storage: &Storage,
+    parts: &BTreeMap<String, PartInfo>,
+    sizes: &[(&str, Option<u64>)],
+) {
+    if sizes.len() < 2 {
+        return;
+    }
+    let known: Option<Vec<u64>> = if sizes.iter().all(|(_, s)| s.is_some()) {
+        Some(sizes.iter().filter_map(|(_, s)| *s).collect())
+    } else {
+        sizes
+            .iter()
+            .map(|(m, _)| {
+                let disk = &parts.get(*m)?.disk;
+                match storage.devices.get(disk)?.selector.as_ref()?.max_size {
+                    Some(Size::Bytes(b)) => Some(b),
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    let Some(known) = known else { return };
+    let (Some(&min), Some(&max)) = (known.iter().min(), known.iter().max()) else {
+        return;
+    };
+    if (max as f64) <= (min as f64) * SIZE_SPREAD {
+        return;
+    }
+    let total: u64 = known.iter().sum();
+    let usable = match raid {
+        // Every block on two members: the largest can pair only with the rest.
+        BtrfsRaid::Raid1 => (total / 2).min(total - max),
+        // Stripes over all members at the smallest member's size (roughly).
+        BtrfsRaid::Raid10 => min * known.len() as u64 / 2,
+    };
+    let unused = total.saturating_sub(usable * 2);
+    if unused == 0 {
+        // raid1 over 1T+1T+2T mirrors every byte.
+        return;
+    }
+    cx.warn(
+        child(fptr, "devices"),
+        format!(
+            "members of {} on {key} differ in size ({} to {}): about {} cannot be mirrored and stays unused",
+            raid.name(),
+            human(min),
+            human(max),
+            human(unused)
+        ),
+        "use disks (or partitions) of about the same size",
+    );
 }
 
 fn fs_name(f: FsType) -> &'static str {
@@ -423,10 +668,50 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
             _ => return,
         },
     };
-    let Some(device) = devices.and_then(|m| m.get(&target)) else {
+    // A mirrored filesystem on the boot disk boots from every disk it spans:
+    // each needs its own ESP (and BIOS boot partition).
+    let mut disks = vec![target.clone()];
+    if let (Some(storage), Some(devs)) = (state.plugins.storage.as_ref(), devices) {
+        for fs in storage.filesystems.values().filter(|f| f.raid.is_some()) {
+            let on: Vec<&String> = fs
+                .devices
+                .iter()
+                .filter_map(|m| {
+                    devs.iter().find_map(|(d, dev)| {
+                        dev.partitions
+                            .iter()
+                            .enumerate()
+                            .any(|(i, p)| partition_path(d, p.number.unwrap_or(i as u32 + 1)) == *m)
+                            .then_some(d)
+                    })
+                })
+                .collect();
+            if on.contains(&&target) {
+                for d in on {
+                    if !disks.contains(d) {
+                        disks.push(d.clone());
+                    }
+                }
+            }
+        }
+    }
+    for target in disks {
+        check_boot_partitions(cx, b.firmware, devices, &target);
+    }
+}
+
+/// A UEFI boot from a gpt disk needs an ESP on it, a BIOS boot a BIOS boot
+/// partition.
+fn check_boot_partitions(
+    cx: &mut Cx,
+    firmware: crate::model::Firmware,
+    devices: Option<&BTreeMap<String, crate::model::Device>>,
+    target: &str,
+) {
+    let Some(device) = devices.and_then(|m| m.get(target)) else {
         return;
     };
-    if b.firmware.uefi()
+    if firmware.uefi()
         && device.partition_table == PartitionTable::Gpt
         && !device
             .partitions
@@ -434,12 +719,12 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
             .any(|p| p.kind == PartitionType::Efi)
     {
         cx.error(
-            pointer(&["plugins", "storage", "devices", &target, "partitions"]),
-            format!("no EFI system partition on {target}, but the firmware is {}", firmware_name(b.firmware)),
+            pointer(&["plugins", "storage", "devices", target, "partitions"]),
+            format!("no EFI system partition on {target}, but the firmware is {}", firmware_name(firmware)),
             "add {\"size\": \"512M\", \"type\": \"efi\", \"filesystem\": \"vfat\", \"mount\": \"/boot/efi\"}, or set bootstrap.firmware to \"bios\"",
         );
     }
-    if b.firmware.bios()
+    if firmware.bios()
         && device.partition_table == PartitionTable::Gpt
         && !device
             .partitions
@@ -447,8 +732,8 @@ fn check_bootstrap_device(cx: &mut Cx, state: &State) {
             .any(|p| p.kind == PartitionType::BiosBoot)
     {
         cx.error(
-            pointer(&["plugins", "storage", "devices", &target, "partitions"]),
-            format!("no BIOS boot partition on gpt disk {target}, but the firmware is {}", firmware_name(b.firmware)),
+            pointer(&["plugins", "storage", "devices", target, "partitions"]),
+            format!("no BIOS boot partition on gpt disk {target}, but the firmware is {}", firmware_name(firmware)),
             "GRUB needs one on gpt for BIOS booting: add {\"size\": \"1M\", \"type\": \"bios_boot\"}, or set bootstrap.firmware to \"uefi\"",
         );
     }
@@ -569,5 +854,98 @@ fn source(m: &MountDecl) -> String {
     match &m.subvol {
         Some(sv) => format!("{} subvolume {sv}", m.part),
         None => m.part.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Severity;
+
+    /// A state with one `linux` partition of `size` on each disk (after a
+    /// BIOS boot partition and an ESP), members `3` of all of them in `raid`.
+    fn mirrored(raid: &str, sizes: &[&str], max_sizes: Option<&[&str]>) -> String {
+        let disks: Vec<String> = (0..sizes.len())
+            .map(|i| format!("/dev/sd{}", (b'a' + i as u8) as char))
+            .collect();
+        let devices: Vec<String> = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mount = if i == 0 { r#", "mount": "/boot/efi""# } else { "" };
+                let selector = max_sizes.map_or(String::new(), |m| {
+                    format!(r#""selector": {{"max_size": "{}"}}, "#, m[i])
+                });
+                format!(
+                    r#""{d}": {{{selector}"partitions": [{{"size": "1M", "type": "bios_boot"}}, {{"size": "512M", "type": "efi", "filesystem": "vfat"{mount}}}, {{"size": "{}", "type": "linux"}}]}}"#,
+                    sizes[i]
+                )
+            })
+            .collect();
+        let members: Vec<String> = disks.iter().map(|d| format!("\"{d}3\"")).collect();
+        format!(
+            r#"{{"version": 1, "bootstrap": {{"device": "/dev/sda", "hostname": "h", "root_password_hash": "!", "firmware": "both"}},
+            "plugins": {{"storage": {{"devices": {{{}}},
+            "filesystems": {{"/dev/sda3": {{"type": "btrfs", "raid": "{raid}", "devices": [{}]}}}},
+            "btrfs_subvolumes": {{"/dev/sda3": [{{"name": "@", "mount": "/"}}]}}}}}}}}"#,
+            devices.join(", "),
+            members.join(", ")
+        )
+    }
+
+    /// Messages of `severity` about plugins.storage, without the not-applied notes.
+    fn findings(json: &str, severity: Severity) -> Vec<String> {
+        let s = crate::parse::parse_only(json).expect("parses");
+        super::super::validate(&s)
+            .into_iter()
+            .filter(|d| d.severity == severity && d.pointer.starts_with("/plugins/storage"))
+            .filter(|d| !d.message.contains("not applied"))
+            .map(|d| format!("{}: {}", d.pointer, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn raid10_over_four_disks_and_raid1_over_three_pass() {
+        let four = mirrored("raid10", &["100G"; 4], None);
+        assert_eq!(findings(&four, Severity::Error), Vec::<String>::new());
+        assert_eq!(findings(&four, Severity::Warning), Vec::<String>::new());
+        let three = mirrored("raid1", &["100G"; 3], None);
+        assert_eq!(findings(&three, Severity::Error), Vec::<String>::new());
+    }
+
+    #[test]
+    fn uneven_members_warn_only_when_space_is_lost() {
+        // raid1 over 1T+1T+2T mirrors every byte: no warning.
+        let s = mirrored("raid1", &["1T", "1T", "2T"], None);
+        assert_eq!(findings(&s, Severity::Warning), Vec::<String>::new());
+        // Two members of 1T and 2T: 1T stays unused.
+        let s = mirrored("raid1", &["1T", "2T"], None);
+        assert_eq!(
+            findings(&s, Severity::Warning),
+            vec!["/plugins/storage/filesystems/~1dev~1sda3/devices: members of raid1 on /dev/sda3 differ in size (1T to 2T): about 1T cannot be mirrored and stays unused"]
+        );
+        // "remaining" partitions: the disks' max_size decides.
+        let s = mirrored(
+            "raid1",
+            &["remaining", "remaining"],
+            Some(&["100G", "120G"]),
+        );
+        assert_eq!(findings(&s, Severity::Warning), Vec::<String>::new());
+        let s = mirrored("raid1", &["remaining", "remaining"], Some(&["100G", "1T"]));
+        assert_eq!(findings(&s, Severity::Warning).len(), 1);
+        // Sizes unknown: nothing to say.
+        let s = mirrored("raid1", &["remaining", "remaining"], None);
+        assert_eq!(findings(&s, Severity::Warning), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_member_disk_needs_its_boot_partitions() {
+        let s = mirrored("raid1", &["100G", "100G"], None).replace(
+            r#""/dev/sdb": {"partitions": [{"size": "1M", "type": "bios_boot"}, "#,
+            r#""/dev/sdb": {"partitions": [{"size": "1M", "type": "linux"}, "#,
+        );
+        assert_eq!(
+            findings(&s, Severity::Error),
+            vec!["/plugins/storage/devices/~1dev~1sdb/partitions: no BIOS boot partition on gpt disk /dev/sdb, but the firmware is both"]
+        );
     }
 }

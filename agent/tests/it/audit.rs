@@ -3,7 +3,7 @@
 //! empty, rewrite with recomputed hashes) and check that verify names the
 //! first bad block; the Merkle tree against an independent implementation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use opdbus_agent::audit::{db_path, AuditLog, BlockRange, BreakReason, NewEntry};
@@ -305,14 +305,19 @@ fn broken(dir: &Path) -> ChainBreak {
         .expect("verify must fail")
 }
 
-/// Closes nothing itself: copies the database (callers drop their log
-/// first so SQLite has folded its WAL into the file).
+/// Closes nothing itself: copies the database and its WAL (callers drop
+/// their log first; the WAL is not folded into the file on close), without
+/// the -shm index (rebuilt from the WAL on open).
 fn copy_db(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("@timing")).unwrap();
     for side in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{side}", db_path(to).display()));
     }
     std::fs::copy(db_path(from), db_path(to)).unwrap();
+    let wal = |d: &Path| PathBuf::from(format!("{}-wal", db_path(d).display()));
+    if wal(from).exists() {
+        std::fs::copy(wal(from), wal(to)).unwrap();
+    }
 }
 
 #[test]

@@ -745,8 +745,12 @@ impl AuditLog {
         let path = dir.join(DB_FILE);
         let store = Store::new(state_dir);
         if !path.exists() {
+            let _lock = store.lock()?;
             if let Some(cp) = store.latest()? {
                 return Err(chain_lost(&path, &store, "missing", &cp));
+            }
+            if !path.exists() {
+                build_new(&dir, &path)?;
             }
         }
         // Created 0600 before SQLite opens it; SQLite gives its -wal and -shm
@@ -825,12 +829,26 @@ impl AuditLog {
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(self.sql_err())?;
         // WAL + FULL: a commit is on disk when append returns; a crash loses at
-        // most the record being written.
+        // most the record being written. NORMAL would let a power loss take
+        // back committed blocks whose signed checkpoint survived: a false
+        // tamper alarm, or a committed transaction's record gone.
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(self.sql_err())?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
+            .map_err(self.sql_err())?;
+        // No checkpoint when the connection closes: the WAL (synced at every
+        // commit) stays next to the database and the next open reads it;
+        // SQLite still folds it in every 1000 pages. A close costs no fsync
+        // then, and the next apply appends to the WAL file that exists (no
+        // new WAL header to sync). Copy `blockchain.db-wal` with the
+        // database (`audit export` reads both through SQLite).
+        self.conn
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
             .map_err(self.sql_err())?;
         Ok(())
     }
@@ -850,8 +868,8 @@ impl AuditLog {
             .map_err(&err)?;
         if count > 0 {
             tx.commit().map_err(&err)?;
-            // A log from before checkpoints (migrated): sign its head now,
-            // so losing it from here on shows.
+            // A log just built ([`build_new`]) or from before checkpoints
+            // (migrated): sign its head now, so losing it from here on shows.
             if !self.store.any() {
                 if let Some(b) = self.raw_blocks(BlockRange::all())?.pop() {
                     self.store.write(
@@ -868,25 +886,8 @@ impl AuditLog {
         if let Some(cp) = self.store.latest()? {
             return Err(chain_lost(&path, &self.store, "empty", &cp));
         }
-        let metadata = serde_json::json!({"version": "1.0", "deployment": "operation-dbus"});
         let timestamp = now_unix();
-        let genesis = RawRow {
-            id: 0,
-            timestamp,
-            operation: "genesis".into(),
-            target: "system".into(),
-            previous_hash: None,
-            current_hash: String::new(),
-            embedding: None,
-            metadata: Some(canonical_json(&metadata)),
-            plugin: "audit".into(),
-            action: "genesis".into(),
-            resource: "system".into(),
-            result: "ok".into(),
-            state_hash: None,
-            block: None,
-        };
-        let (_, block) = append_rows(&tx, &path, vec![genesis], None, None, timestamp)?;
+        let (_, block) = append_rows(&tx, &path, vec![genesis(timestamp)], None, None, timestamp)?;
         tx.commit().map_err(&err)?;
         self.store.write(
             block.tree_size as u64,
@@ -1636,6 +1637,80 @@ fn append_rows(
 }
 
 /// Mode 0600 on the database and the files SQLite keeps next to it.
+/// The first record of every log.
+fn genesis(timestamp: i64) -> RawRow {
+    let metadata = serde_json::json!({"version": "1.0", "deployment": "operation-dbus"});
+    RawRow {
+        id: 0,
+        timestamp,
+        operation: "genesis".into(),
+        target: "system".into(),
+        previous_hash: None,
+        current_hash: String::new(),
+        embedding: None,
+        metadata: Some(canonical_json(&metadata)),
+        plugin: "audit".into(),
+        action: "genesis".into(),
+        resource: "system".into(),
+        result: "ok".into(),
+        state_hash: None,
+        block: None,
+    }
+}
+
+/// Creates the database `path` (in `dir`) with its schema and genesis
+/// block: built under a temporary name (0600) without journal or fsync,
+/// switched to WAL, synced once and renamed into place, the directory
+/// synced. A crash leaves no database or a whole one, never a half-built
+/// one that a later open would take for the history; the temporary file
+/// it may leave is ignored. Call with the checkpoint lock held (two
+/// builders would replace each other's genesis). Costs two fsyncs where
+/// SQLite's own switch to WAL and first commit cost seven.
+fn build_new(dir: &Path, path: &Path) -> Result<(), AuditError> {
+    let io = |source: std::io::Error| AuditError::Private {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dfd: std::os::fd::OwnedFd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let (tmp, file) =
+        opdbus_common::rootfs::create_temp(&dfd, DB_FILE.as_ref(), FILE_MODE).map_err(io)?;
+    let tmp = dir.join(tmp);
+    let built = (|| {
+        let err = sql_err(&tmp);
+        let mut conn = Connection::open(&tmp).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "OFF")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "OFF")
+            .map_err(&err)?;
+        let tx = conn.transaction().map_err(&err)?;
+        migrate(&tx).map_err(&err)?;
+        let timestamp = now_unix();
+        append_rows(&tx, &tmp, vec![genesis(timestamp)], None, None, timestamp)?;
+        tx.commit().map_err(&err)?;
+        // Header bytes only (file format 2); written without a journal.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.close().map_err(|(_, e)| err(e))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        nix::unistd::fsync(&dfd).map_err(|e| io(e.into()))
+    })();
+    if built.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        for side in ["-wal", "-shm", "-journal"] {
+            let mut p = tmp.as_os_str().to_owned();
+            p.push(side);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    built
+}
+
 fn tighten_db_files(db: &Path) -> std::io::Result<()> {
     tighten(db, FILE_MODE)?;
     for suffix in ["-wal", "-shm", "-journal"] {

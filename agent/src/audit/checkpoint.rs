@@ -200,10 +200,20 @@ impl Store {
     pub fn public_key(&self) -> Result<Option<String>, CheckpointError> {
         let path = self.dir.join(PUB_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(t) => Ok(Some(t.trim().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
+            Ok(t) if !t.trim().is_empty() => return Ok(Some(t.trim().to_string())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
         }
+        // `signing.pub` is written without fsync: a crash right after the key
+        // was made can lose it or leave it empty. The key has it.
+        if !self.dir.join(KEY_FILE).exists() {
+            return Ok(None);
+        }
+        let pub_hex = hex::encode(self.key()?.public_key().as_ref());
+        // Best effort: a read-only copy of a state dir still verifies.
+        let _ = replace_unsynced(&self.dir, PUB_FILE, format!("{pub_hex}\n").as_bytes());
+        Ok(Some(pub_hex))
     }
 
     /// Loads the signing key, generating it (0600) on first use. A missing
@@ -229,14 +239,11 @@ impl Store {
                 let pair =
                     Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| bad(e.to_string()))?;
                 write_new(&path, pkcs8.as_ref())?;
-                let pub_path = self.dir.join(PUB_FILE);
+                // Not synced: derived from the key, rewritten by
+                // `public_key` when a crash lost it (one fsync less).
                 let pub_hex = format!("{}\n", hex::encode(pair.public_key().as_ref()));
-                crate::engine::state_dir::write(&self.dir, PUB_FILE, pub_hex.as_bytes()).map_err(
-                    |e| CheckpointError::Io {
-                        path: pub_path,
-                        source: std::io::Error::other(format!("{e:#}")),
-                    },
-                )?;
+                replace_unsynced(&self.dir, PUB_FILE, pub_hex.as_bytes())
+                    .map_err(io(&self.dir.join(PUB_FILE)))?;
                 Ok(pair)
             }
             Err(e) => Err(io(&path)(e)),

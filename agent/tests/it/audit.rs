@@ -3,7 +3,7 @@
 //! empty, rewrite with recomputed hashes) and check that verify names the
 //! first bad block; the Merkle tree against an independent implementation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use opdbus_agent::audit::{db_path, AuditLog, BlockRange, BreakReason, NewEntry};
@@ -305,14 +305,19 @@ fn broken(dir: &Path) -> ChainBreak {
         .expect("verify must fail")
 }
 
-/// Closes nothing itself: copies the database (callers drop their log
-/// first so SQLite has folded its WAL into the file).
+/// Closes nothing itself: copies the database and its WAL (callers drop
+/// their log first; the WAL is not folded into the file on close), without
+/// the -shm index (rebuilt from the WAL on open).
 fn copy_db(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("@timing")).unwrap();
     for side in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{side}", db_path(to).display()));
     }
     std::fs::copy(db_path(from), db_path(to)).unwrap();
+    let wal = |d: &Path| PathBuf::from(format!("{}-wal", db_path(d).display()));
+    if wal(from).exists() {
+        std::fs::copy(wal(from), wal(to)).unwrap();
+    }
 }
 
 #[test]
@@ -904,4 +909,62 @@ fn verify_current_compares_the_host_with_the_last_block() {
         String::from_utf8_lossy(&wrong.stdout).contains("is not the state block"),
         "{wrong:?}"
     );
+}
+
+/// A new log is built under a temporary name and renamed into place; the
+/// WAL is not folded into the database on close (no fsync at close) and the
+/// next open reads it: every record and the signed head are still there.
+#[test]
+fn new_log_keeps_its_wal_across_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = db_path(dir.path()).parent().unwrap().to_path_buf();
+    // What a crash during an earlier build leaves: ignored, not taken for the log.
+    std::fs::create_dir_all(&timing).unwrap();
+    std::fs::write(timing.join(".blockchain.db.0000000000000000.tmp"), b"torn").unwrap();
+    drop(log_with(dir.path(), 3));
+    let wal = PathBuf::from(format!("{}-wal", db_path(dir.path()).display()));
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the WAL stays after close"
+    );
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&db_path(dir.path())), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    let names: Vec<String> = std::fs::read_dir(&timing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && !n.contains("0000000000000000"))
+        .collect();
+    assert!(names.is_empty(), "build leftovers: {names:?}");
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    assert_eq!(log.list().unwrap().len(), 4, "genesis + 3 through the WAL");
+    log.append(entry(4)).unwrap();
+    drop(log);
+    let report = verify_state_dir(dir.path(), None).unwrap();
+    assert!(report.broken.is_none(), "{report:?}");
+    assert_eq!(report.records, 5);
+}
+
+/// `signing.pub` is written without fsync: one lost (or emptied) by a crash
+/// is the key's public half again, and written back.
+#[test]
+fn lost_public_key_file_comes_back_from_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 1);
+    let host = log.checkpoints().public_key().unwrap().unwrap();
+    assert_eq!(host.len(), 64);
+    let pub_file = dir.path().join(CHECKPOINT_DIR).join("signing.pub");
+    for lost in [None, Some("")] {
+        match lost {
+            None => std::fs::remove_file(&pub_file).unwrap(),
+            Some(text) => std::fs::write(&pub_file, text).unwrap(),
+        }
+        assert_eq!(log.checkpoints().public_key().unwrap(), Some(host.clone()));
+        assert_eq!(std::fs::read_to_string(&pub_file).unwrap().trim(), host);
+    }
+    let report = verify_state_dir(dir.path(), None).unwrap();
+    assert!(report.broken.is_none(), "{report:?}");
 }

@@ -1086,6 +1086,12 @@ async fn step_inner(
             report.outcome = PluginOutcome::Changed;
             return Ok(());
         }
+        tracing::debug!(
+            plugin = p.name(),
+            attempt,
+            differs = ?remaining.iter().map(|r| r.view.description.as_str()).collect::<Vec<_>>(),
+            "not verified yet"
+        );
         if attempt < VERIFY_TRIES {
             tokio::time::sleep(VERIFY_PAUSE * attempt).await;
         }

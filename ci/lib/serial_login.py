@@ -3,7 +3,7 @@
 print their output between markers, then power the guest off.
 
 usage: serial_login.py SOCKET USER PASSWORD TIMEOUT CMD...
-Each CMD's output is printed as `=== CMD` then its lines; exits 0 when
+Each CMD's output is printed as `=== CMD (exit N) [T s]` then its lines; exits 0 when
 every command ran (their own exit codes are printed, not judged)."""
 import socket
 import sys
@@ -51,13 +51,14 @@ def main():
     read_until(b"OPDBUS-PROMPT# ")
     for i, cmd in enumerate(cmds):
         end = f"OPDBUS-END-{i}"
+        t0 = time.time()
         send(f"{cmd}; echo \"OPDBUS-E\"\"ND-{i}\" $?")
         out = read_until(f"{end} ".encode())
         rest = read_until(b"\n")
         text = out.decode(errors="replace")
         text = text[: text.rfind(end)]
         lines = text.replace("\r", "").replace("OPDBUS-PROMPT# ", "").split("\n")
-        print(f"=== {cmd} (exit {rest.decode().strip()})")
+        print(f"=== {cmd} (exit {rest.decode().strip()}) [{time.time() - t0:.1f} s]")
         print("\n".join(lines).strip())
         sys.stdout.flush()
     send("systemctl poweroff")

@@ -124,6 +124,13 @@ fn wg_engine() -> Engine {
     e
 }
 
+fn wg_and_net_engine() -> Engine {
+    let mut e = Engine::new();
+    e.register(opdbus_agent::plugins::network::NetworkPlugin);
+    e.register(WireGuardPlugin);
+    e
+}
+
 /// Deletes the tunnel links (wireguard-go exits when its link goes) before
 /// the namespaces go.
 struct WgLinks(Vec<(String, String)>);
@@ -281,6 +288,42 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
     assert_eq!(actions(&ra3), Vec::<String>::new());
     assert_eq!(wg_dump(&a, &wa), before);
 
+    // Discover with the network plugin beside: the tunnel is described by
+    // the wireguard plugin alone (default key file, the running peer), the
+    // network section leaves it out, and the discovered state is a no-op.
+    let discovered = {
+        let dir = da.path().to_path_buf();
+        a.run(move |_| async move {
+            let ctx = context(&dir);
+            let d = wg_and_net_engine().discover(&ctx, &[]).await.unwrap();
+            let desired = DesiredState::from_json(&d.text(), "discovered.json").unwrap();
+            let diff: Vec<String> = wg_and_net_engine()
+                .diff(&ctx, &desired)
+                .await
+                .unwrap()
+                .into_iter()
+                .flat_map(|p| p.actions)
+                .map(|a| a.description)
+                .collect();
+            (d.state, diff)
+        })
+    };
+    let (state, diff) = discovered;
+    assert_eq!(
+        state["plugins"]["wireguard"]["interfaces"][&wa],
+        json!({"address": "10.77.0.1/24", "listen_port": 51901, "peers": [{
+            "public_key": pub_b, "endpoint": "192.168.77.2:51902",
+            "allowed_ips": ["10.77.0.2/32"], "persistent_keepalive": 5
+        }]}),
+        "{state:#}"
+    );
+    assert!(
+        !state["plugins"]["network"].to_string().contains(&wa),
+        "the network section describes the tunnel too: {state:#}"
+    );
+    assert_eq!(diff, Vec::<String>::new(), "{state:#}");
+    let discovered_text = state.to_string();
+
     // Drift: a peer removed by hand comes back.
     exec(&a, &["wg", "set", &wa, "peer", &pub_b, "remove"]).unwrap();
     let (ra4, _) = apply_with(&a, da.path(), &sa, wg_engine);
@@ -292,6 +335,7 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
     let mut seen = format!("{ra:?}{rb:?}{ra2:?}{rb2:?}{ra3:?}{ra4:?}");
     seen += &diff_a.join("\n");
     seen += &diff_b.join("\n");
+    seen += &discovered_text;
     seen += &all_text(&da.path().join("state"));
     seen += &all_text(&db.path().join("state"));
     for k in [&priv_a, &priv_b] {

@@ -59,9 +59,71 @@ pub fn grub_cfg(boot: &BootConfig, versions: &[String]) -> String {
     cfg
 }
 
+/// `/etc/default/grub.d/op-dbus.cfg`: what Debian's `grub-mkconfig` needs
+/// to write a menu equivalent to [`grub_cfg`] (same serial console and
+/// kernel arguments, newest kernel first and default, no submenu, no
+/// os-prober). It finds `root=` and btrfs' `rootflags=subvol=` itself.
+pub fn grub_defaults(boot: &BootConfig) -> String {
+    let args: Vec<&str> = boot
+        .cmdline
+        .split_whitespace()
+        .filter(|a| !a.starts_with("root=") && !a.starts_with("rootflags=subvol=") && *a != "rw")
+        .collect();
+    format!(
+        "# Written by op-dbus-install: Debian's update-grub then writes the\n\
+         # menu op-dbus-install boot-sync writes (see /etc/op-dbus/boot.json).\n\
+         GRUB_DEFAULT=0\n\
+         GRUB_TIMEOUT=3\n\
+         GRUB_DISTRIBUTOR='{}'\n\
+         GRUB_CMDLINE_LINUX_DEFAULT=''\n\
+         GRUB_CMDLINE_LINUX='{}'\n\
+         GRUB_TERMINAL='console serial'\n\
+         GRUB_SERIAL_COMMAND='serial --unit=0 --speed=115200'\n\
+         GRUB_DISABLE_SUBMENU=y\n\
+         GRUB_DISABLE_OS_PROBER=true\n",
+        shell_quoted(&boot.title),
+        shell_quoted(&args.join(" "))
+    )
+}
+
+/// `s` for the inside of a single-quoted shell word.
+fn shell_quoted(s: &str) -> String {
+    s.replace('\'', "'\\''")
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debian_update_grub_gets_the_same_console_and_arguments() {
+        let b = BootConfig {
+            title: "web's host".into(),
+            cmdline: "root=UUID=u rootflags=subvol=@ rw quiet console=ttyS0,115200".into(),
+            boot_fs_uuid: "u".into(),
+            boot_dir_in_fs: "/@/boot".into(),
+        };
+        let d = grub_defaults(&b);
+        assert!(
+            d.contains("\nGRUB_CMDLINE_LINUX='quiet console=ttyS0,115200'\n"),
+            "{d}"
+        );
+        assert!(d.contains("\nGRUB_DISTRIBUTOR='web'\\''s host'\n"), "{d}");
+        assert!(d.contains("\nGRUB_TERMINAL='console serial'\n"), "{d}");
+        // What sh makes of it (grub-mkconfig sources the file).
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{d}\nprintf '%s|%s' \"$GRUB_DISTRIBUTOR\" \"$GRUB_CMDLINE_LINUX\""
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "web's host|quiet console=ttyS0,115200"
+        );
+    }
 
     #[test]
     fn cfg_searches_uuid_and_uses_subvolume_paths() {

@@ -7,7 +7,7 @@ mod grub;
 mod systemd_boot;
 
 pub use cmdline::{console_args, kernel_cmdline};
-pub use grub::{grub_cfg, install_grub_bios, GRUB_BIOS_MODULES};
+pub use grub::{grub_cfg, grub_defaults, install_grub_bios, GRUB_BIOS_MODULES};
 pub use systemd_boot::{install_systemd_boot, EspTree, MountedEsp, SystemdBootReport, EFI_BINARY};
 
 use anyhow::{Context, Result};
@@ -19,11 +19,17 @@ use crate::target::Root;
 pub const BOOT_SETUP: &str = "/etc/op-dbus/boot.json";
 
 /// The kernel hooks that call `op-dbus-install boot-sync` after every
-/// kernel install and removal (Debian runs them after initramfs-tools').
+/// kernel install and removal. Debian runs them in name order: after
+/// initramfs-tools' (the initramfs exists) and after grub2-common's
+/// `zz-update-grub` (whose `update-grub` would otherwise replace our menu).
 pub const KERNEL_HOOKS: [&str; 2] = [
-    "/etc/kernel/postinst.d/zz-op-dbus",
-    "/etc/kernel/postrm.d/zz-op-dbus",
+    "/etc/kernel/postinst.d/zzz-op-dbus",
+    "/etc/kernel/postrm.d/zzz-op-dbus",
 ];
+
+/// Settings for Debian's own `update-grub` (run when a grub package is
+/// upgraded), so the menu it writes boots the same way ours does.
+pub const GRUB_DEFAULTS: &str = "/etc/default/grub.d/op-dbus.cfg";
 
 /// What the install decided about booting.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,13 +52,15 @@ pub struct SyncReport {
     pub grub_menu: bool,
 }
 
-/// Writes GRUB's menu for the kernels in /boot of `root`.
+/// Writes GRUB's menu for the kernels in /boot of `root`, and the
+/// settings that make Debian's `update-grub` write an equivalent one.
 pub fn write_grub_menu(root: &Root, boot: &BootConfig) -> Result<Vec<String>> {
     let versions: Vec<String> = installed_kernels(root)?
         .into_iter()
         .map(|k| k.version)
         .collect();
     root.write("/boot/grub/grub.cfg", grub_cfg(boot, &versions), 0o644)?;
+    root.write(GRUB_DEFAULTS, grub_defaults(boot), 0o644)?;
     Ok(versions)
 }
 

@@ -423,7 +423,7 @@ fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
         std::fs::read(&me).with_context(|| format!("reading the installer {}", me.display()))?;
     root.write("/usr/bin/op-dbus-install", installer, 0o755)?;
     let t = &opts.templates;
-    let hook = t.join("kernel/zz-op-dbus");
+    let hook = t.join("kernel/zzz-op-dbus");
     let text =
         std::fs::read(&hook).with_context(|| format!("reading template {}", hook.display()))?;
     for dest in bootloader::KERNEL_HOOKS {

@@ -19,7 +19,7 @@ pub const TEMPLATE_FILES: [&str; 5] = [
     "systemd/op-dbus-result.service",
     "systemd/op-dbus-firewall.service",
     "dbus/org.opdbus.conf",
-    "kernel/zz-op-dbus",
+    "kernel/zzz-op-dbus",
 ];
 
 /// Opens `path` for reading and checks it is a regular file: what a later

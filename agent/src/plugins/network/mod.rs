@@ -132,7 +132,17 @@ impl Plugin for NetworkPlugin {
             ovsdb: ovs.then(|| ctx.ovsdb.clone()),
             ..query::Probe::default()
         };
-        let current = query::read_current(ctx, &nl, &probe).await?;
+        let mut current = query::read_current(ctx, &nl, &probe).await?;
+        // WireGuard tunnels and their addresses are the wireguard plugin's
+        // to describe (a drop-in of ours on them would be a second owner).
+        let tunnels: Vec<String> = current
+            .links
+            .iter()
+            .filter(|l| crate::plugins::wireguard::is_tunnel(&l.kind, &l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        current.links.retain(|l| !tunnels.contains(&l.name));
+        current.addresses.retain(|a| !tunnels.contains(&a.link));
         let section = discover::section(&current);
         if section.interfaces.is_empty() && section.routes.is_empty() {
             return Ok(None);

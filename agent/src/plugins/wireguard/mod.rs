@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::secret::{fingerprint, redact_keys};
 use crate::engine::{ActionResult, Context, Persistence, Plugin, PluginAction};
-use crate::netlink::Netlink;
+use crate::netlink::{LinkKind, Netlink};
 use opdbus_common::Task;
+use opdbus_state::model::{OneOrMany, WgInterface, WgPeer};
 use opdbus_state::State;
 use uapi::{DeviceConf, PeerConf, SetConf};
 
@@ -263,7 +264,7 @@ fn desired_of(state: &State) -> anyhow::Result<Option<Desired>> {
             key_file: i
                 .private_key_file
                 .clone()
-                .unwrap_or_else(|| format!("/etc/wireguard/{name}.key")),
+                .unwrap_or_else(|| default_key_file(name)),
             mtu: i.mtu,
             peers,
         });
@@ -377,6 +378,55 @@ async fn query_iface(ctx: &Context, nl: &Netlink, want: &IfaceWant) -> anyhow::R
         link,
         device,
     })
+}
+
+/// A WireGuard tunnel: the kernel's `wireguard` kind, or a `tun` device
+/// driven by `wireguard-go` (its control socket exists).
+pub fn is_tunnel(kind: &LinkKind, name: &str) -> bool {
+    match kind {
+        LinkKind::Other(k) if k == "wireguard" => true,
+        LinkKind::Other(k) if k == "tun" => uapi::socket_path(name).exists(),
+        _ => false,
+    }
+}
+
+/// The `plugins.wireguard` entry describing `now` (a tunnel read back
+/// whole), or `None` when it has no device configuration. The key file is
+/// left out when the default file holds the running key; otherwise the
+/// running key is in no file this plugin knows, and applying the entry
+/// would give the tunnel a new key: said as a warning.
+pub fn discover_iface(now: &IfaceNow, default_key_file: &str) -> Option<WgInterface> {
+    let (link, dev) = (now.link.as_ref()?, now.device.as_ref()?);
+    if now.key_file.is_none() || now.key_file != dev.key_fingerprint {
+        tracing::warn!(
+            "{}: its private key is not the one in {default_key_file}; applying the discovered \
+             state would give the tunnel a new key (set private_key_file to the file that holds it)",
+            now.name
+        );
+    }
+    Some(WgInterface {
+        address: OneOrMany(link.addresses.iter().map(ToString::to_string).collect()),
+        listen_port: Some(dev.listen_port).filter(|p| *p != 0),
+        private_key_file: None,
+        mtu: link.mtu.filter(|m| *m != DEFAULT_MTU),
+        peers: dev
+            .peers
+            .iter()
+            .map(|p| WgPeer {
+                public_key: p.public_key.clone(),
+                endpoint: p.endpoint.map(|e| e.to_string()),
+                allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
+                persistent_keepalive: Some(p.keepalive).filter(|k| *k != 0),
+            })
+            .collect(),
+    })
+}
+
+/// The MTU a new WireGuard link gets.
+const DEFAULT_MTU: u32 = 1420;
+
+fn default_key_file(name: &str) -> String {
+    format!("/etc/wireguard/{name}.key")
 }
 
 /// Creates the link: the kernel's `wireguard` kind when the kernel has it,
@@ -507,6 +557,34 @@ impl Plugin for WireGuardPlugin {
             out.interfaces.push(query_iface(ctx, &nl, w).await?);
         }
         Ok(out)
+    }
+
+    /// Every tunnel on the host, as `plugins.wireguard.interfaces`.
+    async fn discover(&self, ctx: &Context) -> anyhow::Result<Option<serde_json::Value>> {
+        let nl = Netlink::new().context("opening netlink")?;
+        let mut interfaces = std::collections::BTreeMap::new();
+        for l in nl.links().await.context("reading links")? {
+            if !is_tunnel(&l.kind, &l.name) {
+                continue;
+            }
+            let want = IfaceWant {
+                name: l.name.clone(),
+                addresses: Vec::new(),
+                listen_port: None,
+                key_file: default_key_file(&l.name),
+                mtu: None,
+                peers: Vec::new(),
+            };
+            let now = query_iface(ctx, &nl, &want).await?;
+            if let Some(i) = discover_iface(&now, &want.key_file) {
+                interfaces.insert(l.name, i);
+            }
+        }
+        if interfaces.is_empty() {
+            return Ok(None);
+        }
+        let section = opdbus_state::model::WireGuard { interfaces };
+        Ok(Some(serde_json::json!({ PLUGIN: section })))
     }
 
     fn diff(&self, current: &Current, desired: &Desired) -> Vec<Action> {

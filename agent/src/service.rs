@@ -137,9 +137,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Every `interval`, checks every plugin for drift and repairs it.
-    pub async fn check_drift_every(&self, interval: Duration) -> anyhow::Result<()> {
-        let start = tokio::time::Instant::now() + interval;
+    /// Every `interval`, checks every plugin for drift and repairs it; the
+    /// first check comes after `first` (sooner when the start-up apply
+    /// failed: a boot whose network was rolled back waits no full interval).
+    pub async fn check_drift_every(
+        &self,
+        interval: Duration,
+        first: Duration,
+    ) -> anyhow::Result<()> {
+        let start = tokio::time::Instant::now() + first.min(interval);
         let mut tick = tokio::time::interval_at(start, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -24,6 +24,8 @@ const RESIDENT_LOCK_WAIT: u64 = 3600;
 /// Minimum time between two repairs of the same systemd unit (a unit that
 /// keeps failing is not restarted in a tight loop).
 const UNIT_REPAIR_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon the drift check first runs when the start-up apply failed.
+const STARTUP_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs `task` until it fails; its error is logged (naming `what`) and the
 /// agent's other duties go on.
@@ -87,7 +89,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     for msg in rt.block_on(engine.recover_pending(&ctx))? {
         tracing::warn!("{msg}");
     }
-    let code = if args.force || !first_boot.is_done() {
+    let (code, startup_failed) = if args.force || !first_boot.is_done() {
         tracing::info!(state = %args.state.display(), "first reconcile");
         Status::running(Some(state.hash.clone())).write(&global.state_dir)?;
         let report = rt.block_on(engine.apply(&ctx, &state));
@@ -100,16 +102,18 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         if !failed {
             first_boot.mark_done()?;
         }
-        ExitCode::from(exit)
+        (ExitCode::from(exit), failed)
     } else {
         tracing::info!(marker = %first_boot.marker_path().display(), "first reconcile already ran for this installation");
-        // Links, addresses, routes and OVS ports made over netlink do not
-        // survive a reboot: the network is re-applied at every boot.
+        // What the kernel forgets at a reboot (links, addresses, routes,
+        // OVS ports, WireGuard tunnels, nftables rules, OpenFlow flows) is
+        // applied again at every boot: every ephemeral plugin.
         let mut boot = crate::plugins::standard();
-        boot.retain(&["network".to_string()])?;
+        let ephemeral = boot.ephemeral_plugins();
+        boot.retain(&ephemeral)?;
         let report = rt.block_on(boot.apply(&ctx, &state));
         super::apply::print_report(&report);
-        ExitCode::from(report.exit_code())
+        (ExitCode::from(report.exit_code()), report.any_failed())
     };
     if args.once {
         return Ok(code);
@@ -119,6 +123,16 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         let conn = ctx.bus().await?;
         agent.serve(&conn).await?;
         let interval = Duration::from_secs(args.drift_interval);
+        let first_check = if startup_failed {
+            tracing::warn!(
+                "the start-up apply failed: the drift check runs in {} s, then every {} s",
+                STARTUP_RETRY.as_secs(),
+                interval.as_secs()
+            );
+            STARTUP_RETRY
+        } else {
+            interval
+        };
         tracing::info!(
             state = %args.state.display(),
             "resident: serving org.opdbus, watching the state file, checking drift every {} s",
@@ -134,7 +148,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         );
         let periodic = keep_going(
             "the periodic drift check",
-            agent.check_drift_every(interval),
+            agent.check_drift_every(interval, first_check),
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

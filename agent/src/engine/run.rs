@@ -105,6 +105,17 @@ impl Engine {
         out
     }
 
+    /// The plugins whose effect a reboot loses ([`Persistence::Ephemeral`]:
+    /// links, tunnels, rule sets, flows), in run order: what the resident
+    /// agent applies again at every boot.
+    pub fn ephemeral_plugins(&self) -> Vec<String> {
+        self.plugins
+            .iter()
+            .filter(|p| p.persistence() == super::Persistence::Ephemeral)
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
     /// Names in run order.
     pub fn plugin_names(&self) -> Vec<&'static str> {
         self.plugins.iter().map(|p| p.name()).collect()
@@ -1101,8 +1112,11 @@ async fn step_inner(
         // already touched (the checkpoint covers them), then verified again.
         if (2..VERIFY_TRIES).contains(&attempt) {
             // A resource counts as touched when an action of this
-            // transaction names it (`link:ovsint0` after "ensure OVS bridge
-            // ovsbr0 with ports ovsint0" created it).
+            // transaction names it or the object it belongs to
+            // (`link:ovsint0` after "ensure OVS bridge ovsbr0 with ports
+            // ovsint0" created it; `address:ovsint0/10.99.0.1/24` after
+            // "networkd drop-ins: write eth0,ovsint0" made networkd let go
+            // of the link and drop the address it had set).
             let touched: Vec<Planned> = remaining
                 .iter()
                 .filter(|r| {
@@ -1111,12 +1125,13 @@ async fn step_inner(
                         .resource
                         .split_once(':')
                         .map_or(r.resource.as_str(), |x| x.1);
+                    let owner = name.split_once('/').map_or(name, |x| x.0);
                     actions.iter().map(|a| &a.view).any(|a| {
                         a.resource == r.resource
                             || a.resource.contains(name)
                             || a.description
-                                .split_whitespace()
-                                .any(|w| w.trim_matches(',') == name)
+                                .split(|c: char| c.is_whitespace() || c == ',')
+                                .any(|w| w == name || w == owner)
                     })
                 })
                 .cloned()

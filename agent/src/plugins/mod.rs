@@ -52,3 +52,16 @@ where
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// What a reboot loses is applied again at every boot: every plugin
+    /// whose effect lives only in the kernel, none that writes to disk.
+    #[test]
+    fn boot_reapplies_every_ephemeral_plugin() {
+        assert_eq!(
+            super::standard().ephemeral_plugins(),
+            ["network", "flows", "wireguard", "firewall"]
+        );
+    }
+}

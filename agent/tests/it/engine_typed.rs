@@ -76,6 +76,9 @@ struct MemPlugin {
     host: Arc<Mutex<Map>>,
     want: Map,
     fail: bool,
+    /// Applying the first key removes the second from the host (as writing
+    /// a networkd drop-in makes networkd drop the address it had set).
+    undoes: Option<(String, String)>,
 }
 
 impl MemPlugin {
@@ -88,6 +91,7 @@ impl MemPlugin {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             fail,
+            undoes: None,
         }
     }
     fn host(&self) -> Map {
@@ -146,10 +150,13 @@ impl Plugin for MemPlugin {
                 if self.fail {
                     return Err(ActionError::fatal(anyhow::anyhow!("{} refused", a.key)));
                 }
-                self.host
-                    .lock()
-                    .unwrap()
-                    .insert(a.key.clone(), a.value.clone());
+                let mut host = self.host.lock().unwrap();
+                host.insert(a.key.clone(), a.value.clone());
+                if let Some((k, gone)) = &self.undoes {
+                    if *k == a.key {
+                        host.remove(gone);
+                    }
+                }
                 Ok(None)
             })
             .collect()
@@ -237,4 +244,30 @@ async fn the_json_forms_give_the_same_actions() {
         .unwrap()
         .unwrap();
     assert_eq!(cp.to_json().unwrap(), serde_json::json!({}));
+}
+
+/// A value that matched when the plan was made and that an action of the
+/// same transaction then undid (the resource belongs to an object the
+/// action names) is applied again while verifying, not rolled back for.
+#[tokio::test]
+async fn a_value_an_action_undid_is_applied_again_before_verification_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = "ovsint0/10.99.0.1/24";
+    let mut p = MemPlugin::new(
+        "mem-e",
+        &[("dropins", "eth0,ovsint0"), (addr, "present")],
+        false,
+    );
+    p.undoes = Some(("dropins".into(), addr.into()));
+    p.host.lock().unwrap().insert(addr.into(), "present".into());
+    let mut engine = Engine::new();
+    engine.register(p.clone());
+    let report = engine.apply(&context(dir.path()), &state()).await;
+    assert!(report.ok, "{:?}", report.failures());
+    assert_eq!(
+        report.plugins[0].actions.len(),
+        1,
+        "planned: the drop-ins only"
+    );
+    assert_eq!(p.host().get(addr).map(String::as_str), Some("present"));
 }

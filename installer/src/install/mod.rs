@@ -385,8 +385,12 @@ fn static_address(state: &State) -> Option<std::net::IpAddr> {
 /// the state puts one directly on an ethernet link.
 fn first_boot_network(net: &opdbus_state::NetworkSpec) -> target::FirstBootNetwork {
     use opdbus_state::IfaceKind;
+    let except = member_links(net);
     for i in &net.interfaces {
-        if matches!(i.kind, IfaceKind::Ethernet) {
+        // A port of a bridge, bond or OVS bridge (an OVS internal port is
+        // declared as an ethernet link) is the agent's to configure: a
+        // networkd config on it would fight the agent at every boot.
+        if matches!(i.kind, IfaceKind::Ethernet) && !except.contains(&i.name) {
             if let Some(a) = i.addresses.iter().find(|a| a.addr().is_ipv4()) {
                 return target::FirstBootNetwork::Static {
                     link: i.name.clone(),
@@ -397,6 +401,12 @@ fn first_boot_network(net: &opdbus_state::NetworkSpec) -> target::FirstBootNetwo
             }
         }
     }
+    target::FirstBootNetwork::Dhcp { except }
+}
+
+/// The links the state makes members of bonds, bridges and OVS bridges.
+fn member_links(net: &opdbus_state::NetworkSpec) -> Vec<String> {
+    use opdbus_state::IfaceKind;
     let mut except: Vec<String> = Vec::new();
     for i in &net.interfaces {
         match &i.kind {
@@ -412,7 +422,7 @@ fn first_boot_network(net: &opdbus_state::NetworkSpec) -> target::FirstBootNetwo
     }
     except.sort();
     except.dedup();
-    target::FirstBootNetwork::Dhcp { except }
+    except
 }
 
 fn handoff(state: &State, root: &Root, opts: &InstallOptions) -> Result<()> {
@@ -704,5 +714,31 @@ pub(crate) fn expected_sha256(state: &State) -> ExpectedSha256 {
             origin: "bootstrap.payload.sha256 in the state".into(),
         },
         None => ExpectedSha256::Sidecar,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The e2e state puts its address on an OVS internal port (declared as
+    /// an ethernet link): no networkd config may claim it, or every boot
+    /// after the first has networkd and the agent fighting over it.
+    #[test]
+    fn a_port_of_a_bridge_or_bond_never_gets_the_first_boot_config() {
+        let state: State =
+            serde_json::from_str(include_str!("../../../state-examples/ci-e2e.json")).unwrap();
+        match first_boot_network(&state.network_spec()) {
+            target::FirstBootNetwork::Dhcp { except } => {
+                for l in ["eth0", "eth1", "ovsint0"] {
+                    assert!(
+                        except.iter().any(|e| e == l),
+                        "{l} not excepted: {except:?}"
+                    );
+                }
+            }
+            other => panic!("a static first-boot config: {other:?}"),
+        }
     }
 }

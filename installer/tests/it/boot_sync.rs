@@ -161,7 +161,10 @@ fn a_bios_install_rewrites_only_grubs_menu_and_needs_no_esp() {
     assert!(!esp.exists());
     // Debian's update-grub is told the same console and arguments.
     let defaults = read(&root.join("etc/default/grub.d/op-dbus.cfg"));
-    assert!(defaults.contains("\nGRUB_CMDLINE_LINUX='console=ttyS0'\n"), "{defaults}");
+    assert!(
+        defaults.contains("\nGRUB_CMDLINE_LINUX='console=ttyS0'\n"),
+        "{defaults}"
+    );
 }
 
 #[test]

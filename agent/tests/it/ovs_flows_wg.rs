@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use netns::NetNs;
-use opdbus_agent::engine::{ApplyOptions, Context, DesiredState, Engine, RetryPolicy, RunReport};
+use opdbus_agent::engine::{
+    ActionView, ApplyOptions, Context, DesiredState, Engine, RetryPolicy, RunReport,
+};
 use opdbus_agent::plugins::wireguard::WireGuardPlugin;
 use opdbus_common::Task;
 use serde_json::{json, Value};
@@ -36,16 +38,28 @@ pub(crate) fn apply_with(
     ns.run(move |_| async move {
         let desired = DesiredState::from_json(&text, "test.json").unwrap();
         let ctx = context(&dir);
-        let diff: Vec<String> = make()
-            .diff(&ctx, &desired)
+        let diff: Vec<String> = planned(&make(), &ctx, &desired)
             .await
-            .unwrap()
-            .into_iter()
-            .flat_map(|d| d.actions)
-            .map(|a| serde_json::to_string(&a).unwrap())
+            .iter()
+            .map(|a| serde_json::to_string(a).unwrap())
             .collect();
         (make().apply(&ctx, &desired).await, diff)
     })
+}
+
+/// Every action `engine` plans for `desired`, all plugins.
+pub(crate) async fn planned(
+    engine: &Engine,
+    ctx: &Context,
+    desired: &DesiredState,
+) -> Vec<ActionView> {
+    engine
+        .diff(ctx, desired)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|d| d.actions)
+        .collect()
 }
 
 pub(crate) fn actions(r: &RunReport) -> Vec<String> {
@@ -297,12 +311,9 @@ fn wireguard_tunnel_carries_tcp_and_reapply_is_a_noop() {
             let ctx = context(&dir);
             let d = wg_and_net_engine().discover(&ctx, &[]).await.unwrap();
             let desired = DesiredState::from_json(&d.text(), "discovered.json").unwrap();
-            let diff: Vec<String> = wg_and_net_engine()
-                .diff(&ctx, &desired)
+            let diff: Vec<String> = planned(&wg_and_net_engine(), &ctx, &desired)
                 .await
-                .unwrap()
                 .into_iter()
-                .flat_map(|p| p.actions)
                 .map(|a| a.description)
                 .collect();
             (d.state, diff)

@@ -395,7 +395,7 @@ pub fn is_tunnel(kind: &LinkKind, name: &str) -> bool {
 /// left out when the default file holds the running key; otherwise the
 /// running key is in no file this plugin knows, and applying the entry
 /// would give the tunnel a new key: said as a warning.
-pub fn discover_iface(now: &IfaceNow, default_key_file: &str) -> Option<WgInterface> {
+fn discover_iface(now: &IfaceNow, default_key_file: &str) -> Option<WgInterface> {
     let (link, dev) = (now.link.as_ref()?, now.device.as_ref()?);
     if now.key_file.is_none() || now.key_file != dev.key_fingerprint {
         tracing::warn!(

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::disk::layout::{
     partition_path, partition_pointer, DeviceSpec, Firmware, FsSpec, LayoutSpec, PartitionSpec,
-    SizeSpec, SubvolSpec, UuidSource,
+    RaidSpec, SizeSpec, SubvolSpec, UuidSource,
 };
 use crate::disk::plan::{DiskPlan, FsKind, PartRole, TableKind};
 use crate::disk::TargetMap;
@@ -83,21 +83,18 @@ fn options(o: Option<&String>) -> Vec<String> {
 /// the targets).
 pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
     let storage = storage(state)?;
-    // A mirrored btrfs is accepted by the state but not built yet: planning
-    // it as one partition would install an unmirrored system.
-    if let Some((key, fs)) = storage
+    // Partition key of a raid member -> the first member (the entry's key).
+    let member_of: BTreeMap<&str, &str> = storage
         .filesystems
         .iter()
-        .find(|(_, f)| f.raid.is_some() || !f.devices.is_empty())
-    {
-        bail!(
-            "plugins.storage.filesystems[{key:?}] asks for a {} btrfs over {}, which this installer \
-             does not build yet (it would format {key} alone, unmirrored); remove raid and devices \
-             to install onto one disk",
-            fs.raid.map_or("multi-device", |r| r.name()),
-            fs.devices.join(", ")
-        );
-    }
+        .filter(|(_, f)| f.raid.is_some())
+        .flat_map(|(key, f)| {
+            f.devices
+                .iter()
+                .filter(move |m| *m != key)
+                .map(move |m| (m.as_str(), key.as_str()))
+        })
+        .collect();
     let mut devices = Vec::new();
     for (key, dev) in &storage.devices {
         let mut partitions = Vec::new();
@@ -105,6 +102,7 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
             let number = p.number.unwrap_or(i as u32 + 1);
             let part = partition_path(key, number);
             let declared = storage.filesystems.get(&part);
+            let member = member_of.get(part.as_str()).map(|k| k.to_string());
             let kind = p
                 .filesystem
                 .or(declared.map(|f| f.kind))
@@ -113,7 +111,10 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
                     PartitionType::Swap => Some(FsType::Swap),
                     _ => None,
                 })
-                .map(fs_kind);
+                .map(fs_kind)
+                // A further member carries no filesystem of its own: the
+                // first member's mkfs spans it.
+                .filter(|_| member.is_none());
             let subvolumes: Vec<SubvolSpec> = storage
                 .btrfs_subvolumes
                 .get(&part)
@@ -137,6 +138,12 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
                     subvol: None,
                     mount_options: options(p.options.as_ref()),
                     subvolumes,
+                    raid: declared.and_then(|f| {
+                        Some(RaidSpec {
+                            profile: f.raid?.name().to_string(),
+                            devices: f.devices.clone(),
+                        })
+                    }),
                 };
                 // A partition mount that a subvolume also claims is that
                 // subvolume's mount (the roadmap writes both).
@@ -170,6 +177,7 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
                 },
                 label: p.label.clone(),
                 filesystem,
+                member_of: member,
             });
         }
         devices.push(DeviceSpec {
@@ -182,11 +190,64 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
         });
     }
     apply_mounts_section(storage, &mut devices)?;
+    mirror_esps(&mut devices);
     Ok(LayoutSpec {
         firmware: firmware(state.bootstrap.as_ref()),
         uuids,
         devices,
     })
+}
+
+/// With an ESP on more than one disk (a mirrored install), the ones the
+/// state gives no mount point are mounted at `/boot/efi2`, `/boot/efi3`…
+/// (the kernel hooks write every mounted one alike), and every ESP mounts
+/// with `nofail`: the host must boot with any one disk pulled. No short
+/// `x-systemd.device-timeout`: a `nofail` mount does not hold up the boot
+/// anyway, and under a slow start (udev running 30 s in, measured under
+/// TCG) a 10 s timeout gave up on the ESP that was there.
+fn mirror_esps(devices: &mut [DeviceSpec]) {
+    let is_esp = |p: &PartitionSpec| {
+        p.role == PartRole::Efi
+            && p.filesystem
+                .as_ref()
+                .is_some_and(|f| f.kind == FsKind::Vfat)
+    };
+    let count = devices
+        .iter()
+        .flat_map(|d| &d.partitions)
+        .filter(|p| is_esp(p))
+        .count();
+    if count < 2 {
+        return;
+    }
+    let mut taken: Vec<PathBuf> = devices
+        .iter()
+        .flat_map(|d| &d.partitions)
+        .filter_map(|p| p.filesystem.as_ref()?.mount.clone())
+        .collect();
+    for p in devices.iter_mut().flat_map(|d| d.partitions.iter_mut()) {
+        if !is_esp(p) {
+            continue;
+        }
+        let Some(fs) = p.filesystem.as_mut() else {
+            continue;
+        };
+        if fs.mount.is_none() {
+            let free = std::iter::once("/boot/efi".to_string())
+                .chain((2..).map(|n| format!("/boot/efi{n}")))
+                .map(PathBuf::from)
+                .find(|m| !taken.contains(m))
+                .unwrap_or_default();
+            taken.push(free.clone());
+            fs.mount = Some(free);
+        }
+        if fs.mount_options.is_empty() {
+            fs.mount_options.push("umask=0077".into());
+        }
+        if !fs.mount_options.iter().any(|x| x == "nofail") {
+            fs.mount_options.push("nofail".into());
+        }
+    }
 }
 
 /// `plugins.storage.mounts` entries attach to the partition (or subvolume)

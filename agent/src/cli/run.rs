@@ -115,6 +115,12 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         super::apply::print_report(&report);
         (ExitCode::from(report.exit_code()), report.any_failed())
     };
+    // At every boot: a disk missing since the last one is in the journal too
+    // (`status` reads it again whenever it is asked).
+    match crate::health::degraded() {
+        Ok(arrays) => arrays.iter().for_each(|d| tracing::warn!("degraded: {d}")),
+        Err(e) => tracing::warn!("checking for degraded arrays: {}", Chain(&e)),
+    }
     if args.once {
         return Ok(code);
     }

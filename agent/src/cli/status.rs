@@ -3,7 +3,9 @@
 //! version (without `--allow-unapplied`), like `cloud-init status --wait`;
 //! 1 also when the resident agent refused the state file's latest version.
 //! `--result-line` prints the `OPDBUS-RESULT {json}` line the serial-console
-//! unit shows.
+//! unit shows. Degraded arrays (a raid1 btrfs with a disk missing) are read
+//! from the kernel at print time, shown as `degraded:` lines and in the JSON,
+//! and change no exit code.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -41,9 +43,16 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
+    // Without a status file the arrays are still the operator's concern.
+    let not_started_degraded = match &status {
+        Some(_) => Vec::new(),
+        None => crate::health::degraded().unwrap_or_default(),
+    };
     let json = match &status {
         Some(s) => serde_json::to_string(s)?,
-        None => r#"{"status":"not-started"}"#.to_string(),
+        None if not_started_degraded.is_empty() => r#"{"status":"not-started"}"#.to_string(),
+        None => serde_json::json!({"status": "not-started", "degraded": not_started_degraded})
+            .to_string(),
     };
     if args.result_line {
         // One write(2) for the whole line, newline included: the console is
@@ -58,12 +67,20 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         println!("{json}");
     } else {
         match &status {
-            None => println!("status: not started"),
+            None => {
+                println!("status: not started");
+                for d in &not_started_degraded {
+                    println!("degraded: {d}");
+                }
+            }
             Some(s) => {
                 println!(
                     "status: {}",
                     serde_json::to_value(s.status)?.as_str().unwrap_or("?")
                 );
+                for d in &s.degraded {
+                    println!("degraded: {d}");
+                }
                 if let Some(p) = s.progress.as_ref().filter(|_| s.status == Phase::Running) {
                     println!("progress: {p}");
                 }

@@ -1,5 +1,6 @@
 //! `<state-dir>/status.json`: whether the first reconcile is running, done or
-//! failed, with the per-plugin report; what `status [--wait]` reads.
+//! failed, with the per-plugin report and the host's degraded arrays; what
+//! `status [--wait]` reads.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +8,8 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::RunReport;
+use crate::health::Degraded;
+use opdbus_common::logging::Chain;
 use opdbus_state::coverage::Unapplied;
 
 pub const STATUS_FILE: &str = "status.json";
@@ -46,6 +49,24 @@ pub struct Status {
     /// transactions); only while `status` is `running`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<RunProgress>,
+    /// Storage arrays running with members missing (a raid1 btrfs mounted
+    /// degraded): a warning, not a failure, so no exit code changes. Taken
+    /// when the status is written, and again by [`Status::read`]: a disk
+    /// can go missing long after the reconcile wrote its status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<Degraded>,
+}
+
+/// The host's degraded arrays now; when they cannot be read (logged at
+/// debug), `previous`.
+fn degraded_now(previous: Vec<Degraded>) -> Vec<Degraded> {
+    match crate::health::degraded() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!("checking for degraded arrays: {}", Chain(&e));
+            previous
+        }
+    }
 }
 
 /// Progress of the action the running reconcile is in (see
@@ -142,6 +163,7 @@ impl Status {
             not_applied: Vec::new(),
             refused: None,
             progress: None,
+            degraded: degraded_now(Vec::new()),
         }
     }
 
@@ -165,6 +187,7 @@ impl Status {
             report: Some(report),
             refused: None,
             progress: None,
+            degraded: degraded_now(Vec::new()),
         }
     }
 
@@ -180,6 +203,7 @@ impl Status {
             not_applied: Vec::new(),
             refused: None,
             progress: None,
+            degraded: degraded_now(Vec::new()),
         }
     }
 
@@ -189,7 +213,8 @@ impl Status {
     }
 
     /// Reads the status file; `None` when the agent has not written one yet.
-    /// A `running` status whose process is gone reads as `failed`.
+    /// A `running` status whose process is gone reads as `failed`; `degraded`
+    /// is what the kernel says now (the file's when that cannot be read).
     pub fn read(state_dir: &Path) -> anyhow::Result<Option<Self>> {
         let file = path(state_dir);
         let text = match std::fs::read_to_string(&file) {
@@ -209,6 +234,23 @@ impl Status {
                 }
             }
         }
+        status.degraded = degraded_now(std::mem::take(&mut status.degraded));
         Ok(Some(status))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_degraded_array_leaves_the_file_as_before() {
+        let mut s = Status::fatal("boom".into());
+        s.degraded.clear();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("degraded"), "{json}");
+        let old: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(old, s);
     }
 }

@@ -22,6 +22,7 @@ mod witness_server;
 
 mod audit;
 mod audit_history;
+mod btrfs_degraded;
 mod clean_output;
 mod containers;
 mod convergence;

@@ -105,7 +105,7 @@ complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -l
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand auto" -s h -l help -d 'Print help'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l root -d 'Root of the installed system' -r -F
-complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l esp -d 'The mounted ESP (default: ROOT/boot/efi)' -r -F
+complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l esp -d 'The mounted ESP (default: every ESP the install recorded, mounted below ROOT: /boot/efi, and /boot/efi2… on a mirrored install)' -r -F
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -l json -d 'Print what was done as JSON'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -s v -l verbose -d 'Log at debug level (RUST_LOG overrides)'
 complete -c op-dbus-install -n "__fish_op_dbus_install_using_subcommand boot-sync" -s h -l help -d 'Print help'

@@ -39,6 +39,33 @@ pub struct BootSetup {
     pub systemd_boot: bool,
     /// GRUB for BIOS, its menu in /boot/grub/grub.cfg.
     pub grub_bios: bool,
+    /// Mount points of every ESP when there is more than one (a mirrored
+    /// install: `/boot/efi`, `/boot/efi2`); empty means `/boot/efi` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub esps: Vec<String>,
+}
+
+impl BootSetup {
+    /// The ESP mount points [`sync`] writes, in order.
+    pub fn esp_mounts(&self) -> Vec<String> {
+        if self.esps.is_empty() {
+            vec!["/boot/efi".to_string()]
+        } else {
+            self.esps.clone()
+        }
+    }
+}
+
+/// Reads [`BOOT_SETUP`] of an installed system.
+pub fn read_setup(root: &Root) -> Result<BootSetup> {
+    let text = root.read(BOOT_SETUP).with_context(|| {
+        format!(
+            "reading {} (written by op-dbus-install; this system was not installed by it?)",
+            root.display_path(BOOT_SETUP).display()
+        )
+    })?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("parsing {}", root.display_path(BOOT_SETUP).display()))
 }
 
 /// What [`sync`] did.
@@ -46,8 +73,16 @@ pub struct BootSetup {
 pub struct SyncReport {
     /// Installed kernels, newest (the default entry) first.
     pub kernels: Vec<String>,
+    /// The first ESP's entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd_boot: Option<SystemdBootReport>,
+    /// Every ESP written (mount point), when the setup has several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub esps_written: Vec<String>,
+    /// ESPs of the setup that were not mounted (their disk missing): not
+    /// written; run `boot-sync` again once the disk is back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub esps_skipped: Vec<String>,
     /// Whether /boot/grub/grub.cfg was rewritten.
     pub grub_menu: bool,
 }
@@ -69,30 +104,47 @@ pub fn write_grub_menu(root: &Root, boot: &BootConfig) -> Result<Vec<String>> {
 /// an entry, the newest is the default, entries of removed kernels go.
 /// `esp` is the mounted ESP (needed when the system boots by systemd-boot).
 pub fn sync(root: &Root, esp: Option<&dyn EspTree>) -> Result<SyncReport> {
-    let text = root.read(BOOT_SETUP).with_context(|| {
-        format!(
-            "reading {} (written by op-dbus-install; this system was not installed by it?)",
-            root.display_path(BOOT_SETUP).display()
-        )
-    })?;
-    let setup: BootSetup = serde_json::from_slice(&text)
-        .with_context(|| format!("parsing {}", root.display_path(BOOT_SETUP).display()))?;
+    sync_all(root, &[("/boot/efi".to_string(), esp)])
+}
+
+/// [`sync`] onto several ESPs, `(mount point, the mounted ESP or None when
+/// it is not mounted)`: every mounted one gets the same files; one not
+/// mounted is skipped and reported, unless none is mounted.
+pub fn sync_all(root: &Root, esps: &[(String, Option<&dyn EspTree>)]) -> Result<SyncReport> {
+    let setup = read_setup(root)?;
     let kernels: Vec<String> = installed_kernels(root)?
         .into_iter()
         .map(|k| k.version)
         .collect();
-    let systemd_boot = if setup.systemd_boot {
-        let esp = esp.context("this system boots by systemd-boot and needs its ESP: mount it (fstab: /boot/efi) or pass --esp DIR")?;
-        Some(install_systemd_boot(esp, root, &setup.config)?)
-    } else {
-        None
-    };
+    let mut systemd_boot = None;
+    let (mut written, mut skipped) = (Vec::new(), Vec::new());
+    if setup.systemd_boot {
+        for (path, esp) in esps {
+            match esp {
+                Some(esp) => {
+                    let r = install_systemd_boot(*esp, root, &setup.config)
+                        .with_context(|| format!("writing the ESP at {path}"))?;
+                    systemd_boot.get_or_insert(r);
+                    written.push(path.clone());
+                }
+                None => skipped.push(path.clone()),
+            }
+        }
+        if systemd_boot.is_none() {
+            anyhow::bail!(
+                "this system boots by systemd-boot and no ESP of it is mounted ({}): mount it (fstab: /boot/efi) or pass --esp DIR",
+                esps.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
     if setup.grub_bios {
         write_grub_menu(root, &setup.config)?;
     }
     Ok(SyncReport {
         kernels,
         systemd_boot,
+        esps_written: if esps.len() > 1 { written } else { Vec::new() },
+        esps_skipped: skipped,
         grub_menu: setup.grub_bios,
     })
 }

@@ -17,7 +17,8 @@ pub struct Args {
     /// Root of the installed system.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
-    /// The mounted ESP (default: ROOT/boot/efi).
+    /// The mounted ESP (default: every ESP the install recorded, mounted
+    /// below ROOT: /boot/efi, and /boot/efi2… on a mirrored install).
     #[arg(long, value_name = "DIR")]
     pub esp: Option<PathBuf>,
     /// Print what was done as JSON.
@@ -27,13 +28,41 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let root = Root::open(&a.root)?;
-    let esp_dir = a.esp.clone().unwrap_or_else(|| a.root.join("boot/efi"));
-    let esp = match RootDir::open(&esp_dir) {
-        Ok(d) => Some(MountedEsp(d)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("opening the ESP {}", esp_dir.display())),
+    // (mount point as shown, where it is from here).
+    let dirs: Vec<(String, PathBuf)> = match &a.esp {
+        Some(d) => vec![(d.display().to_string(), d.clone())],
+        None => {
+            let setup = bootloader::read_setup(&root)?;
+            setup
+                .esp_mounts()
+                .into_iter()
+                .map(|m| {
+                    let here = a.root.join(m.trim_start_matches('/'));
+                    (m, here)
+                })
+                .collect()
+        }
     };
-    let report = bootloader::sync(&root, esp.as_ref().map(|e| e as &dyn bootloader::EspTree))?;
+    let mut opened = Vec::new();
+    for (shown, dir) in &dirs {
+        // An ESP the setup lists but that is not mounted (its disk was
+        // pulled) is skipped: writing there would fill the root
+        // filesystem's directory instead. `--esp` is taken as given.
+        let mounted = a.esp.is_some() || is_mount_point(dir);
+        let esp = match RootDir::open(dir) {
+            Ok(d) if mounted => Some(MountedEsp(d)),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("opening the ESP {}", dir.display())),
+        };
+        opened.push((shown.clone(), esp));
+    }
+    let esps: Vec<(String, Option<&dyn bootloader::EspTree>)> = opened
+        .iter()
+        .map(|(p, e)| (p.clone(), e.as_ref().map(|e| e as &dyn bootloader::EspTree)))
+        .collect();
+    let report = bootloader::sync_all(&root, &esps)?;
+    let esp_dir = dirs.first().map(|(s, _)| s.clone()).unwrap_or_default();
     if a.json {
         println!(
             "{}",
@@ -49,15 +78,37 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(sb) = &report.systemd_boot {
         println!(
             "  systemd-boot entries on {}: {}",
-            esp_dir.display(),
+            if report.esps_written.is_empty() {
+                esp_dir.clone()
+            } else {
+                report.esps_written.join(", ")
+            },
             sb.entries.join(", ")
         );
         if !sb.removed.is_empty() {
             println!("  removed: {}", sb.removed.join(", "));
         }
     }
+    for s in &report.esps_skipped {
+        eprintln!(
+            "warning: the ESP {s} is not mounted (its disk missing?): not written; run op-dbus-install boot-sync again once it is back"
+        );
+    }
     if report.grub_menu {
         println!("  GRUB menu: /boot/grub/grub.cfg rewritten");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `dir` is a mount point: on another device than its parent (an
+/// ESP is a filesystem of its own), or the same inode as the parent (`/`).
+fn is_mount_point(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(d), Ok(p)) = (
+        std::fs::symlink_metadata(dir),
+        std::fs::metadata(dir.join("..")),
+    ) else {
+        return false;
+    };
+    d.is_dir() && (d.dev() != p.dev() || d.ino() == p.ino())
 }

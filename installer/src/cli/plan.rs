@@ -89,10 +89,20 @@ pub fn render(plan: &InstallPlan) -> String {
                 p.end(),
                 p.size / (1 << 20),
                 format!("{:?}", p.role).to_lowercase(),
-                p.filesystem
-                    .as_ref()
-                    .map(|f| format!("{} uuid={}", f.kind.as_str(), f.uuid))
-                    .unwrap_or_default()
+                match (&p.filesystem, &p.member_of) {
+                    (Some(f), _) => match &f.raid {
+                        Some(r) => format!(
+                            "{} uuid={} {} over {}",
+                            f.kind.as_str(),
+                            f.uuid,
+                            r.profile,
+                            r.devices.join(", ")
+                        ),
+                        None => format!("{} uuid={}", f.kind.as_str(), f.uuid),
+                    },
+                    (None, Some(of)) => format!("btrfs member of {of}"),
+                    (None, None) => String::new(),
+                }
             ));
             if let Some(fs) = &p.filesystem {
                 for sv in &fs.subvolumes {

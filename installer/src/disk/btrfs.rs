@@ -114,3 +114,50 @@ pub fn default_subvolume_id(top: &Path) -> Result<u64, TaskError> {
 pub fn subvolume_id(top: &Path, name: &str) -> Option<u64> {
     libbtrfsutil::subvolume_id(subvol_path(top, name)).ok()
 }
+
+/// Registers the members of a multi-device btrfs with the kernel (what a
+/// mount of any one of them needs).
+pub fn scan(devs: &[PathBuf]) -> Result<(), TaskError> {
+    Task::new("btrfs").args(["device", "scan"]).args(devs).run()
+}
+
+/// The block group kinds and their profiles of the filesystem mounted at
+/// `top`, from `btrfs filesystem df`: `("Data", "RAID1")`,
+/// `("Metadata", "RAID1")`, `("System", "RAID1")`.
+pub fn profiles(top: &Path) -> Result<Vec<(String, String)>, TaskError> {
+    let out = Task::new("btrfs")
+        .args(["filesystem", "df"])
+        .arg(top)
+        .read()?;
+    Ok(parse_df(&out))
+}
+
+/// Parses `btrfs filesystem df` ("Data, RAID1: total=1.00GiB, used=…").
+pub fn parse_df(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let (head, _) = l.split_once(':')?;
+            let (kind, profile) = head.split_once(',')?;
+            Some((kind.trim().to_string(), profile.trim().to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profiles_of_btrfs_filesystem_df_are_read() {
+        let out = "Data, RAID1: total=102.38MiB, used=0.00B\nSystem, RAID1: total=8.00MiB, used=16.00KiB\nMetadata, RAID1: total=102.38MiB, used=128.00KiB\nGlobalReserve, single: total=5.50MiB, used=0.00B\n";
+        assert_eq!(
+            parse_df(out),
+            [
+                ("Data".to_string(), "RAID1".to_string()),
+                ("System".into(), "RAID1".into()),
+                ("Metadata".into(), "RAID1".into()),
+                ("GlobalReserve".into(), "single".into()),
+            ]
+        );
+    }
+}

@@ -71,10 +71,26 @@ pub enum ItemStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Item {
-    PartitionTable { device: String },
-    Filesystem { partition: String, fstype: FsKind },
-    Subvolume { partition: String, name: String },
-    DefaultSubvolume { partition: String, name: String },
+    PartitionTable {
+        device: String,
+    },
+    Filesystem {
+        partition: String,
+        fstype: FsKind,
+    },
+    Subvolume {
+        partition: String,
+        name: String,
+    },
+    DefaultSubvolume {
+        partition: String,
+        name: String,
+    },
+    /// A further member of a multi-device btrfs.
+    RaidMember {
+        partition: String,
+        filesystem: String,
+    },
 }
 
 impl std::fmt::Display for Item {
@@ -88,6 +104,10 @@ impl std::fmt::Display for Item {
             Item::DefaultSubvolume { partition, name } => {
                 write!(f, "default subvolume {name} on {partition}")
             }
+            Item::RaidMember {
+                partition,
+                filesystem,
+            } => write!(f, "{partition} as a member of the btrfs on {filesystem}"),
         }
     }
 }
@@ -193,7 +213,9 @@ impl std::fmt::Display for ExecReport {
 #[derive(Debug)]
 pub struct MountedTarget {
     root: PathBuf,
-    esp: Option<EspLocation>,
+    /// Every ESP of the plan, the first being the one [`Self::open_esp`]
+    /// opens.
+    esps: Vec<EspLocation>,
     /// Block device (or loop device) of each whole disk, by plan key.
     disks: BTreeMap<String, PathBuf>,
     /// Partition node of each planned partition, by plan key.
@@ -210,12 +232,17 @@ impl MountedTarget {
 
     /// The ESP's location, if the plan has one.
     pub fn esp_location(&self) -> Option<&EspLocation> {
-        self.esp.as_ref()
+        self.esps.first()
+    }
+
+    /// Every ESP's location (one per disk in a mirrored install).
+    pub fn esp_locations(&self) -> &[EspLocation] {
+        &self.esps
     }
 
     /// Opens the ESP to write files (userspace FAT; it is not mounted).
     pub fn open_esp(&self) -> Result<Esp, EspError> {
-        match &self.esp {
+        match self.esps.first() {
             Some(loc) => Esp::open(loc),
             None => Err(EspError::Fat {
                 path: "/".into(),
@@ -275,6 +302,9 @@ pub struct DeviceInspection {
     pub table_found: Option<String>,
     /// Per partition number with a filesystem.
     pub filesystems: BTreeMap<u32, ItemStatus>,
+    /// Per partition number of a further raid member: present when it
+    /// holds the first member's btrfs.
+    pub members: BTreeMap<u32, ItemStatus>,
     /// What each partition with a planned filesystem holds (only when the
     /// table is the plan's; otherwise the partitions are new).
     pub contents: BTreeMap<u32, Contents>,
@@ -345,7 +375,27 @@ fn inspect_with(
         let mut filesystems = BTreeMap::new();
         let mut contents = BTreeMap::new();
         let mut found_text = BTreeMap::new();
+        let mut members = BTreeMap::new();
         for p in &dev.partitions {
+            if p.member_of.is_some() {
+                if table != ItemStatus::Present {
+                    members.insert(p.number, ItemStatus::Missing);
+                    continue;
+                }
+                let c = fs::examine(&mut file, p.start, p.size)
+                    .with_context(|| format!("examining {} on {}", p.key, path.display()))?;
+                // Decided below, against the first member.
+                members.insert(
+                    p.number,
+                    if c == Contents::Empty {
+                        ItemStatus::Missing
+                    } else {
+                        ItemStatus::Conflicting
+                    },
+                );
+                contents.insert(p.number, c);
+                continue;
+            }
             let Some(want) = &p.filesystem else { continue };
             if table != ItemStatus::Present {
                 filesystems.insert(p.number, ItemStatus::Missing);
@@ -374,11 +424,83 @@ fn inspect_with(
             table,
             table_found,
             filesystems,
+            members,
             contents,
             found: found_text,
         });
     }
+    judge_raids(plan, &mut out);
     Ok(out)
+}
+
+/// A multi-device btrfs is present only when every member holds it (the
+/// first member's filesystem UUID on each); a member holding it is present
+/// then. Anything else is a conflict: making the filesystem again over all
+/// members overwrites what they hold, which needs consent.
+fn judge_raids(plan: &DiskPlan, ins: &mut [DeviceInspection]) {
+    // (device index, partition number) of each partition key.
+    let at: BTreeMap<&str, (usize, u32)> = plan
+        .devices
+        .iter()
+        .enumerate()
+        .flat_map(|(i, d)| {
+            d.partitions
+                .iter()
+                .map(move |p| (p.key.as_str(), (i, p.number)))
+        })
+        .collect();
+    for (first, raid) in plan.raids() {
+        let Some(&(fd, fnum)) = at.get(first.key.as_str()) else {
+            continue;
+        };
+        let first_uuid = match (ins[fd].filesystems.get(&fnum), ins[fd].contents.get(&fnum)) {
+            (Some(ItemStatus::Present), Some(Contents::Filesystem(f))) => Some(f.uuid.clone()),
+            _ => None,
+        };
+        let mut all_hold = first_uuid.is_some();
+        for m in raid.devices.iter().filter(|m| **m != first.key) {
+            let Some(&(md, mnum)) = at.get(m.as_str()) else {
+                continue;
+            };
+            let holds = matches!(
+                (&first_uuid, ins[md].contents.get(&mnum)),
+                (Some(u), Some(Contents::Filesystem(f)))
+                    if f.kind == FsKind::Btrfs && f.uuid.eq_ignore_ascii_case(u)
+            );
+            if holds {
+                ins[md].members.insert(mnum, ItemStatus::Present);
+                ins[md].found.remove(&mnum);
+            } else {
+                all_hold = false;
+                if let Some(c) = ins[md]
+                    .contents
+                    .get(&mnum)
+                    .filter(|c| **c != Contents::Empty)
+                {
+                    let text = c.to_string();
+                    ins[md].found.insert(mnum, text);
+                }
+            }
+        }
+        if first_uuid.is_some() && !all_hold {
+            // The kept filesystem does not span every member: remade.
+            ins[fd].filesystems.insert(fnum, ItemStatus::Conflicting);
+            ins[fd].found.insert(
+                fnum,
+                format!(
+                    "a btrfs that does not span all of {}",
+                    raid.devices.join(", ")
+                ),
+            );
+            for m in raid.devices.iter().filter(|m| **m != first.key) {
+                if let Some(&(md, mnum)) = at.get(m.as_str()) {
+                    if ins[md].members.get(&mnum) == Some(&ItemStatus::Present) {
+                        ins[md].members.insert(mnum, ItemStatus::Conflicting);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn action_for(status: ItemStatus) -> Action {
@@ -454,12 +576,17 @@ pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Resu
         } else {
             dev.partitions
                 .iter()
-                .find(|p| ins.filesystems.get(&p.number) == Some(&ItemStatus::Conflicting))
+                .find(|p| {
+                    ins.filesystems.get(&p.number) == Some(&ItemStatus::Conflicting)
+                        || (ins.members.get(&p.number) == Some(&ItemStatus::Conflicting)
+                            && ins.contents.get(&p.number) != Some(&Contents::Empty))
+                })
                 .map(|p| {
-                    let found = ins
-                        .contents
-                        .get(&p.number)
-                        .map_or_else(|| "data".to_string(), ToString::to_string);
+                    let found = ins.found(p).unwrap_or_else(|| {
+                        ins.contents
+                            .get(&p.number)
+                            .map_or_else(|| "data".to_string(), ToString::to_string)
+                    });
                     format!("{} ({found})", p.key)
                 })
         };
@@ -496,11 +623,15 @@ pub fn execute(plan: &DiskPlan, targets: &TargetMap, opts: &ExecOptions) -> Resu
             let mounted = match &opts.mount_at {
                 Some(root) => Some(MountedTarget {
                     root: root.clone(),
-                    esp: plan.esp().map(|(d, p)| EspLocation {
-                        disk: targets[&d.key].clone(),
-                        start: p.start,
-                        size: p.size,
-                    }),
+                    esps: plan
+                        .esps()
+                        .into_iter()
+                        .map(|(d, p)| EspLocation {
+                            disk: targets[&d.key].clone(),
+                            start: p.start,
+                            size: p.size,
+                        })
+                        .collect(),
                     disks: std::mem::take(&mut held.disks),
                     nodes: std::mem::take(&mut held.nodes),
                     mounts: std::mem::take(&mut held.mounts),
@@ -567,6 +698,17 @@ fn dry_report(plan: &DiskPlan, inspections: &[DeviceInspection]) -> ExecReport {
             ins.table_found.clone(),
         );
         for p in &dev.partitions {
+            if let (Some(of), Some(st)) = (&p.member_of, ins.members.get(&p.number)) {
+                report.push_found(
+                    Item::RaidMember {
+                        partition: p.key.clone(),
+                        filesystem: of.clone(),
+                    },
+                    *st,
+                    action_for(*st),
+                    ins.found(p),
+                );
+            }
             let Some(fsp) = &p.filesystem else { continue };
             let st = ins.filesystems[&p.number];
             report.push_found(
@@ -606,10 +748,21 @@ fn apply(
     written: &mut Vec<(PathBuf, bool)>,
     report: &mut ExecReport,
 ) -> Result<()> {
+    // Every table and partition node first: a mirror's mkfs needs the
+    // members on every disk.
     for (dev, ins) in plan.devices.iter().zip(inspections) {
         crate::interrupt::check()?;
-        apply_device(dev, ins, opts, held, written, report)
+        prepare_device(dev, ins, opts, held, written, report)
             .with_context(|| format!("preparing {} ({})", dev.key, ins.target.path.display()))?;
+    }
+    for (dev, ins) in plan.devices.iter().zip(inspections) {
+        make_filesystems(plan, dev, ins, held, report).with_context(|| {
+            format!(
+                "making the filesystems of {} ({})",
+                dev.key,
+                ins.target.path.display()
+            )
+        })?;
     }
     if let Some(root) = &opts.mount_at {
         crate::interrupt::check()?;
@@ -618,7 +771,7 @@ fn apply(
     Ok(())
 }
 
-fn apply_device(
+fn prepare_device(
     dev: &DevicePlan,
     ins: &DeviceInspection,
     opts: &ExecOptions,
@@ -653,9 +806,10 @@ fn apply_device(
 
     // Does anything need the partitions as block devices?
     let needs_nodes = dev.partitions.iter().any(|p| {
-        p.filesystem
-            .as_ref()
-            .is_some_and(|f| f.kind != FsKind::Vfat)
+        p.member_of.is_some()
+            || p.filesystem
+                .as_ref()
+                .is_some_and(|f| f.kind != FsKind::Vfat)
     });
     if needs_nodes {
         let (disk_path, disk_name) = match &ins.target.kind {
@@ -691,8 +845,37 @@ fn apply_device(
     } else {
         held.disks.insert(dev.key.clone(), path.clone());
     }
+    Ok(())
+}
 
+fn make_filesystems(
+    plan: &DiskPlan,
+    dev: &DevicePlan,
+    ins: &DeviceInspection,
+    held: &Held,
+    report: &mut ExecReport,
+) -> Result<()> {
+    let path = &ins.target.path;
     for p in &dev.partitions {
+        if let (Some(of), Some(st)) = (&p.member_of, ins.members.get(&p.number)) {
+            // Made (or kept) with its first member, which comes earlier
+            // in the report when on an earlier disk.
+            report.push_found(
+                Item::RaidMember {
+                    partition: p.key.clone(),
+                    filesystem: of.clone(),
+                },
+                *st,
+                action_for(*st),
+                ins.found(p),
+            );
+            let first_made = plan
+                .partition(of)
+                .and_then(|(d, fp)| (d.key != dev.key || fp.number < p.number).then_some(()));
+            if first_made.is_none() {
+                bail!("{}: its first member {of} is not laid out before it", p.key);
+            }
+        }
         let Some(fsp) = &p.filesystem else { continue };
         crate::interrupt::check()?;
         let st = ins.filesystems[&p.number];
@@ -705,7 +888,29 @@ fn apply_device(
             action_for(st),
             ins.found(p),
         );
-        if st != ItemStatus::Present {
+        if let Some(raid) = &fsp.raid {
+            let nodes = raid
+                .devices
+                .iter()
+                .map(|m| {
+                    held.nodes
+                        .get(m)
+                        .cloned()
+                        .with_context(|| format!("no device node for raid member {m}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if st != ItemStatus::Present {
+                fs::mkfs_multi(&nodes, fsp, &raid.profile).with_context(|| {
+                    format!(
+                        "making a {} btrfs over {}",
+                        raid.profile,
+                        raid.devices.join(", ")
+                    )
+                })?;
+            }
+            // The kernel must know every member before a mount.
+            btrfs::scan(&nodes).context("registering the raid members with the kernel")?;
+        } else if st != ItemStatus::Present {
             make_fs(path, p, held)?;
         }
         if fsp.kind == FsKind::Btrfs {
@@ -769,6 +974,27 @@ fn subvolumes(p: &PartitionPlan, held: &Held, report: &mut ExecReport) -> Result
     let dir = temp_mountpoint("opdbus-btrfs-")?;
     let top = dir.path();
     let ro = MountGuard::mount(dev, top, "btrfs", "subvolid=5,ro")?;
+    if let Some(raid) = &fsp.raid {
+        let found = btrfs::profiles(top).context("reading the btrfs profiles")?;
+        let wrong: Vec<String> = found
+            .iter()
+            .filter(|(kind, profile)| {
+                matches!(kind.as_str(), "Data" | "Metadata")
+                    && !profile.eq_ignore_ascii_case(&raid.profile)
+            })
+            .map(|(k, pr)| format!("{k} {pr}"))
+            .collect();
+        if !wrong.is_empty() {
+            bail!(
+                "{}: the btrfs kept there has {} where the plan mirrors data and metadata as {}; \
+                 convert it (btrfs balance start -dconvert={p} -mconvert={p}) or re-run with --reformat --yes",
+                p.key,
+                wrong.join(", "),
+                raid.profile,
+                p = raid.profile
+            );
+        }
+    }
     let mut states = Vec::new();
     for sv in &fsp.subvolumes {
         let st = btrfs::subvolume_state(top, &sv.name);

@@ -249,6 +249,20 @@ pub fn probe<D: Read + Seek>(
     Ok(None)
 }
 
+/// Makes the btrfs of `fs` over every member in `devs` (the first member
+/// first), data and metadata in `profile` (`raid1`, `raid10`).
+pub fn mkfs_multi(
+    devs: &[std::path::PathBuf],
+    fs: &FilesystemPlan,
+    profile: &str,
+) -> Result<(), TaskError> {
+    let mut t = Task::new("mkfs.btrfs").args(["-f", "-U", &fs.uuid, "-d", profile, "-m", profile]);
+    if let Some(l) = &fs.label {
+        t = t.args(["-L", l]);
+    }
+    t.args(devs).run()
+}
+
 /// Makes the filesystem of `fs` on the block device `dev` (btrfs, ext4 or
 /// swap; vfat is written by [`super::esp`]).
 pub fn mkfs(dev: &Path, fs: &FilesystemPlan) -> Result<(), TaskError> {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::plan::{
-    DevicePlan, DiskPlan, FilesystemPlan, FsKind, MountPlan, PartRole, PartitionPlan,
+    DevicePlan, DiskPlan, FilesystemPlan, FsKind, MountPlan, PartRole, PartitionPlan, RaidPlan,
     SubvolumePlan, TableKind, MIB,
 };
 
@@ -108,6 +108,19 @@ pub struct PartitionSpec {
     /// GPT partition name; defaults to the role.
     pub label: Option<String>,
     pub filesystem: Option<FsSpec>,
+    /// A further member of the multi-device btrfs whose first member is
+    /// this partition key (it carries the [`FsSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_of: Option<String>,
+}
+
+/// A btrfs over several partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaidSpec {
+    /// `raid1` or `raid10` (data and metadata).
+    pub profile: String,
+    /// Partition keys of every member, the filesystem's own first.
+    pub devices: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +137,9 @@ pub struct FsSpec {
     pub mount_options: Vec<String>,
     #[serde(default)]
     pub subvolumes: Vec<SubvolSpec>,
+    /// Several partitions, mirrored (btrfs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid: Option<RaidSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +180,10 @@ pub enum LayoutError {
     DuplicateNumber { device: String, number: u32 },
     #[error("{device}: msdos tables cannot address disks over 2 TiB; use gpt")]
     MbrTooLarge { device: String },
+    #[error("{key}: raid member {member} is no partition of the layout; declare its disk and partition, or remove it from devices")]
+    RaidMemberMissing { key: String, member: String },
+    #[error("{key}: only btrfs spans several partitions here")]
+    RaidOnNonBtrfs { key: String },
     #[error("mount point {0} is used twice")]
     DuplicateMount(PathBuf),
     #[error("mount point '{0}' must be an absolute path")]
@@ -269,6 +289,7 @@ pub fn plan_layout(
     for dev in &spec.devices {
         devices.push(plan_device(dev, spec.firmware, sizes, &mut uuids)?);
     }
+    check_raids(&devices)?;
     let mounts = plan_mounts(spec, &devices)?;
     Ok(DiskPlan { devices, mounts })
 }
@@ -314,6 +335,7 @@ fn plan_device(
         role: PartRole::BiosBoot,
         label: Some("bios_boot".into()),
         filesystem: None,
+        member_of: None,
     };
     if needs_bios_boot {
         let n = used.iter().next_back().copied().unwrap_or(0) + 1;
@@ -446,6 +468,7 @@ fn plan_device(
             },
             label,
             filesystem,
+            member_of: p.member_of.clone(),
         });
     }
     let (disk_guid, disk_signature) = match dev.table {
@@ -511,7 +534,35 @@ fn plan_fs(fs: &FsSpec, uuids: &mut UuidMaker) -> Result<FilesystemPlan, LayoutE
         label: fs.label.clone(),
         subvolumes,
         default_subvolume,
+        raid: fs.raid.as_ref().map(|r| RaidPlan {
+            profile: r.profile.clone(),
+            devices: r.devices.clone(),
+        }),
     })
+}
+
+/// Every raid member is a partition of the layout, and only btrfs is
+/// mirrored.
+fn check_raids(devices: &[DevicePlan]) -> Result<(), LayoutError> {
+    let keys: BTreeSet<&str> = devices
+        .iter()
+        .flat_map(|d| &d.partitions)
+        .map(|p| p.key.as_str())
+        .collect();
+    for p in devices.iter().flat_map(|d| &d.partitions) {
+        let Some(fs) = &p.filesystem else { continue };
+        let Some(raid) = &fs.raid else { continue };
+        if fs.kind != FsKind::Btrfs {
+            return Err(LayoutError::RaidOnNonBtrfs { key: p.key.clone() });
+        }
+        if let Some(m) = raid.devices.iter().find(|m| !keys.contains(m.as_str())) {
+            return Err(LayoutError::RaidMemberMissing {
+                key: p.key.clone(),
+                member: m.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Mounts sorted parents first; `compress=` kept only on the first mount of
@@ -537,14 +588,21 @@ fn plan_mounts(spec: &LayoutSpec, devices: &[DevicePlan]) -> Result<Vec<MountPla
             let (Some(fs), Some(fplan)) = (&pspec.filesystem, &pplan.filesystem) else {
                 continue;
             };
+            // A mirror mounts with a member missing: a server whose disk
+            // died keeps booting (the agent reports the degraded array).
+            let degraded = fplan.raid.is_some();
             let mut push = |path: &Path, subvol: Option<String>, options: &[String]| {
+                let mut options = options.to_vec();
+                if degraded && !options.iter().any(|o| o == "degraded") {
+                    options.push("degraded".into());
+                }
                 mounts.push(MountPlan {
                     path: path.to_path_buf(),
                     partition: pplan.key.clone(),
                     fstype: fs.kind,
                     uuid: fplan.uuid.clone(),
                     subvol,
-                    options: options.to_vec(),
+                    options,
                 });
             };
             if let Some(m) = &fs.mount {

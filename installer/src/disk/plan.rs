@@ -96,6 +96,10 @@ pub struct PartitionPlan {
     /// GPT partition name.
     pub label: String,
     pub filesystem: Option<FilesystemPlan>,
+    /// A further member of the multi-device btrfs made on this partition
+    /// (the key of its first member, which carries the filesystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_of: Option<String>,
 }
 
 impl PartitionPlan {
@@ -139,6 +143,19 @@ pub struct FilesystemPlan {
     pub subvolumes: Vec<SubvolumePlan>,
     /// btrfs only: the subvolume made the default (the one mounted at `/`).
     pub default_subvolume: Option<String>,
+    /// btrfs over several partitions (this one first), data and metadata
+    /// in one mirrored profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid: Option<RaidPlan>,
+}
+
+/// The profile and members of a multi-device btrfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaidPlan {
+    /// `raid1` or `raid10`, for data and metadata (`mkfs.btrfs -d -m`).
+    pub profile: String,
+    /// Partition keys of every member, the filesystem's own first.
+    pub devices: Vec<String>,
 }
 
 /// A btrfs subvolume and its properties.
@@ -195,14 +212,32 @@ impl DiskPlan {
 
     /// The ESP (first partition with role `efi` and a vfat filesystem).
     pub fn esp(&self) -> Option<(&DevicePlan, &PartitionPlan)> {
-        self.devices.iter().find_map(|d| {
-            d.partitions
-                .iter()
-                .find(|p| {
-                    p.role == PartRole::Efi
-                        && p.filesystem.as_ref().map(|f| f.kind) == Some(FsKind::Vfat)
-                })
-                .map(|p| (d, p))
-        })
+        self.esps().into_iter().next()
+    }
+
+    /// Every ESP, in device order: a mirrored install has one on each disk,
+    /// all written alike.
+    pub fn esps(&self) -> Vec<(&DevicePlan, &PartitionPlan)> {
+        self.devices
+            .iter()
+            .flat_map(|d| {
+                d.partitions
+                    .iter()
+                    .filter(|p| {
+                        p.role == PartRole::Efi
+                            && p.filesystem.as_ref().map(|f| f.kind) == Some(FsKind::Vfat)
+                    })
+                    .map(move |p| (d, p))
+            })
+            .collect()
+    }
+
+    /// The multi-device btrfs filesystems, as (first member, its plan).
+    pub fn raids(&self) -> Vec<(&PartitionPlan, &RaidPlan)> {
+        self.devices
+            .iter()
+            .flat_map(|d| &d.partitions)
+            .filter_map(|p| Some((p, p.filesystem.as_ref()?.raid.as_ref()?)))
+            .collect()
     }
 }

@@ -619,6 +619,7 @@ fn install_bootloaders(
     let cmdline = bootloader::kernel_cmdline(
         &root_mount.uuid,
         root_mount.subvol.as_deref(),
+        root_mount.options.iter().any(|o| o == "degraded"),
         &b.kernel_cmdline,
         &consoles,
     );
@@ -636,10 +637,28 @@ fn install_bootloaders(
     let uefi = b.firmware.uefi() && b.bootloader != Bootloader::Grub;
     let grub = b.firmware.bios() || b.bootloader == Bootloader::Grub;
     // Kept in the target: the kernel hooks' `boot-sync` writes the same.
+    // Every ESP's mount point: the hooks write each one that is mounted.
+    let esp_mounts: Vec<String> = plan
+        .disk
+        .esps()
+        .iter()
+        .filter_map(|(_, p)| {
+            plan.disk
+                .mounts
+                .iter()
+                .find(|m| m.partition == p.key)
+                .map(|m| m.path.display().to_string())
+        })
+        .collect();
     let setup = bootloader::BootSetup {
         config: cfg.clone(),
         systemd_boot: uefi,
         grub_bios: grub,
+        esps: if esp_mounts.len() > 1 {
+            esp_mounts
+        } else {
+            Vec::new()
+        },
     };
     root.write(
         bootloader::BOOT_SETUP,
@@ -647,22 +666,71 @@ fn install_bootloaders(
         0o644,
     )?;
     if uefi {
-        let esp = mounted
-            .open_esp()
-            .context("opening the ESP (a UEFI install needs an efi partition)")?;
-        let r = bootloader::install_systemd_boot(&esp, root, &cfg)?;
-        esp.close().context("closing the ESP")?;
-        done.push(format!("systemd-boot on the ESP: {}", r.entries.join(", ")));
+        let locations = mounted.esp_locations();
+        if locations.is_empty() {
+            // The same error as opening a missing one.
+            mounted
+                .open_esp()
+                .context("opening the ESP (a UEFI install needs an efi partition)")?;
+        }
+        // One alike on every disk of a mirror: any one boots alone.
+        for loc in locations {
+            let esp = crate::disk::esp::Esp::open(loc).with_context(|| {
+                format!(
+                    "opening the ESP at byte {} of {}",
+                    loc.start,
+                    loc.disk.display()
+                )
+            })?;
+            let r = bootloader::install_systemd_boot(&esp, root, &cfg)?;
+            esp.close().context("closing the ESP")?;
+            done.push(format!(
+                "systemd-boot on the ESP of {}: {}",
+                loc.disk.display(),
+                r.entries.join(", ")
+            ));
+        }
     }
     if grub {
-        let key = boot_disk_key(state, plan);
-        let disk = mounted
-            .disk_device(&key)
-            .with_context(|| format!("no block device for {key}"))?;
-        bootloader::install_grub_bios(root, disk, &cfg)?;
-        done.push(format!("GRUB (i386-pc) on {}", disk.display()));
+        for key in grub_disk_keys(state, plan) {
+            let disk = mounted
+                .disk_device(&key)
+                .with_context(|| format!("no block device for {key}"))?;
+            bootloader::install_grub_bios(root, disk, &cfg)?;
+            done.push(format!("GRUB (i386-pc) on {}", disk.display()));
+        }
     }
     Ok((kernels, done))
+}
+
+/// The disks GRUB goes on: every disk holding a member of a mirrored root
+/// (any one of them boots alone), else the boot disk.
+fn grub_disk_keys(state: &State, plan: &InstallPlan) -> Vec<String> {
+    let root_part = plan
+        .disk
+        .mounts
+        .iter()
+        .find(|m| m.path == Path::new("/"))
+        .map(|m| m.partition.as_str())
+        .unwrap_or_default();
+    let members = plan
+        .disk
+        .partition(root_part)
+        .and_then(|(_, p)| p.filesystem.as_ref()?.raid.as_ref())
+        .map(|r| r.devices.clone())
+        .unwrap_or_default();
+    let keys: Vec<String> = plan
+        .disk
+        .devices
+        .iter()
+        .filter(|d| d.partitions.iter().any(|p| members.contains(&p.key)))
+        .map(|d| d.key.clone())
+        .collect();
+    if keys.is_empty() {
+        vec![boot_disk_key(state, plan)]
+    } else {
+        keys
+    }
 }
 
 /// The device GRUB goes on: `bootstrap.device`, else the one holding `/`.

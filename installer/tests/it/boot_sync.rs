@@ -22,6 +22,7 @@ fn setup(systemd_boot: bool, grub_bios: bool) -> BootSetup {
         },
         systemd_boot,
         grub_bios,
+        esps: Vec::new(),
     }
 }
 
@@ -221,4 +222,74 @@ fn on_a_fat_esp_the_entries_of_removed_kernels_are_removed() {
     assert!(!fat.exists("loader/entries/opdbus-6.1.0-10-amd64.conf"));
     assert!(fat.exists("opdbus/6.1.0-11-amd64/linux"));
     fat.close().unwrap();
+}
+
+/// A tmpfs mounted at a directory for the test (a stand-in for a vfat
+/// ESP); unmounted on drop.
+struct TestMount(PathBuf);
+
+impl TestMount {
+    fn tmpfs(at: &Path) -> Self {
+        opdbus_common::Task::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "esp"])
+            .arg(at)
+            .run()
+            .unwrap();
+        TestMount(at.to_path_buf())
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = opdbus_common::Task::new("umount").arg(&self.0).run();
+    }
+}
+
+#[test]
+#[ignore = "privileged: mounts"]
+fn a_mirrored_install_writes_every_mounted_esp_and_skips_a_pulled_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = setup(true, false);
+    s.esps = vec!["/boot/efi".into(), "/boot/efi2".into()];
+    let (root, esp) = fake_system(dir.path(), &s);
+    let esp2 = root.join("boot/efi2");
+    std::fs::create_dir_all(&esp2).unwrap();
+    add_kernel(&root, "6.1.0-10-amd64");
+    let m1 = TestMount::tmpfs(&esp);
+    let mut m2 = Some(TestMount::tmpfs(&esp2));
+    let sync = || run(&["boot-sync".as_ref(), "--root".as_ref(), root.as_os_str()]);
+    // Both mounted: the same files on each.
+    let out = sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(esp
+        .join("loader/entries/opdbus-6.1.0-10-amd64.conf")
+        .is_file());
+    assert_eq!(tree(&esp), tree(&esp2));
+
+    // The second disk pulled (its ESP no longer mounted): the kernel
+    // update still lands on the first, nothing goes into the root
+    // filesystem's empty /boot/efi2, and the warning says so.
+    drop(m2.take());
+    add_kernel(&root, "6.1.0-11-amd64");
+    let out = sync();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: the ESP /boot/efi2 is not mounted"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(esp
+        .join("loader/entries/opdbus-6.1.0-11-amd64.conf")
+        .is_file());
+    assert_eq!(std::fs::read_dir(&esp2).unwrap().count(), 0);
+
+    // No ESP mounted at all: an error, not a silent success.
+    drop(m1);
+    let out = sync();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no ESP of it is mounted (/boot/efi, /boot/efi2)"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -395,6 +395,7 @@ fn msdos_with_swap_and_ext4() {
     use opdbus_installer::disk::plan::{FsKind, PartRole, TableKind};
     use opdbus_installer::disk::{SizeSpec, UuidSource};
     let fs = |kind, mount: Option<&str>| FsSpec {
+        raid: None,
         kind,
         label: Some("t".into()),
         mount: mount.map(Into::into),
@@ -410,6 +411,7 @@ fn msdos_with_swap_and_ext4() {
             table: TableKind::Msdos,
             partitions: vec![
                 PartitionSpec {
+                    member_of: None,
                     number: None,
                     start: None,
                     size: SizeSpec::parse("256M").unwrap(),
@@ -418,6 +420,7 @@ fn msdos_with_swap_and_ext4() {
                     filesystem: Some(fs(FsKind::Swap, None)),
                 },
                 PartitionSpec {
+                    member_of: None,
                     number: None,
                     start: None,
                     size: SizeSpec::Remaining,

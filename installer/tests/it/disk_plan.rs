@@ -146,6 +146,7 @@ fn other_layout_errors() {
     spec.devices[0].partitions.insert(
         0,
         PartitionSpec {
+            member_of: None,
             number: Some(3),
             start: None,
             size: SizeSpec::Bytes(MIB),
@@ -240,12 +241,14 @@ fn swap_and_ext4_get_fstab_lines() {
         table: TableKind::Gpt,
         partitions: vec![
             PartitionSpec {
+                member_of: None,
                 number: None,
                 start: None,
                 size: SizeSpec::parse("2G").unwrap(),
                 role: PartRole::Swap,
                 label: None,
                 filesystem: Some(FsSpec {
+                    raid: None,
                     kind: FsKind::Swap,
                     label: None,
                     mount: None,
@@ -255,12 +258,14 @@ fn swap_and_ext4_get_fstab_lines() {
                 }),
             },
             PartitionSpec {
+                member_of: None,
                 number: None,
                 start: None,
                 size: SizeSpec::Remaining,
                 role: PartRole::Linux,
                 label: None,
                 filesystem: Some(FsSpec {
+                    raid: None,
                     kind: FsKind::Ext4,
                     label: Some("data".into()),
                     mount: Some("/srv".into()),
@@ -335,6 +340,7 @@ fn sizes_that_overflow_when_added_are_an_error() {
     spec.devices[0].partitions.insert(
         1,
         PartitionSpec {
+            member_of: None,
             number: Some(3),
             start: None,
             size: SizeSpec::Bytes(1 << 63),
@@ -446,24 +452,58 @@ fn start_on_the_first_partition_and_the_added_bios_boot_partition() {
 }
 
 #[test]
-fn a_mirrored_btrfs_is_refused_not_planned_onto_one_member() {
+fn a_mirrored_btrfs_is_planned_over_both_disks_and_mounts_degraded() {
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/default.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let storage = &mut v["plugins"]["storage"];
-    storage["devices"]["/dev/vdb"] = storage["devices"]["/dev/vda"].clone();
-    storage["filesystems"] = serde_json::json!({
-        "/dev/vda3": {"type": "btrfs", "raid": "raid1", "devices": ["/dev/vda3", "/dev/vdb3"]}
-    });
-    let state = opdbus_state::parse::parse_only(&v.to_string()).unwrap();
-    let err =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-examples/mirrored.json");
+    let state = opdbus_state::parse::parse_only(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut spec =
         opdbus_installer::plan::layout_spec(&state, opdbus_installer::disk::UuidSource::Seeded(3))
-            .unwrap_err();
+            .unwrap();
+    let sizes: BTreeMap<String, u64> = [("/dev/vda", 8 * GIB), ("/dev/vdb", 8 * GIB)]
+        .map(|(k, s)| (k.to_string(), s))
+        .into();
+    let plan = plan_layout(&spec, &sizes).unwrap();
+    let (_, root) = plan.partition("/dev/vda3").unwrap();
+    let raid = root.filesystem.as_ref().unwrap().raid.as_ref().unwrap();
+    assert_eq!(raid.profile, "raid1");
+    assert_eq!(raid.devices, ["/dev/vda3", "/dev/vdb3"]);
+    // The second member carries no filesystem of its own.
+    let (_, member) = plan.partition("/dev/vdb3").unwrap();
+    assert_eq!(member.member_of.as_deref(), Some("/dev/vda3"));
+    assert!(member.filesystem.is_none());
+    // Every mount of the mirror is degraded-capable; each disk's ESP is
+    // mounted, neither one needed to boot.
+    for m in plan.mounts.iter().filter(|m| m.partition == "/dev/vda3") {
+        assert!(m.options.iter().any(|o| o == "degraded"), "{m:?}");
+    }
+    assert_eq!(plan.esps().len(), 2);
+    let esp_mounts: Vec<(&str, String)> = plan
+        .mounts
+        .iter()
+        .filter(|m| m.fstype == opdbus_installer::disk::plan::FsKind::Vfat)
+        .map(|m| (m.partition.as_str(), m.option_string()))
+        .collect();
+    assert_eq!(
+        esp_mounts,
+        [
+            ("/dev/vda2", "umask=0077,nofail".to_string()),
+            ("/dev/vdb2", "umask=0077,nofail".to_string()),
+        ]
+    );
+    assert_eq!(
+        plan.mounts
+            .iter()
+            .find(|m| m.partition == "/dev/vdb2")
+            .unwrap()
+            .path,
+        std::path::Path::new("/boot/efi2")
+    );
+    // A member whose disk is not in the layout is refused, not left out.
+    spec.devices.retain(|d| d.key == "/dev/vda");
+    let err = plan_layout(&spec, &sizes).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "plugins.storage.filesystems[\"/dev/vda3\"] asks for a raid1 btrfs over /dev/vda3, /dev/vdb3, \
-         which this installer does not build yet (it would format /dev/vda3 alone, unmirrored); \
-         remove raid and devices to install onto one disk"
+        "/dev/vda3: raid member /dev/vdb3 is no partition of the layout; declare its disk and \
+         partition, or remove it from devices"
     );
 }

@@ -12,6 +12,7 @@ mod disk_common;
 mod disk_exec;
 mod disk_map;
 mod disk_plan;
+mod disk_raid;
 mod disk_tables;
 mod firewall_boot;
 mod install_preflight;

@@ -40,12 +40,14 @@ pub fn server_spec(firmware: Firmware, seed: u64) -> LayoutSpec {
             table: TableKind::Gpt,
             partitions: vec![
                 PartitionSpec {
+                    member_of: None,
                     number: Some(1),
                     start: None,
                     size: SizeSpec::parse("512M").unwrap(),
                     role: PartRole::Efi,
                     label: None,
                     filesystem: Some(FsSpec {
+                        raid: None,
                         kind: FsKind::Vfat,
                         label: Some("EFI".into()),
                         mount: Some("/boot/efi".into()),
@@ -55,12 +57,14 @@ pub fn server_spec(firmware: Firmware, seed: u64) -> LayoutSpec {
                     }),
                 },
                 PartitionSpec {
+                    member_of: None,
                     number: Some(2),
                     start: None,
                     size: SizeSpec::Remaining,
                     role: PartRole::Linux,
                     label: None,
                     filesystem: Some(FsSpec {
+                        raid: None,
                         kind: FsKind::Btrfs,
                         label: Some("proxmox".into()),
                         mount: None,

@@ -18,7 +18,11 @@
 //!
 //! The kernel marks a member missing only when it is absent at mount time: a
 //! disk that fails while mounted shows as I/O errors
-//! (`devinfo/<devid>/error_stats`), and as missing from the next boot on.
+//! (`devinfo/<devid>/error_stats`, kernel 5.14 and later), and as missing
+//! from the next boot on. Those counters are listed too, for any btrfs, one
+//! disk or several: they are kept on disk across boots until `btrfs device
+//! stats -z` resets them, so a member that once failed stays listed until
+//! the operator has dealt with it.
 
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
@@ -42,6 +46,70 @@ pub struct Degraded {
     pub missing_devids: Vec<u64>,
     /// The members present, as `/dev/<kernel name>`.
     pub present: Vec<String>,
+    /// Members with I/O or checksum errors recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<MemberErrors>,
+}
+
+/// The error counters of one member (`btrfs device stats`), where any is
+/// not zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberErrors {
+    pub devid: u64,
+    pub write: u64,
+    pub read: u64,
+    pub flush: u64,
+    pub corruption: u64,
+    pub generation: u64,
+}
+
+impl MemberErrors {
+    /// Parses `error_stats` ("write_errs 0\nread_errs 3\n…"); `None` when
+    /// every counter is zero.
+    fn parse(devid: u64, text: &str) -> Option<Self> {
+        let mut e = MemberErrors {
+            devid,
+            write: 0,
+            read: 0,
+            flush: 0,
+            corruption: 0,
+            generation: 0,
+        };
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(char::is_whitespace) else {
+                continue;
+            };
+            let Ok(n) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            match key {
+                "write_errs" => e.write = n,
+                "read_errs" => e.read = n,
+                "flush_errs" => e.flush = n,
+                "corruption_errs" => e.corruption = n,
+                "generation_errs" => e.generation = n,
+                _ => {}
+            }
+        }
+        (e.write + e.read + e.flush + e.corruption + e.generation > 0).then_some(e)
+    }
+}
+
+impl std::fmt::Display for MemberErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts: Vec<String> = [
+            (self.write, "write"),
+            (self.read, "read"),
+            (self.flush, "flush"),
+            (self.corruption, "corruption"),
+            (self.generation, "generation"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        write!(f, "devid {} has {} errors", self.devid, counts.join(", "))
+    }
 }
 
 /// Reading sysfs or mountinfo failed (other than a filesystem unmounted
@@ -109,6 +177,7 @@ pub fn degraded(sysfs: &Path, mountinfo: &Path) -> Result<Vec<Degraded>, ScanErr
         }
         let mut total = 0;
         let mut missing_devids = Vec::new();
+        let mut errors = Vec::new();
         for id in names(&devinfo)? {
             let Ok(devid) = id.parse::<u64>() else {
                 continue;
@@ -120,12 +189,18 @@ pub fn degraded(sysfs: &Path, mountinfo: &Path) -> Result<Vec<Degraded>, ScanErr
             if attr(&devinfo.join(&id).join("missing"))?.as_deref() == Some("1") {
                 missing_devids.push(devid);
             }
+            if let Some(e) = attr(&devinfo.join(&id).join("error_stats"))?
+                .and_then(|t| MemberErrors::parse(devid, &t))
+            {
+                errors.push(e);
+            }
         }
-        if missing_devids.is_empty() {
+        if missing_devids.is_empty() && errors.is_empty() {
             continue;
         }
         missing_devids.sort_unstable();
-        found.push((dir, uuid, total, missing_devids));
+        errors.sort_by_key(|e| e.devid);
+        found.push((dir, uuid, total, missing_devids, errors));
     }
     if found.is_empty() {
         return Ok(Vec::new());
@@ -133,7 +208,7 @@ pub fn degraded(sysfs: &Path, mountinfo: &Path) -> Result<Vec<Degraded>, ScanErr
     let text = std::fs::read_to_string(mountinfo).map_err(read_err(mountinfo))?;
     let mounts = parse_mountinfo(&text);
     let mut out = Vec::new();
-    for (dir, uuid, total, missing_devids) in found {
+    for (dir, uuid, total, missing_devids, errors) in found {
         let members = names(&dir.join("devices"))?;
         let mut points: Vec<String> = Vec::new();
         for m in &mounts {
@@ -149,6 +224,7 @@ pub fn degraded(sysfs: &Path, mountinfo: &Path) -> Result<Vec<Degraded>, ScanErr
             devices_missing: missing_devids.len() as u32,
             missing_devids,
             present: members.iter().map(|n| format!("/dev/{n}")).collect(),
+            errors,
         });
     }
     Ok(out)
@@ -238,6 +314,18 @@ impl std::fmt::Display for Degraded {
             [] => write!(f, " (not mounted in this mount namespace)")?,
             m => write!(f, " at {}", m.join(", "))?,
         }
+        let at = self.mounts.first().map_or("MOUNTPOINT", String::as_str);
+        if self.missing_devids.is_empty() {
+            // All members there, some failing.
+            let errs: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+            return write!(
+                f,
+                ": {}; see `btrfs device stats {at}` and the disk's SMART data (smartctl -a), \
+                 replace a failing disk with `btrfs replace start DEVID /dev/NEW {at}`, then reset \
+                 the counters with `btrfs device stats -z {at}`",
+                errs.join("; ")
+            );
+        }
         let ids: Vec<String> = self.missing_devids.iter().map(u64::to_string).collect();
         write!(
             f,
@@ -252,7 +340,9 @@ impl std::fmt::Display for Degraded {
                 self.present.join(", ")
             }
         )?;
-        let at = self.mounts.first().map_or("MOUNTPOINT", String::as_str);
+        for e in &self.errors {
+            write!(f, "{e}; ")?;
+        }
         match ids.as_slice() {
             [id] => write!(
                 f,
@@ -308,6 +398,50 @@ mod tests {
     }
 
     const EXT4: &str = "22 1 254:1 / /boot rw,relatime shared:2 - ext4 /dev/sdx1 rw";
+
+    #[test]
+    fn a_member_with_io_errors_is_reported_though_none_is_missing() {
+        let t = tempfile::tempdir().unwrap();
+        fake_fs(
+            t.path(),
+            U1,
+            "root",
+            &[(1, Some("sdx3")), (2, Some("sdy3"))],
+        );
+        let info = t.path().join("fs/btrfs").join(U1).join("devinfo");
+        let stats = |w: u64, r: u64| {
+            format!("write_errs {w}\nread_errs {r}\nflush_errs 0\ncorruption_errs 0\ngeneration_errs 0\n")
+        };
+        fs::write(info.join("1/error_stats"), stats(0, 0)).unwrap();
+        fs::write(info.join("2/error_stats"), stats(12, 3)).unwrap();
+        let mi = mountinfo(t.path(), &["21 1 0:26 /@ / rw - btrfs /dev/sdx3 rw"]);
+        let d = degraded(t.path(), &mi).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].devices_missing, 0);
+        assert_eq!(
+            d[0].errors,
+            [MemberErrors {
+                devid: 2,
+                write: 12,
+                read: 3,
+                flush: 0,
+                corruption: 0,
+                generation: 0
+            }]
+        );
+        assert_eq!(
+            d[0].to_string(),
+            format!(
+                "btrfs {U1} (label root) at /: devid 2 has 12 write, 3 read errors; see \
+                 `btrfs device stats /` and the disk's SMART data (smartctl -a), replace a \
+                 failing disk with `btrfs replace start DEVID /dev/NEW /`, then reset the \
+                 counters with `btrfs device stats -z /`"
+            )
+        );
+        // Counters all zero again (after `btrfs device stats -z`): nothing.
+        fs::write(info.join("2/error_stats"), stats(0, 0)).unwrap();
+        assert_eq!(degraded(t.path(), &mi).unwrap(), vec![]);
+    }
 
     #[test]
     fn a_healthy_raid1_reports_nothing() {
@@ -369,6 +503,7 @@ mod tests {
                 devices_missing: 1,
                 missing_devids: vec![2],
                 present: vec!["/dev/sdx3".into()],
+                errors: vec![],
             }]
         );
         assert_eq!(

@@ -51,6 +51,7 @@ mod tests {
             devices_missing: 1,
             missing_devids: vec![2],
             present: vec!["/dev/vda3".into()],
+            errors: vec![],
         });
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(

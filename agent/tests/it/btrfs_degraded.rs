@@ -166,6 +166,7 @@ fn a_raid1_with_a_member_missing_is_reported_by_status() {
             devices_missing: 1,
             missing_devids: vec![2],
             present: vec![a.path().to_string()],
+            errors: vec![],
         }
     );
     assert!(!d.present.contains(&b_dev));

@@ -698,17 +698,7 @@ fn dry_report(plan: &DiskPlan, inspections: &[DeviceInspection]) -> ExecReport {
             ins.table_found.clone(),
         );
         for p in &dev.partitions {
-            if let (Some(of), Some(st)) = (&p.member_of, ins.members.get(&p.number)) {
-                report.push_found(
-                    Item::RaidMember {
-                        partition: p.key.clone(),
-                        filesystem: of.clone(),
-                    },
-                    *st,
-                    action_for(*st),
-                    ins.found(p),
-                );
-            }
+            push_member(&mut report, p, ins);
             let Some(fsp) = &p.filesystem else { continue };
             let st = ins.filesystems[&p.number];
             report.push_found(
@@ -848,6 +838,25 @@ fn prepare_device(
     Ok(())
 }
 
+/// Reports `p` when it is a further raid member; its first member's key.
+fn push_member<'a>(
+    report: &mut ExecReport,
+    p: &'a PartitionPlan,
+    ins: &DeviceInspection,
+) -> Option<&'a String> {
+    let (of, st) = (p.member_of.as_ref()?, *ins.members.get(&p.number)?);
+    report.push_found(
+        Item::RaidMember {
+            partition: p.key.clone(),
+            filesystem: of.clone(),
+        },
+        st,
+        action_for(st),
+        ins.found(p),
+    );
+    Some(of)
+}
+
 fn make_filesystems(
     plan: &DiskPlan,
     dev: &DevicePlan,
@@ -857,18 +866,9 @@ fn make_filesystems(
 ) -> Result<()> {
     let path = &ins.target.path;
     for p in &dev.partitions {
-        if let (Some(of), Some(st)) = (&p.member_of, ins.members.get(&p.number)) {
-            // Made (or kept) with its first member, which comes earlier
-            // in the report when on an earlier disk.
-            report.push_found(
-                Item::RaidMember {
-                    partition: p.key.clone(),
-                    filesystem: of.clone(),
-                },
-                *st,
-                action_for(*st),
-                ins.found(p),
-            );
+        // Made (or kept) with its first member, which comes earlier in the
+        // report when on an earlier disk.
+        if let Some(of) = push_member(report, p, ins) {
             let first_made = plan
                 .partition(of)
                 .and_then(|(d, fp)| (d.key != dev.key || fp.number < p.number).then_some(()));

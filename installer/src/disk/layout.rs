@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::plan::{
-    DevicePlan, DiskPlan, FilesystemPlan, FsKind, MountPlan, PartRole, PartitionPlan, RaidPlan,
+    DevicePlan, DiskPlan, FilesystemPlan, FsKind, MountPlan, PartRole, PartitionPlan,
     SubvolumePlan, TableKind, MIB,
 };
 
@@ -114,14 +114,9 @@ pub struct PartitionSpec {
     pub member_of: Option<String>,
 }
 
-/// A btrfs over several partitions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RaidSpec {
-    /// `raid1` or `raid10` (data and metadata).
-    pub profile: String,
-    /// Partition keys of every member, the filesystem's own first.
-    pub devices: Vec<String>,
-}
+/// A btrfs over several partitions: the same in the request as in the
+/// plan.
+pub use super::plan::RaidPlan as RaidSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsSpec {
@@ -534,10 +529,7 @@ fn plan_fs(fs: &FsSpec, uuids: &mut UuidMaker) -> Result<FilesystemPlan, LayoutE
         label: fs.label.clone(),
         subvolumes,
         default_subvolume,
-        raid: fs.raid.as_ref().map(|r| RaidPlan {
-            profile: r.profile.clone(),
-            devices: r.devices.clone(),
-        }),
+        raid: fs.raid.clone(),
     })
 }
 

@@ -66,6 +66,41 @@ fn btrfs_uuid(img: &Path, n: u32) -> String {
     }
 }
 
+/// Data, Metadata and System of the btrfs mounted at `mnt` are `profile`,
+/// over `devices` devices.
+fn assert_profile(mnt: &Path, profile: &str, devices: u32) {
+    let df = Task::new("btrfs")
+        .args(["filesystem", "df"])
+        .arg(mnt)
+        .read()
+        .unwrap();
+    let profiles = opdbus_installer::disk::btrfs::parse_df(&df);
+    for kind in ["Data", "Metadata", "System"] {
+        assert!(
+            profiles.iter().any(|(k, p)| k == kind && p == profile),
+            "{kind} not {profile}: {df}"
+        );
+    }
+    let show = Task::new("btrfs")
+        .args(["filesystem", "show"])
+        .arg(mnt)
+        .read()
+        .unwrap();
+    assert!(show.contains(&format!("Total devices {devices}")), "{show}");
+}
+
+/// Unmounts what the disk phase left mounted at `mnt`, detaches the loop
+/// devices of `imgs`.
+fn release(mnt: &Path, imgs: &[std::path::PathBuf]) {
+    Task::new("umount").arg("-R").arg(mnt).run().unwrap();
+    for img in imgs {
+        for l in loops_of(img).lines() {
+            let dev = l.split(':').next().unwrap();
+            Task::new("losetup").args(["-d", dev]).run().unwrap();
+        }
+    }
+}
+
 #[test]
 #[ignore = "privileged: loop devices"]
 fn a_raid1_root_spans_both_disks_and_a_rerun_keeps_it() {
@@ -88,24 +123,7 @@ fn a_raid1_root_spans_both_disks_and_a_rerun_keeps_it() {
         "{text}"
     );
     // Data and metadata mirrored, over two devices.
-    let df = Task::new("btrfs")
-        .args(["filesystem", "df"])
-        .arg(&mnt)
-        .read()
-        .unwrap();
-    let profiles = opdbus_installer::disk::btrfs::parse_df(&df);
-    for kind in ["Data", "Metadata", "System"] {
-        assert!(
-            profiles.iter().any(|(k, p)| k == kind && p == "RAID1"),
-            "{kind} not RAID1: {df}"
-        );
-    }
-    let show = Task::new("btrfs")
-        .args(["filesystem", "show"])
-        .arg(&mnt)
-        .read()
-        .unwrap();
-    assert!(show.contains("Total devices 2"), "{show}");
+    assert_profile(&mnt, "RAID1", 2);
     let opts = Task::new("findmnt")
         .args(["-n", "-o", "OPTIONS", "--target"])
         .arg(&mnt)
@@ -122,14 +140,7 @@ fn a_raid1_root_spans_both_disks_and_a_rerun_keeps_it() {
             img.display()
         );
     }
-    // Unmount what the disk phase left mounted, detach its loops.
-    Task::new("umount").arg("-R").arg(&mnt).run().unwrap();
-    for img in [&a, &b] {
-        for l in loops_of(img).lines() {
-            let dev = l.split(':').next().unwrap();
-            Task::new("losetup").args(["-d", dev]).run().unwrap();
-        }
-    }
+    release(&mnt, &[a.clone(), b.clone()]);
 
     // A re-run finds everything in place and writes nothing.
     let digest = (disk_common::image_hash(&a), disk_common::image_hash(&b));
@@ -216,31 +227,8 @@ fn a_raid10_spans_four_disks() {
     c.args(["--yes", "--mount-at"]).arg(&mnt);
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let df = Task::new("btrfs")
-        .args(["filesystem", "df"])
-        .arg(&mnt)
-        .read()
-        .unwrap();
-    let profiles = opdbus_installer::disk::btrfs::parse_df(&df);
-    for kind in ["Data", "Metadata"] {
-        assert!(
-            profiles.iter().any(|(k, p)| k == kind && p == "RAID10"),
-            "{kind} not RAID10: {df}"
-        );
-    }
-    let show = Task::new("btrfs")
-        .args(["filesystem", "show"])
-        .arg(&mnt)
-        .read()
-        .unwrap();
-    assert!(show.contains("Total devices 4"), "{show}");
-    Task::new("umount").arg("-R").arg(&mnt).run().unwrap();
-    for img in &imgs {
-        for l in loops_of(img).lines() {
-            let dev = l.split(':').next().unwrap();
-            Task::new("losetup").args(["-d", dev]).run().unwrap();
-        }
-    }
+    assert_profile(&mnt, "RAID10", 4);
+    release(&mnt, &imgs);
     let uuid = btrfs_uuid(&imgs[0], 3);
     for img in &imgs[1..] {
         assert_eq!(btrfs_uuid(img, 3), uuid);

@@ -692,7 +692,7 @@ fn install_bootloaders(
         }
     }
     if grub {
-        for key in grub_disk_keys(state, plan) {
+        for key in grub_disk_keys(state, plan)? {
             let disk = mounted
                 .disk_device(&key)
                 .with_context(|| format!("no block device for {key}"))?;
@@ -704,21 +704,29 @@ fn install_bootloaders(
 }
 
 /// The disks GRUB goes on: every disk holding a member of a mirrored root
-/// (any one of them boots alone), else the boot disk.
-fn grub_disk_keys(state: &State, plan: &InstallPlan) -> Vec<String> {
+/// (any one of them boots alone), else `bootstrap.device`, else the disk
+/// holding `/`.
+fn grub_disk_keys(state: &State, plan: &InstallPlan) -> Result<Vec<String>> {
     let root_part = plan
         .disk
         .mounts
         .iter()
         .find(|m| m.path == Path::new("/"))
         .map(|m| m.partition.as_str())
-        .unwrap_or_default();
-    let members = plan
+        .context("the layout mounts nothing at /")?;
+    let members = match plan
         .disk
         .partition(root_part)
         .and_then(|(_, p)| p.filesystem.as_ref()?.raid.as_ref())
-        .map(|r| r.devices.clone())
-        .unwrap_or_default();
+    {
+        Some(raid) => raid.devices.clone(),
+        None => {
+            if let Some(d) = state.bootstrap.as_ref().and_then(|b| b.device.clone()) {
+                return Ok(vec![d]);
+            }
+            vec![root_part.to_string()]
+        }
+    };
     let keys: Vec<String> = plan
         .disk
         .devices
@@ -727,30 +735,9 @@ fn grub_disk_keys(state: &State, plan: &InstallPlan) -> Vec<String> {
         .map(|d| d.key.clone())
         .collect();
     if keys.is_empty() {
-        vec![boot_disk_key(state, plan)]
-    } else {
-        keys
+        anyhow::bail!("no disk of the layout holds {root_part}, the partition mounted at /");
     }
-}
-
-/// The device GRUB goes on: `bootstrap.device`, else the one holding `/`.
-fn boot_disk_key(state: &State, plan: &InstallPlan) -> String {
-    if let Some(d) = state.bootstrap.as_ref().and_then(|b| b.device.clone()) {
-        return d;
-    }
-    let root_part = plan
-        .disk
-        .mounts
-        .iter()
-        .find(|m| m.path == Path::new("/"))
-        .map(|m| m.partition.clone())
-        .unwrap_or_default();
-    plan.disk
-        .devices
-        .iter()
-        .find(|d| d.partitions.iter().any(|p| p.key == root_part))
-        .map(|d| d.key.clone())
-        .unwrap_or_default()
+    Ok(keys)
 }
 
 /// Zeroes the partition tables (both GPT copies and the MBR) of every target.

@@ -140,7 +140,7 @@ pub fn layout_spec(state: &State, uuids: UuidSource) -> Result<LayoutSpec> {
                     subvolumes,
                     raid: declared.and_then(|f| {
                         Some(RaidSpec {
-                            profile: f.raid?.name().to_string(),
+                            profile: f.raid?,
                             devices: f.devices.clone(),
                         })
                     }),

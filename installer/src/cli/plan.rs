@@ -95,7 +95,7 @@ pub fn render(plan: &InstallPlan) -> String {
                             "{} uuid={} {} over {}",
                             f.kind.as_str(),
                             f.uuid,
-                            r.profile,
+                            r.profile.name(),
                             r.devices.join(", ")
                         ),
                         None => format!("{} uuid={}", f.kind.as_str(), f.uuid),

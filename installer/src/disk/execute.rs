@@ -900,10 +900,10 @@ fn make_filesystems(
                 })
                 .collect::<Result<Vec<_>>>()?;
             if st != ItemStatus::Present {
-                fs::mkfs_multi(&nodes, fsp, &raid.profile).with_context(|| {
+                fs::mkfs_multi(&nodes, fsp, raid.profile.name()).with_context(|| {
                     format!(
                         "making a {} btrfs over {}",
-                        raid.profile,
+                        raid.profile.name(),
                         raid.devices.join(", ")
                     )
                 })?;
@@ -980,7 +980,7 @@ fn subvolumes(p: &PartitionPlan, held: &Held, report: &mut ExecReport) -> Result
             .iter()
             .filter(|(kind, profile)| {
                 matches!(kind.as_str(), "Data" | "Metadata")
-                    && !profile.eq_ignore_ascii_case(&raid.profile)
+                    && !profile.eq_ignore_ascii_case(raid.profile.name())
             })
             .map(|(k, pr)| format!("{k} {pr}"))
             .collect();
@@ -990,8 +990,8 @@ fn subvolumes(p: &PartitionPlan, held: &Held, report: &mut ExecReport) -> Result
                  convert it (btrfs balance start -dconvert={p} -mconvert={p}) or re-run with --reformat --yes",
                 p.key,
                 wrong.join(", "),
-                raid.profile,
-                p = raid.profile
+                raid.profile.name(),
+                p = raid.profile.name()
             );
         }
     }

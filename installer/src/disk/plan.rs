@@ -152,8 +152,8 @@ pub struct FilesystemPlan {
 /// The profile and members of a multi-device btrfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaidPlan {
-    /// `raid1` or `raid10`, for data and metadata (`mkfs.btrfs -d -m`).
-    pub profile: String,
+    /// For data and metadata (`mkfs.btrfs -d -m`); the state's own type.
+    pub profile: opdbus_state::model::BtrfsRaid,
     /// Partition keys of every member, the filesystem's own first.
     pub devices: Vec<String>,
 }

@@ -465,7 +465,7 @@ fn a_mirrored_btrfs_is_planned_over_both_disks_and_mounts_degraded() {
     let plan = plan_layout(&spec, &sizes).unwrap();
     let (_, root) = plan.partition("/dev/vda3").unwrap();
     let raid = root.filesystem.as_ref().unwrap().raid.as_ref().unwrap();
-    assert_eq!(raid.profile, "raid1");
+    assert_eq!(raid.profile.name(), "raid1");
     assert_eq!(raid.devices, ["/dev/vda3", "/dev/vdb3"]);
     // The second member carries no filesystem of its own.
     let (_, member) = plan.partition("/dev/vdb3").unwrap();

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use opdbus_agent::engine::{Phase, Status};
 use opdbus_agent::health::btrfs;
@@ -34,9 +35,7 @@ impl LoopDev {
     /// be reused by someone else's image once free), then detaches it.
     fn close(&mut self) -> anyhow::Result<()> {
         if let Some(dev) = self.0.take() {
-            Task::new("btrfs")
-                .args(["device", "scan", "--forget", &dev])
-                .run()?;
+            forget(&dev)?;
             Task::new("losetup").args(["-d", &dev]).run()?;
         }
         Ok(())
@@ -46,10 +45,29 @@ impl LoopDev {
 impl Drop for LoopDev {
     fn drop(&mut self) {
         if let Some(dev) = self.0.take() {
-            let _ = Command::new("btrfs")
-                .args(["device", "scan", "--forget", &dev])
-                .status();
+            let _ = forget(&dev);
             let _ = Command::new("losetup").args(["-d", &dev]).status();
+        }
+    }
+}
+
+/// `btrfs device scan --forget DEV`, retried while btrfs answers "busy":
+/// this host's mounts are private, so a concurrent test's `ip netns exec`
+/// copies the mount namespace with our mount in it and holds the filesystem
+/// open after our `umount`, until that process exits. Mounting `degraded`
+/// before then would find both devices still open and test nothing.
+fn forget(dev: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Task::new("btrfs")
+            .args(["device", "scan", "--forget", dev])
+            .run()
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("busy") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Benchmark of the firewall plugin: loading 1,000 rules through the plugin
-//! (query, diff, one atomic `nft -j -f`, boot file; and with the optional
-//! `nft -c` pass first) and through the whole engine transaction (lock,
+//! (query, diff, one atomic netlink batch sent by the agent, boot file; and
+//! with the optional `nft -c` pass first) and through the whole engine transaction (lock,
 //! journal, checkpoint, verify, audit), against one `nft -f` of the same
 //! rule set and against a loop of `nft add rule` (the naive way), each in a
 //! fresh network namespace, ratios from the same run. Needs root; skips
@@ -185,12 +185,12 @@ fn main() {
         ms(once)
     );
     println!(
-        "  plugin, query + diff + apply (nft -j -f, boot file):     {:.1} ms = {:.2}x",
+        "  plugin, query + diff + apply (netlink batch, boot file): {:.1} ms = {:.2}x",
         ms(plugin),
         r(plugin)
     );
     println!(
-        "  plugin apply only (nft -j -f, boot file):                {:.1} ms = {:.2}x",
+        "  plugin apply only (netlink batch, boot file):            {:.1} ms = {:.2}x",
         ms(apply),
         r(apply)
     );

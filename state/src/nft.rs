@@ -385,13 +385,64 @@ pub fn batch(t: &Table) -> Value {
     json!({ "nftables": cmds })
 }
 
+/// One `add` command of [`batch`], serialized without building a `Value`
+/// of the whole batch first (that took most of an apply's time).
+#[derive(Serialize)]
+enum AddCmd<'a> {
+    #[serde(rename = "add")]
+    Add(AddObj<'a>),
+}
+
+#[derive(Serialize)]
+enum AddObj<'a> {
+    #[serde(rename = "chain")]
+    Chain {
+        family: &'a str,
+        table: &'a str,
+        name: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        hook: &'a str,
+        prio: i64,
+        policy: &'a str,
+    },
+    #[serde(rename = "rule")]
+    Rule {
+        family: &'a str,
+        table: &'a str,
+        chain: &'a str,
+        comment: &'a str,
+        expr: &'a [Value],
+    },
+}
+
 /// [`batch`] as text, one command per line: the boot file.
 pub fn batch_text(t: &Table) -> String {
-    let cmds = batch(t);
-    let lines: Vec<String> = cmds["nftables"]
-        .as_array()
-        .map(|a| a.iter().map(Value::to_string).collect())
-        .unwrap_or_default();
+    let mut lines: Vec<String> = replace_prefix().iter().map(Value::to_string).collect();
+    lines.push(json!({"add": table_obj()}).to_string());
+    let line = |cmd: AddCmd| serde_json::to_string(&cmd).unwrap_or_default();
+    for c in &t.chains {
+        lines.push(line(AddCmd::Add(AddObj::Chain {
+            family: FAMILY,
+            table: TABLE,
+            name: &c.name,
+            kind: &c.kind,
+            hook: &c.hook,
+            prio: c.prio,
+            policy: &c.policy,
+        })));
+    }
+    for c in &t.chains {
+        for r in &c.rules {
+            lines.push(line(AddCmd::Add(AddObj::Rule {
+                family: FAMILY,
+                table: TABLE,
+                chain: &c.name,
+                comment: &r.comment,
+                expr: &r.expr,
+            })));
+        }
+    }
     format!("{{\"nftables\": [\n{}\n]}}\n", lines.join(",\n"))
 }
 
@@ -536,5 +587,33 @@ fn describe_right(r: &Value) -> String {
             }
         }
         other => other.to_string(),
+    }
+}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod text_tests {
+    #[test]
+    fn batch_text_is_the_batch_one_command_per_line() {
+        let st: crate::State = serde_json::from_value(serde_json::json!({"version": 1, "plugins": {"firewall": {
+            "default_policy": {"input": "drop", "forward": "drop", "output": "accept"},
+            "rules": [
+                {"port": 22, "proto": "tcp", "action": "accept", "comment": "ssh \"admin\""},
+                {"port": "1000-2000", "proto": "udp", "action": "reject", "source": ["10.0.0.0/24", "10.9.0.7"]},
+                {"proto": "icmp", "action": "accept", "iface": "eth0"}
+            ],
+            "masquerade": [{"source": "10.0.0.0/24", "out_iface": "eth0"}]
+        }}}))
+        .unwrap();
+        let t = super::desired_table(&st).unwrap().unwrap();
+        let lines: Vec<String> = super::batch(&t)["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(serde_json::Value::to_string)
+            .collect();
+        assert_eq!(
+            super::batch_text(&t),
+            format!("{{\"nftables\": [\n{}\n]}}\n", lines.join(",\n"))
+        );
     }
 }

@@ -6,6 +6,9 @@
 //! checks the whole batch and commits all of it or nothing, so a rejected
 //! rule leaves the previous rules in force (a separate `nft -c` pass would
 //! do the same work twice; [`FirewallPlugin::check_first`] turns it on).
+//! The agent sends that batch itself ([`netlink`]: no `nft` process, no
+//! JSON parse, no cache fetch); a rule without a native encoding, or an
+//! `nft` run in another namespace, sends it through `nft -j -f`.
 //! `query` reads the live table back, `diff` compares it rule by rule (each
 //! rule's comment carries the tag `opdbus:NAME`), so a re-apply is a no-op
 //! and a rule deleted by hand is drift. The checkpoint is the previous
@@ -16,6 +19,7 @@
 
 pub mod discover;
 pub mod lockout;
+pub mod netlink;
 pub mod nft;
 /// The rendering, shared with the installer (which writes the boot file
 /// into the target before first boot).
@@ -333,6 +337,24 @@ impl FirewallPlugin {
         }
     }
 
+    /// Loads `table` (`json` is its batch, the boot file): as one netlink
+    /// batch from this process when `nft` runs in the agent's own namespace
+    /// and every rule has a native encoding, else through `nft -j -f`.
+    async fn load(&self, table: &Table, json: &str) -> Result<(), ActionError> {
+        if self.nft.is_local() {
+            match netlink::encode(table, 1) {
+                Ok(batch) => {
+                    if self.check_first {
+                        self.nft.check(json.as_bytes()).await?;
+                    }
+                    return netlink::load(&batch);
+                }
+                Err(e) => tracing::info!("table inet opdbus loaded through nft: {e}"),
+            }
+        }
+        self.nft.load(json.as_bytes(), self.check_first).await
+    }
+
     fn root(ctx: &Context) -> anyhow::Result<RootDir> {
         RootDir::open(&ctx.root).with_context(|| format!("opening the root {}", ctx.root.display()))
     }
@@ -447,7 +469,7 @@ impl Plugin for FirewallPlugin {
                 match a {
                     Action::Replace { table, .. } => {
                         let text = boot_file_text(table);
-                        self.nft.load(text.as_bytes(), self.check_first).await?;
+                        self.load(table, &text).await?;
                         Self::write_boot_file(ctx, Some(&text))?;
                     }
                     Action::WriteBootFile { table } => {

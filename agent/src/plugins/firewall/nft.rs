@@ -122,18 +122,31 @@ impl Nft {
             .collect())
     }
 
+    /// Whether `nft` runs in the agent's own network namespace (no command
+    /// before it), where the agent's own netlink socket talks to the same
+    /// tables.
+    pub fn is_local(&self) -> bool {
+        self.argv.len() == 1
+    }
+
+    /// Checks the JSON batch `data` (`nft -c`) without loading it.
+    pub async fn check(&self, data: &[u8]) -> Result<(), ActionError> {
+        let check = self.run(&["-c", "-j", "-f", "-"], Some(data)).await?;
+        if !check.ok {
+            return Err(kernel_error(
+                &check.stderr,
+                "nftables refused the rule set in its check (nft -c); nothing was changed",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the JSON batch `data` (`nft -c`, when `check_first`), then
     /// loads it: one kernel transaction, so a refused rule leaves every
     /// table as it was.
     pub async fn load(&self, data: &[u8], check_first: bool) -> Result<(), ActionError> {
         if check_first {
-            let check = self.run(&["-c", "-j", "-f", "-"], Some(data)).await?;
-            if !check.ok {
-                return Err(kernel_error(
-                    &check.stderr,
-                    "nftables refused the rule set in its check (nft -c); nothing was changed",
-                ));
-            }
+            self.check(data).await?;
         }
         let out = self.run(&["-j", "-f", "-"], Some(data)).await?;
         if !out.ok {

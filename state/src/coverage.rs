@@ -110,6 +110,8 @@ fn default_audit_db(_: &Value, v: &Value) -> bool {
 
 const FLOWS_KIND: &str =
     "only an ovs-bridge has an OpenFlow table; set \"type\": \"ovs-bridge\" or remove flows";
+const PATHS_KIND: &str =
+    "paths classify the traffic of an ovs-bridge; set \"type\": \"ovs-bridge\" or remove paths";
 const IFACE_KIND: &str = "only the interface types that have it use it (slaves, mode, miimon and lacp: bond; id and base: vlan; peer: veth; bridge_ports and ports: bridge and ovs-bridge); remove it or fix the type";
 
 /// The table. Every value the schema allows is matched by a row (a test
@@ -186,6 +188,11 @@ pub const TABLE: &[Part] = &[
     plugin("/plugins/network/interfaces/*/ports/*", "network"),
     applied_if("/plugins/network/interfaces/*/flows", "flows", on_ovs_bridge, FLOWS_KIND),
     plugin("/plugins/network/interfaces/*/flows/*", "flows"),
+    applied_if("/plugins/network/interfaces/*/paths", "flows", on_ovs_bridge, PATHS_KIND),
+    plugin("/plugins/network/interfaces/*/paths/socket/port", "flows"),
+    plugin("/plugins/network/interfaces/*/paths/socket/networks/*", "flows"),
+    plugin("/plugins/network/interfaces/*/paths/mesh/port", "flows"),
+    plugin("/plugins/network/interfaces/*/paths/mesh/networks/*", "flows"),
     plugin("/plugins/network/interfaces/*/ports/*/name", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/type", "network"),
     plugin("/plugins/network/interfaces/*/ports/*/peer", "network"),
@@ -221,6 +228,7 @@ pub const TABLE: &[Part] = &[
     applied_if("/plugins/network/bonds/*/bridge_ports", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/ports", "network", never, IFACE_KIND),
     applied_if("/plugins/network/bonds/*/flows", "flows", never, FLOWS_KIND),
+    applied_if("/plugins/network/bonds/*/paths", "flows", never, PATHS_KIND),
     plugin("/plugins/network/bonds/*/slaves/*", "network"),
     plugin("/plugins/network/bonds/*/mode", "network"),
     plugin("/plugins/network/bonds/*/miimon", "network"),
@@ -244,6 +252,11 @@ pub const TABLE: &[Part] = &[
     applied_if("/plugins/net/interfaces/*/ports", "network", on_bridge, IFACE_KIND),
     applied_if("/plugins/net/interfaces/*/flows", "flows", on_ovs_bridge, FLOWS_KIND),
     plugin("/plugins/net/interfaces/*/flows/*", "flows"),
+    applied_if("/plugins/net/interfaces/*/paths", "flows", on_ovs_bridge, PATHS_KIND),
+    plugin("/plugins/net/interfaces/*/paths/socket/port", "flows"),
+    plugin("/plugins/net/interfaces/*/paths/socket/networks/*", "flows"),
+    plugin("/plugins/net/interfaces/*/paths/mesh/port", "flows"),
+    plugin("/plugins/net/interfaces/*/paths/mesh/networks/*", "flows"),
     plugin("/plugins/net/interfaces/*/ports/*", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/name", "network"),
     plugin("/plugins/net/interfaces/*/ports/*/type", "network"),

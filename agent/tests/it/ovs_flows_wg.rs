@@ -648,6 +648,93 @@ fn flows_filter_real_packets_in_one_bundle_and_survive_restarts() {
     assert!(tcp_works(&h1, &h2, "10.88.0.2", 7003));
 }
 
+/// The seed's bridge in short form: `paths` for the socket and the mesh
+/// path, on three ports.
+fn paths_state(ovsdb: &str, socket: (&str, &str), mesh: (&str, &str)) -> Value {
+    json!({"version": 1, "plugins": {"net": {
+        "ovsdb": ovsdb,
+        "interfaces": [{"name": "pbr", "type": "ovs-bridge", "ports": ["p1", "p2", "p3"],
+            "paths": {
+                "socket": {"port": socket.0, "networks": [socket.1]},
+                "mesh": {"port": mesh.0, "networks": [mesh.1]}
+            }}]
+    }}})
+}
+
+#[test]
+#[ignore = "privileged: network namespaces, ovs-vswitchd"]
+fn paths_send_each_destination_out_of_its_path_port() {
+    let (s, h1, h2, h3) = (NetNs::new(), NetNs::new(), NetNs::new(), NetNs::new());
+    let sw = Switch::start(&s);
+    sw.vsctl(&[
+        "add-br",
+        "pbr",
+        "--",
+        "set",
+        "bridge",
+        "pbr",
+        "datapath_type=netdev",
+    ]);
+    wire(&h1, &s, "h1", "p1", "10.77.0.1/24");
+    wire(&h2, &s, "h2", "p2", "10.77.0.2/24");
+    wire(&h3, &s, "h3", "p3", "10.77.0.3/24");
+    sw.vsctl(&[
+        "add-port", "pbr", "p1", "--", "add-port", "pbr", "p2", "--", "add-port", "pbr", "p3",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The socket path leaves by p2 (h2), the mesh path by p3 (h3).
+    let right = paths_state(&sw.addr(), ("p2", "10.77.0.2"), ("p3", "10.77.0.3/32"));
+    let (r, _) = apply_with(&s, dir.path(), &right, flows_engine);
+    assert!(r.ok, "{r:#?}");
+    let table = sw.flows("pbr");
+    let ours: Vec<&String> = table
+        .iter()
+        .filter(|f| f.starts_with("cookie=0x6f70"))
+        .collect();
+    assert_eq!(ours.len(), 8, "{table:?}");
+    // As OpenFlow 1.0 dumps them: table 0 unnamed, goto_table as
+    // resubmit, ports by number.
+    let ofport = |p: &str| {
+        sw.vsctl(&["get", "Interface", p, "ofport"])
+            .trim()
+            .to_string()
+    };
+    for part in [
+        " priority=100,ip,nw_dst=10.77.0.2 actions=resubmit(,10)".to_string(),
+        " priority=100,arp,arp_tpa=10.77.0.2 actions=resubmit(,10)".to_string(),
+        " priority=100,ip,nw_dst=10.77.0.3 actions=resubmit(,20)".to_string(),
+        " priority=100,arp,arp_tpa=10.77.0.3 actions=resubmit(,20)".to_string(),
+        " priority=50 actions=resubmit(,30)".to_string(),
+        format!(" table=10, priority=100 actions=output:{}", ofport("p2")),
+        format!(" table=20, priority=100 actions=output:{}", ofport("p3")),
+        " table=30, priority=50 actions=NORMAL".to_string(),
+    ] {
+        assert!(ours.iter().any(|f| f.ends_with(&part)), "{part}: {ours:?}");
+    }
+    assert!(ping(&h1, "10.77.0.2"), "the socket path reaches h2");
+    assert!(ping(&h1, "10.77.0.3"), "the mesh path reaches h3");
+    assert!(ping(&h2, "10.77.0.3"), "h2 to h3 over the mesh path");
+    let (r2, _) = apply_with(&s, dir.path(), &right, flows_engine);
+    assert!(r2.ok, "{r2:#?}");
+    assert_eq!(actions(&r2), Vec::<String>::new(), "re-apply is a no-op");
+
+    // The socket path sent out of the wrong port: traffic for h2 (ARP and
+    // IP) leaves by p3, where nobody answers, whatever h1 cached.
+    let wrong = paths_state(&sw.addr(), ("p3", "10.77.0.2"), ("p3", "10.77.0.3/32"));
+    let (r3, _) = apply_with(&s, dir.path(), &wrong, flows_engine);
+    assert!(r3.ok, "{r3:#?}");
+    h1.ip(&["neigh", "flush", "all"]);
+    assert!(!ping(&h1, "10.77.0.2"), "h2 is reached only by its path");
+    assert!(ping(&h1, "10.77.0.3"), "the mesh path still reaches h3");
+
+    let (r4, _) = apply_with(&s, dir.path(), &right, flows_engine);
+    assert!(r4.ok, "{r4:#?}");
+    // h1 gave up on h2's address (a FAILED neighbour answers at once).
+    h1.ip(&["neigh", "flush", "all"]);
+    assert!(ping(&h1, "10.77.0.2"), "back on its path");
+}
+
 // ---- VLAN tags --------------------------------------------------------------
 
 pub(crate) fn net_engine() -> Engine {

@@ -174,6 +174,10 @@ pub struct Interface {
     /// only the flows it installs (they carry its cookie).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flows: Vec<String>,
+    /// The short form of the local / mesh / normal classification of an
+    /// ovs-bridge's traffic (flow tables 0, 10, 20 and 30), added to `flows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Paths>,
     /// Bond members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slaves: Vec<String>,
@@ -264,6 +268,95 @@ pub enum OvsPortType {
 /// `"ens1"` or `{"name": "ens1", "type": "system"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OvsPort(pub OvsPortSpec);
+
+/// The seed's classification of an ovs-bridge's traffic: table 0 sends IPv4
+/// (and ARP) for the `socket` path's networks to table 10 and for the
+/// `mesh` path's networks to table 20, everything else to table 30; tables
+/// 10 and 20 output to their path's port, table 30 switches normally.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// The local path (same-host containers), table 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathSpec>,
+    /// The mesh path (other hosts, over WireGuard), table 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<PathSpec>,
+}
+
+/// One path: the bridge port it leaves by and the destinations sent to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    /// One of the bridge's ports.
+    pub port: String,
+    /// IPv4 networks or addresses (`10.10.0.0/24`, `10.10.0.5`).
+    pub networks: Vec<String>,
+}
+
+/// One flow a [`Paths`] stands for, with what in `paths` made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFlow {
+    pub flow: String,
+    /// JSON pointer below the interface entry (`/paths/socket/networks/0`).
+    pub at: String,
+}
+
+impl Paths {
+    /// The OpenFlow table of each path (`None` for an unknown name).
+    pub fn table_of(name: &str) -> Option<u8> {
+        match name {
+            "socket" => Some(10),
+            "mesh" => Some(20),
+            _ => None,
+        }
+    }
+
+    /// The paths that are set, with their names.
+    pub fn each(&self) -> Vec<(&'static str, &PathSpec)> {
+        [("socket", &self.socket), ("mesh", &self.mesh)]
+            .into_iter()
+            .filter_map(|(n, p)| p.as_ref().map(|p| (n, p)))
+            .collect()
+    }
+
+    /// The flows (`ovs-ofctl` syntax, no cookie), in table order. A network
+    /// is written as given (validation checks it is IPv4).
+    pub fn flows(&self) -> Vec<PathFlow> {
+        let mut out = Vec::new();
+        let flow = |flow: String, at: String| PathFlow { flow, at };
+        for (name, p) in self.each() {
+            let table = Self::table_of(name).unwrap_or(30);
+            for (k, n) in p.networks.iter().enumerate() {
+                let at = format!("/paths/{name}/networks/{k}");
+                out.push(flow(
+                    format!("table=0,priority=100,ip,nw_dst={n},actions=goto_table:{table}"),
+                    at.clone(),
+                ));
+                out.push(flow(
+                    format!("table=0,priority=100,arp,arp_tpa={n},actions=goto_table:{table}"),
+                    at,
+                ));
+            }
+        }
+        out.push(flow(
+            "table=0,priority=50,actions=goto_table:30".into(),
+            "/paths".into(),
+        ));
+        for (name, p) in self.each() {
+            let table = Self::table_of(name).unwrap_or(30);
+            out.push(flow(
+                format!("table={table},priority=100,actions=output:{}", p.port),
+                format!("/paths/{name}/port"),
+            ));
+        }
+        out.push(flow(
+            "table=30,priority=50,actions=NORMAL".into(),
+            "/paths".into(),
+        ));
+        out
+    }
+}
 
 impl Serialize for OvsPort {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -364,6 +457,9 @@ pub struct NetInterface {
     /// OpenFlow table of an ovs-bridge (see `Interface::flows`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flows: Vec<String>,
+    /// The short form of the traffic classification (see `Interface::paths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Paths>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<IpBlock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::Cx;
 use crate::diag::pointer;
-use crate::model::State;
+use crate::model::{InterfaceType, OvsPort, Paths, State};
 
 /// Why `flow` cannot be one of the agent's flows, if it cannot.
 pub fn flow_problem(flow: &str) -> Option<(&'static str, &'static str)> {
@@ -149,7 +149,14 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
             );
         }
     }
-    let mut lists: Vec<(Vec<String>, &Vec<String>)> = Vec::new();
+    type Entry<'a> = (
+        Vec<String>,
+        &'a InterfaceType,
+        &'a [OvsPort],
+        &'a Vec<String>,
+        Option<&'a Paths>,
+    );
+    let mut lists: Vec<Entry> = Vec::new();
     if let Some(net) = &state.plugins.network {
         for (name, i) in &net.interfaces {
             lists.push((
@@ -159,7 +166,10 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                     "interfaces".into(),
                     name.clone(),
                 ],
+                &i.kind,
+                &i.ports,
                 &i.flows,
+                i.paths.as_ref(),
             ));
         }
     }
@@ -172,11 +182,14 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                     "interfaces".into(),
                     n.to_string(),
                 ],
+                &i.kind,
+                &i.ports,
                 &i.flows,
+                i.paths.as_ref(),
             ));
         }
     }
-    for (at, flows) in lists {
+    for (at, kind, ports, flows, paths) in lists {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (k, f) in flows.iter().enumerate() {
             let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
@@ -196,12 +209,174 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
                 );
             }
         }
+        if let Some(p) = paths {
+            check_paths(cx, &at, kind, ports, p, &seen);
+        }
+    }
+}
+
+/// `paths`: on an ovs-bridge, each path leaving by one of its ports, to
+/// IPv4 destinations no other path has, making no flow `flows` lists.
+fn check_paths(
+    cx: &mut Cx,
+    at: &[String],
+    kind: &InterfaceType,
+    ports: &[OvsPort],
+    paths: &Paths,
+    explicit: &HashMap<String, usize>,
+) {
+    let ptr = |rest: &[&str]| {
+        let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
+        t.extend_from_slice(rest);
+        pointer(&t)
+    };
+    if *kind != InterfaceType::OvsBridge {
+        cx.error(
+            ptr(&["paths"]),
+            "paths classify the traffic of an ovs-bridge",
+            "move paths to the ovs-bridge entry, or remove it",
+        );
+        return;
+    }
+    let names: Vec<&str> = ports.iter().map(|p| p.0.name.as_str()).collect();
+    let mut owner: HashMap<ipnet::Ipv4Net, &str> = HashMap::new();
+    for (name, p) in paths.each() {
+        if !names.contains(&p.port.as_str()) {
+            cx.error(
+                ptr(&["paths", name, "port"]),
+                format!("'{}' is not a port of this bridge", p.port),
+                if names.is_empty() {
+                    "add the port to the bridge's ports".to_string()
+                } else {
+                    format!("use one of its ports ({}) or add it", names.join(", "))
+                },
+            );
+        }
+        if p.networks.is_empty() {
+            cx.error(
+                ptr(&["paths", name, "networks"]),
+                "a path with no networks sends nothing its way",
+                "list the destinations, e.g. [\"10.10.0.0/24\"], or remove the path",
+            );
+        }
+        for (k, n) in p.networks.iter().enumerate() {
+            let ks = k.to_string();
+            let net = n.parse::<ipnet::Ipv4Net>().ok().or_else(|| {
+                n.parse::<std::net::Ipv4Addr>()
+                    .ok()
+                    .map(ipnet::Ipv4Net::from)
+            });
+            let Some(net) = net else {
+                cx.error(
+                    ptr(&["paths", name, "networks", &ks]),
+                    format!("'{n}' is not an IPv4 network or address"),
+                    "write 10.10.0.0/24 or 10.10.0.5; IPv6 destinations need flows of their own",
+                );
+                continue;
+            };
+            if net.trunc() != net {
+                cx.error(
+                    ptr(&["paths", name, "networks", &ks]),
+                    format!("'{n}' has host bits set"),
+                    format!("write the network as {}", net.trunc()),
+                );
+            } else if let Some(other) = owner.insert(net, name) {
+                cx.error(
+                    ptr(&["paths", name, "networks", &ks]),
+                    format!("'{n}' is already a network of the {other} path"),
+                    "give each destination one path",
+                );
+            }
+        }
+    }
+    for f in paths.flows() {
+        let norm: String = f.flow.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(k) = explicit.get(&norm) {
+            let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
+            let rest: Vec<&str> = f.at.trim_start_matches('/').split('/').collect();
+            t.extend(rest);
+            cx.error(
+                pointer(&t),
+                format!("paths make the flow flows/{k} lists"),
+                format!("remove flows/{k}"),
+            );
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::validate::test_errors as errors;
+
+    /// The seed's bridge: an uplink, the socket and the mesh port.
+    const SEED_PATHS: &str = r#"{"version": 1, "plugins": {"network": {"interfaces": {
+        "ovsbr0": {"type": "ovs-bridge", "ports": ["eth0", "veth-socket", "veth-mesh"],
+            "paths": {"socket": {"port": "veth-socket", "networks": ["10.10.0.0/24"]},
+                      "mesh": {"port": "veth-mesh", "networks": ["10.100.0.0/16", "10.101.0.7"]}}}}}}}"#;
+
+    #[test]
+    fn the_seeds_paths_are_four_tables_of_flows() {
+        assert_eq!(errors(SEED_PATHS), Vec::<(String, String)>::new());
+        let st: crate::State = serde_json::from_str(SEED_PATHS).expect("parses");
+        let net = st.plugins.network.as_ref().expect("network");
+        let p = net.interfaces["ovsbr0"].paths.as_ref().expect("paths");
+        let got: Vec<String> = p
+            .flows()
+            .into_iter()
+            .map(|f| format!("{}  <- {}", f.flow, f.at))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "table=0,priority=100,ip,nw_dst=10.10.0.0/24,actions=goto_table:10  <- /paths/socket/networks/0",
+                "table=0,priority=100,arp,arp_tpa=10.10.0.0/24,actions=goto_table:10  <- /paths/socket/networks/0",
+                "table=0,priority=100,ip,nw_dst=10.100.0.0/16,actions=goto_table:20  <- /paths/mesh/networks/0",
+                "table=0,priority=100,arp,arp_tpa=10.100.0.0/16,actions=goto_table:20  <- /paths/mesh/networks/0",
+                "table=0,priority=100,ip,nw_dst=10.101.0.7,actions=goto_table:20  <- /paths/mesh/networks/1",
+                "table=0,priority=100,arp,arp_tpa=10.101.0.7,actions=goto_table:20  <- /paths/mesh/networks/1",
+                "table=0,priority=50,actions=goto_table:30  <- /paths",
+                "table=10,priority=100,actions=output:veth-socket  <- /paths/socket/port",
+                "table=20,priority=100,actions=output:veth-mesh  <- /paths/mesh/port",
+                "table=30,priority=50,actions=NORMAL  <- /paths",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_paths_are_named_by_pointer() {
+        let got = errors(
+            r#"{"version": 1, "plugins": {"network": {"interfaces": {
+                "br0": {"type": "ovs-bridge", "ports": ["p1", "p2"],
+                    "flows": ["table=30,priority=50,actions=NORMAL"],
+                    "paths": {"socket": {"port": "p9", "networks": ["10.10.0.1/24", "fd00::/64", "10.20.0.0/16"]},
+                              "mesh": {"port": "p2", "networks": ["10.20.0.0/16"]}}},
+                "eth0": {"type": "ethernet", "paths": {"mesh": {"port": "x", "networks": []}}}}}}}"#,
+        );
+        let at = |p: &str| got.iter().find(|(x, _)| x == p).map(|(_, m)| m.as_str());
+        let br = "/plugins/network/interfaces/br0/paths";
+        assert_eq!(
+            at(&format!("{br}/socket/port")),
+            Some("'p9' is not a port of this bridge")
+        );
+        assert_eq!(
+            at(&format!("{br}/socket/networks/0")),
+            Some("'10.10.0.1/24' has host bits set")
+        );
+        assert_eq!(
+            at(&format!("{br}/socket/networks/1")),
+            Some("'fd00::/64' is not an IPv4 network or address")
+        );
+        assert_eq!(
+            at(&format!("{br}/mesh/networks/0")),
+            Some("'10.20.0.0/16' is already a network of the socket path")
+        );
+        assert_eq!(at(br), Some("paths make the flow flows/0 lists"));
+        assert_eq!(
+            at("/plugins/network/interfaces/eth0/paths"),
+            Some("paths classify the traffic of an ovs-bridge")
+        );
+        assert_eq!(got.len(), 6, "{got:?}");
+    }
 
     #[test]
     fn flows_tags_macs_and_datapaths_are_checked_by_pointer() {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::{ActionError, ActionResult, Context, Persistence, Plugin, PluginAction};
 use opdbus_common::Task;
-use opdbus_state::model::InterfaceType;
+use opdbus_state::model::{InterfaceType, Paths};
 use opdbus_state::State;
 
 pub const PLUGIN: &str = "flows";
@@ -133,14 +133,31 @@ pub fn cookie_of(flow: &str) -> u64 {
     TAG | low
 }
 
-fn want(bridge: &str, ovsdb: Option<String>, at: &str, flows: &[String]) -> BridgeWant {
-    let mut out: Vec<FlowWant> = flows
+/// An entry's flows with their pointers: its `flows`, then what its
+/// `paths` stand for.
+fn entry_flows(at: &str, flows: &[String], paths: Option<&Paths>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = flows
         .iter()
         .enumerate()
-        .map(|(k, f)| FlowWant {
-            cookie: cookie_of(f),
-            text: normalize(f),
-            pointer: format!("{at}/flows/{k}"),
+        .map(|(k, f)| (f.clone(), format!("{at}/flows/{k}")))
+        .collect();
+    if let Some(p) = paths {
+        out.extend(
+            p.flows()
+                .into_iter()
+                .map(|f| (f.flow, format!("{at}{}", f.at))),
+        );
+    }
+    out
+}
+
+fn want(bridge: &str, ovsdb: Option<String>, flows: Vec<(String, String)>) -> BridgeWant {
+    let mut out: Vec<FlowWant> = flows
+        .into_iter()
+        .map(|(f, pointer)| FlowWant {
+            cookie: cookie_of(&f),
+            text: normalize(&f),
+            pointer,
         })
         .collect();
     out.sort_by_key(|f| f.cookie);
@@ -156,21 +173,19 @@ pub fn desired_of(state: &State) -> Option<Desired> {
     let mut d = Desired::default();
     if let Some(net) = &state.plugins.network {
         for (name, i) in &net.interfaces {
-            if i.kind == InterfaceType::OvsBridge && !i.flows.is_empty() {
-                let at = opdbus_state::diag::pointer(&["plugins", "network", "interfaces", name]);
-                d.bridges.push(want(name, net.ovsdb.clone(), &at, &i.flows));
+            let at = opdbus_state::diag::pointer(&["plugins", "network", "interfaces", name]);
+            let flows = entry_flows(&at, &i.flows, i.paths.as_ref());
+            if i.kind == InterfaceType::OvsBridge && !flows.is_empty() {
+                d.bridges.push(want(name, net.ovsdb.clone(), flows));
             }
         }
     }
     if let Some(net) = &state.plugins.net {
         for (n, i) in net.interfaces.iter().enumerate() {
-            if i.kind == InterfaceType::OvsBridge && !i.flows.is_empty() {
-                d.bridges.push(want(
-                    &i.name,
-                    net.ovsdb.clone(),
-                    &format!("/plugins/net/interfaces/{n}"),
-                    &i.flows,
-                ));
+            let at = format!("/plugins/net/interfaces/{n}");
+            let flows = entry_flows(&at, &i.flows, i.paths.as_ref());
+            if i.kind == InterfaceType::OvsBridge && !flows.is_empty() {
+                d.bridges.push(want(&i.name, net.ovsdb.clone(), flows));
             }
         }
     }

@@ -363,30 +363,8 @@ fn replace_prefix() -> Vec<Value> {
     vec![json!({"add": table_obj()}), json!({"delete": table_obj()})]
 }
 
-/// One batch that replaces the table with `t`: what `apply` loads and what
-/// the boot unit loads (`nft -j -f`).
-pub fn batch(t: &Table) -> Value {
-    let mut cmds = replace_prefix();
-    cmds.push(json!({"add": table_obj()}));
-    for c in &t.chains {
-        cmds.push(json!({"add": {"chain": {
-            "family": FAMILY, "table": TABLE, "name": c.name,
-            "type": c.kind, "hook": c.hook, "prio": c.prio, "policy": c.policy,
-        }}}));
-    }
-    for c in &t.chains {
-        for r in &c.rules {
-            cmds.push(json!({"add": {"rule": {
-                "family": FAMILY, "table": TABLE, "chain": c.name,
-                "comment": r.comment, "expr": r.expr,
-            }}}));
-        }
-    }
-    json!({ "nftables": cmds })
-}
-
-/// One `add` command of [`batch`], serialized without building a `Value`
-/// of the whole batch first (that took most of an apply's time).
+/// One `add` command of a batch, serialized straight from the table (a
+/// `Value` of the whole batch first took most of an apply's time).
 #[derive(Serialize)]
 enum AddCmd<'a> {
     #[serde(rename = "add")]
@@ -416,13 +394,10 @@ enum AddObj<'a> {
     },
 }
 
-/// [`batch`] as text, one command per line: the boot file.
-pub fn batch_text(t: &Table) -> String {
-    let mut lines: Vec<String> = replace_prefix().iter().map(Value::to_string).collect();
-    lines.push(json!({"add": table_obj()}).to_string());
-    let line = |cmd: AddCmd| serde_json::to_string(&cmd).unwrap_or_default();
-    for c in &t.chains {
-        lines.push(line(AddCmd::Add(AddObj::Chain {
+/// The chains, then the rules, of `t` as `add` commands.
+fn add_commands(t: &Table) -> impl Iterator<Item = AddCmd<'_>> {
+    let chains = t.chains.iter().map(|c| {
+        AddCmd::Add(AddObj::Chain {
             family: FAMILY,
             table: TABLE,
             name: &c.name,
@@ -430,19 +405,41 @@ pub fn batch_text(t: &Table) -> String {
             hook: &c.hook,
             prio: c.prio,
             policy: &c.policy,
-        })));
-    }
-    for c in &t.chains {
-        for r in &c.rules {
-            lines.push(line(AddCmd::Add(AddObj::Rule {
+        })
+    });
+    let rules = t.chains.iter().flat_map(|c| {
+        c.rules.iter().map(move |r| {
+            AddCmd::Add(AddObj::Rule {
                 family: FAMILY,
                 table: TABLE,
                 chain: &c.name,
                 comment: &r.comment,
                 expr: &r.expr,
-            })));
-        }
-    }
+            })
+        })
+    });
+    chains.chain(rules)
+}
+
+/// The commands before the chains: replace the table by an empty one.
+fn head_commands() -> Vec<Value> {
+    let mut cmds = replace_prefix();
+    cmds.push(json!({"add": table_obj()}));
+    cmds
+}
+
+/// One batch that replaces the table with `t`: what `apply` loads and what
+/// the boot unit loads (`nft -j -f`).
+pub fn batch(t: &Table) -> Value {
+    let mut cmds = head_commands();
+    cmds.extend(add_commands(t).map(|c| serde_json::to_value(c).unwrap_or_default()));
+    json!({ "nftables": cmds })
+}
+
+/// [`batch`] as text, one command per line: the boot file.
+pub fn batch_text(t: &Table) -> String {
+    let mut lines: Vec<String> = head_commands().iter().map(Value::to_string).collect();
+    lines.extend(add_commands(t).map(|c| serde_json::to_string(&c).unwrap_or_default()));
     format!("{{\"nftables\": [\n{}\n]}}\n", lines.join(",\n"))
 }
 

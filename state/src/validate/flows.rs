@@ -45,6 +45,18 @@ pub fn flow_problem(flow: &str) -> Option<(&'static str, &'static str)> {
     None
 }
 
+/// The pointer of `rest` below the entry at `at`.
+fn below(at: &[String], rest: &[&str]) -> String {
+    let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
+    t.extend_from_slice(rest);
+    pointer(&t)
+}
+
+/// A flow's text with whitespace collapsed (what "the same flow" means).
+fn collapsed(flow: &str) -> String {
+    flow.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn valid_mac(m: &str) -> bool {
     let parts: Vec<&str> = m.split(':').collect();
     parts.len() == 6
@@ -60,11 +72,7 @@ fn check_details(
     datapath: Option<&str>,
     ports: &[crate::model::OvsPort],
 ) {
-    let ptr = |rest: &[&str]| {
-        let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
-        t.extend_from_slice(rest);
-        pointer(&t)
-    };
+    let ptr = |rest: &[&str]| below(at, rest);
     if let Some(m) = mac {
         if !valid_mac(m) {
             cx.error(
@@ -192,16 +200,12 @@ pub(super) fn check(cx: &mut Cx, state: &State) {
     for (at, kind, ports, flows, paths) in lists {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (k, f) in flows.iter().enumerate() {
-            let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
-            let ks = k.to_string();
-            t.extend(["flows", &ks]);
-            let ptr = pointer(&t);
+            let ptr = below(&at, &["flows", &k.to_string()]);
             if let Some((msg, hint)) = flow_problem(f) {
                 cx.error(ptr, msg, hint);
                 continue;
             }
-            let norm: String = f.split_whitespace().collect::<Vec<_>>().join(" ");
-            if let Some(first) = seen.insert(norm, k) {
+            if let Some(first) = seen.insert(collapsed(f), k) {
                 cx.error(
                     ptr,
                     format!("the same flow as flows/{first}"),
@@ -225,11 +229,7 @@ fn check_paths(
     paths: &Paths,
     explicit: &HashMap<String, usize>,
 ) {
-    let ptr = |rest: &[&str]| {
-        let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
-        t.extend_from_slice(rest);
-        pointer(&t)
-    };
+    let ptr = |rest: &[&str]| below(at, rest);
     if *kind != InterfaceType::OvsBridge {
         cx.error(
             ptr(&["paths"]),
@@ -290,13 +290,10 @@ fn check_paths(
         }
     }
     for f in paths.flows() {
-        let norm: String = f.flow.split_whitespace().collect::<Vec<_>>().join(" ");
-        if let Some(k) = explicit.get(&norm) {
-            let mut t: Vec<&str> = at.iter().map(String::as_str).collect();
+        if let Some(k) = explicit.get(&collapsed(&f.flow)) {
             let rest: Vec<&str> = f.at.trim_start_matches('/').split('/').collect();
-            t.extend(rest);
             cx.error(
-                pointer(&t),
+                below(at, &rest),
                 format!("paths make the flow flows/{k} lists"),
                 format!("remove flows/{k}"),
             );
